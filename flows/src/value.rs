@@ -1,0 +1,106 @@
+//! Typed values that flows read and produce.
+
+use std::fmt;
+
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// The type of a flow input or output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ValueType {
+    F64,
+    I64,
+    Bool,
+    String,
+    Bytes,
+    /// A dense f32 tensor of any shape.
+    Tensor,
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ValueType::F64 => "f64",
+            ValueType::I64 => "i64",
+            ValueType::Bool => "bool",
+            ValueType::String => "string",
+            ValueType::Bytes => "bytes",
+            ValueType::Tensor => "tensor",
+        };
+        f.write_str(s)
+    }
+}
+
+/// A feature value. Tensors are f32 candle tensors on the flow's device.
+#[derive(Debug, Clone)]
+pub enum Value {
+    F64(f64),
+    I64(i64),
+    Bool(bool),
+    String(String),
+    Bytes(Vec<u8>),
+    Tensor(Tensor),
+}
+
+impl Value {
+    pub fn value_type(&self) -> ValueType {
+        match self {
+            Value::F64(_) => ValueType::F64,
+            Value::I64(_) => ValueType::I64,
+            Value::Bool(_) => ValueType::Bool,
+            Value::String(_) => ValueType::String,
+            Value::Bytes(_) => ValueType::Bytes,
+            Value::Tensor(_) => ValueType::Tensor,
+        }
+    }
+
+    /// A tensor from row-major f32 data, refusing a shape that does not fit the data.
+    pub fn tensor(data: Vec<f32>, shape: &[usize]) -> Result<Value, Error> {
+        let expected: usize = shape.iter().product();
+        if expected != data.len() {
+            return Err(Error::Permanent(format!(
+                "tensor shape {shape:?} needs {expected} values, got {}",
+                data.len()
+            )));
+        }
+        Ok(Value::Tensor(Tensor::from_vec(data, shape, &Device::Cpu)?))
+    }
+
+    pub fn as_f64(&self) -> Result<f64, Error> {
+        match self {
+            Value::F64(v) => Ok(*v),
+            other => Err(type_error(ValueType::F64, other)),
+        }
+    }
+
+    pub fn as_str(&self) -> Result<&str, Error> {
+        match self {
+            Value::String(s) => Ok(s),
+            other => Err(type_error(ValueType::String, other)),
+        }
+    }
+
+    pub fn as_tensor(&self) -> Result<&Tensor, Error> {
+        match self {
+            Value::Tensor(t) => Ok(t),
+            other => Err(type_error(ValueType::Tensor, other)),
+        }
+    }
+
+    /// The shape and row-major f32 data of a tensor value.
+    pub fn tensor_parts(t: &Tensor) -> Result<(Vec<usize>, Vec<f32>), Error> {
+        let shape = t.dims().to_vec();
+        let data = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok((shape, data))
+    }
+}
+
+fn type_error(expected: ValueType, got: &Value) -> Error {
+    Error::Permanent(format!(
+        "expected a {expected} value, got a {}",
+        got.value_type()
+    ))
+}

@@ -1,0 +1,177 @@
+//! Moving jobs forward: a job is enqueued once every input it reads by key is stored;
+//! until then it waits on each missing input, and the completion of its last missing
+//! input enqueues it. A failure fails every job waiting on it, transitively, so nothing
+//! stays pending behind a failed input. Planners and workers both go through here.
+
+use std::time::Duration;
+
+use fstore_proto::wire_v1::job_input::Source;
+
+use crate::queue::Enqueued;
+use crate::time::now_ms;
+use crate::{ComputeJob, Error, Headers, Substrate, ValueEnvelope};
+
+/// Header that carries the tenant of a job.
+pub const TENANT_HEADER: &str = "Fstore-Tenant";
+
+/// Where a job's key inputs stand.
+#[derive(Debug)]
+enum Inputs {
+    Ready,
+    Missing(Vec<String>),
+    /// An input failed: (its key, its error).
+    Failed(String, String),
+}
+
+/// Submits jobs and continues or fails their dependents.
+#[derive(Clone, Debug)]
+pub struct Dispatcher {
+    substrate: Substrate,
+    failure_ttl: Duration,
+}
+
+/// What [`Dispatcher::submit`] did with a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Submitted {
+    Enqueued,
+    /// Parked until its missing inputs complete.
+    Waiting,
+    /// An input had failed, so the job was failed with it.
+    Failed(String),
+}
+
+impl Dispatcher {
+    pub fn new(substrate: Substrate, failure_ttl: Duration) -> Self {
+        Dispatcher {
+            substrate,
+            failure_ttl,
+        }
+    }
+
+    pub fn substrate(&self) -> &Substrate {
+        &self.substrate
+    }
+
+    /// Enqueues `job` if its inputs are stored, else parks it on the missing ones.
+    pub async fn submit(&self, job: &ComputeJob) -> Result<Submitted, Error> {
+        match self.inputs(job).await? {
+            Inputs::Ready => self.enqueue(job).await.map(|_| Submitted::Enqueued),
+            Inputs::Failed(key, error) => {
+                let error = upstream_error(job, &key, &error);
+                self.fail(job, &error, 0).await?;
+                Ok(Submitted::Failed(error))
+            }
+            Inputs::Missing(keys) => {
+                for key in &keys {
+                    self.substrate.waiters.add(key, job).await?;
+                }
+                // An input may have completed between the check and the parking, and
+                // its completion may have missed this job: look once more.
+                match self.inputs(job).await? {
+                    Inputs::Ready => self.enqueue(job).await.map(|_| Submitted::Enqueued),
+                    Inputs::Missing(_) => Ok(Submitted::Waiting),
+                    Inputs::Failed(key, error) => {
+                        let error = upstream_error(job, &key, &error);
+                        self.fail(job, &error, 0).await?;
+                        Ok(Submitted::Failed(error))
+                    }
+                }
+            }
+        }
+    }
+
+    /// A value was stored under `key`: enqueue the jobs that were waiting only for it.
+    pub async fn completed(&self, key: &str) -> Result<(), Error> {
+        for job in self.substrate.waiters.take(key).await? {
+            match self.inputs(&job).await? {
+                Inputs::Ready => {
+                    self.enqueue(&job).await?;
+                }
+                // Still waiting on another input, where it is parked too.
+                Inputs::Missing(_) => {}
+                Inputs::Failed(k, error) => {
+                    let error = upstream_error(&job, &k, &error);
+                    self.fail(&job, &error, 0).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends `job` as failed, and every job waiting on it, transitively.
+    pub async fn fail(&self, job: &ComputeJob, error: &str, attempts: u32) -> Result<(), Error> {
+        let mut stack = vec![(job.clone(), error.to_string(), attempts)];
+        while let Some((job, error, attempts)) = stack.pop() {
+            let now = now_ms();
+            let envelope = ValueEnvelope {
+                value: None,
+                computed_at_ms: now,
+                expires_at_ms: now + self.failure_ttl.as_millis() as i64,
+                planned_at_ms: job.planned_at_ms,
+                feature: job.feature.clone(),
+                feature_version: job.feature_version,
+                lineage_hash: job.lineage_hash.clone(),
+                attempts,
+                error: error.clone(),
+                generation: job.generation,
+            };
+            self.finish(&job, envelope).await?;
+            for waiting in self.substrate.waiters.take(&job.value_key).await? {
+                let e = upstream_error(&waiting, &job.value_key, &error);
+                stack.push((waiting, e, 0));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a computed value, releases the claim, notifies and continues dependents.
+    pub async fn succeed(&self, job: &ComputeJob, envelope: ValueEnvelope) -> Result<(), Error> {
+        self.finish(job, envelope).await?;
+        self.completed(&job.value_key).await
+    }
+
+    async fn finish(&self, job: &ComputeJob, envelope: ValueEnvelope) -> Result<(), Error> {
+        let s = &self.substrate;
+        s.results.put(&job.value_key, envelope).await?;
+        s.claims.release(&job.value_key, job.generation).await?;
+        s.notifier.publish(&job.value_key).await
+    }
+
+    async fn enqueue(&self, job: &ComputeJob) -> Result<Enqueued, Error> {
+        let mut headers = Headers::new();
+        headers.insert(TENANT_HEADER.to_string(), job.tenant.clone());
+        self.substrate.queue.enqueue(job, &headers).await
+    }
+
+    async fn inputs(&self, job: &ComputeJob) -> Result<Inputs, Error> {
+        let now = now_ms();
+        let mut missing = Vec::new();
+        for input in &job.inputs {
+            let Some(Source::ValueKey(key)) = &input.source else {
+                continue;
+            };
+            match self.substrate.results.get(key).await? {
+                Some(env) if env.expires_at_ms > now => {
+                    if !env.error.is_empty() {
+                        return Ok(Inputs::Failed(key.clone(), env.error.clone()));
+                    }
+                }
+                _ => missing.push(key.clone()),
+            }
+        }
+        Ok(if missing.is_empty() {
+            Inputs::Ready
+        } else {
+            Inputs::Missing(missing)
+        })
+    }
+}
+
+fn upstream_error(job: &ComputeJob, input_key: &str, error: &str) -> String {
+    let name = job
+        .inputs
+        .iter()
+        .find(|i| matches!(&i.source, Some(Source::ValueKey(k)) if k == input_key))
+        .map_or("?", |i| i.name.as_str());
+    format!("input `{name}` failed: {error}")
+}

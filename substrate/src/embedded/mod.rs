@@ -1,0 +1,58 @@
+//! The in-process backend: everything in memory, for dev mode and tests. It keeps the
+//! same contracts as JetStream where they matter to callers — message-id de-duplication,
+//! redelivery with a delay, round-robin between tenants, bounded queues — and is honest
+//! about what it cannot do: nothing survives the process.
+
+mod queue;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use queue::EmbeddedQueue;
+pub use store::{
+    EmbeddedClaims, EmbeddedDirectory, EmbeddedNotifier, EmbeddedResults, EmbeddedTickets,
+    EmbeddedWaiters, EmbeddedWatermarks,
+};
+
+use crate::Substrate;
+
+/// Sizes and windows of the embedded backend.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Memory bound of the result cache, in bytes of encoded envelopes.
+    pub cache_max_bytes: u64,
+    pub ticket_ttl: Duration,
+    /// Jobs waiting per flow before enqueue refuses.
+    pub max_queued_per_flow: u64,
+    /// Jobs waiting per (flow, tenant) before enqueue refuses.
+    pub max_queued_per_tenant: u64,
+    /// How long a message id is remembered for de-duplication.
+    pub duplicate_window: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cache_max_bytes: 256 * 1024 * 1024,
+            ticket_ttl: Duration::from_secs(3600),
+            max_queued_per_flow: 100_000,
+            max_queued_per_tenant: 50_000,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+/// A complete in-process substrate.
+pub fn substrate(options: &Options) -> Substrate {
+    Substrate {
+        queue: Arc::new(EmbeddedQueue::new(options)),
+        results: Arc::new(EmbeddedResults::new(options.cache_max_bytes)),
+        tickets: Arc::new(EmbeddedTickets::new(options.ticket_ttl)),
+        claims: Arc::new(EmbeddedClaims::default()),
+        waiters: Arc::new(EmbeddedWaiters::default()),
+        notifier: Arc::new(EmbeddedNotifier::default()),
+        watermarks: Arc::new(EmbeddedWatermarks::default()),
+        directory: Arc::new(EmbeddedDirectory::default()),
+    }
+}

@@ -1,0 +1,333 @@
+//! The embedded job queue: per flow, one FIFO per tenant served round-robin.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use fstore_flows::FlowId;
+use tokio::sync::Notify;
+
+use super::Options;
+use crate::queue::{Enqueued, Settle};
+use crate::{ComputeJob, Delivery, Error, Headers, JobQueue, message_id};
+
+#[derive(Clone)]
+struct Entry {
+    job: ComputeJob,
+    headers: Headers,
+    attempt: u32,
+}
+
+#[derive(Default)]
+struct FlowQueue {
+    by_tenant: HashMap<String, VecDeque<Entry>>,
+    /// Tenants with waiting jobs, in serving order.
+    rotation: VecDeque<String>,
+    queued: u64,
+    in_flight: u64,
+    notify: Arc<Notify>,
+}
+
+impl FlowQueue {
+    fn push(&mut self, entry: Entry) {
+        let tenant = entry.job.tenant.clone();
+        let q = self.by_tenant.entry(tenant.clone()).or_default();
+        if q.is_empty() {
+            self.rotation.push_back(tenant);
+        }
+        q.push_back(entry);
+        self.queued += 1;
+        self.notify.notify_one();
+    }
+
+    /// The next job, taking tenants in turn.
+    fn pop(&mut self) -> Option<Entry> {
+        let tenant = self.rotation.pop_front()?;
+        let q = self.by_tenant.get_mut(&tenant)?;
+        let entry = q.pop_front();
+        if q.is_empty() {
+            self.by_tenant.remove(&tenant);
+        } else {
+            self.rotation.push_back(tenant);
+        }
+        if entry.is_some() {
+            self.queued -= 1;
+        }
+        entry
+    }
+
+    fn tenant_len(&self, tenant: &str) -> u64 {
+        self.by_tenant.get(tenant).map_or(0, |q| q.len() as u64)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    flows: HashMap<String, FlowQueue>,
+    /// Message ids seen, with when; pruned past the duplicate window.
+    seen: HashMap<String, Instant>,
+    seen_order: VecDeque<(Instant, String)>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    options: Options,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the queue half-updated in a way
+        // that matters more than stopping service, so recover the guard.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn requeue(&self, entry: Entry) {
+        let mut state = self.lock();
+        let flow = flow_key(&entry.job);
+        let fq = state.flows.entry(flow).or_default();
+        fq.in_flight = fq.in_flight.saturating_sub(1);
+        fq.push(entry);
+    }
+
+    fn finish(&self, job: &ComputeJob) {
+        let mut state = self.lock();
+        if let Some(fq) = state.flows.get_mut(&flow_key(job)) {
+            fq.in_flight = fq.in_flight.saturating_sub(1);
+        }
+    }
+}
+
+fn flow_key(job: &ComputeJob) -> String {
+    format!("{}@{}", job.flow, job.flow_version)
+}
+
+/// The in-process queue. Cheap to clone.
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    shared: Arc<Shared>,
+}
+
+impl EmbeddedQueue {
+    pub fn new(options: &Options) -> Self {
+        EmbeddedQueue {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                options: options.clone(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl JobQueue for EmbeddedQueue {
+    async fn enqueue(&self, job: &ComputeJob, headers: &Headers) -> Result<Enqueued, Error> {
+        let id = message_id(job);
+        let now = Instant::now();
+        let window = self.shared.options.duplicate_window;
+        let mut state = self.shared.lock();
+        while let Some((at, _)) = state.seen_order.front() {
+            if now.duration_since(*at) < window {
+                break;
+            }
+            if let Some((at, old)) = state.seen_order.pop_front()
+                && state.seen.get(&old) == Some(&at)
+            {
+                state.seen.remove(&old);
+            }
+        }
+        if state.seen.contains_key(&id) {
+            return Ok(Enqueued::Duplicate);
+        }
+        let opts = &self.shared.options;
+        let flow = flow_key(job);
+        let fq = state.flows.entry(flow.clone()).or_default();
+        if fq.queued >= opts.max_queued_per_flow {
+            return Err(Error::QueueFull {
+                scope: format!("flow {flow}"),
+                limit: opts.max_queued_per_flow,
+                retry_after_ms: 1000,
+            });
+        }
+        if fq.tenant_len(&job.tenant) >= opts.max_queued_per_tenant {
+            return Err(Error::QueueFull {
+                scope: format!("flow {flow}, tenant {}", job.tenant),
+                limit: opts.max_queued_per_tenant,
+                retry_after_ms: 1000,
+            });
+        }
+        fq.push(Entry {
+            job: job.clone(),
+            headers: headers.clone(),
+            attempt: 1,
+        });
+        state.seen.insert(id.clone(), now);
+        state.seen_order.push_back((now, id));
+        Ok(Enqueued::Added)
+    }
+
+    async fn pull(&self, flow: &FlowId, max: usize, wait: Duration) -> Result<Vec<Delivery>, Error> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let key = flow.to_string();
+        loop {
+            let notify = {
+                let mut state = self.shared.lock();
+                let fq = state.flows.entry(key.clone()).or_default();
+                let mut out = Vec::new();
+                while out.len() < max.max(1) {
+                    let Some(entry) = fq.pop() else { break };
+                    fq.in_flight += 1;
+                    out.push(entry);
+                }
+                if !out.is_empty() {
+                    return Ok(out
+                        .into_iter()
+                        .map(|e| {
+                            Delivery::new(
+                                e.job.clone(),
+                                e.headers.clone(),
+                                e.attempt,
+                                Box::new(EmbeddedSettle {
+                                    shared: self.shared.clone(),
+                                    entry: Mutex::new(Some(e)),
+                                }),
+                            )
+                        })
+                        .collect());
+                }
+                fq.notify.clone()
+            };
+            if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn depth(&self, flow: &FlowId) -> Result<u64, Error> {
+        let state = self.shared.lock();
+        Ok(state
+            .flows
+            .get(&flow.to_string())
+            .map_or(0, |fq| fq.queued + fq.in_flight))
+    }
+}
+
+/// Settles one embedded delivery. Dropped unsettled (a worker task cancelled or
+/// panicking), it hands the job back to the queue.
+struct EmbeddedSettle {
+    shared: Arc<Shared>,
+    entry: Mutex<Option<Entry>>,
+}
+
+impl EmbeddedSettle {
+    fn take(&self) -> Option<Entry> {
+        self.entry.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+#[async_trait]
+impl Settle for EmbeddedSettle {
+    async fn ack(&self) -> Result<(), Error> {
+        if let Some(e) = self.take() {
+            self.shared.finish(&e.job);
+        }
+        Ok(())
+    }
+
+    async fn nak(&self, delay: Duration) -> Result<(), Error> {
+        if let Some(mut e) = self.take() {
+            e.attempt += 1;
+            let shared = self.shared.clone();
+            if delay.is_zero() {
+                shared.requeue(e);
+            } else {
+                tokio::spawn(async move {
+                    tokio::time::sleep(delay).await;
+                    shared.requeue(e);
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn term(&self) -> Result<(), Error> {
+        self.ack().await
+    }
+
+    async fn in_progress(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl Drop for EmbeddedSettle {
+    fn drop(&mut self) {
+        if let Some(mut e) = self.take() {
+            e.attempt += 1;
+            self.shared.requeue(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(key: &str, tenant: &str) -> ComputeJob {
+        ComputeJob {
+            value_key: key.to_string(),
+            generation: 1,
+            tenant: tenant.to_string(),
+            flow: "f".to_string(),
+            flow_version: 1,
+            ..Default::default()
+        }
+    }
+
+    fn flow() -> FlowId {
+        FlowId::new("f", 1)
+    }
+
+    #[tokio::test]
+    async fn duplicates_are_dropped_and_tenants_take_turns() {
+        let q = EmbeddedQueue::new(&Options::default());
+        let h = Headers::new();
+        for i in 0..3 {
+            assert_eq!(q.enqueue(&job(&format!("a{i}"), "a"), &h).await.ok(), Some(Enqueued::Added));
+        }
+        assert_eq!(q.enqueue(&job("a0", "a"), &h).await.ok(), Some(Enqueued::Duplicate));
+        q.enqueue(&job("b0", "b"), &h).await.expect("enqueue");
+        let got = q.pull(&flow(), 3, Duration::from_millis(10)).await.expect("pull");
+        let tenants: Vec<&str> = got.iter().map(|d| d.job.tenant.as_str()).collect();
+        assert_eq!(tenants, vec!["a", "b", "a"]);
+        assert_eq!(q.depth(&flow()).await.expect("depth"), 4);
+    }
+
+    #[tokio::test]
+    async fn nak_redelivers_with_attempt_count_and_drop_hands_back() {
+        let q = EmbeddedQueue::new(&Options::default());
+        q.enqueue(&job("k", "t"), &Headers::new()).await.expect("enqueue");
+        let d = q.pull(&flow(), 1, Duration::from_millis(10)).await.expect("pull").remove(0);
+        assert_eq!(d.attempt, 1);
+        d.nak(Duration::ZERO).await.expect("nak");
+        let d = q.pull(&flow(), 1, Duration::from_millis(10)).await.expect("pull").remove(0);
+        assert_eq!(d.attempt, 2);
+        drop(d);
+        let d = q.pull(&flow(), 1, Duration::from_millis(10)).await.expect("pull").remove(0);
+        assert_eq!(d.attempt, 3);
+        d.ack().await.expect("ack");
+        assert_eq!(q.depth(&flow()).await.expect("depth"), 0);
+        assert!(q.pull(&flow(), 1, Duration::from_millis(10)).await.expect("pull").is_empty());
+    }
+
+    #[tokio::test]
+    async fn full_queue_refuses() {
+        let q = EmbeddedQueue::new(&Options {
+            max_queued_per_tenant: 1,
+            ..Options::default()
+        });
+        q.enqueue(&job("x", "t"), &Headers::new()).await.expect("enqueue");
+        let err = q.enqueue(&job("y", "t"), &Headers::new()).await;
+        assert!(matches!(err, Err(Error::QueueFull { limit: 1, .. })));
+        assert!(q.enqueue(&job("z", "other"), &Headers::new()).await.is_ok());
+    }
+}

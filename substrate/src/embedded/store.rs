@@ -1,0 +1,322 @@
+//! In-memory stores: moka for values (TTL per entry from the envelope, bounded by
+//! weight) and tickets, plain maps behind locks for the rest.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use fstore_flows::{FlowId, FlowSpec};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use moka::Expiry;
+use prost::Message;
+use tokio::sync::broadcast;
+use tokio_stream::wrappers::BroadcastStream;
+
+use crate::store::FlowEntry;
+use crate::time::now_ms;
+use crate::{
+    ClaimStore, ComputeJob, Error, FlowDirectory, Notifier, ResultStore, Ticket, TicketStore,
+    ValueEnvelope, WaiterStore, Watermarks,
+};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Each entry lives until its envelope's `expires_at_ms`.
+struct EnvelopeExpiry;
+
+impl EnvelopeExpiry {
+    fn remaining(env: &ValueEnvelope) -> Option<Duration> {
+        let left = env.expires_at_ms.saturating_sub(now_ms());
+        Some(Duration::from_millis(left.max(0) as u64))
+    }
+}
+
+impl Expiry<String, Arc<ValueEnvelope>> for EnvelopeExpiry {
+    fn expire_after_create(&self, _: &String, v: &Arc<ValueEnvelope>, _: Instant) -> Option<Duration> {
+        Self::remaining(v)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        v: &Arc<ValueEnvelope>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Self::remaining(v)
+    }
+}
+
+/// Values in a moka cache bounded by the encoded size of its envelopes.
+#[derive(Clone)]
+pub struct EmbeddedResults {
+    cache: moka::future::Cache<String, Arc<ValueEnvelope>>,
+}
+
+impl EmbeddedResults {
+    pub fn new(max_bytes: u64) -> Self {
+        let cache = moka::future::Cache::builder()
+            .max_capacity(max_bytes)
+            .weigher(|k: &String, v: &Arc<ValueEnvelope>| {
+                u32::try_from(k.len() + v.encoded_len()).unwrap_or(u32::MAX)
+            })
+            .expire_after(EnvelopeExpiry)
+            .build();
+        EmbeddedResults { cache }
+    }
+}
+
+#[async_trait]
+impl ResultStore for EmbeddedResults {
+    async fn get(&self, key: &str) -> Result<Option<Arc<ValueEnvelope>>, Error> {
+        Ok(self.cache.get(key).await)
+    }
+
+    async fn put(&self, key: &str, envelope: ValueEnvelope) -> Result<(), Error> {
+        self.cache.insert(key.to_string(), Arc::new(envelope)).await;
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+pub struct EmbeddedTickets {
+    cache: moka::future::Cache<String, Arc<Ticket>>,
+}
+
+impl EmbeddedTickets {
+    pub fn new(ttl: Duration) -> Self {
+        EmbeddedTickets {
+            cache: moka::future::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+}
+
+#[async_trait]
+impl TicketStore for EmbeddedTickets {
+    async fn put(&self, ticket: Ticket) -> Result<(), Error> {
+        self.cache.insert(ticket.id.clone(), Arc::new(ticket)).await;
+        Ok(())
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Arc<Ticket>>, Error> {
+        Ok(self.cache.get(id).await)
+    }
+}
+
+#[derive(Default)]
+pub struct EmbeddedClaims {
+    claims: Mutex<HashMap<String, (u64, Instant)>>,
+    generation: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+impl ClaimStore for EmbeddedClaims {
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<Option<u64>, Error> {
+        let now = Instant::now();
+        let mut claims = lock(&self.claims);
+        if let Some((_, until)) = claims.get(key)
+            && *until > now
+        {
+            return Ok(None);
+        }
+        let generation = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        claims.insert(key.to_string(), (generation, now + ttl));
+        Ok(Some(generation))
+    }
+
+    async fn release(&self, key: &str, generation: u64) -> Result<(), Error> {
+        let mut claims = lock(&self.claims);
+        if claims.get(key).is_some_and(|(g, _)| *g == generation) {
+            claims.remove(key);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub struct EmbeddedWaiters {
+    waiters: Mutex<HashMap<String, Vec<ComputeJob>>>,
+}
+
+#[async_trait]
+impl WaiterStore for EmbeddedWaiters {
+    async fn add(&self, input_key: &str, job: &ComputeJob) -> Result<(), Error> {
+        let mut w = lock(&self.waiters);
+        let list = w.entry(input_key.to_string()).or_default();
+        if !list
+            .iter()
+            .any(|j| j.value_key == job.value_key && j.generation == job.generation)
+        {
+            list.push(job.clone());
+        }
+        Ok(())
+    }
+
+    async fn take(&self, input_key: &str) -> Result<Vec<ComputeJob>, Error> {
+        Ok(lock(&self.waiters).remove(input_key).unwrap_or_default())
+    }
+}
+
+/// Ready notifications on a broadcast channel; a lagging subscriber loses some, which
+/// only delays it.
+pub struct EmbeddedNotifier {
+    tx: broadcast::Sender<String>,
+}
+
+impl Default for EmbeddedNotifier {
+    fn default() -> Self {
+        EmbeddedNotifier {
+            tx: broadcast::channel(16 * 1024).0,
+        }
+    }
+}
+
+#[async_trait]
+impl Notifier for EmbeddedNotifier {
+    async fn publish(&self, key: &str) -> Result<(), Error> {
+        // No subscriber is not an error: nobody is waiting.
+        let _ = self.tx.send(key.to_string());
+        Ok(())
+    }
+
+    async fn subscribe(&self) -> Result<BoxStream<'static, String>, Error> {
+        Ok(BroadcastStream::new(self.tx.subscribe())
+            .filter_map(|r| async move { r.ok() })
+            .boxed())
+    }
+}
+
+#[derive(Default)]
+pub struct EmbeddedWatermarks {
+    /// (tenant, feature) -> at
+    features: RwLock<HashMap<(String, String), i64>>,
+    /// (tenant, feature, entity) -> (at, forget after)
+    entities: RwLock<HashMap<(String, String, String), (i64, Instant)>>,
+}
+
+#[async_trait]
+impl Watermarks for EmbeddedWatermarks {
+    async fn set(
+        &self,
+        tenant: &str,
+        feature: &str,
+        entity: Option<&str>,
+        at_ms: i64,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        match entity {
+            None => {
+                let mut f = self.features.write().unwrap_or_else(|p| p.into_inner());
+                let e = f.entry((tenant.to_string(), feature.to_string())).or_insert(0);
+                *e = (*e).max(at_ms);
+            }
+            Some(entity) => {
+                let now = Instant::now();
+                let mut m = self.entities.write().unwrap_or_else(|p| p.into_inner());
+                if m.len() > 100_000 {
+                    m.retain(|_, (_, until)| *until > now);
+                }
+                m.insert(
+                    (tenant.to_string(), feature.to_string(), entity.to_string()),
+                    (at_ms, now + ttl),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn get(&self, tenant: &str, feature: &str, entity: &str) -> Result<i64, Error> {
+        let f = self.features.read().unwrap_or_else(|p| p.into_inner());
+        let mut at = f
+            .get(&(tenant.to_string(), feature.to_string()))
+            .copied()
+            .unwrap_or(0);
+        drop(f);
+        let m = self.entities.read().unwrap_or_else(|p| p.into_inner());
+        if !m.is_empty()
+            && let Some((e, _)) =
+                m.get(&(tenant.to_string(), feature.to_string(), entity.to_string()))
+        {
+            at = at.max(*e);
+        }
+        Ok(at)
+    }
+}
+
+#[derive(Default)]
+pub struct EmbeddedDirectory {
+    flows: RwLock<BTreeMap<FlowId, (FlowSpec, BTreeMap<String, ()>)>>,
+}
+
+#[async_trait]
+impl FlowDirectory for EmbeddedDirectory {
+    async fn advertise(&self, worker_id: &str, specs: &[FlowSpec]) -> Result<(), Error> {
+        let mut flows = self.flows.write().unwrap_or_else(|p| p.into_inner());
+        for spec in specs {
+            let entry = flows
+                .entry(spec.id.clone())
+                .or_insert_with(|| (spec.clone(), BTreeMap::new()));
+            entry.0 = spec.clone();
+            entry.1.insert(worker_id.to_string(), ());
+        }
+        Ok(())
+    }
+
+    async fn withdraw(&self, worker_id: &str) -> Result<(), Error> {
+        let mut flows = self.flows.write().unwrap_or_else(|p| p.into_inner());
+        for (_, workers) in flows.values_mut() {
+            workers.remove(worker_id);
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<FlowEntry>, Error> {
+        let flows = self.flows.read().unwrap_or_else(|p| p.into_inner());
+        Ok(flows
+            .values()
+            .map(|(spec, workers)| FlowEntry {
+                spec: spec.clone(),
+                live_workers: workers.len() as u32,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn expired_values_are_gone() {
+        let store = EmbeddedResults::new(1 << 20);
+        let env = ValueEnvelope {
+            expires_at_ms: now_ms() + 50,
+            ..Default::default()
+        };
+        store.put("k", env).await.expect("put");
+        assert!(store.get("k").await.expect("get").is_some());
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert!(store.get("k").await.expect("get").is_none());
+    }
+
+    #[tokio::test]
+    async fn one_claim_per_key_until_released() {
+        let c = EmbeddedClaims::default();
+        let g = c.claim("k", Duration::from_secs(60)).await.expect("claim");
+        assert!(g.is_some());
+        assert_eq!(c.claim("k", Duration::from_secs(60)).await.expect("claim"), None);
+        c.release("k", g.unwrap_or_default()).await.expect("release");
+        let g2 = c.claim("k", Duration::from_secs(60)).await.expect("claim");
+        assert!(g2 > g, "a new claim gets a new generation");
+    }
+}

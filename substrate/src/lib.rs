@@ -1,0 +1,59 @@
+//! The compute substrate: a job queue, a result store, tickets, in-flight claims,
+//! dependent-job continuations, ready notifications, invalidation watermarks and the
+//! workers that run flows — each behind a trait so that two backends fit:
+//!
+//! - `embedded`: in-process, zero set-up; dev mode and tests.
+//! - `nats` (next): JetStream streams and KV buckets, for many processes and machines.
+//!
+//! The traits are shaped for JetStream: deliveries are acked, nak'ed with a delay,
+//! terminated or extended; enqueue carries a message id (value key + generation) that
+//! the queue de-duplicates; jobs carry headers (tenant, trace context).
+//!
+//! Layout:
+//! - [`queue`]: [`JobQueue`], [`Delivery`]
+//! - [`store`]: [`ResultStore`], [`TicketStore`], [`ClaimStore`], [`WaiterStore`],
+//!   [`Watermarks`], [`FlowDirectory`]
+//! - [`notify`]: [`Notifier`]
+//! - [`worker`]: pulls jobs, runs flows off the reactor, stores, notifies, continues
+//!   dependents, acks
+//! - [`convert`]: wire values <-> flow values
+//! - [`embedded`]: the in-process backend
+
+pub mod convert;
+pub mod dispatch;
+pub mod embedded;
+pub mod error;
+pub mod notify;
+pub mod queue;
+pub mod store;
+pub mod time;
+pub mod worker;
+
+use std::sync::Arc;
+
+pub use dispatch::{Dispatcher, Submitted};
+pub use error::Error;
+pub use fstore_proto::wire_v1::{ComputeJob, JobInput, Ticket, ValueEnvelope};
+pub use notify::Notifier;
+pub use queue::{Delivery, Headers, JobQueue, message_id};
+pub use store::{ClaimStore, FlowDirectory, ResultStore, TicketStore, WaiterStore, Watermarks};
+pub use worker::{Worker, WorkerOptions, WorkerStats};
+
+/// Every part of a backend, cheap to clone. Feature-store replicas and workers hold one.
+#[derive(Clone)]
+pub struct Substrate {
+    pub queue: Arc<dyn JobQueue>,
+    pub results: Arc<dyn ResultStore>,
+    pub tickets: Arc<dyn TicketStore>,
+    pub claims: Arc<dyn ClaimStore>,
+    pub waiters: Arc<dyn WaiterStore>,
+    pub notifier: Arc<dyn Notifier>,
+    pub watermarks: Arc<dyn Watermarks>,
+    pub directory: Arc<dyn FlowDirectory>,
+}
+
+impl std::fmt::Debug for Substrate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Substrate").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,96 @@
+//! The job queue: per-flow queues of compute jobs with JetStream's delivery contract.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fstore_flows::FlowId;
+
+use crate::{ComputeJob, Error};
+
+/// Message headers: tenant, trace context.
+pub type Headers = BTreeMap<String, String>;
+
+/// The de-duplication id of a job: its value key and generation. A second enqueue with
+/// the same id inside the queue's duplicate window is dropped.
+pub fn message_id(job: &ComputeJob) -> String {
+    format!("{}.{}", job.value_key, job.generation)
+}
+
+/// Whether an enqueue added a job or was a duplicate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    Added,
+    Duplicate,
+}
+
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Adds a job to its flow's queue, unless its [`message_id`] was seen recently.
+    /// A full queue refuses with [`Error::QueueFull`].
+    async fn enqueue(&self, job: &ComputeJob, headers: &Headers) -> Result<Enqueued, Error>;
+
+    /// Up to `max` jobs of one flow, waiting at most `wait` for the first.
+    async fn pull(&self, flow: &FlowId, max: usize, wait: Duration) -> Result<Vec<Delivery>, Error>;
+
+    /// Jobs of a flow waiting or in progress.
+    async fn depth(&self, flow: &FlowId) -> Result<u64, Error>;
+}
+
+/// How a delivery is settled; each backend implements it.
+#[async_trait]
+pub trait Settle: Send + Sync {
+    /// Done: the value or the dead letter is written.
+    async fn ack(&self) -> Result<(), Error>;
+    /// Deliver again after `delay`.
+    async fn nak(&self, delay: Duration) -> Result<(), Error>;
+    /// Never deliver again.
+    async fn term(&self) -> Result<(), Error>;
+    /// Still working: extend the lease.
+    async fn in_progress(&self) -> Result<(), Error>;
+}
+
+/// One delivered job. Settle it once; a delivery dropped unsettled is delivered again.
+pub struct Delivery {
+    pub job: ComputeJob,
+    pub headers: Headers,
+    /// 1 on the first delivery.
+    pub attempt: u32,
+    settle: Box<dyn Settle>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("value_key", &self.job.value_key)
+            .field("attempt", &self.attempt)
+            .finish()
+    }
+}
+
+impl Delivery {
+    pub fn new(job: ComputeJob, headers: Headers, attempt: u32, settle: Box<dyn Settle>) -> Self {
+        Delivery {
+            job,
+            headers,
+            attempt,
+            settle,
+        }
+    }
+
+    pub async fn ack(self) -> Result<(), Error> {
+        self.settle.ack().await
+    }
+
+    pub async fn nak(self, delay: Duration) -> Result<(), Error> {
+        self.settle.nak(delay).await
+    }
+
+    pub async fn term(self) -> Result<(), Error> {
+        self.settle.term().await
+    }
+
+    pub async fn in_progress(&self) -> Result<(), Error> {
+        self.settle.in_progress().await
+    }
+}

@@ -1,0 +1,74 @@
+//! Shared state other than the queue: values, tickets, in-flight claims, continuations,
+//! invalidation watermarks and the directory of flows that workers serve.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fstore_flows::FlowSpec;
+
+use crate::{ComputeJob, Error, Ticket, ValueEnvelope};
+
+/// Value envelopes by value key. A reader must still check `expires_at_ms`.
+#[async_trait]
+pub trait ResultStore: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<Arc<ValueEnvelope>>, Error>;
+    /// Stores an envelope until its `expires_at_ms`.
+    async fn put(&self, key: &str, envelope: ValueEnvelope) -> Result<(), Error>;
+}
+
+#[async_trait]
+pub trait TicketStore: Send + Sync + 'static {
+    async fn put(&self, ticket: Ticket) -> Result<(), Error>;
+    async fn get(&self, id: &str) -> Result<Option<Arc<Ticket>>, Error>;
+}
+
+/// In-flight markers: the first to claim a value key computes it; the others wait.
+#[async_trait]
+pub trait ClaimStore: Send + Sync + 'static {
+    /// The new generation if the claim was won; None if the key is already claimed.
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<Option<u64>, Error>;
+    /// Ends the claim of that generation (a later generation's claim stays).
+    async fn release(&self, key: &str, generation: u64) -> Result<(), Error>;
+}
+
+/// Jobs waiting for an input value: enqueued when their last missing input completes.
+#[async_trait]
+pub trait WaiterStore: Send + Sync + 'static {
+    async fn add(&self, input_key: &str, job: &ComputeJob) -> Result<(), Error>;
+    /// Removes and returns the jobs waiting on a key.
+    async fn take(&self, input_key: &str) -> Result<Vec<ComputeJob>, Error>;
+}
+
+/// Invalidation watermarks: a value planned before its watermark is treated as missing.
+#[async_trait]
+pub trait Watermarks: Send + Sync + 'static {
+    /// Sets the watermark of a feature version for a tenant, for one entity or all.
+    /// An entity watermark may be forgotten after `ttl` (older values have expired).
+    async fn set(
+        &self,
+        tenant: &str,
+        feature: &str,
+        entity: Option<&str>,
+        at_ms: i64,
+        ttl: Duration,
+    ) -> Result<(), Error>;
+    /// The latest watermark that applies to (tenant, feature, entity); 0 if none.
+    async fn get(&self, tenant: &str, feature: &str, entity: &str) -> Result<i64, Error>;
+}
+
+/// A flow as the directory knows it: its spec and the workers serving it.
+#[derive(Debug, Clone)]
+pub struct FlowEntry {
+    pub spec: FlowSpec,
+    pub live_workers: u32,
+}
+
+/// Workers advertise the flows they serve; the feature store reads the directory.
+#[async_trait]
+pub trait FlowDirectory: Send + Sync + 'static {
+    async fn advertise(&self, worker_id: &str, specs: &[FlowSpec]) -> Result<(), Error>;
+    async fn withdraw(&self, worker_id: &str) -> Result<(), Error>;
+    /// Every flow ever advertised, with its live workers.
+    async fn list(&self) -> Result<Vec<FlowEntry>, Error>;
+}

@@ -1,0 +1,342 @@
+//! The worker: for each flow it serves, `slots` loops pull up to `max_batch` jobs
+//! (waiting at most `max_wait`), read the inputs, run one batched call of the flow on
+//! the blocking pool, then settle each job on its own: store the value (or the failure),
+//! release the claim, notify, continue dependents, and only then ack. A transient error
+//! is nak'ed with exponential backoff and jitter until `max_attempts`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use fstore_flows::{Catalog, Flow, FlowId, FlowInput, Params};
+use fstore_proto::wire_v1::job_input::Source;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::convert::{to_flow, to_wire, wire_type};
+use crate::dispatch::Dispatcher;
+use crate::time::now_ms;
+use crate::{Delivery, Error, Substrate, ValueEnvelope};
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub worker_id: String,
+    /// Concurrent pull-compute loops per flow.
+    pub slots: usize,
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    /// Tries before a transient failure becomes final.
+    pub max_attempts: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How long a failure is remembered (and answered) before a request recomputes.
+    pub failure_ttl: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            worker_id: format!("worker-{}", std::process::id()),
+            slots: 2,
+            max_batch: 16,
+            max_wait: Duration::from_millis(5),
+            max_attempts: 5,
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+            failure_ttl: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What a worker has done, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    computes: Mutex<HashMap<String, u64>>,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+}
+
+impl WorkerStats {
+    /// How many items were computed for a feature (`name@version`), failures included.
+    pub fn computes_of(&self, feature: &str) -> u64 {
+        self.computes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(feature)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn count(&self, feature: String) {
+        *self
+            .computes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(feature)
+            .or_default() += 1;
+    }
+}
+
+pub struct Worker {
+    dispatcher: Dispatcher,
+    catalog: Catalog,
+    options: WorkerOptions,
+    stats: Arc<WorkerStats>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("flows", &self.catalog)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Worker {
+    pub fn new(substrate: Substrate, catalog: Catalog, options: WorkerOptions) -> Self {
+        Worker {
+            dispatcher: Dispatcher::new(substrate, options.failure_ttl),
+            catalog,
+            options,
+            stats: Arc::new(WorkerStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Advertises the flows, then serves them until `shutdown`; batches in progress finish.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let substrate = self.dispatcher.substrate().clone();
+        let specs: Vec<_> = self.catalog.specs().cloned().collect();
+        substrate
+            .directory
+            .advertise(&self.options.worker_id, &specs)
+            .await?;
+        info!(worker = %self.options.worker_id, flows = ?self.catalog.ids().map(ToString::to_string).collect::<Vec<_>>(), "worker serving");
+        let this = Arc::new(self);
+        let mut tasks = tokio::task::JoinSet::new();
+        for id in this.catalog.ids().cloned().collect::<Vec<_>>() {
+            for _ in 0..this.options.slots.max(1) {
+                let this = this.clone();
+                let id = id.clone();
+                let shutdown = shutdown.clone();
+                tasks.spawn(async move { this.serve(id, shutdown).await });
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        substrate.directory.withdraw(&this.options.worker_id).await?;
+        info!(worker = %this.options.worker_id, "worker stopped");
+        Ok(())
+    }
+
+    async fn serve(&self, id: FlowId, shutdown: CancellationToken) {
+        let Some(flow) = self.catalog.get(&id).cloned() else {
+            return;
+        };
+        let queue = self.dispatcher.substrate().queue.clone();
+        loop {
+            let pulled = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = queue.pull(&id, self.options.max_batch, self.options.max_wait.max(Duration::from_millis(100))) => r,
+            };
+            match pulled {
+                Ok(batch) if batch.is_empty() => {}
+                Ok(batch) => self.process(&flow, batch).await,
+                Err(e) => {
+                    warn!(flow = %id, error = %e, "pull failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn process(&self, flow: &Arc<dyn Flow>, deliveries: Vec<Delivery>) {
+        let mut runnable = Vec::with_capacity(deliveries.len());
+        let mut inputs = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            match self.flow_input(&d).await {
+                Ok(input) => {
+                    inputs.push(input);
+                    runnable.push(d);
+                }
+                Err(message) => self.settle_failed(d, &message).await,
+            }
+        }
+        if runnable.is_empty() {
+            return;
+        }
+        let f = flow.clone();
+        let n = inputs.len();
+        let outputs = match tokio::task::spawn_blocking(move || f.run(&inputs)).await {
+            Ok(out) if out.len() == n => out,
+            Ok(out) => {
+                let msg = format!("flow returned {} results for {n} inputs", out.len());
+                (0..n).map(|_| Err(fstore_flows::Error::Permanent(msg.clone()))).collect()
+            }
+            Err(e) => {
+                let msg = format!("flow panicked: {e}");
+                (0..n).map(|_| Err(fstore_flows::Error::Permanent(msg.clone()))).collect()
+            }
+        };
+        let declared = flow.spec().output;
+        for (d, out) in runnable.into_iter().zip(outputs) {
+            self.stats
+                .count(format!("{}@{}", d.job.feature, d.job.feature_version));
+            let out = out.and_then(|v| {
+                let w = to_wire(&v)?;
+                match wire_type(&w) {
+                    Some(t) if t == declared => Ok(w),
+                    t => Err(fstore_flows::Error::Permanent(format!(
+                        "flow {} returned a {t:?} value but declares {declared}",
+                        flow.spec().id
+                    ))),
+                }
+            });
+            match out {
+                Ok(value) => self.settle_ok(d, value).await,
+                Err(e) if e.is_transient() && d.attempt < self.options.max_attempts => {
+                    let delay = backoff(&self.options, &d.job.value_key, d.attempt);
+                    debug!(key = %d.job.value_key, attempt = d.attempt, ?delay, error = %e, "transient failure; retrying");
+                    self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = d.nak(delay).await {
+                        warn!(error = %e, "nak failed; the job will be redelivered");
+                    }
+                }
+                Err(e) => {
+                    let message = if e.is_transient() {
+                        format!("{} (gave up after {} tries)", e.message(), d.attempt)
+                    } else {
+                        e.message().to_string()
+                    };
+                    self.settle_failed(d, &message).await;
+                }
+            }
+        }
+    }
+
+    /// The flow input of a job, reading dependency values from the result store.
+    async fn flow_input(&self, d: &Delivery) -> Result<FlowInput, String> {
+        let job = &d.job;
+        let mut values = BTreeMap::new();
+        let now = now_ms();
+        for input in &job.inputs {
+            let wire = match &input.source {
+                Some(Source::Value(v)) => v.clone(),
+                Some(Source::ValueKey(key)) => {
+                    let env = self
+                        .dispatcher
+                        .substrate()
+                        .results
+                        .get(key)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    match env {
+                        Some(env) if env.expires_at_ms > now && env.error.is_empty() => {
+                            env.value.clone().unwrap_or_default()
+                        }
+                        _ => {
+                            return Err(format!(
+                                "input `{}` expired before the compute ran; request the feature again",
+                                input.name
+                            ));
+                        }
+                    }
+                }
+                None => return Err(format!("input `{}` has no source", input.name)),
+            };
+            let v = to_flow(&wire).map_err(|e| format!("input `{}`: {e}", input.name))?;
+            values.insert(input.name.clone(), v);
+        }
+        Ok(FlowInput {
+            entity_id: job.entity_id.clone(),
+            params: job.params.clone().into_iter().collect::<Params>(),
+            values,
+            attempt: d.attempt,
+        })
+    }
+
+    async fn settle_ok(&self, d: Delivery, value: fstore_proto::api::Value) {
+        let job = &d.job;
+        let now = now_ms();
+        let envelope = ValueEnvelope {
+            value: Some(value),
+            computed_at_ms: now,
+            expires_at_ms: now + job.ttl_ms as i64,
+            planned_at_ms: job.planned_at_ms,
+            feature: job.feature.clone(),
+            feature_version: job.feature_version,
+            lineage_hash: job.lineage_hash.clone(),
+            attempts: d.attempt,
+            error: String::new(),
+            generation: job.generation,
+        };
+        match self.dispatcher.succeed(job, envelope).await {
+            Ok(()) => {
+                self.stats.completed.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = d.ack().await {
+                    warn!(error = %e, "ack failed; the job may run again");
+                }
+            }
+            Err(e) => {
+                warn!(key = %job.value_key, error = %e, "storing the value failed; retrying the job");
+                let _ = d.nak(self.options.retry_base).await;
+            }
+        }
+    }
+
+    async fn settle_failed(&self, d: Delivery, message: &str) {
+        warn!(key = %d.job.value_key, feature = %d.job.feature, attempts = d.attempt, error = %message, "job failed");
+        match self.dispatcher.fail(&d.job, message, d.attempt).await {
+            Ok(()) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = d.term().await {
+                    warn!(error = %e, "term failed; the job may run again");
+                }
+            }
+            Err(e) => {
+                warn!(key = %d.job.value_key, error = %e, "storing the failure failed; retrying the job");
+                let _ = d.nak(self.options.retry_base).await;
+            }
+        }
+    }
+}
+
+/// `base * 2^(attempt-1)`, capped, with ±50% jitter derived from the key and attempt
+/// (so retries of many jobs spread out without a random source).
+pub fn backoff(options: &WorkerOptions, key: &str, attempt: u32) -> Duration {
+    let exp = options
+        .retry_base
+        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
+    let capped = exp.min(options.retry_max);
+    let h = blake3::hash(format!("{key}/{attempt}").as_bytes());
+    let r = f64::from(h.as_bytes()[0]) / 255.0; // 0..=1
+    capped.mul_f64(0.5 + r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let o = WorkerOptions {
+            retry_base: Duration::from_millis(100),
+            retry_max: Duration::from_secs(1),
+            ..WorkerOptions::default()
+        };
+        let d1 = backoff(&o, "k", 1);
+        let d4 = backoff(&o, "k", 4);
+        assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(150));
+        assert!(d4 >= Duration::from_millis(400) && d4 <= Duration::from_millis(1200));
+        assert!(backoff(&o, "k", 30) <= Duration::from_millis(1500));
+    }
+}
