@@ -1,1 +1,431 @@
-fn main() {}
+//! `fstore`: run the feature store (`dev`, `serve`, `worker`, `demo`) or talk to one
+//! (`register`, `get`, `fetch`, `watch`, `describe`, `ls`, `invalidate`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use fstore::cli::{self, Client};
+use fstore::{Config, server};
+use fstore_flows::Catalog;
+use fstore_proto::api;
+use tokio_stream::StreamExt;
+
+#[derive(Parser, Debug)]
+#[command(name = "fstore", version, about = "an on-demand feature store")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Feature store address for client verbs.
+    #[arg(long, global = true, env = "FSTORE_ADDR", default_value = "http://127.0.0.1:50051")]
+    addr: String,
+    /// Tenant for client verbs (the server's default tenant when absent).
+    #[arg(long, global = true, env = "FSTORE_TENANT")]
+    tenant: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Configuration file (TOML); FSTORE_SECTION__KEY variables override it.
+    #[arg(long, env = "FSTORE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides server.listen).
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+#[derive(Args, Debug)]
+struct GetArgs {
+    /// Entity ids.
+    #[arg(short, long = "entity", required = true)]
+    entities: Vec<String>,
+    /// Features, as name or name@version.
+    #[arg(short, long = "feature", required = true)]
+    features: Vec<String>,
+    /// Request-time inputs for every entity: name=text or name:TYPE=value.
+    #[arg(short, long = "input")]
+    inputs: Vec<String>,
+    /// Wait for the values (up to --wait) instead of answering at once.
+    #[arg(long)]
+    sync: bool,
+    /// How long to wait with --sync or watch, e.g. 2s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    wait: Option<Duration>,
+    /// Recompute values older than this; 0s bypasses the cache.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_staleness: Option<Duration>,
+    /// Serve an older value as STALE while it is recomputed.
+    #[arg(long)]
+    allow_stale: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Server, embedded substrate, workers and built-in flows in one process.
+    Dev {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Register the features of this file at start.
+        #[arg(long)]
+        features: Option<PathBuf>,
+    },
+    /// The gRPC server with the embedded substrate and its workers (production config:
+    /// calls must name their tenant).
+    Serve {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// A worker process; needs a shared substrate (NATS).
+    Worker {
+        #[arg(long)]
+        nats: Option<String>,
+        #[arg(long, value_delimiter = ',')]
+        flows: Vec<String>,
+    },
+    /// Runs a scripted session against an in-process server and prints every step.
+    Demo,
+    /// Registers the features of a TOML file, in file order.
+    Register { file: PathBuf },
+    /// Asks for features of entities.
+    Get(GetArgs),
+    /// The current state of a ticket.
+    Fetch { ticket: String },
+    /// Streams results as they become final.
+    Watch(GetArgs),
+    /// A feature's definition, dependencies both ways and lineage.
+    Describe { feature: String },
+    /// Lists features (or flows with --flows).
+    Ls {
+        #[arg(long)]
+        flows: bool,
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Drops a feature's values, and everything downstream, for one entity or all.
+    Invalidate {
+        feature: String,
+        #[arg(long)]
+        entity: Option<String>,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FSTORE_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(e) = run(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn load_config(run: &RunArgs) -> anyhow::Result<Config> {
+    let mut config = Config::load(run.config.as_deref()).map_err(|e| anyhow!(e))?;
+    if let Some(l) = &run.listen {
+        config.server.listen = l.clone();
+    }
+    Ok(config)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(t) => t,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Dev { run, features } => {
+            let mut config = load_config(&run)?;
+            config.server.default_tenant.get_or_insert_with(|| "default".to_string());
+            let listener = tokio::net::TcpListener::bind(&config.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            let running = server::start_embedded(config, Catalog::builtins(), listener).await?;
+            let url = running.url();
+            if let Some(path) = features {
+                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let mut client = Client::connect(&url, None).await.map_err(|e| anyhow!(e))?;
+                let n = client.register_file(&text).await.map_err(|e| anyhow!(e))?.len();
+                eprintln!("registered {n} features from {}", path.display());
+            }
+            eprintln!(
+                "fstore dev is listening on {url} (embedded substrate, built-in flows, tenant `default`)\n\
+                 try:\n  fstore --addr {url} register feature-store/examples/demo.toml\n  \
+                 fstore --addr {url} get -e doc:1 -f doc.log_words -i \"text=the quick brown fox\" --sync\n  \
+                 fstore --addr {url} ls --flows\n\
+                 stop with Ctrl-C"
+            );
+            shutdown_signal().await;
+            running.shutdown().await;
+            Ok(())
+        }
+        Cmd::Serve { run } => {
+            let config = load_config(&run)?;
+            let listener = tokio::net::TcpListener::bind(&config.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+            let running = server::start_embedded(config, Catalog::builtins(), listener).await?;
+            eprintln!("fstore serve is listening on {}", running.url());
+            shutdown_signal().await;
+            running.shutdown().await;
+            Ok(())
+        }
+        Cmd::Worker { nats, flows } => {
+            let _ = flows;
+            match nats {
+                None => bail!(
+                    "a separate worker process needs a shared substrate: pass --nats URL. \
+                     The embedded substrate lives inside one process; use `fstore dev` or `fstore serve`, which run their own workers"
+                ),
+                Some(url) => bail!(
+                    "this build has no NATS backend yet, so it cannot serve jobs from {url}; \
+                     use `fstore dev` or `fstore serve`, which run their own workers"
+                ),
+            }
+        }
+        Cmd::Demo => demo().await,
+        other => client_verb(cli.addr, cli.tenant, cli.json, other).await,
+    }
+}
+
+async fn client_verb(addr: String, tenant: Option<String>, json: bool, cmd: Cmd) -> anyhow::Result<()> {
+    let mut client = Client::connect(&addr, tenant).await.map_err(|e| anyhow!(e))?;
+    let status = |s: tonic::Status| anyhow!(cli::status_text(&s));
+    match cmd {
+        Cmd::Register { file } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let done = client.register_file(&text).await.map_err(|e| anyhow!(e))?;
+            if json {
+                let rows: Vec<_> = done
+                    .iter()
+                    .map(|r| {
+                        let f = r.feature.clone().unwrap_or_default();
+                        serde_json::json!({"feature": f.name, "version": f.version, "created": r.created, "lineage": r.lineage_hash})
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                let rows: Vec<Vec<String>> = done
+                    .iter()
+                    .map(|r| {
+                        let f = r.feature.clone().unwrap_or_default();
+                        vec![f.name, f.version.to_string(), if r.created { "new version" } else { "unchanged" }.to_string(), r.lineage_hash.clone()]
+                    })
+                    .collect();
+                print!("{}", cli::table(&["FEATURE", "VER", "RESULT", "LINEAGE"], &rows));
+            }
+        }
+        Cmd::Get(a) => {
+            let req = cli::get_request(&a.entities, &a.features, &a.inputs, a.sync, a.wait, a.max_staleness, a.allow_stale).map_err(|e| anyhow!(e))?;
+            let r = client.raw().get_features(client.request(req)).await.map_err(status)?.into_inner();
+            print_response(&r, json)?;
+        }
+        Cmd::Fetch { ticket } => {
+            let r = client.raw().get_ticket(client.request(api::GetTicketRequest { ticket })).await.map_err(status)?.into_inner();
+            print_response(&r, json)?;
+        }
+        Cmd::Watch(a) => {
+            let req = cli::get_request(&a.entities, &a.features, &a.inputs, false, None, a.max_staleness, a.allow_stale).map_err(|e| anyhow!(e))?;
+            let watch = api::WatchFeaturesRequest {
+                target: Some(api::watch_features_request::Target::Request(req)),
+                wait_ms: a.wait.map_or(0, |w| w.as_millis() as u64),
+            };
+            let mut stream = client.raw().watch_features(client.request(watch)).await.map_err(status)?.into_inner();
+            while let Some(event) = stream.next().await {
+                let event = event.map_err(status)?;
+                let Some(r) = event.result else { continue };
+                if json {
+                    println!("{}", serde_json::to_string(&cli::result_json(&r))?);
+                } else {
+                    println!("{:<16} {:<24} {:<8} {}", r.entity_id, r.feature, cli::status_name(r.status()), if r.error.is_empty() { cli::value_text(r.value.as_ref()) } else { r.error.clone() });
+                }
+            }
+        }
+        Cmd::Describe { feature } => {
+            let d = client.raw().describe_feature(client.request(api::DescribeFeatureRequest { feature })).await.map_err(status)?.into_inner();
+            let def = d.definition.clone().unwrap_or_default();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({
+                    "name": def.name, "version": def.version, "entity_type": def.entity_type, "flow": def.flow,
+                    "params": def.params, "ttl_ms": def.ttl_ms, "owner": def.owner, "description": def.description,
+                    "lineage": d.lineage_hash, "dependencies": d.dependencies, "dependents": d.dependents, "versions": d.versions,
+                }))?);
+            } else {
+                println!("{}@{}  ({} entities, flow {}, ttl {})", def.name, def.version, def.entity_type, def.flow, humantime::format_duration(Duration::from_millis(def.ttl_ms)));
+                println!("  {}", def.description);
+                println!("  owner:        {}", def.owner);
+                println!("  lineage:      {}", d.lineage_hash);
+                println!("  params:       {:?}", def.params);
+                println!("  reads:        {}", d.dependencies.join(", "));
+                println!("  read by:      {}", d.dependents.join(", "));
+                println!("  versions:     {:?}", d.versions);
+            }
+        }
+        Cmd::Ls { flows: true, .. } => {
+            let r = client.raw().list_flows(client.request(api::ListFlowsRequest {})).await.map_err(status)?.into_inner();
+            let rows: Vec<Vec<String>> = r
+                .flows
+                .iter()
+                .map(|f| {
+                    let inputs: Vec<String> = f.inputs.iter().map(|i| format!("{}:{}", i.name, type_name(i.value_type))).collect();
+                    vec![format!("{}@{}", f.name, f.version), inputs.join(" "), type_name(f.output), f.live_workers.to_string(), f.description.clone()]
+                })
+                .collect();
+            print!("{}", cli::table(&["FLOW", "INPUTS", "OUTPUT", "WORKERS", "DESCRIPTION"], &rows));
+        }
+        Cmd::Ls { flows: false, prefix } => {
+            let r = client.raw().list_features(client.request(api::ListFeaturesRequest { prefix })).await.map_err(status)?.into_inner();
+            if json {
+                let rows: Vec<_> = r.features.iter().map(|f| serde_json::json!({"name": f.name, "version": f.latest_version, "entity_type": f.entity_type, "flow": f.flow, "ttl_ms": f.ttl_ms, "owner": f.owner})).collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                let rows: Vec<Vec<String>> = r
+                    .features
+                    .iter()
+                    .map(|f| vec![f.name.clone(), f.latest_version.to_string(), f.entity_type.clone(), f.flow.clone(), type_name(f.value_type), humantime::format_duration(Duration::from_millis(f.ttl_ms)).to_string(), f.owner.clone()])
+                    .collect();
+                print!("{}", cli::table(&["FEATURE", "VER", "ENTITY", "FLOW", "TYPE", "TTL", "OWNER"], &rows));
+            }
+        }
+        Cmd::Invalidate { feature, entity } => {
+            let r = client
+                .raw()
+                .invalidate(client.request(api::InvalidateRequest { feature, entity_id: entity.unwrap_or_default() }))
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("invalidated: {}", r.invalidated.join(", "));
+        }
+        Cmd::Dev { .. } | Cmd::Serve { .. } | Cmd::Worker { .. } | Cmd::Demo => unreachable_verb()?,
+    }
+    Ok(())
+}
+
+fn unreachable_verb() -> anyhow::Result<()> {
+    bail!("not a client verb")
+}
+
+fn type_name(t: i32) -> String {
+    api::ValueType::try_from(t)
+        .map(|t| t.as_str_name().trim_start_matches("VALUE_TYPE_").to_lowercase())
+        .unwrap_or_else(|_| "?".to_string())
+}
+
+fn print_response(r: &api::GetFeaturesResponse, json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&cli::response_json(r))?);
+    } else {
+        print!("{}", cli::response_text(r));
+    }
+    Ok(())
+}
+
+/// The embedded demo: a server in this process, the demo features, and each way of
+/// asking for them.
+async fn demo() -> anyhow::Result<()> {
+    let mut config = Config::default();
+    config.server.default_tenant = Some("demo".to_string());
+    config.server.recheck_interval = Duration::from_millis(100);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = server::start_embedded(config, Catalog::builtins(), listener).await?;
+    let url = running.url();
+    println!("== fstore demo: server on {url}, embedded substrate, built-in flows\n");
+    let mut client = Client::connect(&url, None).await.map_err(|e| anyhow!(e))?;
+
+    println!("$ fstore register feature-store/examples/demo.toml");
+    let done = client.register_file(fstore::definitions::DEMO).await.map_err(|e| anyhow!(e))?;
+    let rows: Vec<Vec<String>> = done
+        .iter()
+        .map(|r| {
+            let f = r.feature.clone().unwrap_or_default();
+            vec![f.name, f.version.to_string(), f.flow, r.lineage_hash.clone()]
+        })
+        .collect();
+    println!("{}", cli::table(&["FEATURE", "VER", "FLOW", "LINEAGE"], &rows));
+
+    let inputs = ["text=the quick brown fox jumps over the lazy dog".to_string(), "query=a quick brown dog".to_string()];
+    let entities = ["doc:1".to_string(), "doc:2".to_string()];
+    let features = ["doc.words".to_string(), "doc.log_words".to_string(), "doc.query_match".to_string(), "doc.slow_score".to_string()];
+    let status = |s: tonic::Status| anyhow!(cli::status_text(&s));
+
+    println!("$ fstore get -e doc:1 -e doc:2 -f doc.words -f doc.log_words -f doc.query_match -f doc.slow_score -i text=… -i query=…   (ASYNC)");
+    let req = cli::get_request(&entities, &features, &inputs, false, None, None, false).map_err(|e| anyhow!(e))?;
+    let first = client.raw().get_features(client.request(req.clone())).await.map_err(status)?.into_inner();
+    println!("{}", cli::response_text(&first));
+
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    println!("$ fstore fetch {}   (150 ms later)", first.ticket);
+    let fetched = client.raw().get_ticket(client.request(api::GetTicketRequest { ticket: first.ticket.clone() })).await.map_err(status)?.into_inner();
+    println!("{}", cli::response_text(&fetched));
+
+    println!("$ fstore watch -e doc:1 -e doc:2 -f …   (streams each result once, when final)");
+    let watch = api::WatchFeaturesRequest {
+        target: Some(api::watch_features_request::Target::Ticket(first.ticket.clone())),
+        wait_ms: 5000,
+    };
+    let started = std::time::Instant::now();
+    let mut stream = client.raw().watch_features(client.request(watch)).await.map_err(status)?.into_inner();
+    while let Some(event) = stream.next().await {
+        let r = event.map_err(status)?.result.unwrap_or_default();
+        println!("  +{:>4}ms  {:<6} {:<16} {:<8} {}", started.elapsed().as_millis(), r.entity_id, r.feature, cli::status_name(r.status()), cli::value_text(r.value.as_ref()));
+    }
+    println!();
+
+    println!("$ fstore get … --sync   (all cached now)");
+    let sync = cli::get_request(&entities, &features, &inputs, true, Some(Duration::from_secs(2)), None, false).map_err(|e| anyhow!(e))?;
+    let r = client.raw().get_features(client.request(sync.clone())).await.map_err(status)?.into_inner();
+    println!("{}", cli::response_text(&r));
+
+    println!("$ fstore invalidate doc.words --entity doc:1   (drops doc.words and everything downstream)");
+    let inv = client
+        .raw()
+        .invalidate(client.request(api::InvalidateRequest { feature: "doc.words".into(), entity_id: "doc:1".into() }))
+        .await
+        .map_err(status)?
+        .into_inner();
+    println!("invalidated: {}\n", inv.invalidated.join(", "));
+
+    println!("$ fstore get -e doc:1 -e doc:2 -f doc.words -f doc.log_words --sync");
+    let again = cli::get_request(&entities, &features[..2], &inputs, true, Some(Duration::from_secs(2)), None, false).map_err(|e| anyhow!(e))?;
+    let r = client.raw().get_features(client.request(again)).await.map_err(status)?.into_inner();
+    println!("{}", cli::response_text(&r));
+
+    println!("$ fstore get -e doc:1 -f doc.nope");
+    let bad = cli::get_request(&entities[..1], &["doc.nope".to_string()], &inputs, false, None, None, false).map_err(|e| anyhow!(e))?;
+    match client.raw().get_features(client.request(bad)).await {
+        Ok(_) => println!("unexpectedly accepted"),
+        Err(s) => println!("error: {}\n", cli::status_text(&s)),
+    }
+    if let Some(stats) = &running.worker_stats {
+        println!(
+            "worker: {} values computed, {} failed, {} retried",
+            stats.completed.load(std::sync::atomic::Ordering::Relaxed),
+            stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+            stats.retried.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+    running.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,225 @@
+//! Configuration: defaults → TOML file → environment (`FSTORE_SECTION__KEY`), then
+//! [`Config::validate`]. Durations are written like `250ms`, `30s`, `1h`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub limits: Limits,
+    pub cache: CacheConfig,
+    pub queue: QueueConfig,
+    pub worker: WorkerConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// Tenant of calls without the `x-fstore-tenant` metadata; none: such calls are refused.
+    pub default_tenant: Option<String>,
+    /// How often a waiting call re-checks the store even without a notification.
+    #[serde(with = "humantime_serde")]
+    pub recheck_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:50051".to_string(),
+            default_tenant: None,
+            recheck_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub max_entities: usize,
+    pub max_features: usize,
+    /// entities × features in one call.
+    pub max_items: usize,
+    /// Encoded request inputs of one entity.
+    pub max_input_bytes: usize,
+    /// The longest SYNC wait or watch a caller may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// The SYNC wait when the caller gives none.
+    #[serde(with = "humantime_serde")]
+    pub default_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_entities: 1000,
+            max_features: 500,
+            max_items: 50_000,
+            max_input_bytes: 1024 * 1024,
+            max_wait: Duration::from_secs(60),
+            default_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Memory bound of the value cache, in bytes.
+    pub max_bytes: u64,
+    #[serde(with = "humantime_serde")]
+    pub ticket_ttl: Duration,
+    /// How long a failure is answered before a request recomputes.
+    #[serde(with = "humantime_serde")]
+    pub failure_ttl: Duration,
+    /// How long an in-flight claim holds before another planner may take over.
+    #[serde(with = "humantime_serde")]
+    pub claim_ttl: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            max_bytes: 256 * 1024 * 1024,
+            ticket_ttl: Duration::from_secs(3600),
+            failure_ttl: Duration::from_secs(60),
+            claim_ttl: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    pub max_queued_per_flow: u64,
+    pub max_queued_per_tenant: u64,
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            max_queued_per_flow: 100_000,
+            max_queued_per_tenant: 50_000,
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Concurrent pull-compute loops per flow.
+    pub slots: usize,
+    pub max_batch: usize,
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+    pub max_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub retry_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            slots: 2,
+            max_batch: 16,
+            max_wait: Duration::from_millis(5),
+            max_attempts: 5,
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file if given, then `FSTORE_SECTION__KEY` variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, String> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        let config: Config = fig
+            .merge(
+                Env::prefixed("FSTORE_")
+                    .filter(|k| k.as_str().contains("__"))
+                    .split("__"),
+            )
+            .extract()
+            .map_err(|e| format!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let l = &self.limits;
+        if l.max_entities == 0 || l.max_features == 0 || l.max_items == 0 {
+            return Err("limits.max_entities, max_features and max_items must be above zero".into());
+        }
+        if self.worker.slots == 0 || self.worker.max_batch == 0 || self.worker.max_attempts == 0 {
+            return Err("worker.slots, max_batch and max_attempts must be above zero".into());
+        }
+        if l.default_wait > l.max_wait {
+            return Err("limits.default_wait must not exceed limits.max_wait".into());
+        }
+        if let Some(t) = &self.server.default_tenant {
+            crate::names::check_tenant(t).map_err(|e| format!("server.default_tenant: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn worker_options(&self, worker_id: String) -> fstore_substrate::WorkerOptions {
+        fstore_substrate::WorkerOptions {
+            worker_id,
+            slots: self.worker.slots,
+            max_batch: self.worker.max_batch,
+            max_wait: self.worker.max_wait,
+            max_attempts: self.worker.max_attempts,
+            retry_base: self.worker.retry_base,
+            retry_max: self.worker.retry_max,
+            failure_ttl: self.cache.failure_ttl,
+        }
+    }
+
+    pub fn embedded_options(&self) -> fstore_substrate::embedded::Options {
+        fstore_substrate::embedded::Options {
+            cache_max_bytes: self.cache.max_bytes,
+            ticket_ttl: self.cache.ticket_ttl,
+            max_queued_per_flow: self.queue.max_queued_per_flow,
+            max_queued_per_tenant: self.queue.max_queued_per_tenant,
+            duplicate_window: self.queue.duplicate_window,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("fstore-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "[cache]\nfailure_ttl = \"3s\"\n[worker]\nslots = 7\n").expect("write");
+        let c = Config::load(Some(&path)).expect("valid");
+        assert_eq!(c.cache.failure_ttl, Duration::from_secs(3));
+        assert_eq!(c.worker.slots, 7);
+        assert_eq!(c.limits.max_entities, 1000);
+        std::fs::write(&path, "[worker]\nslotz = 7\n").expect("write");
+        assert!(Config::load(Some(&path)).is_err(), "unknown keys are refused");
+    }
+}

@@ -1,0 +1,122 @@
+//! The registration file: TOML with one `[[feature]]` table per feature, registered in
+//! file order (write dependencies first).
+//!
+//! ```toml
+//! [[feature]]
+//! name = "doc.words"
+//! entity_type = "doc"
+//! flow = "text.stats@1"
+//! ttl = "10m"
+//! owner = "search"
+//! description = "number of words"
+//! params = { stat = "words" }
+//! inputs = { text = { request = "text" } }
+//! ```
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use fstore_proto::api;
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    feature: Vec<Feature>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Feature {
+    name: String,
+    entity_type: String,
+    flow: String,
+    #[serde(with = "humantime_serde")]
+    ttl: Duration,
+    #[serde(default)]
+    owner: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    params: BTreeMap<String, toml::Value>,
+    #[serde(default)]
+    inputs: BTreeMap<String, Input>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    feature: Option<String>,
+    request: Option<String>,
+}
+
+/// The definitions of a registration file, in file order.
+pub fn parse(text: &str) -> Result<Vec<api::FeatureDefinition>, String> {
+    let file: File = toml::from_str(text).map_err(|e| format!("registration file: {e}"))?;
+    file.feature
+        .into_iter()
+        .map(|f| {
+            let inputs = f
+                .inputs
+                .into_iter()
+                .map(|(name, i)| {
+                    let source = match (i.feature, i.request) {
+                        (Some(feat), None) => api::input_binding::Source::Feature(feat),
+                        (None, Some(req)) => api::input_binding::Source::Request(req),
+                        _ => {
+                            return Err(format!(
+                                "feature `{}`, input `{name}`: give exactly one of `feature` or `request`",
+                                f.name
+                            ));
+                        }
+                    };
+                    Ok((name, api::InputBinding { source: Some(source) }))
+                })
+                .collect::<Result<_, String>>()?;
+            let params = f
+                .params
+                .into_iter()
+                .map(|(k, v)| {
+                    let s = match v {
+                        toml::Value::String(s) => s,
+                        other => other.to_string(),
+                    };
+                    (k, s)
+                })
+                .collect();
+            Ok(api::FeatureDefinition {
+                name: f.name,
+                version: 0,
+                entity_type: f.entity_type,
+                flow: f.flow,
+                params,
+                inputs,
+                ttl_ms: f.ttl.as_millis() as u64,
+                owner: f.owner,
+                description: f.description,
+            })
+        })
+        .collect()
+}
+
+/// The demo features, registered by `fstore demo` and documented in the README.
+pub const DEMO: &str = include_str!("../examples/demo.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_file_parses() {
+        let defs = parse(DEMO).expect("demo parses");
+        assert!(defs.len() >= 4);
+        assert!(defs.iter().all(|d| d.ttl_ms > 0));
+    }
+
+    #[test]
+    fn both_sources_refused() {
+        let e = parse("[[feature]]\nname='a'\nentity_type='d'\nflow='f@1'\nttl='1s'\ninputs={x={feature='b',request='c'}}\n");
+        assert!(e.is_err_and(|e| e.contains("exactly one")));
+    }
+}

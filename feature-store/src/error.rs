@@ -1,0 +1,23 @@
+//! Errors of the feature store. They become gRPC statuses in one place: [`crate::status`].
+
+/// What went wrong serving a call.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A feature, version or ticket that does not exist (for this tenant).
+    #[error("{0}")]
+    NotFound(String),
+    /// A request that can never succeed as sent: the message says what to change.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A feature definition the registry refuses: a cycle, an unknown dependency or
+    /// flow, a type mismatch.
+    #[error("feature definition refused: {0}")]
+    Definition(String),
+    /// A call without a tenant where one is required.
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error(transparent)]
+    Substrate(#[from] fstore_substrate::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,536 @@
+//! The registry: feature definitions by name and version, resolved into a dependency
+//! DAG (petgraph) whose nodes carry everything the planner needs: the flow, the bound
+//! inputs, the lineage hash and the topologically sorted closure.
+//!
+//! A dependency written `name` follows the latest version of `name`; `name@v` pins it.
+//! The lineage hash covers a feature's version, flow, params and its dependencies'
+//! lineage hashes, so a new upstream version gives every downstream feature new value
+//! keys. Every change builds a new immutable [`Snapshot`]; readers never wait.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+use fstore_flows::{FlowId, FlowSpec, Params, ValueType};
+use fstore_proto::api;
+use petgraph::Direction;
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::names::{FeatureRef, check_name};
+use crate::{Error, Result};
+
+/// `(name, version)` of a registered feature.
+pub type FeatureId = (String, u32);
+
+/// Where a resolved flow input comes from.
+#[derive(Debug, Clone)]
+pub enum NodeInput {
+    Feature { input: String, node: Arc<Node> },
+    Request { input: String, name: String, value_type: ValueType },
+}
+
+/// A feature version resolved against the current registry.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub version: u32,
+    pub definition: api::FeatureDefinition,
+    pub flow: FlowId,
+    pub value_type: ValueType,
+    /// Hex, 32 characters.
+    pub lineage: String,
+    pub inputs: Vec<NodeInput>,
+    pub ttl_ms: u64,
+    /// Everything this node reads, directly or not, dependencies first.
+    pub upstream: Vec<Arc<Node>>,
+}
+
+impl Node {
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.name, self.version)
+    }
+}
+
+/// An immutable view of the registry.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    definitions: BTreeMap<String, Vec<api::FeatureDefinition>>,
+    nodes: HashMap<FeatureId, Arc<Node>>,
+    graph: DiGraph<FeatureId, ()>,
+    index: HashMap<FeatureId, NodeIndex>,
+}
+
+impl Snapshot {
+    /// The node a reference names: a pinned version, or the latest.
+    pub fn resolve(&self, r: &FeatureRef) -> Result<Arc<Node>> {
+        let versions = self
+            .definitions
+            .get(&r.name)
+            .ok_or_else(|| Error::NotFound(format!("no feature named `{}`; `fstore ls` lists them", r.name)))?;
+        let version = match r.version {
+            Some(v) => v,
+            None => versions.len() as u32,
+        };
+        self.nodes.get(&(r.name.clone(), version)).cloned().ok_or_else(|| {
+            Error::NotFound(format!(
+                "feature `{}` has no version {version} (latest is {})",
+                r.name,
+                versions.len()
+            ))
+        })
+    }
+
+    pub fn versions(&self, name: &str) -> &[api::FeatureDefinition] {
+        self.definitions.get(name).map_or(&[], Vec::as_slice)
+    }
+
+    pub fn latest(&self) -> impl Iterator<Item = Arc<Node>> + '_ {
+        self.definitions.iter().filter_map(|(name, versions)| {
+            self.nodes.get(&(name.clone(), versions.len() as u32)).cloned()
+        })
+    }
+
+    /// Every feature version that reads `id`, directly or not (not `id` itself).
+    pub fn downstream(&self, id: &FeatureId) -> Vec<Arc<Node>> {
+        let Some(start) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let mut seen = vec![*start];
+        let mut stack = vec![*start];
+        let mut out = Vec::new();
+        while let Some(n) = stack.pop() {
+            for d in self.graph.neighbors_directed(n, Direction::Outgoing) {
+                if !seen.contains(&d) {
+                    seen.push(d);
+                    stack.push(d);
+                    if let Some(node) = self.nodes.get(&self.graph[d]) {
+                        out.push(node.clone());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Direct dependents of `id`, as `name@version`.
+    pub fn dependents(&self, id: &FeatureId) -> Vec<String> {
+        let Some(n) = self.index.get(id) else {
+            return Vec::new();
+        };
+        let mut out: Vec<String> = self
+            .graph
+            .neighbors_directed(*n, Direction::Outgoing)
+            .map(|d| format!("{}@{}", self.graph[d].0, self.graph[d].1))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// What registering a definition did.
+#[derive(Debug)]
+pub struct Registered {
+    pub node: Arc<Node>,
+    /// False when an identical definition was already the latest version.
+    pub created: bool,
+}
+
+/// The registry. Cheap to clone; all clones share state.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    snapshot: Arc<RwLock<Arc<Snapshot>>>,
+    /// Serialises writers so two registrations cannot both take one version number.
+    write: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Registry {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Validates `def` against the flows and the current features, and adds it as a new
+    /// version unless the latest version is identical.
+    pub async fn register(&self, def: api::FeatureDefinition, flows: &[FlowSpec]) -> Result<Registered> {
+        let _writer = self.write.lock().await;
+        let current = self.snapshot();
+        let mut def = normalise(def)?;
+        let versions = current.versions(&def.name);
+        if let Some(latest) = versions.last() {
+            let mut unversioned = latest.clone();
+            unversioned.version = 0;
+            if unversioned == def {
+                let node = current.resolve(&FeatureRef {
+                    name: def.name.clone(),
+                    version: Some(latest.version),
+                })?;
+                return Ok(Registered {
+                    node,
+                    created: false,
+                });
+            }
+        }
+        def.version = versions.len() as u32 + 1;
+        let mut definitions = current.definitions.clone();
+        definitions
+            .entry(def.name.clone())
+            .or_default()
+            .push(def.clone());
+        let next = build(definitions, flows)?;
+        let node = next.resolve(&FeatureRef {
+            name: def.name.clone(),
+            version: Some(def.version),
+        })?;
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        Ok(Registered {
+            node,
+            created: true,
+        })
+    }
+}
+
+/// Checks the fields a definition must have and clears the ones the registry assigns.
+fn normalise(mut def: api::FeatureDefinition) -> Result<api::FeatureDefinition> {
+    def.version = 0;
+    check_name("feature", &def.name)?;
+    check_name("entity type", &def.entity_type)
+        .map_err(|e| Error::Definition(format!("feature `{}`: {e}", def.name)))?;
+    if def.ttl_ms == 0 {
+        return Err(Error::Definition(format!(
+            "feature `{}` needs a ttl greater than zero",
+            def.name
+        )));
+    }
+    def.flow
+        .parse::<FlowId>()
+        .map_err(|e| Error::Definition(format!("feature `{}`: {e}", def.name)))?;
+    for (input, binding) in &def.inputs {
+        match &binding.source {
+            Some(api::input_binding::Source::Feature(f)) => {
+                FeatureRef::parse(f).map_err(|e| {
+                    Error::Definition(format!("feature `{}`, input `{input}`: {e}", def.name))
+                })?;
+            }
+            Some(api::input_binding::Source::Request(r)) => {
+                check_name("request input", r).map_err(|e| {
+                    Error::Definition(format!("feature `{}`, input `{input}`: {e}", def.name))
+                })?;
+            }
+            None => {
+                return Err(Error::Definition(format!(
+                    "feature `{}`, input `{input}` needs a source: a feature or a request input",
+                    def.name
+                )));
+            }
+        }
+    }
+    Ok(def)
+}
+
+/// Resolves every definition into the graph and nodes, refusing cycles, unknown
+/// dependencies and flows, and type mismatches.
+fn build(definitions: BTreeMap<String, Vec<api::FeatureDefinition>>, flows: &[FlowSpec]) -> Result<Snapshot> {
+    let flow_specs: HashMap<FlowId, &FlowSpec> = flows.iter().map(|s| (s.id.clone(), s)).collect();
+    let latest = |name: &str| definitions.get(name).map(|v| v.len() as u32);
+    let mut graph = DiGraph::<FeatureId, ()>::new();
+    let mut index = HashMap::new();
+    for (name, versions) in &definitions {
+        for d in versions {
+            let id = (name.clone(), d.version);
+            index.insert(id.clone(), graph.add_node(id));
+        }
+    }
+    // Edges dependency -> dependent, with floating references resolved to the latest.
+    let mut deps_of: HashMap<FeatureId, Vec<(String, FeatureId)>> = HashMap::new();
+    for (name, versions) in &definitions {
+        for d in versions {
+            let me = (name.clone(), d.version);
+            for (input, binding) in &d.inputs {
+                if let Some(api::input_binding::Source::Feature(f)) = &binding.source {
+                    let r = FeatureRef::parse(f)?;
+                    let Some(latest_version) = latest(&r.name) else {
+                        return Err(Error::Definition(format!(
+                            "feature `{name}`: input `{input}` reads unknown feature `{}`; register it first",
+                            r.name
+                        )));
+                    };
+                    let v = r.version.unwrap_or(latest_version);
+                    let dep = (r.name.clone(), v);
+                    let Some(from) = index.get(&dep) else {
+                        return Err(Error::Definition(format!(
+                            "feature `{name}`: input `{input}` reads `{}@{v}`, which does not exist (latest is {latest_version})",
+                            r.name
+                        )));
+                    };
+                    graph.add_edge(*from, index[&me], ());
+                    deps_of.entry(me.clone()).or_default().push((input.clone(), dep));
+                }
+            }
+        }
+    }
+    let order = toposort(&graph, None).map_err(|_| Error::Definition(cycle_message(&graph)))?;
+
+    let mut nodes: HashMap<FeatureId, Arc<Node>> = HashMap::new();
+    for ix in order {
+        let id = graph[ix].clone();
+        let def = &definitions[&id.0][(id.1 - 1) as usize];
+        let node = resolve_node(def, &flow_specs, &nodes, deps_of.get(&id).map_or(&[], Vec::as_slice))?;
+        nodes.insert(id, Arc::new(node));
+    }
+    Ok(Snapshot {
+        definitions,
+        nodes,
+        graph,
+        index,
+    })
+}
+
+fn resolve_node(
+    def: &api::FeatureDefinition,
+    flows: &HashMap<FlowId, &FlowSpec>,
+    nodes: &HashMap<FeatureId, Arc<Node>>,
+    deps: &[(String, FeatureId)],
+) -> Result<Node> {
+    let name = &def.name;
+    let flow_id: FlowId = def
+        .flow
+        .parse()
+        .map_err(|e| Error::Definition(format!("feature `{name}`: {e}")))?;
+    let spec = flows.get(&flow_id).ok_or_else(|| {
+        let mut known: Vec<String> = flows.keys().map(ToString::to_string).collect();
+        known.sort();
+        Error::Definition(format!(
+            "feature `{name}`: unknown flow `{flow_id}`; flows served now: {}",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ))
+    })?;
+    if !spec.entity_types.is_empty() && !spec.entity_types.contains(&def.entity_type) {
+        return Err(Error::Definition(format!(
+            "feature `{name}`: flow {flow_id} computes entity types {:?}, not `{}`",
+            spec.entity_types, def.entity_type
+        )));
+    }
+    let params = Params::new(def.params.clone().into_iter().collect());
+    spec.check_params(&params)
+        .map_err(|e| Error::Definition(format!("feature `{name}`: {e}")))?;
+
+    let mut inputs = Vec::new();
+    for (input, binding) in &def.inputs {
+        let declared = spec.input(input).ok_or_else(|| {
+            let known: Vec<&str> = spec.inputs.iter().map(|i| i.name.as_str()).collect();
+            Error::Definition(format!(
+                "feature `{name}`: flow {flow_id} has no input `{input}` (inputs: {})",
+                known.join(", ")
+            ))
+        })?;
+        match &binding.source {
+            Some(api::input_binding::Source::Feature(_)) => {
+                let dep_id = deps
+                    .iter()
+                    .find(|(i, _)| i == input)
+                    .map(|(_, d)| d)
+                    .ok_or_else(|| Error::Definition(format!("feature `{name}`: input `{input}` is unresolved")))?;
+                let dep = nodes.get(dep_id).ok_or_else(|| {
+                    Error::Definition(format!("feature `{name}`: dependency `{}@{}` is unresolved", dep_id.0, dep_id.1))
+                })?;
+                if dep.definition.entity_type != def.entity_type {
+                    return Err(Error::Definition(format!(
+                        "feature `{name}` is about `{}` entities but input `{input}` reads `{}`, about `{}` entities",
+                        def.entity_type,
+                        dep.id(),
+                        dep.definition.entity_type
+                    )));
+                }
+                if dep.value_type != declared.value_type {
+                    return Err(Error::Definition(format!(
+                        "feature `{name}`: flow {flow_id} input `{input}` takes {} but `{}` is {}",
+                        declared.value_type,
+                        dep.id(),
+                        dep.value_type
+                    )));
+                }
+                inputs.push(NodeInput::Feature {
+                    input: input.clone(),
+                    node: dep.clone(),
+                });
+            }
+            Some(api::input_binding::Source::Request(r)) => inputs.push(NodeInput::Request {
+                input: input.clone(),
+                name: r.clone(),
+                value_type: declared.value_type,
+            }),
+            None => {
+                return Err(Error::Definition(format!("feature `{name}`: input `{input}` has no source")));
+            }
+        }
+    }
+    for declared in &spec.inputs {
+        if !declared.optional && !def.inputs.contains_key(&declared.name) {
+            return Err(Error::Definition(format!(
+                "feature `{name}`: flow {flow_id} needs input `{}` ({}) bound to a feature or a request input",
+                declared.name, declared.value_type
+            )));
+        }
+    }
+
+    let lineage = lineage_hash(def, &flow_id, &inputs);
+    let mut upstream: Vec<Arc<Node>> = Vec::new();
+    for i in &inputs {
+        if let NodeInput::Feature { node, .. } = i {
+            for n in node.upstream.iter().chain(std::iter::once(node)) {
+                if !upstream.iter().any(|c| Arc::ptr_eq(c, n)) {
+                    upstream.push(n.clone());
+                }
+            }
+        }
+    }
+    Ok(Node {
+        name: name.clone(),
+        version: def.version,
+        definition: def.clone(),
+        flow: flow_id,
+        value_type: spec.output,
+        lineage,
+        inputs,
+        ttl_ms: def.ttl_ms,
+        upstream,
+    })
+}
+
+fn lineage_hash(def: &api::FeatureDefinition, flow: &FlowId, inputs: &[NodeInput]) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut field = |s: &str| {
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field("fstore.lineage.v1");
+    field(&def.name);
+    field(&def.version.to_string());
+    field(&def.entity_type);
+    field(&flow.to_string());
+    let params: BTreeMap<_, _> = def.params.iter().collect();
+    for (k, v) in params {
+        field(k);
+        field(v);
+    }
+    let mut bound: Vec<(String, String)> = inputs
+        .iter()
+        .map(|i| match i {
+            NodeInput::Feature { input, node } => (input.clone(), format!("feature:{}", node.lineage)),
+            NodeInput::Request { input, name, .. } => (input.clone(), format!("request:{name}")),
+        })
+        .collect();
+    bound.sort();
+    for (k, v) in bound {
+        field(&k);
+        field(&v);
+    }
+    h.finalize().to_hex()[..32].to_string()
+}
+
+/// Names one cycle of the graph: `a@1 -> b@1 -> a@1`.
+fn cycle_message(graph: &DiGraph<FeatureId, ()>) -> String {
+    let name = |ix: NodeIndex| format!("{}@{}", graph[ix].0, graph[ix].1);
+    for scc in tarjan_scc(graph) {
+        let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
+        if scc.len() < 2 && !self_loop {
+            continue;
+        }
+        // Walk edges inside the component from its first node until we come back.
+        let start = scc[0];
+        let mut path = vec![start];
+        let mut at = start;
+        loop {
+            let Some(next) = graph
+                .neighbors_directed(at, Direction::Outgoing)
+                .find(|n| scc.contains(n) && (*n == start || !path.contains(n)))
+            else {
+                break;
+            };
+            path.push(next);
+            if next == start {
+                break;
+            }
+            at = next;
+        }
+        let text: Vec<String> = path.into_iter().map(name).collect();
+        return format!("dependency cycle: {}", text.join(" -> "));
+    }
+    "dependency cycle".to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fstore_flows::Catalog;
+
+    fn flows() -> Vec<FlowSpec> {
+        Catalog::builtins().specs().cloned().collect()
+    }
+
+    fn def(name: &str, flow: &str, inputs: &[(&str, &str)]) -> api::FeatureDefinition {
+        api::FeatureDefinition {
+            name: name.into(),
+            entity_type: "doc".into(),
+            flow: flow.into(),
+            ttl_ms: 60_000,
+            inputs: inputs
+                .iter()
+                .map(|(k, v)| {
+                    let source = match v.strip_prefix("request:") {
+                        Some(r) => api::input_binding::Source::Request(r.into()),
+                        None => api::input_binding::Source::Feature((*v).into()),
+                    };
+                    (k.to_string(), api::InputBinding { source: Some(source) })
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn versions_and_lineage_follow_upstream() {
+        let r = Registry::default();
+        let f = flows();
+        let a = r.register(def("a", "test.probe@1", &[]), &f).await.expect("a");
+        assert!(a.created);
+        let b = r.register(def("b", "num.affine@1", &[("x", "a")]), &f).await.expect("b");
+        let again = r.register(def("b", "num.affine@1", &[("x", "a")]), &f).await.expect("b again");
+        assert!(!again.created, "identical definition is not a new version");
+        assert_eq!(again.node.version, 1);
+        let mut a2 = def("a", "test.probe@1", &[]);
+        a2.params.insert("value".into(), "2".into());
+        r.register(a2, &f).await.expect("a v2");
+        let snap = r.snapshot();
+        let b_now = snap.resolve(&FeatureRef::parse("b").expect("ref")).expect("b");
+        assert_ne!(b_now.lineage, b.node.lineage, "a new upstream version changes b's lineage");
+        assert_eq!(snap.dependents(&("a".into(), 2)), vec!["b@1".to_string()]);
+        assert_eq!(b_now.upstream.iter().map(|n| n.id()).collect::<Vec<_>>(), vec!["a@2"]);
+    }
+
+    #[tokio::test]
+    async fn refusals_name_the_problem() {
+        let r = Registry::default();
+        let f = flows();
+        let err = |e: Result<Registered>| e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(r.register(def("b", "num.affine@1", &[("x", "nope")]), &f).await).contains("unknown feature `nope`"));
+        assert!(err(r.register(def("b", "nope.flow@1", &[]), &f).await).contains("unknown flow `nope.flow@1`"));
+        r.register(def("t", "text.hash_embed@1", &[("text", "request:text")]), &f).await.expect("t");
+        assert!(err(r.register(def("b", "num.affine@1", &[("x", "t")]), &f).await).contains("takes f64 but `t@1` is tensor"));
+        let mut other = def("u", "test.probe@1", &[]);
+        other.entity_type = "user".into();
+        r.register(other, &f).await.expect("u");
+        assert!(err(r.register(def("b", "num.affine@1", &[("x", "u")]), &f).await).contains("about `user` entities"));
+        assert!(err(r.register(def("b", "num.affine@1", &[]), &f).await).contains("needs input `x`"));
+        // A cycle through a floating reference: a@2 reads c, c reads a (latest).
+        r.register(def("a", "test.probe@1", &[]), &f).await.expect("a");
+        r.register(def("c", "num.affine@1", &[("x", "a")]), &f).await.expect("c");
+        let e = err(r.register(def("a", "test.probe@1", &[("x", "c")]), &f).await);
+        assert!(e.contains("dependency cycle: "), "{e}");
+        assert!(e.contains("a@2") && e.contains("c@1"), "{e}");
+        assert_eq!(r.snapshot().versions("a").len(), 1, "a refused definition is not stored");
+    }
+}

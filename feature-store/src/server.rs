@@ -1,0 +1,103 @@
+//! Assembling a running server: a substrate, in-process workers, the ready hub and the
+//! tonic service on a listener the caller bound (tests pass `127.0.0.1:0`, so no port
+//! race exists). Shutdown order: stop accepting and finish calls, then workers stop
+//! pulling and finish their batches (an unsettled embedded job is handed back).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fstore_flows::Catalog;
+use fstore_proto::api::feature_store_server::FeatureStoreServer;
+use fstore_substrate::{Substrate, Worker, WorkerStats, embedded};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::config::Config;
+use crate::ready::ReadyHub;
+use crate::registry::Registry;
+use crate::service::Service;
+use crate::Error;
+
+/// A server running in this process.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub service: Service,
+    pub substrate: Substrate,
+    /// Counts of the in-process worker, when there is one.
+    pub worker_stats: Option<Arc<WorkerStats>>,
+    serve_token: CancellationToken,
+    work_token: CancellationToken,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    worker: Option<JoinHandle<Result<(), fstore_substrate::Error>>>,
+}
+
+impl Running {
+    /// The address to give a client: `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, finishes calls, then stops the workers.
+    pub async fn shutdown(self) {
+        self.serve_token.cancel();
+        let _ = self.server.await;
+        self.work_token.cancel();
+        if let Some(w) = self.worker {
+            let _ = w.await;
+        }
+    }
+}
+
+/// Starts the service, the embedded substrate and a worker serving `catalog` (none if
+/// `catalog` is empty), on `listener`.
+pub async fn start_embedded(config: Config, catalog: Catalog, listener: TcpListener) -> Result<Running, Error> {
+    let substrate = embedded::substrate(&config.embedded_options());
+    start(config, substrate, catalog, listener).await
+}
+
+/// Starts the service on any substrate, with a worker in this process for `catalog`.
+pub async fn start(config: Config, substrate: Substrate, catalog: Catalog, listener: TcpListener) -> Result<Running, Error> {
+    let addr = listener.local_addr().map_err(|e| Error::InvalidArgument(format!("listener has no address: {e}")))?;
+    let serve_token = CancellationToken::new();
+    let work_token = CancellationToken::new();
+
+    let (worker, worker_stats) = if catalog.is_empty() {
+        (None, None)
+    } else {
+        let id = format!("worker-{}-{}", std::process::id(), addr.port());
+        // Advertise before serving so a registration right after start sees the flows.
+        let specs: Vec<_> = catalog.specs().cloned().collect();
+        substrate.directory.advertise(&id, &specs).await?;
+        let w = Worker::new(substrate.clone(), catalog, config.worker_options(id));
+        let stats = w.stats();
+        let token = work_token.clone();
+        (Some(tokio::spawn(w.run(token))), Some(stats))
+    };
+
+    let hub = ReadyHub::start(&substrate, work_token.clone()).await?;
+    let service = Service::new(substrate.clone(), Registry::default(), hub, config);
+    let svc = FeatureStoreServer::new(service.clone())
+        .max_decoding_message_size(16 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    let shutdown = serve_token.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned()),
+    );
+    info!(%addr, "feature store listening");
+    Ok(Running {
+        addr,
+        service,
+        substrate,
+        worker_stats,
+        serve_token,
+        work_token,
+        server,
+        worker,
+    })
+}
