@@ -20,7 +20,11 @@ impl Client {
     pub async fn connect(addr: &str, tenant: Option<String>) -> Result<Self, String> {
         let inner = FeatureStoreClient::connect(addr.to_string())
             .await
-            .map_err(|e| format!("cannot reach the feature store at {addr}: {e}; start one with `fstore dev`"))?;
+            .map_err(|e| {
+                format!(
+                    "cannot reach the feature store at {addr}: {e}; start one with `fstore dev`"
+                )
+            })?;
         Ok(Client {
             inner: inner
                 .max_decoding_message_size(64 * 1024 * 1024)
@@ -44,7 +48,10 @@ impl Client {
         self.inner.clone()
     }
 
-    pub async fn register_file(&mut self, text: &str) -> Result<Vec<api::RegisterFeatureResponse>, String> {
+    pub async fn register_file(
+        &mut self,
+        text: &str,
+    ) -> Result<Vec<api::RegisterFeatureResponse>, String> {
         let defs = crate::definitions::parse(text)?;
         let mut out = Vec::new();
         for def in defs {
@@ -92,7 +99,11 @@ pub fn parse_input(arg: &str) -> Result<(String, api::Value), String> {
                 data,
             })
         }
-        other => return Err(format!("input `{name}`: unknown type `{other}` (f64, i64, bool, string, tensor)")),
+        other => {
+            return Err(format!(
+                "input `{name}`: unknown type `{other}` (f64, i64, bool, string, tensor)"
+            ));
+        }
     };
     Ok((name.to_string(), api::Value { kind: Some(kind) }))
 }
@@ -109,7 +120,12 @@ pub fn value_text(v: Option<&api::Value>) -> String {
         Some(Kind::Bytes(b)) => format!("{} bytes", b.len()),
         Some(Kind::Tensor(t)) => {
             let head: Vec<String> = t.data.iter().take(3).map(|x| format!("{x:.3}")).collect();
-            format!("tensor{:?} [{}{}]", t.shape, head.join(", "), if t.data.len() > 3 { ", …" } else { "" })
+            format!(
+                "tensor{:?} [{}{}]",
+                t.shape,
+                head.join(", "),
+                if t.data.len() > 3 { ", …" } else { "" }
+            )
         }
     }
 }
@@ -184,7 +200,11 @@ pub fn results_table(results: &[api::FeatureResult]) -> String {
         .map(|r| {
             let source = match r.status() {
                 api::Status::Ready | api::Status::Stale => {
-                    if r.from_cache { "cache".to_string() } else { "computed".to_string() }
+                    if r.from_cache {
+                        "cache".to_string()
+                    } else {
+                        "computed".to_string()
+                    }
                 }
                 api::Status::Failed => format!("{} (tries: {})", r.error, r.attempts),
                 _ => String::new(),
@@ -195,18 +215,31 @@ pub fn results_table(results: &[api::FeatureResult]) -> String {
                 r.version.to_string(),
                 status_name(r.status()).to_string(),
                 value_text(r.value.as_ref()),
-                if r.computed_at_ms > 0 { format!("{}ms", r.age_ms) } else { String::new() },
+                if r.computed_at_ms > 0 {
+                    format!("{}ms", r.age_ms)
+                } else {
+                    String::new()
+                },
                 source,
             ]
         })
         .collect();
-    table(&["ENTITY", "FEATURE", "VER", "STATUS", "VALUE", "AGE", "SOURCE"], &rows)
+    table(
+        &[
+            "ENTITY", "FEATURE", "VER", "STATUS", "VALUE", "AGE", "SOURCE",
+        ],
+        &rows,
+    )
 }
 
 pub fn response_text(resp: &api::GetFeaturesResponse) -> String {
     let mut s = results_table(&resp.results);
     if !resp.ticket.is_empty() {
-        let _ = writeln!(s, "ticket: {}  (fetch it with `fstore fetch {}`)", resp.ticket, resp.ticket);
+        let _ = writeln!(
+            s,
+            "ticket: {}  (fetch it with `fstore fetch {}`)",
+            resp.ticket, resp.ticket
+        );
     }
     s
 }
@@ -228,7 +261,10 @@ pub fn get_request(
     max_staleness: Option<Duration>,
     allow_stale: bool,
 ) -> Result<api::GetFeaturesRequest, String> {
-    let parsed: HashMap<String, api::Value> = inputs.iter().map(|i| parse_input(i)).collect::<Result<_, _>>()?;
+    let parsed: HashMap<String, api::Value> = inputs
+        .iter()
+        .map(|i| parse_input(i))
+        .collect::<Result<_, _>>()?;
     Ok(api::GetFeaturesRequest {
         entities: entities
             .iter()
@@ -238,7 +274,11 @@ pub fn get_request(
             })
             .collect(),
         features: features.to_vec(),
-        mode: if sync { api::Mode::Sync as i32 } else { api::Mode::Async as i32 },
+        mode: if sync {
+            api::Mode::Sync as i32
+        } else {
+            api::Mode::Async as i32
+        },
         wait_ms: wait.map_or(0, |w| w.as_millis() as u64),
         max_staleness_ms: max_staleness.map(|d| d.as_millis() as u64),
         max_staleness_ms_by_feature: HashMap::new(),

@@ -167,7 +167,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let l = &self.limits;
         if l.max_entities == 0 || l.max_features == 0 || l.max_items == 0 {
-            return Err("limits.max_entities, max_features and max_items must be above zero".into());
+            return Err(
+                "limits.max_entities, max_features and max_items must be above zero".into(),
+            );
         }
         if self.worker.slots == 0 || self.worker.max_batch == 0 || self.worker.max_attempts == 0 {
             return Err("worker.slots, max_batch and max_attempts must be above zero".into());
@@ -214,12 +216,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("fstore-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("c.toml");
-        std::fs::write(&path, "[cache]\nfailure_ttl = \"3s\"\n[worker]\nslots = 7\n").expect("write");
+        std::fs::write(
+            &path,
+            "[cache]\nfailure_ttl = \"3s\"\n[worker]\nslots = 7\n",
+        )
+        .expect("write");
         let c = Config::load(Some(&path)).expect("valid");
         assert_eq!(c.cache.failure_ttl, Duration::from_secs(3));
         assert_eq!(c.worker.slots, 7);
         assert_eq!(c.limits.max_entities, 1000);
         std::fs::write(&path, "[worker]\nslotz = 7\n").expect("write");
-        assert!(Config::load(Some(&path)).is_err(), "unknown keys are refused");
+        assert!(
+            Config::load(Some(&path)).is_err(),
+            "unknown keys are refused"
+        );
     }
 }

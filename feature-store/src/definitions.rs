@@ -116,7 +116,9 @@ mod tests {
 
     #[test]
     fn both_sources_refused() {
-        let e = parse("[[feature]]\nname='a'\nentity_type='d'\nflow='f@1'\nttl='1s'\ninputs={x={feature='b',request='c'}}\n");
+        let e = parse(
+            "[[feature]]\nname='a'\nentity_type='d'\nflow='f@1'\nttl='1s'\ninputs={x={feature='b',request='c'}}\n",
+        );
         assert!(e.is_err_and(|e| e.contains("exactly one")));
     }
 }

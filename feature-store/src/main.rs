@@ -18,7 +18,12 @@ struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
     /// Feature store address for client verbs.
-    #[arg(long, global = true, env = "FSTORE_ADDR", default_value = "http://127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "FSTORE_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
     addr: String,
     /// Tenant for client verbs (the server's default tenant when absent).
     #[arg(long, global = true, env = "FSTORE_TENANT")]
@@ -116,7 +121,10 @@ enum Cmd {
 #[tokio::main]
 async fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("FSTORE_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FSTORE_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -138,13 +146,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(t) => t,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -158,16 +167,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Dev { run, features } => {
             let mut config = load_config(&run)?;
-            config.server.default_tenant.get_or_insert_with(|| "default".to_string());
+            config
+                .server
+                .default_tenant
+                .get_or_insert_with(|| "default".to_string());
             let listener = tokio::net::TcpListener::bind(&config.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.server.listen))?;
             let running = server::start_embedded(config, Catalog::builtins(), listener).await?;
             let url = running.url();
             if let Some(path) = features {
-                let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading {}", path.display()))?;
                 let mut client = Client::connect(&url, None).await.map_err(|e| anyhow!(e))?;
-                let n = client.register_file(&text).await.map_err(|e| anyhow!(e))?.len();
+                let n = client
+                    .register_file(&text)
+                    .await
+                    .map_err(|e| anyhow!(e))?
+                    .len();
                 eprintln!("registered {n} features from {}", path.display());
             }
             eprintln!(
@@ -210,12 +227,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn client_verb(addr: String, tenant: Option<String>, json: bool, cmd: Cmd) -> anyhow::Result<()> {
-    let mut client = Client::connect(&addr, tenant).await.map_err(|e| anyhow!(e))?;
+async fn client_verb(
+    addr: String,
+    tenant: Option<String>,
+    json: bool,
+    cmd: Cmd,
+) -> anyhow::Result<()> {
+    let mut client = Client::connect(&addr, tenant)
+        .await
+        .map_err(|e| anyhow!(e))?;
     let status = |s: tonic::Status| anyhow!(cli::status_text(&s));
     match cmd {
         Cmd::Register { file } => {
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             let done = client.register_file(&text).await.map_err(|e| anyhow!(e))?;
             if json {
                 let rows: Vec<_> = done
@@ -231,49 +256,120 @@ async fn client_verb(addr: String, tenant: Option<String>, json: bool, cmd: Cmd)
                     .iter()
                     .map(|r| {
                         let f = r.feature.clone().unwrap_or_default();
-                        vec![f.name, f.version.to_string(), if r.created { "new version" } else { "unchanged" }.to_string(), r.lineage_hash.clone()]
+                        vec![
+                            f.name,
+                            f.version.to_string(),
+                            if r.created {
+                                "new version"
+                            } else {
+                                "unchanged"
+                            }
+                            .to_string(),
+                            r.lineage_hash.clone(),
+                        ]
                     })
                     .collect();
-                print!("{}", cli::table(&["FEATURE", "VER", "RESULT", "LINEAGE"], &rows));
+                print!(
+                    "{}",
+                    cli::table(&["FEATURE", "VER", "RESULT", "LINEAGE"], &rows)
+                );
             }
         }
         Cmd::Get(a) => {
-            let req = cli::get_request(&a.entities, &a.features, &a.inputs, a.sync, a.wait, a.max_staleness, a.allow_stale).map_err(|e| anyhow!(e))?;
-            let r = client.raw().get_features(client.request(req)).await.map_err(status)?.into_inner();
+            let req = cli::get_request(
+                &a.entities,
+                &a.features,
+                &a.inputs,
+                a.sync,
+                a.wait,
+                a.max_staleness,
+                a.allow_stale,
+            )
+            .map_err(|e| anyhow!(e))?;
+            let r = client
+                .raw()
+                .get_features(client.request(req))
+                .await
+                .map_err(status)?
+                .into_inner();
             print_response(&r, json)?;
         }
         Cmd::Fetch { ticket } => {
-            let r = client.raw().get_ticket(client.request(api::GetTicketRequest { ticket })).await.map_err(status)?.into_inner();
+            let r = client
+                .raw()
+                .get_ticket(client.request(api::GetTicketRequest { ticket }))
+                .await
+                .map_err(status)?
+                .into_inner();
             print_response(&r, json)?;
         }
         Cmd::Watch(a) => {
-            let req = cli::get_request(&a.entities, &a.features, &a.inputs, false, None, a.max_staleness, a.allow_stale).map_err(|e| anyhow!(e))?;
+            let req = cli::get_request(
+                &a.entities,
+                &a.features,
+                &a.inputs,
+                false,
+                None,
+                a.max_staleness,
+                a.allow_stale,
+            )
+            .map_err(|e| anyhow!(e))?;
             let watch = api::WatchFeaturesRequest {
                 target: Some(api::watch_features_request::Target::Request(req)),
                 wait_ms: a.wait.map_or(0, |w| w.as_millis() as u64),
             };
-            let mut stream = client.raw().watch_features(client.request(watch)).await.map_err(status)?.into_inner();
+            let mut stream = client
+                .raw()
+                .watch_features(client.request(watch))
+                .await
+                .map_err(status)?
+                .into_inner();
             while let Some(event) = stream.next().await {
                 let event = event.map_err(status)?;
                 let Some(r) = event.result else { continue };
                 if json {
                     println!("{}", serde_json::to_string(&cli::result_json(&r))?);
                 } else {
-                    println!("{:<16} {:<24} {:<8} {}", r.entity_id, r.feature, cli::status_name(r.status()), if r.error.is_empty() { cli::value_text(r.value.as_ref()) } else { r.error.clone() });
+                    println!(
+                        "{:<16} {:<24} {:<8} {}",
+                        r.entity_id,
+                        r.feature,
+                        cli::status_name(r.status()),
+                        if r.error.is_empty() {
+                            cli::value_text(r.value.as_ref())
+                        } else {
+                            r.error.clone()
+                        }
+                    );
                 }
             }
         }
         Cmd::Describe { feature } => {
-            let d = client.raw().describe_feature(client.request(api::DescribeFeatureRequest { feature })).await.map_err(status)?.into_inner();
+            let d = client
+                .raw()
+                .describe_feature(client.request(api::DescribeFeatureRequest { feature }))
+                .await
+                .map_err(status)?
+                .into_inner();
             let def = d.definition.clone().unwrap_or_default();
             if json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({
-                    "name": def.name, "version": def.version, "entity_type": def.entity_type, "flow": def.flow,
-                    "params": def.params, "ttl_ms": def.ttl_ms, "owner": def.owner, "description": def.description,
-                    "lineage": d.lineage_hash, "dependencies": d.dependencies, "dependents": d.dependents, "versions": d.versions,
-                }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "name": def.name, "version": def.version, "entity_type": def.entity_type, "flow": def.flow,
+                        "params": def.params, "ttl_ms": def.ttl_ms, "owner": def.owner, "description": def.description,
+                        "lineage": d.lineage_hash, "dependencies": d.dependencies, "dependents": d.dependents, "versions": d.versions,
+                    }))?
+                );
             } else {
-                println!("{}@{}  ({} entities, flow {}, ttl {})", def.name, def.version, def.entity_type, def.flow, humantime::format_duration(Duration::from_millis(def.ttl_ms)));
+                println!(
+                    "{}@{}  ({} entities, flow {}, ttl {})",
+                    def.name,
+                    def.version,
+                    def.entity_type,
+                    def.flow,
+                    humantime::format_duration(Duration::from_millis(def.ttl_ms))
+                );
                 println!("  {}", def.description);
                 println!("  owner:        {}", def.owner);
                 println!("  lineage:      {}", d.lineage_hash);
@@ -284,19 +380,48 @@ async fn client_verb(addr: String, tenant: Option<String>, json: bool, cmd: Cmd)
             }
         }
         Cmd::Ls { flows: true, .. } => {
-            let r = client.raw().list_flows(client.request(api::ListFlowsRequest {})).await.map_err(status)?.into_inner();
+            let r = client
+                .raw()
+                .list_flows(client.request(api::ListFlowsRequest {}))
+                .await
+                .map_err(status)?
+                .into_inner();
             let rows: Vec<Vec<String>> = r
                 .flows
                 .iter()
                 .map(|f| {
-                    let inputs: Vec<String> = f.inputs.iter().map(|i| format!("{}:{}", i.name, type_name(i.value_type))).collect();
-                    vec![format!("{}@{}", f.name, f.version), inputs.join(" "), type_name(f.output), f.live_workers.to_string(), f.description.clone()]
+                    let inputs: Vec<String> = f
+                        .inputs
+                        .iter()
+                        .map(|i| format!("{}:{}", i.name, type_name(i.value_type)))
+                        .collect();
+                    vec![
+                        format!("{}@{}", f.name, f.version),
+                        inputs.join(" "),
+                        type_name(f.output),
+                        f.live_workers.to_string(),
+                        f.description.clone(),
+                    ]
                 })
                 .collect();
-            print!("{}", cli::table(&["FLOW", "INPUTS", "OUTPUT", "WORKERS", "DESCRIPTION"], &rows));
+            print!(
+                "{}",
+                cli::table(
+                    &["FLOW", "INPUTS", "OUTPUT", "WORKERS", "DESCRIPTION"],
+                    &rows
+                )
+            );
         }
-        Cmd::Ls { flows: false, prefix } => {
-            let r = client.raw().list_features(client.request(api::ListFeaturesRequest { prefix })).await.map_err(status)?.into_inner();
+        Cmd::Ls {
+            flows: false,
+            prefix,
+        } => {
+            let r = client
+                .raw()
+                .list_features(client.request(api::ListFeaturesRequest { prefix }))
+                .await
+                .map_err(status)?
+                .into_inner();
             if json {
                 let rows: Vec<_> = r.features.iter().map(|f| serde_json::json!({"name": f.name, "version": f.latest_version, "entity_type": f.entity_type, "flow": f.flow, "ttl_ms": f.ttl_ms, "owner": f.owner})).collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
@@ -304,15 +429,34 @@ async fn client_verb(addr: String, tenant: Option<String>, json: bool, cmd: Cmd)
                 let rows: Vec<Vec<String>> = r
                     .features
                     .iter()
-                    .map(|f| vec![f.name.clone(), f.latest_version.to_string(), f.entity_type.clone(), f.flow.clone(), type_name(f.value_type), humantime::format_duration(Duration::from_millis(f.ttl_ms)).to_string(), f.owner.clone()])
+                    .map(|f| {
+                        vec![
+                            f.name.clone(),
+                            f.latest_version.to_string(),
+                            f.entity_type.clone(),
+                            f.flow.clone(),
+                            type_name(f.value_type),
+                            humantime::format_duration(Duration::from_millis(f.ttl_ms)).to_string(),
+                            f.owner.clone(),
+                        ]
+                    })
                     .collect();
-                print!("{}", cli::table(&["FEATURE", "VER", "ENTITY", "FLOW", "TYPE", "TTL", "OWNER"], &rows));
+                print!(
+                    "{}",
+                    cli::table(
+                        &["FEATURE", "VER", "ENTITY", "FLOW", "TYPE", "TTL", "OWNER"],
+                        &rows
+                    )
+                );
             }
         }
         Cmd::Invalidate { feature, entity } => {
             let r = client
                 .raw()
-                .invalidate(client.request(api::InvalidateRequest { feature, entity_id: entity.unwrap_or_default() }))
+                .invalidate(client.request(api::InvalidateRequest {
+                    feature,
+                    entity_id: entity.unwrap_or_default(),
+                }))
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -329,7 +473,11 @@ fn unreachable_verb() -> anyhow::Result<()> {
 
 fn type_name(t: i32) -> String {
     api::ValueType::try_from(t)
-        .map(|t| t.as_str_name().trim_start_matches("VALUE_TYPE_").to_lowercase())
+        .map(|t| {
+            t.as_str_name()
+                .trim_start_matches("VALUE_TYPE_")
+                .to_lowercase()
+        })
         .unwrap_or_else(|_| "?".to_string())
 }
 
@@ -355,65 +503,155 @@ async fn demo() -> anyhow::Result<()> {
     let mut client = Client::connect(&url, None).await.map_err(|e| anyhow!(e))?;
 
     println!("$ fstore register feature-store/examples/demo.toml");
-    let done = client.register_file(fstore::definitions::DEMO).await.map_err(|e| anyhow!(e))?;
+    let done = client
+        .register_file(fstore::definitions::DEMO)
+        .await
+        .map_err(|e| anyhow!(e))?;
     let rows: Vec<Vec<String>> = done
         .iter()
         .map(|r| {
             let f = r.feature.clone().unwrap_or_default();
-            vec![f.name, f.version.to_string(), f.flow, r.lineage_hash.clone()]
+            vec![
+                f.name,
+                f.version.to_string(),
+                f.flow,
+                r.lineage_hash.clone(),
+            ]
         })
         .collect();
-    println!("{}", cli::table(&["FEATURE", "VER", "FLOW", "LINEAGE"], &rows));
+    println!(
+        "{}",
+        cli::table(&["FEATURE", "VER", "FLOW", "LINEAGE"], &rows)
+    );
 
-    let inputs = ["text=the quick brown fox jumps over the lazy dog".to_string(), "query=a quick brown dog".to_string()];
+    let inputs = [
+        "text=the quick brown fox jumps over the lazy dog".to_string(),
+        "query=a quick brown dog".to_string(),
+    ];
     let entities = ["doc:1".to_string(), "doc:2".to_string()];
-    let features = ["doc.words".to_string(), "doc.log_words".to_string(), "doc.query_match".to_string(), "doc.slow_score".to_string()];
+    let features = [
+        "doc.words".to_string(),
+        "doc.log_words".to_string(),
+        "doc.query_match".to_string(),
+        "doc.slow_score".to_string(),
+    ];
     let status = |s: tonic::Status| anyhow!(cli::status_text(&s));
 
-    println!("$ fstore get -e doc:1 -e doc:2 -f doc.words -f doc.log_words -f doc.query_match -f doc.slow_score -i text=… -i query=…   (ASYNC)");
-    let req = cli::get_request(&entities, &features, &inputs, false, None, None, false).map_err(|e| anyhow!(e))?;
-    let first = client.raw().get_features(client.request(req.clone())).await.map_err(status)?.into_inner();
+    println!(
+        "$ fstore get -e doc:1 -e doc:2 -f doc.words -f doc.log_words -f doc.query_match -f doc.slow_score -i text=… -i query=…   (ASYNC)"
+    );
+    let req = cli::get_request(&entities, &features, &inputs, false, None, None, false)
+        .map_err(|e| anyhow!(e))?;
+    let first = client
+        .raw()
+        .get_features(client.request(req.clone()))
+        .await
+        .map_err(status)?
+        .into_inner();
     println!("{}", cli::response_text(&first));
 
     tokio::time::sleep(Duration::from_millis(150)).await;
     println!("$ fstore fetch {}   (150 ms later)", first.ticket);
-    let fetched = client.raw().get_ticket(client.request(api::GetTicketRequest { ticket: first.ticket.clone() })).await.map_err(status)?.into_inner();
+    let fetched = client
+        .raw()
+        .get_ticket(client.request(api::GetTicketRequest {
+            ticket: first.ticket.clone(),
+        }))
+        .await
+        .map_err(status)?
+        .into_inner();
     println!("{}", cli::response_text(&fetched));
 
     println!("$ fstore watch -e doc:1 -e doc:2 -f …   (streams each result once, when final)");
     let watch = api::WatchFeaturesRequest {
-        target: Some(api::watch_features_request::Target::Ticket(first.ticket.clone())),
+        target: Some(api::watch_features_request::Target::Ticket(
+            first.ticket.clone(),
+        )),
         wait_ms: 5000,
     };
     let started = std::time::Instant::now();
-    let mut stream = client.raw().watch_features(client.request(watch)).await.map_err(status)?.into_inner();
+    let mut stream = client
+        .raw()
+        .watch_features(client.request(watch))
+        .await
+        .map_err(status)?
+        .into_inner();
     while let Some(event) = stream.next().await {
         let r = event.map_err(status)?.result.unwrap_or_default();
-        println!("  +{:>4}ms  {:<6} {:<16} {:<8} {}", started.elapsed().as_millis(), r.entity_id, r.feature, cli::status_name(r.status()), cli::value_text(r.value.as_ref()));
+        println!(
+            "  +{:>4}ms  {:<6} {:<16} {:<8} {}",
+            started.elapsed().as_millis(),
+            r.entity_id,
+            r.feature,
+            cli::status_name(r.status()),
+            cli::value_text(r.value.as_ref())
+        );
     }
     println!();
 
     println!("$ fstore get … --sync   (all cached now)");
-    let sync = cli::get_request(&entities, &features, &inputs, true, Some(Duration::from_secs(2)), None, false).map_err(|e| anyhow!(e))?;
-    let r = client.raw().get_features(client.request(sync.clone())).await.map_err(status)?.into_inner();
+    let sync = cli::get_request(
+        &entities,
+        &features,
+        &inputs,
+        true,
+        Some(Duration::from_secs(2)),
+        None,
+        false,
+    )
+    .map_err(|e| anyhow!(e))?;
+    let r = client
+        .raw()
+        .get_features(client.request(sync.clone()))
+        .await
+        .map_err(status)?
+        .into_inner();
     println!("{}", cli::response_text(&r));
 
-    println!("$ fstore invalidate doc.words --entity doc:1   (drops doc.words and everything downstream)");
+    println!(
+        "$ fstore invalidate doc.words --entity doc:1   (drops doc.words and everything downstream)"
+    );
     let inv = client
         .raw()
-        .invalidate(client.request(api::InvalidateRequest { feature: "doc.words".into(), entity_id: "doc:1".into() }))
+        .invalidate(client.request(api::InvalidateRequest {
+            feature: "doc.words".into(),
+            entity_id: "doc:1".into(),
+        }))
         .await
         .map_err(status)?
         .into_inner();
     println!("invalidated: {}\n", inv.invalidated.join(", "));
 
     println!("$ fstore get -e doc:1 -e doc:2 -f doc.words -f doc.log_words --sync");
-    let again = cli::get_request(&entities, &features[..2], &inputs, true, Some(Duration::from_secs(2)), None, false).map_err(|e| anyhow!(e))?;
-    let r = client.raw().get_features(client.request(again)).await.map_err(status)?.into_inner();
+    let again = cli::get_request(
+        &entities,
+        &features[..2],
+        &inputs,
+        true,
+        Some(Duration::from_secs(2)),
+        None,
+        false,
+    )
+    .map_err(|e| anyhow!(e))?;
+    let r = client
+        .raw()
+        .get_features(client.request(again))
+        .await
+        .map_err(status)?
+        .into_inner();
     println!("{}", cli::response_text(&r));
 
     println!("$ fstore get -e doc:1 -f doc.nope");
-    let bad = cli::get_request(&entities[..1], &["doc.nope".to_string()], &inputs, false, None, None, false).map_err(|e| anyhow!(e))?;
+    let bad = cli::get_request(
+        &entities[..1],
+        &["doc.nope".to_string()],
+        &inputs,
+        false,
+        None,
+        None,
+        false,
+    )
+    .map_err(|e| anyhow!(e))?;
     match client.raw().get_features(client.request(bad)).await {
         Ok(_) => println!("unexpectedly accepted"),
         Err(s) => println!("error: {}\n", cli::status_text(&s)),

@@ -80,7 +80,8 @@ pub fn check_entity_id(id: &str) -> Result<()> {
 pub fn check_tenant(t: &str) -> Result<()> {
     let ok = !t.is_empty()
         && t.len() <= MAX_TENANT_LEN
-        && t.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
     if ok {
         Ok(())
     } else {
@@ -113,8 +114,13 @@ mod tests {
                 version: Some(3)
             })
         );
-        assert_eq!(FeatureRef::parse("doc.len").ok().and_then(|r| r.version), None);
-        for bad in ["", "Doc", "doc len", "doc@0", "doc@x", "1doc", "doc*", "doc>"] {
+        assert_eq!(
+            FeatureRef::parse("doc.len").ok().and_then(|r| r.version),
+            None
+        );
+        for bad in [
+            "", "Doc", "doc len", "doc@0", "doc@x", "1doc", "doc*", "doc>",
+        ] {
             assert!(FeatureRef::parse(bad).is_err(), "{bad} must be refused");
         }
         assert!(FeatureRef::parse(&"a".repeat(129)).is_err());

@@ -91,7 +91,12 @@ impl Planner {
         for entity in &input.entities {
             let mut states: HashMap<(String, u32), (String, NodeState)> = HashMap::new();
             for wanted in &input.features {
-                for node in wanted.node.upstream.iter().chain(std::iter::once(&wanted.node)) {
+                for node in wanted
+                    .node
+                    .upstream
+                    .iter()
+                    .chain(std::iter::once(&wanted.node))
+                {
                     let id = (node.name.clone(), node.version);
                     if states.contains_key(&id) {
                         continue;
@@ -111,7 +116,9 @@ impl Planner {
             }
             for wanted in &input.features {
                 let id = (wanted.node.name.clone(), wanted.node.version);
-                let Some((key, state)) = states.get(&id) else { continue };
+                let Some((key, state)) = states.get(&id) else {
+                    continue;
+                };
                 if matches!(state, NodeState::Pending { .. }) {
                     plan.pending_keys.push(key.clone());
                 }
@@ -134,7 +141,9 @@ impl Planner {
         now: i64,
     ) -> Result<(String, NodeState)> {
         let dep = |n: &Node| states.get(&(n.name.clone(), n.version));
-        let key = value_key(&input.tenant, node, entity, |n| dep(n).map(|(k, _)| k.as_str()))?;
+        let key = value_key(&input.tenant, node, entity, |n| {
+            dep(n).map(|(k, _)| k.as_str())
+        })?;
         let watermark = self
             .substrate
             .watermarks
@@ -169,7 +178,10 @@ impl Planner {
         let mut job_inputs = Vec::with_capacity(node.inputs.len());
         for i in &node.inputs {
             match i {
-                NodeInput::Feature { input: name, node: dep_node } => {
+                NodeInput::Feature {
+                    input: name,
+                    node: dep_node,
+                } => {
                     let Some((dep_key, dep_state)) = dep(dep_node) else {
                         return Err(Error::InvalidArgument(format!(
                             "internal planning order broke at `{}`",
@@ -178,12 +190,17 @@ impl Planner {
                     };
                     let source = match dep_state {
                         NodeState::Ready(env) => env.value.clone().map(job_input::Source::Value),
-                        NodeState::Pending { .. } => Some(job_input::Source::ValueKey(dep_key.clone())),
+                        NodeState::Pending { .. } => {
+                            Some(job_input::Source::ValueKey(dep_key.clone()))
+                        }
                         NodeState::Failed { error, attempts } => {
                             return Ok((
                                 key,
                                 NodeState::Failed {
-                                    error: format!("input `{name}` ({}) failed: {error}", dep_node.id()),
+                                    error: format!(
+                                        "input `{name}` ({}) failed: {error}",
+                                        dep_node.id()
+                                    ),
                                     attempts: *attempts,
                                 },
                             ));
@@ -194,9 +211,17 @@ impl Planner {
                         source,
                     });
                 }
-                NodeInput::Request { input: name, name: request, .. } => {
+                NodeInput::Request {
+                    input: name,
+                    name: request,
+                    ..
+                } => {
                     let value = entity.inputs.get(request).cloned().ok_or_else(|| {
-                        Error::InvalidArgument(format!("feature `{}` needs request input `{request}` for entity `{}`", node.id(), entity.entity_id))
+                        Error::InvalidArgument(format!(
+                            "feature `{}` needs request input `{request}` for entity `{}`",
+                            node.id(),
+                            entity.entity_id
+                        ))
                     })?;
                     job_inputs.push(JobInput {
                         name: name.clone(),
@@ -205,7 +230,12 @@ impl Planner {
                 }
             }
         }
-        let Some(generation) = self.substrate.claims.claim(&key, self.options.claim_ttl).await? else {
+        let Some(generation) = self
+            .substrate
+            .claims
+            .claim(&key, self.options.claim_ttl)
+            .await?
+        else {
             return Ok((key, NodeState::Pending { stale }));
         };
         let job = ComputeJob {
@@ -255,7 +285,11 @@ fn value_key<'a>(
     field(entity.entity_id.as_bytes());
     for i in &node.inputs {
         match i {
-            NodeInput::Request { input, name, value_type } => {
+            NodeInput::Request {
+                input,
+                name,
+                value_type,
+            } => {
                 let value = entity.inputs.get(name).ok_or_else(|| {
                     Error::InvalidArgument(format!(
                         "feature `{}` needs request input `{name}` for entity `{}`",
@@ -282,7 +316,13 @@ fn value_key<'a>(
     Ok(h.finalize().to_hex()[..32].to_string())
 }
 
-fn result(entity: &api::EntityRequest, wanted: &Wanted, state: &NodeState, started_at_ms: i64, now: i64) -> FeatureResult {
+fn result(
+    entity: &api::EntityRequest,
+    wanted: &Wanted,
+    state: &NodeState,
+    started_at_ms: i64,
+    now: i64,
+) -> FeatureResult {
     let mut r = FeatureResult {
         entity_id: entity.entity_id.clone(),
         feature: wanted.requested.clone(),

@@ -16,7 +16,10 @@ pub struct ReadyHub {
 
 impl ReadyHub {
     /// Starts forwarding the substrate's notifications until `shutdown`.
-    pub async fn start(substrate: &Substrate, shutdown: CancellationToken) -> Result<Self, fstore_substrate::Error> {
+    pub async fn start(
+        substrate: &Substrate,
+        shutdown: CancellationToken,
+    ) -> Result<Self, fstore_substrate::Error> {
         let (tx, _) = broadcast::channel(64 * 1024);
         let mut stream = substrate.notifier.subscribe().await?;
         let fwd = tx.clone();

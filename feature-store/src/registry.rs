@@ -25,8 +25,15 @@ pub type FeatureId = (String, u32);
 /// Where a resolved flow input comes from.
 #[derive(Debug, Clone)]
 pub enum NodeInput {
-    Feature { input: String, node: Arc<Node> },
-    Request { input: String, name: String, value_type: ValueType },
+    Feature {
+        input: String,
+        node: Arc<Node>,
+    },
+    Request {
+        input: String,
+        name: String,
+        value_type: ValueType,
+    },
 }
 
 /// A feature version resolved against the current registry.
@@ -63,21 +70,26 @@ pub struct Snapshot {
 impl Snapshot {
     /// The node a reference names: a pinned version, or the latest.
     pub fn resolve(&self, r: &FeatureRef) -> Result<Arc<Node>> {
-        let versions = self
-            .definitions
-            .get(&r.name)
-            .ok_or_else(|| Error::NotFound(format!("no feature named `{}`; `fstore ls` lists them", r.name)))?;
+        let versions = self.definitions.get(&r.name).ok_or_else(|| {
+            Error::NotFound(format!(
+                "no feature named `{}`; `fstore ls` lists them",
+                r.name
+            ))
+        })?;
         let version = match r.version {
             Some(v) => v,
             None => versions.len() as u32,
         };
-        self.nodes.get(&(r.name.clone(), version)).cloned().ok_or_else(|| {
-            Error::NotFound(format!(
-                "feature `{}` has no version {version} (latest is {})",
-                r.name,
-                versions.len()
-            ))
-        })
+        self.nodes
+            .get(&(r.name.clone(), version))
+            .cloned()
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "feature `{}` has no version {version} (latest is {})",
+                    r.name,
+                    versions.len()
+                ))
+            })
     }
 
     pub fn versions(&self, name: &str) -> &[api::FeatureDefinition] {
@@ -86,7 +98,9 @@ impl Snapshot {
 
     pub fn latest(&self) -> impl Iterator<Item = Arc<Node>> + '_ {
         self.definitions.iter().filter_map(|(name, versions)| {
-            self.nodes.get(&(name.clone(), versions.len() as u32)).cloned()
+            self.nodes
+                .get(&(name.clone(), versions.len() as u32))
+                .cloned()
         })
     }
 
@@ -154,7 +168,11 @@ impl Registry {
 
     /// Validates `def` against the flows and the current features, and adds it as a new
     /// version unless the latest version is identical.
-    pub async fn register(&self, def: api::FeatureDefinition, flows: &[FlowSpec]) -> Result<Registered> {
+    pub async fn register(
+        &self,
+        def: api::FeatureDefinition,
+        flows: &[FlowSpec],
+    ) -> Result<Registered> {
         let _writer = self.write.lock().await;
         let current = self.snapshot();
         let mut def = normalise(def)?;
@@ -232,7 +250,10 @@ fn normalise(mut def: api::FeatureDefinition) -> Result<api::FeatureDefinition> 
 
 /// Resolves every definition into the graph and nodes, refusing cycles, unknown
 /// dependencies and flows, and type mismatches.
-fn build(definitions: BTreeMap<String, Vec<api::FeatureDefinition>>, flows: &[FlowSpec]) -> Result<Snapshot> {
+fn build(
+    definitions: BTreeMap<String, Vec<api::FeatureDefinition>>,
+    flows: &[FlowSpec],
+) -> Result<Snapshot> {
     let flow_specs: HashMap<FlowId, &FlowSpec> = flows.iter().map(|s| (s.id.clone(), s)).collect();
     let latest = |name: &str| definitions.get(name).map(|v| v.len() as u32);
     let mut graph = DiGraph::<FeatureId, ()>::new();
@@ -266,7 +287,10 @@ fn build(definitions: BTreeMap<String, Vec<api::FeatureDefinition>>, flows: &[Fl
                         )));
                     };
                     graph.add_edge(*from, index[&me], ());
-                    deps_of.entry(me.clone()).or_default().push((input.clone(), dep));
+                    deps_of
+                        .entry(me.clone())
+                        .or_default()
+                        .push((input.clone(), dep));
                 }
             }
         }
@@ -277,7 +301,12 @@ fn build(definitions: BTreeMap<String, Vec<api::FeatureDefinition>>, flows: &[Fl
     for ix in order {
         let id = graph[ix].clone();
         let def = &definitions[&id.0][(id.1 - 1) as usize];
-        let node = resolve_node(def, &flow_specs, &nodes, deps_of.get(&id).map_or(&[], Vec::as_slice))?;
+        let node = resolve_node(
+            def,
+            &flow_specs,
+            &nodes,
+            deps_of.get(&id).map_or(&[], Vec::as_slice),
+        )?;
         nodes.insert(id, Arc::new(node));
     }
     Ok(Snapshot {
@@ -304,7 +333,11 @@ fn resolve_node(
         known.sort();
         Error::Definition(format!(
             "feature `{name}`: unknown flow `{flow_id}`; flows served now: {}",
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
         ))
     })?;
     if !spec.entity_types.is_empty() && !spec.entity_types.contains(&def.entity_type) {
@@ -332,9 +365,16 @@ fn resolve_node(
                     .iter()
                     .find(|(i, _)| i == input)
                     .map(|(_, d)| d)
-                    .ok_or_else(|| Error::Definition(format!("feature `{name}`: input `{input}` is unresolved")))?;
+                    .ok_or_else(|| {
+                        Error::Definition(format!(
+                            "feature `{name}`: input `{input}` is unresolved"
+                        ))
+                    })?;
                 let dep = nodes.get(dep_id).ok_or_else(|| {
-                    Error::Definition(format!("feature `{name}`: dependency `{}@{}` is unresolved", dep_id.0, dep_id.1))
+                    Error::Definition(format!(
+                        "feature `{name}`: dependency `{}@{}` is unresolved",
+                        dep_id.0, dep_id.1
+                    ))
                 })?;
                 if dep.definition.entity_type != def.entity_type {
                     return Err(Error::Definition(format!(
@@ -363,7 +403,9 @@ fn resolve_node(
                 value_type: declared.value_type,
             }),
             None => {
-                return Err(Error::Definition(format!("feature `{name}`: input `{input}` has no source")));
+                return Err(Error::Definition(format!(
+                    "feature `{name}`: input `{input}` has no source"
+                )));
             }
         }
     }
@@ -419,7 +461,9 @@ fn lineage_hash(def: &api::FeatureDefinition, flow: &FlowId, inputs: &[NodeInput
     let mut bound: Vec<(String, String)> = inputs
         .iter()
         .map(|i| match i {
-            NodeInput::Feature { input, node } => (input.clone(), format!("feature:{}", node.lineage)),
+            NodeInput::Feature { input, node } => {
+                (input.clone(), format!("feature:{}", node.lineage))
+            }
             NodeInput::Request { input, name, .. } => (input.clone(), format!("request:{name}")),
         })
         .collect();
@@ -439,23 +483,36 @@ fn cycle_message(graph: &DiGraph<FeatureId, ()>) -> String {
         if scc.len() < 2 && !self_loop {
             continue;
         }
-        // Walk edges inside the component from its first node until we come back.
+        // Breadth-first inside the component from its first node back to itself: the
+        // shortest cycle through that node.
         let start = scc[0];
-        let mut path = vec![start];
-        let mut at = start;
-        loop {
-            let Some(next) = graph
-                .neighbors_directed(at, Direction::Outgoing)
-                .find(|n| scc.contains(n) && (*n == start || !path.contains(n)))
-            else {
-                break;
-            };
-            path.push(next);
-            if next == start {
+        let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        let mut closing = None;
+        while let Some(at) = queue.pop_front() {
+            for next in graph.neighbors_directed(at, Direction::Outgoing) {
+                if next == start {
+                    closing = Some(at);
+                    break;
+                }
+                if scc.contains(&next) && !parent.contains_key(&next) {
+                    parent.insert(next, at);
+                    queue.push_back(next);
+                }
+            }
+            if closing.is_some() {
                 break;
             }
-            at = next;
         }
+        let mut path = vec![start];
+        let mut at = closing.unwrap_or(start);
+        while at != start {
+            path.push(at);
+            at = parent.get(&at).copied().unwrap_or(start);
+        }
+        path.push(start);
+        let last = path.len() - 1;
+        path[1..last].reverse();
         let text: Vec<String> = path.into_iter().map(name).collect();
         return format!("dependency cycle: {}", text.join(" -> "));
     }
@@ -484,7 +541,12 @@ mod tests {
                         Some(r) => api::input_binding::Source::Request(r.into()),
                         None => api::input_binding::Source::Feature((*v).into()),
                     };
-                    (k.to_string(), api::InputBinding { source: Some(source) })
+                    (
+                        k.to_string(),
+                        api::InputBinding {
+                            source: Some(source),
+                        },
+                    )
                 })
                 .collect(),
             ..Default::default()
@@ -495,20 +557,37 @@ mod tests {
     async fn versions_and_lineage_follow_upstream() {
         let r = Registry::default();
         let f = flows();
-        let a = r.register(def("a", "test.probe@1", &[]), &f).await.expect("a");
+        let a = r
+            .register(def("a", "test.probe@1", &[]), &f)
+            .await
+            .expect("a");
         assert!(a.created);
-        let b = r.register(def("b", "num.affine@1", &[("x", "a")]), &f).await.expect("b");
-        let again = r.register(def("b", "num.affine@1", &[("x", "a")]), &f).await.expect("b again");
+        let b = r
+            .register(def("b", "num.affine@1", &[("x", "a")]), &f)
+            .await
+            .expect("b");
+        let again = r
+            .register(def("b", "num.affine@1", &[("x", "a")]), &f)
+            .await
+            .expect("b again");
         assert!(!again.created, "identical definition is not a new version");
         assert_eq!(again.node.version, 1);
         let mut a2 = def("a", "test.probe@1", &[]);
         a2.params.insert("value".into(), "2".into());
         r.register(a2, &f).await.expect("a v2");
         let snap = r.snapshot();
-        let b_now = snap.resolve(&FeatureRef::parse("b").expect("ref")).expect("b");
-        assert_ne!(b_now.lineage, b.node.lineage, "a new upstream version changes b's lineage");
+        let b_now = snap
+            .resolve(&FeatureRef::parse("b").expect("ref"))
+            .expect("b");
+        assert_ne!(
+            b_now.lineage, b.node.lineage,
+            "a new upstream version changes b's lineage"
+        );
         assert_eq!(snap.dependents(&("a".into(), 2)), vec!["b@1".to_string()]);
-        assert_eq!(b_now.upstream.iter().map(|n| n.id()).collect::<Vec<_>>(), vec!["a@2"]);
+        assert_eq!(
+            b_now.upstream.iter().map(|n| n.id()).collect::<Vec<_>>(),
+            vec!["a@2"]
+        );
     }
 
     #[tokio::test]
@@ -516,21 +595,56 @@ mod tests {
         let r = Registry::default();
         let f = flows();
         let err = |e: Result<Registered>| e.err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err(r.register(def("b", "num.affine@1", &[("x", "nope")]), &f).await).contains("unknown feature `nope`"));
-        assert!(err(r.register(def("b", "nope.flow@1", &[]), &f).await).contains("unknown flow `nope.flow@1`"));
-        r.register(def("t", "text.hash_embed@1", &[("text", "request:text")]), &f).await.expect("t");
-        assert!(err(r.register(def("b", "num.affine@1", &[("x", "t")]), &f).await).contains("takes f64 but `t@1` is tensor"));
+        assert!(
+            err(r
+                .register(def("b", "num.affine@1", &[("x", "nope")]), &f)
+                .await)
+            .contains("unknown feature `nope`")
+        );
+        assert!(
+            err(r.register(def("b", "nope.flow@1", &[]), &f).await)
+                .contains("unknown flow `nope.flow@1`")
+        );
+        r.register(
+            def("t", "text.hash_embed@1", &[("text", "request:text")]),
+            &f,
+        )
+        .await
+        .expect("t");
+        assert!(
+            err(r
+                .register(def("b", "num.affine@1", &[("x", "t")]), &f)
+                .await)
+            .contains("takes f64 but `t@1` is tensor")
+        );
         let mut other = def("u", "test.probe@1", &[]);
         other.entity_type = "user".into();
         r.register(other, &f).await.expect("u");
-        assert!(err(r.register(def("b", "num.affine@1", &[("x", "u")]), &f).await).contains("about `user` entities"));
-        assert!(err(r.register(def("b", "num.affine@1", &[]), &f).await).contains("needs input `x`"));
+        assert!(
+            err(r
+                .register(def("b", "num.affine@1", &[("x", "u")]), &f)
+                .await)
+            .contains("about `user` entities")
+        );
+        assert!(
+            err(r.register(def("b", "num.affine@1", &[]), &f).await).contains("needs input `x`")
+        );
         // A cycle through a floating reference: a@2 reads c, c reads a (latest).
-        r.register(def("a", "test.probe@1", &[]), &f).await.expect("a");
-        r.register(def("c", "num.affine@1", &[("x", "a")]), &f).await.expect("c");
-        let e = err(r.register(def("a", "test.probe@1", &[("x", "c")]), &f).await);
+        r.register(def("a", "test.probe@1", &[]), &f)
+            .await
+            .expect("a");
+        r.register(def("c", "num.affine@1", &[("x", "a")]), &f)
+            .await
+            .expect("c");
+        let e = err(r
+            .register(def("a", "test.probe@1", &[("x", "c")]), &f)
+            .await);
         assert!(e.contains("dependency cycle: "), "{e}");
         assert!(e.contains("a@2") && e.contains("c@1"), "{e}");
-        assert_eq!(r.snapshot().versions("a").len(), 1, "a refused definition is not stored");
+        assert_eq!(
+            r.snapshot().versions("a").len(),
+            1,
+            "a refused definition is not stored"
+        );
     }
 }

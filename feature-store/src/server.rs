@@ -15,11 +15,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+use crate::Error;
 use crate::config::Config;
 use crate::ready::ReadyHub;
 use crate::registry::Registry;
 use crate::service::Service;
-use crate::Error;
 
 /// A server running in this process.
 #[derive(Debug)]
@@ -54,14 +54,25 @@ impl Running {
 
 /// Starts the service, the embedded substrate and a worker serving `catalog` (none if
 /// `catalog` is empty), on `listener`.
-pub async fn start_embedded(config: Config, catalog: Catalog, listener: TcpListener) -> Result<Running, Error> {
+pub async fn start_embedded(
+    config: Config,
+    catalog: Catalog,
+    listener: TcpListener,
+) -> Result<Running, Error> {
     let substrate = embedded::substrate(&config.embedded_options());
     start(config, substrate, catalog, listener).await
 }
 
 /// Starts the service on any substrate, with a worker in this process for `catalog`.
-pub async fn start(config: Config, substrate: Substrate, catalog: Catalog, listener: TcpListener) -> Result<Running, Error> {
-    let addr = listener.local_addr().map_err(|e| Error::InvalidArgument(format!("listener has no address: {e}")))?;
+pub async fn start(
+    config: Config,
+    substrate: Substrate,
+    catalog: Catalog,
+    listener: TcpListener,
+) -> Result<Running, Error> {
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::InvalidArgument(format!("listener has no address: {e}")))?;
     let serve_token = CancellationToken::new();
     let work_token = CancellationToken::new();
 
@@ -87,7 +98,10 @@ pub async fn start(config: Config, substrate: Substrate, catalog: Catalog, liste
     let server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned()),
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(listener),
+                shutdown.cancelled_owned(),
+            ),
     );
     info!(%addr, "feature store listening");
     Ok(Running {

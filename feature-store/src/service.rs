@@ -74,17 +74,26 @@ impl Service {
         match req.metadata().get(fstore_proto::TENANT_HEADER) {
             Some(v) => {
                 let t = v.to_str().map_err(|_| {
-                    Error::InvalidArgument(format!("{} metadata must be ASCII", fstore_proto::TENANT_HEADER))
+                    Error::InvalidArgument(format!(
+                        "{} metadata must be ASCII",
+                        fstore_proto::TENANT_HEADER
+                    ))
                 })?;
                 check_tenant(t)?;
                 Ok(t.to_string())
             }
-            None => self.inner.config.server.default_tenant.clone().ok_or_else(|| {
-                Error::Unauthenticated(format!(
-                    "no tenant: set the `{}` metadata on the call",
-                    fstore_proto::TENANT_HEADER
-                ))
-            }),
+            None => self
+                .inner
+                .config
+                .server
+                .default_tenant
+                .clone()
+                .ok_or_else(|| {
+                    Error::Unauthenticated(format!(
+                        "no tenant: set the `{}` metadata on the call",
+                        fstore_proto::TENANT_HEADER
+                    ))
+                }),
         }
     }
 
@@ -92,10 +101,14 @@ impl Service {
     fn plan_input(&self, tenant: String, req: &api::GetFeaturesRequest) -> Result<PlanInput> {
         let limits = &self.inner.config.limits;
         if req.entities.is_empty() {
-            return Err(Error::InvalidArgument("no entities: send at least one entity id".into()));
+            return Err(Error::InvalidArgument(
+                "no entities: send at least one entity id".into(),
+            ));
         }
         if req.features.is_empty() {
-            return Err(Error::InvalidArgument("no features: name at least one feature".into()));
+            return Err(Error::InvalidArgument(
+                "no features: name at least one feature".into(),
+            ));
         }
         if req.entities.len() > limits.max_entities {
             return Err(Error::InvalidArgument(format!(
@@ -163,7 +176,10 @@ impl Service {
             for w in &features {
                 for n in w.node.upstream.iter().chain(std::iter::once(&w.node)) {
                     for i in &n.inputs {
-                        if let NodeInput::Request { name, value_type, .. } = i {
+                        if let NodeInput::Request {
+                            name, value_type, ..
+                        } = i
+                        {
                             let v = e.inputs.get(name).ok_or_else(|| {
                                 Error::InvalidArgument(format!(
                                     "feature `{}` needs request input `{name}` ({value_type}) for entity `{}`",
@@ -195,11 +211,22 @@ impl Service {
 
     /// Re-creates the plan input of a stored ticket of this tenant.
     async fn ticket_input(&self, tenant: &str, id: &str) -> Result<(PlanInput, String)> {
-        let not_found = || Error::NotFound(format!("no ticket `{}` (it may have expired)", crate::names::truncate(id, 80)));
+        let not_found = || {
+            Error::NotFound(format!(
+                "no ticket `{}` (it may have expired)",
+                crate::names::truncate(id, 80)
+            ))
+        };
         if id.is_empty() || id.len() > 64 {
             return Err(not_found());
         }
-        let t = self.inner.substrate.tickets.get(id).await?.ok_or_else(not_found)?;
+        let t = self
+            .inner
+            .substrate
+            .tickets
+            .get(id)
+            .await?
+            .ok_or_else(not_found)?;
         if t.tenant != tenant {
             return Err(not_found());
         }
@@ -233,7 +260,11 @@ impl Service {
 
     async fn store_ticket(&self, input: &PlanInput) -> Result<String> {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        self.inner.substrate.tickets.put(ticket(id.clone(), input)).await?;
+        self.inner
+            .substrate
+            .tickets
+            .put(ticket(id.clone(), input))
+            .await?;
         Ok(id)
     }
 
@@ -255,7 +286,13 @@ impl Service {
 
     /// Re-plans until nothing is pending or the deadline passes, waking on ready
     /// notifications for pending keys and on a periodic re-check.
-    async fn wait(&self, input: &PlanInput, mut plan: Plan, mut rx: broadcast::Receiver<String>, deadline: Instant) -> Result<Plan> {
+    async fn wait(
+        &self,
+        input: &PlanInput,
+        mut plan: Plan,
+        mut rx: broadcast::Receiver<String>,
+        deadline: Instant,
+    ) -> Result<Plan> {
         let recheck = self.inner.config.server.recheck_interval;
         while plan.is_pending() && Instant::now() < deadline {
             let pending: HashSet<&str> = plan.pending_keys.iter().map(String::as_str).collect();
@@ -266,7 +303,10 @@ impl Service {
         Ok(plan)
     }
 
-    async fn get_features_inner(&self, req: Request<api::GetFeaturesRequest>) -> Result<api::GetFeaturesResponse> {
+    async fn get_features_inner(
+        &self,
+        req: Request<api::GetFeaturesRequest>,
+    ) -> Result<api::GetFeaturesResponse> {
         let tenant = self.tenant(&req)?;
         let wait = self.wait_bound(&req, req.get_ref().wait_ms);
         let body = req.get_ref();
@@ -284,22 +324,35 @@ impl Service {
             plan = self.wait(&input, plan, rx, Instant::now() + wait).await?;
         }
         Ok(api::GetFeaturesResponse {
-            ticket: if plan.is_pending() { ticket } else { String::new() },
+            ticket: if plan.is_pending() {
+                ticket
+            } else {
+                String::new()
+            },
             results: plan.results,
         })
     }
 
-    async fn watch_inner(&self, req: Request<api::WatchFeaturesRequest>) -> Result<mpsc::Receiver<Result<api::WatchEvent, Status>>> {
+    async fn watch_inner(
+        &self,
+        req: Request<api::WatchFeaturesRequest>,
+    ) -> Result<mpsc::Receiver<Result<api::WatchEvent, Status>>> {
         let tenant = self.tenant(&req)?;
         let wait = self.wait_bound(&req, req.get_ref().wait_ms);
         let rx = self.inner.hub.subscribe();
         let (input, mut ticket_id) = match &req.get_ref().target {
-            Some(api::watch_features_request::Target::Request(r)) => (self.plan_input(tenant, r)?, String::new()),
+            Some(api::watch_features_request::Target::Request(r)) => {
+                (self.plan_input(tenant, r)?, String::new())
+            }
             Some(api::watch_features_request::Target::Ticket(t)) => {
                 let (input, id) = self.ticket_input(&tenant, t).await?;
                 (input, id)
             }
-            None => return Err(Error::InvalidArgument("watch needs a request or a ticket".into())),
+            None => {
+                return Err(Error::InvalidArgument(
+                    "watch needs a request or a ticket".into(),
+                ));
+            }
         };
         let plan = self.inner.planner.plan(&input).await?;
         if plan.is_pending() && ticket_id.is_empty() {
@@ -309,7 +362,10 @@ impl Service {
         let this = self.clone();
         let deadline = Instant::now() + wait;
         tokio::spawn(async move {
-            if let Err(e) = this.stream_results(input, plan, rx, deadline, &ticket_id, &tx).await {
+            if let Err(e) = this
+                .stream_results(input, plan, rx, deadline, &ticket_id, &tx)
+                .await
+            {
                 let _ = tx.send(Err(e.into())).await;
             }
         });
@@ -353,7 +409,10 @@ impl Service {
         }
     }
 
-    async fn invalidate_inner(&self, req: Request<api::InvalidateRequest>) -> Result<api::InvalidateResponse> {
+    async fn invalidate_inner(
+        &self,
+        req: Request<api::InvalidateRequest>,
+    ) -> Result<api::InvalidateResponse> {
         let tenant = self.tenant(&req)?;
         let body = req.get_ref();
         let r = FeatureRef::parse(&body.feature)?;
@@ -372,7 +431,12 @@ impl Service {
                     snapshot.resolve(&r)?; // the NotFound error
                 }
                 (1..=n)
-                    .map(|v| snapshot.resolve(&FeatureRef { name: r.name.clone(), version: Some(v) }))
+                    .map(|v| {
+                        snapshot.resolve(&FeatureRef {
+                            name: r.name.clone(),
+                            version: Some(v),
+                        })
+                    })
                     .collect::<Result<Vec<_>>>()?
             }
         };
@@ -399,7 +463,10 @@ impl Service {
         Ok(api::InvalidateResponse { invalidated })
     }
 
-    async fn register_inner(&self, req: api::RegisterFeatureRequest) -> Result<api::RegisterFeatureResponse> {
+    async fn register_inner(
+        &self,
+        req: api::RegisterFeatureRequest,
+    ) -> Result<api::RegisterFeatureResponse> {
         let def = req
             .definition
             .ok_or_else(|| Error::InvalidArgument("register needs a definition".into()))?;
@@ -417,7 +484,10 @@ impl Service {
         })
     }
 
-    fn describe_inner(&self, req: api::DescribeFeatureRequest) -> Result<api::DescribeFeatureResponse> {
+    fn describe_inner(
+        &self,
+        req: api::DescribeFeatureRequest,
+    ) -> Result<api::DescribeFeatureResponse> {
         let r = FeatureRef::parse(&req.feature)?;
         let snapshot = self.inner.registry.snapshot();
         let node = snapshot.resolve(&r)?;
@@ -437,13 +507,21 @@ impl Service {
             value_type: api_type(node.value_type) as i32,
             dependencies,
             dependents: snapshot.dependents(&(node.name.clone(), node.version)),
-            versions: snapshot.versions(&node.name).iter().map(|d| d.version).collect(),
+            versions: snapshot
+                .versions(&node.name)
+                .iter()
+                .map(|d| d.version)
+                .collect(),
         })
     }
 }
 
 /// Returns when a pending key is notified, notifications were lost, or at `until`.
-async fn wait_for_any(rx: &mut broadcast::Receiver<String>, pending: &HashSet<&str>, until: Instant) {
+async fn wait_for_any(
+    rx: &mut broadcast::Receiver<String>,
+    pending: &HashSet<&str>,
+    until: Instant,
+) {
     loop {
         tokio::select! {
             r = rx.recv() => match r {
@@ -480,11 +558,17 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<api::WatchEvent, Status>> + 
 
 #[tonic::async_trait]
 impl FeatureStore for Service {
-    async fn register_feature(&self, req: Request<api::RegisterFeatureRequest>) -> Result<Response<api::RegisterFeatureResponse>, Status> {
+    async fn register_feature(
+        &self,
+        req: Request<api::RegisterFeatureRequest>,
+    ) -> Result<Response<api::RegisterFeatureResponse>, Status> {
         Ok(Response::new(self.register_inner(req.into_inner()).await?))
     }
 
-    async fn list_features(&self, req: Request<api::ListFeaturesRequest>) -> Result<Response<api::ListFeaturesResponse>, Status> {
+    async fn list_features(
+        &self,
+        req: Request<api::ListFeaturesRequest>,
+    ) -> Result<Response<api::ListFeaturesResponse>, Status> {
         let prefix = &req.get_ref().prefix;
         let snapshot = self.inner.registry.snapshot();
         let features = snapshot
@@ -504,11 +588,17 @@ impl FeatureStore for Service {
         Ok(Response::new(api::ListFeaturesResponse { features }))
     }
 
-    async fn describe_feature(&self, req: Request<api::DescribeFeatureRequest>) -> Result<Response<api::DescribeFeatureResponse>, Status> {
+    async fn describe_feature(
+        &self,
+        req: Request<api::DescribeFeatureRequest>,
+    ) -> Result<Response<api::DescribeFeatureResponse>, Status> {
         Ok(Response::new(self.describe_inner(req.into_inner())?))
     }
 
-    async fn list_flows(&self, _req: Request<api::ListFlowsRequest>) -> Result<Response<api::ListFlowsResponse>, Status> {
+    async fn list_flows(
+        &self,
+        _req: Request<api::ListFlowsRequest>,
+    ) -> Result<Response<api::ListFlowsResponse>, Status> {
         let flows = self
             .inner
             .substrate
@@ -540,11 +630,17 @@ impl FeatureStore for Service {
         Ok(Response::new(api::ListFlowsResponse { flows }))
     }
 
-    async fn get_features(&self, req: Request<api::GetFeaturesRequest>) -> Result<Response<api::GetFeaturesResponse>, Status> {
+    async fn get_features(
+        &self,
+        req: Request<api::GetFeaturesRequest>,
+    ) -> Result<Response<api::GetFeaturesResponse>, Status> {
         Ok(Response::new(self.get_features_inner(req).await?))
     }
 
-    async fn get_ticket(&self, req: Request<api::GetTicketRequest>) -> Result<Response<api::GetFeaturesResponse>, Status> {
+    async fn get_ticket(
+        &self,
+        req: Request<api::GetTicketRequest>,
+    ) -> Result<Response<api::GetFeaturesResponse>, Status> {
         let tenant = self.tenant(&req)?;
         let (input, id) = self.ticket_input(&tenant, &req.get_ref().ticket).await?;
         let plan = self.inner.planner.plan(&input).await?;
@@ -556,12 +652,18 @@ impl FeatureStore for Service {
 
     type WatchFeaturesStream = WatchStream;
 
-    async fn watch_features(&self, req: Request<api::WatchFeaturesRequest>) -> Result<Response<Self::WatchFeaturesStream>, Status> {
+    async fn watch_features(
+        &self,
+        req: Request<api::WatchFeaturesRequest>,
+    ) -> Result<Response<Self::WatchFeaturesStream>, Status> {
         let rx = self.watch_inner(req).await?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
-    async fn invalidate(&self, req: Request<api::InvalidateRequest>) -> Result<Response<api::InvalidateResponse>, Status> {
+    async fn invalidate(
+        &self,
+        req: Request<api::InvalidateRequest>,
+    ) -> Result<Response<api::InvalidateResponse>, Status> {
         Ok(Response::new(self.invalidate_inner(req).await?))
     }
 }

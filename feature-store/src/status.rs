@@ -42,7 +42,9 @@ mod tests {
         .into();
         assert_eq!(s.code(), Code::ResourceExhausted);
         assert_eq!(
-            s.metadata().get("retry-after-ms").and_then(|v| v.to_str().ok()),
+            s.metadata()
+                .get("retry-after-ms")
+                .and_then(|v| v.to_str().ok()),
             Some("250")
         );
     }

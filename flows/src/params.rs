@@ -37,7 +37,12 @@ impl Params {
         self.get(name).unwrap_or(default)
     }
 
-    fn parse_or<T: std::str::FromStr>(&self, name: &str, default: T, what: &str) -> Result<T, Error> {
+    fn parse_or<T: std::str::FromStr>(
+        &self,
+        name: &str,
+        default: T,
+        what: &str,
+    ) -> Result<T, Error> {
         match self.get(name) {
             None => Ok(default),
             Some(raw) => raw

@@ -7,7 +7,9 @@ pub enum Error {
     #[error("the compute substrate is unavailable: {0}")]
     Unavailable(String),
     /// A bounded queue is full; nothing was enqueued.
-    #[error("the queue for {scope} is full ({limit} jobs waiting); retry after {retry_after_ms} ms")]
+    #[error(
+        "the queue for {scope} is full ({limit} jobs waiting); retry after {retry_after_ms} ms"
+    )]
     QueueFull {
         scope: String,
         limit: u64,

@@ -10,10 +10,11 @@
 //! the queue de-duplicates; jobs carry headers (tenant, trace context).
 //!
 //! Layout:
-//! - [`queue`]: [`JobQueue`], [`Delivery`]
-//! - [`store`]: [`ResultStore`], [`TicketStore`], [`ClaimStore`], [`WaiterStore`],
-//!   [`Watermarks`], [`FlowDirectory`]
-//! - [`notify`]: [`Notifier`]
+//! - [`queue`]: the job queue ([`JobQueue`], [`Delivery`])
+//! - [`store`]: values, tickets, claims, continuations, watermarks and the flow
+//!   directory ([`ResultStore`], [`TicketStore`], [`ClaimStore`], [`WaiterStore`],
+//!   [`Watermarks`], [`FlowDirectory`])
+//! - [`notify`]: ready notifications ([`Notifier`])
 //! - [`worker`]: pulls jobs, runs flows off the reactor, stores, notifies, continues
 //!   dependents, acks
 //! - [`convert`]: wire values <-> flow values

@@ -31,7 +31,8 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn enqueue(&self, job: &ComputeJob, headers: &Headers) -> Result<Enqueued, Error>;
 
     /// Up to `max` jobs of one flow, waiting at most `wait` for the first.
-    async fn pull(&self, flow: &FlowId, max: usize, wait: Duration) -> Result<Vec<Delivery>, Error>;
+    async fn pull(&self, flow: &FlowId, max: usize, wait: Duration)
+    -> Result<Vec<Delivery>, Error>;
 
     /// Jobs of a flow waiting or in progress.
     async fn depth(&self, flow: &FlowId) -> Result<u64, Error>;

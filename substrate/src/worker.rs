@@ -5,8 +5,8 @@
 //! is nak'ed with exponential backoff and jitter until `max_attempts`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -130,7 +130,10 @@ impl Worker {
             }
         }
         while tasks.join_next().await.is_some() {}
-        substrate.directory.withdraw(&this.options.worker_id).await?;
+        substrate
+            .directory
+            .withdraw(&this.options.worker_id)
+            .await?;
         info!(worker = %this.options.worker_id, "worker stopped");
         Ok(())
     }
@@ -180,11 +183,15 @@ impl Worker {
             Ok(out) if out.len() == n => out,
             Ok(out) => {
                 let msg = format!("flow returned {} results for {n} inputs", out.len());
-                (0..n).map(|_| Err(fstore_flows::Error::Permanent(msg.clone()))).collect()
+                (0..n)
+                    .map(|_| Err(fstore_flows::Error::Permanent(msg.clone())))
+                    .collect()
             }
             Err(e) => {
                 let msg = format!("flow panicked: {e}");
-                (0..n).map(|_| Err(fstore_flows::Error::Permanent(msg.clone()))).collect()
+                (0..n)
+                    .map(|_| Err(fstore_flows::Error::Permanent(msg.clone())))
+                    .collect()
             }
         };
         let declared = flow.spec().output;

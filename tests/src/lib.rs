@@ -1,1 +1,247 @@
-//! placeholder
+//! Test support for fstore's black-box suites (and the benches): servers on free
+//! loopback ports, clients that carry a tenant, and [`wait_until`] instead of sleeps.
+
+use std::future::Future;
+use std::time::Duration;
+
+use fstore::Config;
+use fstore::server::{self, Running};
+use fstore_flows::Catalog;
+use fstore_proto::api::{self, feature_store_client::FeatureStoreClient};
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// Polls `check` until it returns Some, or fails after `timeout`.
+pub async fn wait_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A configuration with short timings for tests.
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.server.default_tenant = Some("default".to_string());
+    c.server.recheck_interval = Duration::from_millis(100);
+    c.cache.failure_ttl = Duration::from_secs(2);
+    c.worker.retry_base = Duration::from_millis(20);
+    c.worker.retry_max = Duration::from_millis(200);
+    c.worker.slots = 4;
+    c
+}
+
+/// A feature store with the embedded substrate on a free loopback port.
+pub async fn start_embedded(config: Config) -> anyhow::Result<Running> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Ok(server::start_embedded(config, Catalog::builtins(), listener).await?)
+}
+
+/// A gRPC client that sends a tenant with every call.
+#[derive(Debug, Clone)]
+pub struct TestClient {
+    pub raw: FeatureStoreClient<Channel>,
+    pub tenant: Option<String>,
+}
+
+impl TestClient {
+    pub async fn connect(url: &str, tenant: Option<&str>) -> anyhow::Result<Self> {
+        let raw = FeatureStoreClient::connect(url.to_string()).await?;
+        Ok(TestClient {
+            raw,
+            tenant: tenant.map(str::to_string),
+        })
+    }
+
+    pub fn with_tenant(&self, tenant: &str) -> Self {
+        TestClient {
+            raw: self.raw.clone(),
+            tenant: Some(tenant.to_string()),
+        }
+    }
+
+    pub fn req<T>(&self, body: T) -> Request<T> {
+        let mut r = Request::new(body);
+        if let Some(t) = &self.tenant
+            && let Ok(v) = t.parse()
+        {
+            r.metadata_mut().insert(fstore_proto::TENANT_HEADER, v);
+        }
+        r
+    }
+
+    pub async fn register(
+        &self,
+        def: api::FeatureDefinition,
+    ) -> Result<api::RegisterFeatureResponse, Status> {
+        self.raw
+            .clone()
+            .register_feature(self.req(api::RegisterFeatureRequest {
+                definition: Some(def),
+                force: false,
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn get(
+        &self,
+        req: api::GetFeaturesRequest,
+    ) -> Result<api::GetFeaturesResponse, Status> {
+        self.raw
+            .clone()
+            .get_features(self.req(req))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn ticket(&self, id: &str) -> Result<api::GetFeaturesResponse, Status> {
+        self.raw
+            .clone()
+            .get_ticket(self.req(api::GetTicketRequest {
+                ticket: id.to_string(),
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn invalidate(
+        &self,
+        feature: &str,
+        entity: &str,
+    ) -> Result<api::InvalidateResponse, Status> {
+        self.raw
+            .clone()
+            .invalidate(self.req(api::InvalidateRequest {
+                feature: feature.to_string(),
+                entity_id: entity.to_string(),
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Polls a ticket until nothing is pending.
+    pub async fn until_done(
+        &self,
+        ticket: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<api::GetFeaturesResponse> {
+        wait_until(timeout, "the ticket to complete", || async {
+            let r = self.ticket(ticket).await.ok()?;
+            let done = r
+                .results
+                .iter()
+                .all(|x| matches!(x.status(), api::Status::Ready | api::Status::Failed));
+            done.then_some(r)
+        })
+        .await
+    }
+}
+
+/// Builders for definitions and requests.
+pub mod build {
+    use std::collections::HashMap;
+
+    use fstore_proto::api;
+
+    /// A definition of `name` on `doc` entities; inputs as `("x", "feature:a")` or
+    /// `("text", "request:text")`.
+    pub fn feature(
+        name: &str,
+        flow: &str,
+        params: &[(&str, &str)],
+        inputs: &[(&str, &str)],
+        ttl_ms: u64,
+    ) -> api::FeatureDefinition {
+        api::FeatureDefinition {
+            name: name.to_string(),
+            entity_type: "doc".to_string(),
+            flow: flow.to_string(),
+            ttl_ms,
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            inputs: inputs
+                .iter()
+                .map(|(k, v)| {
+                    let source = match v.split_once(':') {
+                        Some(("request", r)) => api::input_binding::Source::Request(r.to_string()),
+                        Some(("feature", f)) => api::input_binding::Source::Feature(f.to_string()),
+                        _ => api::input_binding::Source::Feature(v.to_string()),
+                    };
+                    (
+                        k.to_string(),
+                        api::InputBinding {
+                            source: Some(source),
+                        },
+                    )
+                })
+                .collect(),
+            owner: "tests".to_string(),
+            description: String::new(),
+            version: 0,
+        }
+    }
+
+    pub fn entity(id: &str, inputs: &[(&str, api::Value)]) -> api::EntityRequest {
+        api::EntityRequest {
+            entity_id: id.to_string(),
+            inputs: inputs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn text(s: &str) -> api::Value {
+        api::Value {
+            kind: Some(api::value::Kind::String(s.to_string())),
+        }
+    }
+
+    pub fn f64(x: f64) -> api::Value {
+        api::Value {
+            kind: Some(api::value::Kind::F64(x)),
+        }
+    }
+
+    /// ASYNC request for plain entity ids and features.
+    pub fn get(entities: &[&str], features: &[&str]) -> api::GetFeaturesRequest {
+        api::GetFeaturesRequest {
+            entities: entities.iter().map(|e| entity(e, &[])).collect(),
+            features: features.iter().map(|f| f.to_string()).collect(),
+            mode: api::Mode::Async as i32,
+            wait_ms: 0,
+            max_staleness_ms: None,
+            max_staleness_ms_by_feature: HashMap::new(),
+            allow_stale: false,
+        }
+    }
+
+    /// SYNC request waiting up to `wait_ms`.
+    pub fn sync(entities: &[&str], features: &[&str], wait_ms: u64) -> api::GetFeaturesRequest {
+        api::GetFeaturesRequest {
+            mode: api::Mode::Sync as i32,
+            wait_ms,
+            ..get(entities, features)
+        }
+    }
+
+    pub fn f64_of(r: &api::FeatureResult) -> Option<f64> {
+        match r.value.as_ref()?.kind.as_ref()? {
+            api::value::Kind::F64(x) => Some(*x),
+            _ => None,
+        }
+    }
+}

@@ -217,7 +217,10 @@ mod tests {
     #[test]
     fn affine_batches_with_per_item_params() {
         let out = Affine::new().run(&[
-            item(&[("x", Value::F64(2.0))], &[("scale", "3"), ("offset", "1")]),
+            item(
+                &[("x", Value::F64(2.0))],
+                &[("scale", "3"), ("offset", "1")],
+            ),
             item(&[("x", Value::F64(3.0))], &[("fn", "square")]),
             item(&[("x", Value::String("no".into()))], &[]),
             item(&[("x", Value::F64(-2.0))], &[("fn", "sqrt")]),

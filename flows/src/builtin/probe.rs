@@ -29,14 +29,22 @@ impl Probe {
             value_type: ValueType::F64,
             optional: true,
         })
-        .param(param("value", Some("1"), "the output when x is absent, added to x otherwise"))
+        .param(param(
+            "value",
+            Some("1"),
+            "the output when x is absent, added to x otherwise",
+        ))
         .param(param("delay_ms", Some("0"), "how long each batch takes"))
         .param(param(
             "fail",
             Some("none"),
             "none, transient (fails the first fail_attempts tries) or permanent",
         ))
-        .param(param("fail_attempts", Some("1000000"), "tries that fail when fail = transient"))
+        .param(param(
+            "fail_attempts",
+            Some("1000000"),
+            "tries that fail when fail = transient",
+        ))
         .param(param(
             "fail_entities",
             Some(""),
@@ -125,7 +133,8 @@ impl Flow for Probe {
         if delay > 0 {
             std::thread::sleep(Duration::from_millis(delay));
         }
-        self.computed.fetch_add(batch.len() as u64, Ordering::SeqCst);
+        self.computed
+            .fetch_add(batch.len() as u64, Ordering::SeqCst);
         batch.iter().map(Probe::one).collect()
     }
 }
@@ -145,10 +154,16 @@ mod tests {
             item(&[], &[("fail", "permanent"), ("fail_entities", "other")]),
         ]);
         assert_eq!(p.computed(), 4);
-        assert_eq!(out[0].as_ref().ok().and_then(|v| v.as_f64().ok()), Some(5.0));
+        assert_eq!(
+            out[0].as_ref().ok().and_then(|v| v.as_f64().ok()),
+            Some(5.0)
+        );
         assert!(matches!(out[1], Err(Error::Permanent(_))));
         assert!(matches!(out[2], Err(Error::Transient(_))));
-        assert_eq!(out[3].as_ref().ok().and_then(|v| v.as_f64().ok()), Some(1.0));
+        assert_eq!(
+            out[3].as_ref().ok().and_then(|v| v.as_f64().ok()),
+            Some(1.0)
+        );
         let mut retry = item(&[], &[("fail", "transient"), ("fail_attempts", "1")]);
         retry.attempt = 2;
         assert!(p.run(&[retry])[0].is_ok());

@@ -233,23 +233,58 @@ mod tests {
         assert_eq!(run("words"), Some(4.0));
         assert_eq!(run("lines"), Some(2.0));
         assert_eq!(run("chars"), Some(18.0));
-        assert!(TextStats::new().check_params(&[("stat".to_string(), "x".to_string())].into_iter().collect()).is_err());
+        assert!(
+            TextStats::new()
+                .check_params(
+                    &[("stat".to_string(), "x".to_string())]
+                        .into_iter()
+                        .collect()
+                )
+                .is_err()
+        );
     }
 
     #[test]
     fn hash_embed_is_unit_length_and_stable() {
         let out = HashEmbed::new().run(&[
-            item(&[("text", Value::String("the cat sat".into()))], &[("dim", "16")]),
-            item(&[("text", Value::String("The CAT sat!".into()))], &[("dim", "16")]),
+            item(
+                &[("text", Value::String("the cat sat".into()))],
+                &[("dim", "16")],
+            ),
+            item(
+                &[("text", Value::String("The CAT sat!".into()))],
+                &[("dim", "16")],
+            ),
             item(&[("text", Value::String("".into()))], &[("dim", "8")]),
         ]);
-        let a = Value::tensor_parts(out[0].as_ref().ok().and_then(|v| v.as_tensor().ok()).expect("tensor")).expect("parts");
-        let b = Value::tensor_parts(out[1].as_ref().ok().and_then(|v| v.as_tensor().ok()).expect("tensor")).expect("parts");
+        let a = Value::tensor_parts(
+            out[0]
+                .as_ref()
+                .ok()
+                .and_then(|v| v.as_tensor().ok())
+                .expect("tensor"),
+        )
+        .expect("parts");
+        let b = Value::tensor_parts(
+            out[1]
+                .as_ref()
+                .ok()
+                .and_then(|v| v.as_tensor().ok())
+                .expect("tensor"),
+        )
+        .expect("parts");
         assert_eq!(a.0, vec![16]);
         let norm: f32 = a.1.iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
         assert_eq!(a.1, b.1, "case and punctuation must not matter");
-        let empty = Value::tensor_parts(out[2].as_ref().ok().and_then(|v| v.as_tensor().ok()).expect("tensor")).expect("parts");
+        let empty = Value::tensor_parts(
+            out[2]
+                .as_ref()
+                .ok()
+                .and_then(|v| v.as_tensor().ok())
+                .expect("tensor"),
+        )
+        .expect("parts");
         assert_eq!(empty.1, vec![0.0; 8]);
     }
 }

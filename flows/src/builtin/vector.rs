@@ -60,8 +60,11 @@ impl Default for Cosine {
     }
 }
 
+/// An item's shape and its two inputs flattened to rows of one length.
+type Pair = (Vec<usize>, Vec<f32>, Vec<f32>);
+
 /// The two inputs of an item flattened to rows of one length.
-fn pair(item: &FlowInput) -> Result<(Vec<usize>, Vec<f32>, Vec<f32>), Error> {
+fn pair(item: &FlowInput) -> Result<Pair, Error> {
     let (sa, a) = Value::tensor_parts(item.value("a")?.as_tensor()?)?;
     let (sb, b) = Value::tensor_parts(item.value("b")?.as_tensor()?)?;
     if sa != sb {
@@ -80,7 +83,7 @@ fn grouped<F>(batch: &[FlowInput], f: F) -> Vec<Result<Value, Error>>
 where
     F: Fn(&Tensor, &Tensor, &[Vec<usize>]) -> Result<Vec<Result<Value, Error>>, Error>,
 {
-    let pairs: Vec<Result<(Vec<usize>, Vec<f32>, Vec<f32>), Error>> = batch.iter().map(pair).collect();
+    let pairs: Vec<Result<Pair, Error>> = batch.iter().map(pair).collect();
     let mut out: Vec<Result<Value, Error>> = pairs
         .iter()
         .map(|p| match p {
@@ -88,7 +91,10 @@ where
             Err(e) => Err(e.clone()),
         })
         .collect();
-    let mut lens: Vec<usize> = pairs.iter().filter_map(|p| p.as_ref().ok().map(|(_, a, _)| a.len())).collect();
+    let mut lens: Vec<usize> = pairs
+        .iter()
+        .filter_map(|p| p.as_ref().ok().map(|(_, a, _)| a.len()))
+        .collect();
     lens.sort_unstable();
     lens.dedup();
     for d in lens {
@@ -184,7 +190,10 @@ mod tests {
     fn cosine_batch_with_mixed_lengths() {
         let out = Cosine::new().run(&[
             item(&[("a", t(&[1.0, 0.0])), ("b", t(&[0.0, 1.0]))], &[]),
-            item(&[("a", t(&[1.0, 2.0, 3.0])), ("b", t(&[2.0, 4.0, 6.0]))], &[]),
+            item(
+                &[("a", t(&[1.0, 2.0, 3.0])), ("b", t(&[2.0, 4.0, 6.0]))],
+                &[],
+            ),
             item(&[("a", t(&[1.0, 1.0])), ("b", t(&[1.0, 1.0, 1.0]))], &[]),
             item(&[("a", t(&[0.0, 0.0])), ("b", t(&[1.0, 1.0]))], &[]),
         ]);
@@ -200,7 +209,14 @@ mod tests {
         let a = Value::tensor(vec![1.0, 2.0, 3.0, 4.0], &[2, 2]).expect("tensor");
         let b = Value::tensor(vec![3.0, 2.0, 1.0, 0.0], &[2, 2]).expect("tensor");
         let out = MeanPool::new().run(&[item(&[("a", a), ("b", b)], &[])]);
-        let (shape, data) = Value::tensor_parts(out[0].as_ref().ok().and_then(|v| v.as_tensor().ok()).expect("tensor")).expect("parts");
+        let (shape, data) = Value::tensor_parts(
+            out[0]
+                .as_ref()
+                .ok()
+                .and_then(|v| v.as_tensor().ok())
+                .expect("tensor"),
+        )
+        .expect("parts");
         assert_eq!(shape, vec![2, 2]);
         assert_eq!(data, vec![2.0, 2.0, 2.0, 2.0]);
     }

@@ -166,7 +166,12 @@ impl JobQueue for EmbeddedQueue {
         Ok(Enqueued::Added)
     }
 
-    async fn pull(&self, flow: &FlowId, max: usize, wait: Duration) -> Result<Vec<Delivery>, Error> {
+    async fn pull(
+        &self,
+        flow: &FlowId,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, Error> {
         let deadline = tokio::time::Instant::now() + wait;
         let key = flow.to_string();
         loop {
@@ -197,7 +202,10 @@ impl JobQueue for EmbeddedQueue {
                 }
                 fq.notify.clone()
             };
-            if tokio::time::timeout_at(deadline, notify.notified()).await.is_err() {
+            if tokio::time::timeout_at(deadline, notify.notified())
+                .await
+                .is_err()
+            {
                 return Ok(Vec::new());
             }
         }
@@ -292,11 +300,20 @@ mod tests {
         let q = EmbeddedQueue::new(&Options::default());
         let h = Headers::new();
         for i in 0..3 {
-            assert_eq!(q.enqueue(&job(&format!("a{i}"), "a"), &h).await.ok(), Some(Enqueued::Added));
+            assert_eq!(
+                q.enqueue(&job(&format!("a{i}"), "a"), &h).await.ok(),
+                Some(Enqueued::Added)
+            );
         }
-        assert_eq!(q.enqueue(&job("a0", "a"), &h).await.ok(), Some(Enqueued::Duplicate));
+        assert_eq!(
+            q.enqueue(&job("a0", "a"), &h).await.ok(),
+            Some(Enqueued::Duplicate)
+        );
         q.enqueue(&job("b0", "b"), &h).await.expect("enqueue");
-        let got = q.pull(&flow(), 3, Duration::from_millis(10)).await.expect("pull");
+        let got = q
+            .pull(&flow(), 3, Duration::from_millis(10))
+            .await
+            .expect("pull");
         let tenants: Vec<&str> = got.iter().map(|d| d.job.tenant.as_str()).collect();
         assert_eq!(tenants, vec!["a", "b", "a"]);
         assert_eq!(q.depth(&flow()).await.expect("depth"), 4);
@@ -305,18 +322,37 @@ mod tests {
     #[tokio::test]
     async fn nak_redelivers_with_attempt_count_and_drop_hands_back() {
         let q = EmbeddedQueue::new(&Options::default());
-        q.enqueue(&job("k", "t"), &Headers::new()).await.expect("enqueue");
-        let d = q.pull(&flow(), 1, Duration::from_millis(10)).await.expect("pull").remove(0);
+        q.enqueue(&job("k", "t"), &Headers::new())
+            .await
+            .expect("enqueue");
+        let d = q
+            .pull(&flow(), 1, Duration::from_millis(10))
+            .await
+            .expect("pull")
+            .remove(0);
         assert_eq!(d.attempt, 1);
         d.nak(Duration::ZERO).await.expect("nak");
-        let d = q.pull(&flow(), 1, Duration::from_millis(10)).await.expect("pull").remove(0);
+        let d = q
+            .pull(&flow(), 1, Duration::from_millis(10))
+            .await
+            .expect("pull")
+            .remove(0);
         assert_eq!(d.attempt, 2);
         drop(d);
-        let d = q.pull(&flow(), 1, Duration::from_millis(10)).await.expect("pull").remove(0);
+        let d = q
+            .pull(&flow(), 1, Duration::from_millis(10))
+            .await
+            .expect("pull")
+            .remove(0);
         assert_eq!(d.attempt, 3);
         d.ack().await.expect("ack");
         assert_eq!(q.depth(&flow()).await.expect("depth"), 0);
-        assert!(q.pull(&flow(), 1, Duration::from_millis(10)).await.expect("pull").is_empty());
+        assert!(
+            q.pull(&flow(), 1, Duration::from_millis(10))
+                .await
+                .expect("pull")
+                .is_empty()
+        );
     }
 
     #[tokio::test]
@@ -325,7 +361,9 @@ mod tests {
             max_queued_per_tenant: 1,
             ..Options::default()
         });
-        q.enqueue(&job("x", "t"), &Headers::new()).await.expect("enqueue");
+        q.enqueue(&job("x", "t"), &Headers::new())
+            .await
+            .expect("enqueue");
         let err = q.enqueue(&job("y", "t"), &Headers::new()).await;
         assert!(matches!(err, Err(Error::QueueFull { limit: 1, .. })));
         assert!(q.enqueue(&job("z", "other"), &Headers::new()).await.is_ok());

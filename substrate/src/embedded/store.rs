@@ -1,7 +1,7 @@
 //! In-memory stores: moka for values (TTL per entry from the envelope, bounded by
 //! weight) and tickets, plain maps behind locks for the rest.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,12 @@ impl EnvelopeExpiry {
 }
 
 impl Expiry<String, Arc<ValueEnvelope>> for EnvelopeExpiry {
-    fn expire_after_create(&self, _: &String, v: &Arc<ValueEnvelope>, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &String,
+        v: &Arc<ValueEnvelope>,
+        _: Instant,
+    ) -> Option<Duration> {
         Self::remaining(v)
     }
 
@@ -196,12 +201,15 @@ impl Notifier for EmbeddedNotifier {
     }
 }
 
+/// (tenant, feature, entity)
+type EntityScope = (String, String, String);
+
 #[derive(Default)]
 pub struct EmbeddedWatermarks {
     /// (tenant, feature) -> at
     features: RwLock<HashMap<(String, String), i64>>,
     /// (tenant, feature, entity) -> (at, forget after)
-    entities: RwLock<HashMap<(String, String, String), (i64, Instant)>>,
+    entities: RwLock<HashMap<EntityScope, (i64, Instant)>>,
 }
 
 #[async_trait]
@@ -217,7 +225,9 @@ impl Watermarks for EmbeddedWatermarks {
         match entity {
             None => {
                 let mut f = self.features.write().unwrap_or_else(|p| p.into_inner());
-                let e = f.entry((tenant.to_string(), feature.to_string())).or_insert(0);
+                let e = f
+                    .entry((tenant.to_string(), feature.to_string()))
+                    .or_insert(0);
                 *e = (*e).max(at_ms);
             }
             Some(entity) => {
@@ -253,9 +263,12 @@ impl Watermarks for EmbeddedWatermarks {
     }
 }
 
+/// A flow's spec and the ids of the workers serving it.
+type Served = (FlowSpec, BTreeSet<String>);
+
 #[derive(Default)]
 pub struct EmbeddedDirectory {
-    flows: RwLock<BTreeMap<FlowId, (FlowSpec, BTreeMap<String, ()>)>>,
+    flows: RwLock<BTreeMap<FlowId, Served>>,
 }
 
 #[async_trait]
@@ -265,9 +278,9 @@ impl FlowDirectory for EmbeddedDirectory {
         for spec in specs {
             let entry = flows
                 .entry(spec.id.clone())
-                .or_insert_with(|| (spec.clone(), BTreeMap::new()));
+                .or_insert_with(|| (spec.clone(), BTreeSet::new()));
             entry.0 = spec.clone();
-            entry.1.insert(worker_id.to_string(), ());
+            entry.1.insert(worker_id.to_string());
         }
         Ok(())
     }
@@ -314,8 +327,13 @@ mod tests {
         let c = EmbeddedClaims::default();
         let g = c.claim("k", Duration::from_secs(60)).await.expect("claim");
         assert!(g.is_some());
-        assert_eq!(c.claim("k", Duration::from_secs(60)).await.expect("claim"), None);
-        c.release("k", g.unwrap_or_default()).await.expect("release");
+        assert_eq!(
+            c.claim("k", Duration::from_secs(60)).await.expect("claim"),
+            None
+        );
+        c.release("k", g.unwrap_or_default())
+            .await
+            .expect("release");
         let g2 = c.claim("k", Duration::from_secs(60)).await.expect("claim");
         assert!(g2 > g, "a new claim gets a new generation");
     }
