@@ -16,6 +16,43 @@ pub struct Config {
     pub cache: CacheConfig,
     pub queue: QueueConfig,
     pub worker: WorkerConfig,
+    pub nats: NatsConfig,
+}
+
+/// The JetStream backend; without `url` the embedded substrate is used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// e.g. `nats://127.0.0.1:4222`; a comma-separated list for a cluster.
+    pub url: Option<String>,
+    /// First token of subjects and prefix of stream and bucket names.
+    pub prefix: String,
+    /// Replicas of streams and buckets: 3 on a production cluster.
+    pub replicas: usize,
+    /// How long a job may run before it is redelivered (in-progress acks extend it).
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    /// Deliveries before JetStream stops redelivering a job.
+    pub max_deliver: i64,
+    /// Memory bound of the per-process L1 value cache in front of the KV bucket.
+    pub l1_max_bytes: u64,
+    /// How often workers renew their presence in the flow directory.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: None,
+            prefix: "fstore".to_string(),
+            replicas: 1,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 20,
+            l1_max_bytes: 64 * 1024 * 1024,
+            heartbeat: Duration::from_secs(2),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,7 +171,7 @@ impl Default for WorkerConfig {
         WorkerConfig {
             slots: 2,
             max_batch: 16,
-            max_wait: Duration::from_millis(5),
+            max_wait: Duration::from_millis(2),
             max_attempts: 5,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
@@ -193,6 +230,24 @@ impl Config {
             retry_base: self.worker.retry_base,
             retry_max: self.worker.retry_max,
             failure_ttl: self.cache.failure_ttl,
+            heartbeat: self.nats.heartbeat,
+        }
+    }
+
+    pub fn nats_options(&self, url: &str) -> fstore_substrate::nats::Options {
+        fstore_substrate::nats::Options {
+            url: url.to_string(),
+            prefix: self.nats.prefix.clone(),
+            replicas: self.nats.replicas,
+            ack_wait: self.nats.ack_wait,
+            max_deliver: self.nats.max_deliver,
+            duplicate_window: self.queue.duplicate_window,
+            max_queued_per_subject: i64::try_from(self.queue.max_queued_per_tenant).unwrap_or(i64::MAX),
+            max_queued: i64::try_from(self.queue.max_queued_per_flow).unwrap_or(i64::MAX),
+            ticket_ttl: self.cache.ticket_ttl,
+            claim_ttl: self.cache.claim_ttl,
+            l1_max_bytes: self.nats.l1_max_bytes,
+            heartbeat: self.nats.heartbeat,
         }
     }
 

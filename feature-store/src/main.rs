@@ -41,6 +41,10 @@ struct RunArgs {
     /// Address to listen on (overrides server.listen).
     #[arg(long)]
     listen: Option<String>,
+    /// NATS server(s) for the shared JetStream substrate (overrides nats.url); without
+    /// it the substrate is embedded in this process.
+    #[arg(long, env = "FSTORE_NATS")]
+    nats: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -78,16 +82,17 @@ enum Cmd {
         #[arg(long)]
         features: Option<PathBuf>,
     },
-    /// The gRPC server with the embedded substrate and its workers (production config:
-    /// calls must name their tenant).
+    /// The gRPC server (calls must name their tenant). With --nats it serves from the
+    /// shared substrate and runs no workers; without, it embeds substrate and workers.
     Serve {
         #[command(flatten)]
         run: RunArgs,
     },
-    /// A worker process; needs a shared substrate (NATS).
+    /// A worker process serving flows from the shared substrate (--nats).
     Worker {
-        #[arg(long)]
-        nats: Option<String>,
+        #[command(flatten)]
+        run: RunArgs,
+        /// Flows to serve, by name or name@version (default: every built-in flow).
         #[arg(long, value_delimiter = ',')]
         flows: Vec<String>,
     },
@@ -120,14 +125,20 @@ enum Cmd {
 
 #[tokio::main]
 async fn main() {
+    let cli = Cli::parse();
+    // The demo prints its own story; servers log their lifecycle.
+    let default_level = if matches!(cli.cmd, Cmd::Demo) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FSTORE_LOG")
-                .unwrap_or_else(|_| "info".into()),
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     if let Err(e) = run(cli).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);
@@ -138,6 +149,9 @@ fn load_config(run: &RunArgs) -> anyhow::Result<Config> {
     let mut config = Config::load(run.config.as_deref()).map_err(|e| anyhow!(e))?;
     if let Some(l) = &run.listen {
         config.server.listen = l.clone();
+    }
+    if let Some(n) = &run.nats {
+        config.nats.url = Some(n.clone());
     }
     Ok(config)
 }
@@ -174,21 +188,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&config.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-            let running = server::start_embedded(config, Catalog::builtins(), listener).await?;
+            let backend = match &config.nats.url {
+                Some(url) => format!("NATS JetStream at {url}"),
+                None => "embedded substrate".to_string(),
+            };
+            let substrate = server::substrate(&config).await?;
+            let running = server::start(config, substrate, Catalog::builtins(), listener).await?;
             let url = running.url();
             if let Some(path) = features {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 let mut client = Client::connect(&url, None).await.map_err(|e| anyhow!(e))?;
-                let n = client
-                    .register_file(&text)
-                    .await
-                    .map_err(|e| anyhow!(e))?
-                    .len();
+                let n = client.register_file(&text).await.map_err(|e| anyhow!(e))?.len();
                 eprintln!("registered {n} features from {}", path.display());
             }
             eprintln!(
-                "fstore dev is listening on {url} (embedded substrate, built-in flows, tenant `default`)\n\
+                "fstore dev is listening on {url} ({backend}, built-in flows, tenant `default`)\n\
                  try:\n  fstore --addr {url} register feature-store/examples/demo.toml\n  \
                  fstore --addr {url} get -e doc:1 -f doc.log_words -i \"text=the quick brown fox\" --sync\n  \
                  fstore --addr {url} ls --flows\n\
@@ -203,24 +218,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&config.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-            let running = server::start_embedded(config, Catalog::builtins(), listener).await?;
+            // With a shared substrate, compute belongs to `fstore worker` processes.
+            let catalog = if config.nats.url.is_some() {
+                Catalog::new()
+            } else {
+                Catalog::builtins()
+            };
+            let substrate = server::substrate(&config).await?;
+            let running = server::start(config, substrate, catalog, listener).await?;
             eprintln!("fstore serve is listening on {}", running.url());
             shutdown_signal().await;
             running.shutdown().await;
             Ok(())
         }
-        Cmd::Worker { nats, flows } => {
-            let _ = flows;
-            match nats {
-                None => bail!(
-                    "a separate worker process needs a shared substrate: pass --nats URL. \
-                     The embedded substrate lives inside one process; use `fstore dev` or `fstore serve`, which run their own workers"
-                ),
-                Some(url) => bail!(
-                    "this build has no NATS backend yet, so it cannot serve jobs from {url}; \
-                     use `fstore dev` or `fstore serve`, which run their own workers"
-                ),
+        Cmd::Worker { run, flows } => {
+            let config = load_config(&run)?;
+            if config.nats.url.is_none() {
+                bail!(
+                    "a worker process needs the shared substrate: pass --nats URL (or set nats.url). \
+                     The embedded substrate lives inside one process; `fstore dev` runs its own workers"
+                );
             }
+            let mut catalog = Catalog::builtins();
+            if !flows.is_empty() {
+                catalog = catalog.only(&flows);
+                if catalog.is_empty() {
+                    bail!("none of the flows {flows:?} is built in; `fstore ls --flows` on a dev server lists them");
+                }
+            }
+            let substrate = server::substrate(&config).await?;
+            let token = tokio_util::sync::CancellationToken::new();
+            let stop = token.clone();
+            let worker = tokio::spawn(async move {
+                server::run_worker(&config, substrate, catalog, stop).await
+            });
+            shutdown_signal().await;
+            token.cancel();
+            worker.await??;
+            Ok(())
         }
         Cmd::Demo => demo().await,
         other => client_verb(cli.addr, cli.tenant, cli.json, other).await,

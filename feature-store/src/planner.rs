@@ -152,7 +152,7 @@ impl Planner {
         let stored = self
             .substrate
             .results
-            .get(&key)
+            .get(&key, watermark.max(min_planned_at_ms))
             .await?
             .filter(|env| env.expires_at_ms > now && env.planned_at_ms >= watermark);
         let mut stale = None;

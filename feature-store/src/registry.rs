@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock};
 
 use fstore_flows::{FlowId, FlowSpec, Params, ValueType};
 use fstore_proto::api;
+use fstore_substrate::{Definitions, FlowDirectory, Substrate};
 use petgraph::Direction;
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
@@ -150,15 +151,38 @@ pub struct Registered {
     pub created: bool,
 }
 
-/// The registry. Cheap to clone; all clones share state.
-#[derive(Debug, Clone, Default)]
+/// The registry. Cheap to clone; all clones share state. Definitions are kept in the
+/// substrate's [`Definitions`] store, so every replica sees every registration.
+#[derive(Clone)]
 pub struct Registry {
     snapshot: Arc<RwLock<Arc<Snapshot>>>,
-    /// Serialises writers so two registrations cannot both take one version number.
+    /// Serialises local writers; replicas race through the definitions store.
     write: Arc<tokio::sync::Mutex<()>>,
+    definitions: Arc<dyn Definitions>,
+    directory: Arc<dyn FlowDirectory>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
 }
 
 impl Registry {
+    /// A registry over the substrate's definitions, loaded with what is stored there.
+    pub async fn load(substrate: &Substrate) -> Result<Self> {
+        let r = Registry {
+            snapshot: Arc::new(RwLock::new(Arc::new(Snapshot::default()))),
+            write: Arc::new(tokio::sync::Mutex::new(())),
+            definitions: substrate.definitions.clone(),
+            directory: substrate.directory.clone(),
+        };
+        let _writer = r.write.lock().await;
+        r.reload().await?;
+        drop(_writer);
+        Ok(r)
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot
             .read()
@@ -166,47 +190,115 @@ impl Registry {
             .clone()
     }
 
+    async fn flows(&self) -> Result<Vec<FlowSpec>> {
+        Ok(self.directory.list().await?.into_iter().map(|f| f.spec).collect())
+    }
+
+    /// Rebuilds the snapshot from every stored definition. Callers hold the write lock.
+    async fn reload(&self) -> Result<()> {
+        let mut definitions: BTreeMap<String, Vec<api::FeatureDefinition>> = BTreeMap::new();
+        for d in self.definitions.list().await? {
+            definitions.entry(d.name.clone()).or_default().push(d);
+        }
+        for versions in definitions.values_mut() {
+            versions.sort_by_key(|d| d.version);
+            // Versions are taken in order; a gap means a registration is still landing.
+            let n = versions
+                .iter()
+                .enumerate()
+                .take_while(|(i, d)| d.version as usize == i + 1)
+                .count();
+            versions.truncate(n);
+        }
+        let next = build(definitions, &self.flows().await?)?;
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
+    /// Takes in a definition another replica registered.
+    pub async fn apply(&self, def: api::FeatureDefinition) -> Result<()> {
+        let _writer = self.write.lock().await;
+        let known = self.snapshot().versions(&def.name).len() as u32;
+        if def.version <= known {
+            return Ok(());
+        }
+        self.reload().await
+    }
+
     /// Validates `def` against the flows and the current features, and adds it as a new
     /// version unless the latest version is identical.
-    pub async fn register(
-        &self,
-        def: api::FeatureDefinition,
-        flows: &[FlowSpec],
-    ) -> Result<Registered> {
+    pub async fn register(&self, def: api::FeatureDefinition) -> Result<Registered> {
         let _writer = self.write.lock().await;
-        let current = self.snapshot();
         let mut def = normalise(def)?;
-        let versions = current.versions(&def.name);
-        if let Some(latest) = versions.last() {
-            let mut unversioned = latest.clone();
-            unversioned.version = 0;
-            if unversioned == def {
-                let node = current.resolve(&FeatureRef {
-                    name: def.name.clone(),
-                    version: Some(latest.version),
-                })?;
-                return Ok(Registered {
-                    node,
-                    created: false,
-                });
+        let flows = self.flows().await?;
+        for _ in 0..16 {
+            let current = self.snapshot();
+            let versions = current.versions(&def.name);
+            if let Some(latest) = versions.last() {
+                let mut unversioned = latest.clone();
+                unversioned.version = 0;
+                def.version = 0;
+                if unversioned == def {
+                    let node = current.resolve(&FeatureRef {
+                        name: def.name.clone(),
+                        version: Some(latest.version),
+                    })?;
+                    return Ok(Registered {
+                        node,
+                        created: false,
+                    });
+                }
+            }
+            def.version = versions.len() as u32 + 1;
+            let mut definitions = current.definitions.clone();
+            definitions
+                .entry(def.name.clone())
+                .or_default()
+                .push(def.clone());
+            let next = build(definitions, &flows)?;
+            if !self.definitions.create(&def).await? {
+                // Another replica took this version first: catch up and try again.
+                self.reload().await?;
+                continue;
+            }
+            let node = next.resolve(&FeatureRef {
+                name: def.name.clone(),
+                version: Some(def.version),
+            })?;
+            *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+            return Ok(Registered {
+                node,
+                created: true,
+            });
+        }
+        Err(Error::Substrate(fstore_substrate::Error::Unavailable(format!(
+            "could not take a version for `{}`: too many concurrent registrations",
+            def.name
+        ))))
+    }
+
+    /// Applies definitions registered on other replicas until `shutdown`.
+    pub async fn follow(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut stream = match self.definitions.watch().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the registry; other replicas' registrations arrive only on restart");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = futures::StreamExt::next(&mut stream) => match next {
+                    Some(def) => {
+                        if let Err(e) = self.apply(def).await {
+                            tracing::warn!(error = %e, "applying a registration from another replica failed");
+                        }
+                    }
+                    None => return,
+                },
             }
         }
-        def.version = versions.len() as u32 + 1;
-        let mut definitions = current.definitions.clone();
-        definitions
-            .entry(def.name.clone())
-            .or_default()
-            .push(def.clone());
-        let next = build(definitions, flows)?;
-        let node = next.resolve(&FeatureRef {
-            name: def.name.clone(),
-            version: Some(def.version),
-        })?;
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
-        Ok(Registered {
-            node,
-            created: true,
-        })
     }
 }
 
@@ -524,8 +616,11 @@ mod tests {
     use super::*;
     use fstore_flows::Catalog;
 
-    fn flows() -> Vec<FlowSpec> {
-        Catalog::builtins().specs().cloned().collect()
+    async fn registry() -> Registry {
+        let substrate = fstore_substrate::embedded::substrate(&Default::default());
+        let specs: Vec<FlowSpec> = Catalog::builtins().specs().cloned().collect();
+        substrate.directory.advertise("w", &specs).await.expect("advertise");
+        Registry::load(&substrate).await.expect("registry")
     }
 
     fn def(name: &str, flow: &str, inputs: &[(&str, &str)]) -> api::FeatureDefinition {
@@ -555,26 +650,25 @@ mod tests {
 
     #[tokio::test]
     async fn versions_and_lineage_follow_upstream() {
-        let r = Registry::default();
-        let f = flows();
+        let r = registry().await;
         let a = r
-            .register(def("a", "test.probe@1", &[]), &f)
+            .register(def("a", "test.probe@1", &[]))
             .await
             .expect("a");
         assert!(a.created);
         let b = r
-            .register(def("b", "num.affine@1", &[("x", "a")]), &f)
+            .register(def("b", "num.affine@1", &[("x", "a")]))
             .await
             .expect("b");
         let again = r
-            .register(def("b", "num.affine@1", &[("x", "a")]), &f)
+            .register(def("b", "num.affine@1", &[("x", "a")]))
             .await
             .expect("b again");
         assert!(!again.created, "identical definition is not a new version");
         assert_eq!(again.node.version, 1);
         let mut a2 = def("a", "test.probe@1", &[]);
         a2.params.insert("value".into(), "2".into());
-        r.register(a2, &f).await.expect("a v2");
+        r.register(a2).await.expect("a v2");
         let snap = r.snapshot();
         let b_now = snap
             .resolve(&FeatureRef::parse("b").expect("ref"))
@@ -592,52 +686,50 @@ mod tests {
 
     #[tokio::test]
     async fn refusals_name_the_problem() {
-        let r = Registry::default();
-        let f = flows();
+        let r = registry().await;
         let err = |e: Result<Registered>| e.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
             err(r
-                .register(def("b", "num.affine@1", &[("x", "nope")]), &f)
+                .register(def("b", "num.affine@1", &[("x", "nope")]))
                 .await)
             .contains("unknown feature `nope`")
         );
         assert!(
-            err(r.register(def("b", "nope.flow@1", &[]), &f).await)
+            err(r.register(def("b", "nope.flow@1", &[])).await)
                 .contains("unknown flow `nope.flow@1`")
         );
         r.register(
-            def("t", "text.hash_embed@1", &[("text", "request:text")]),
-            &f,
+            def("t", "text.hash_embed@1", &[("text", "request:text")])
         )
         .await
         .expect("t");
         assert!(
             err(r
-                .register(def("b", "num.affine@1", &[("x", "t")]), &f)
+                .register(def("b", "num.affine@1", &[("x", "t")]))
                 .await)
             .contains("takes f64 but `t@1` is tensor")
         );
         let mut other = def("u", "test.probe@1", &[]);
         other.entity_type = "user".into();
-        r.register(other, &f).await.expect("u");
+        r.register(other).await.expect("u");
         assert!(
             err(r
-                .register(def("b", "num.affine@1", &[("x", "u")]), &f)
+                .register(def("b", "num.affine@1", &[("x", "u")]))
                 .await)
             .contains("about `user` entities")
         );
         assert!(
-            err(r.register(def("b", "num.affine@1", &[]), &f).await).contains("needs input `x`")
+            err(r.register(def("b", "num.affine@1", &[])).await).contains("needs input `x`")
         );
         // A cycle through a floating reference: a@2 reads c, c reads a (latest).
-        r.register(def("a", "test.probe@1", &[]), &f)
+        r.register(def("a", "test.probe@1", &[]))
             .await
             .expect("a");
-        r.register(def("c", "num.affine@1", &[("x", "a")]), &f)
+        r.register(def("c", "num.affine@1", &[("x", "a")]))
             .await
             .expect("c");
         let e = err(r
-            .register(def("a", "test.probe@1", &[("x", "c")]), &f)
+            .register(def("a", "test.probe@1", &[("x", "c")]))
             .await);
         assert!(e.contains("dependency cycle: "), "{e}");
         assert!(e.contains("a@2") && e.contains("c@1"), "{e}");

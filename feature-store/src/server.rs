@@ -52,6 +52,30 @@ impl Running {
     }
 }
 
+/// The substrate the configuration names: NATS JetStream when `nats.url` is set, else
+/// the embedded one.
+pub async fn substrate(config: &Config) -> Result<Substrate, Error> {
+    match &config.nats.url {
+        Some(url) => Ok(fstore_substrate::nats::connect(&config.nats_options(url)).await?),
+        None => Ok(embedded::substrate(&config.embedded_options())),
+    }
+}
+
+/// A worker process without a gRPC server: serves `catalog` until `shutdown`, then
+/// finishes its batches.
+pub async fn run_worker(config: &Config, substrate: Substrate, catalog: Catalog, shutdown: CancellationToken) -> Result<(), Error> {
+    let id = format!("worker-{}-{}", hostname(), std::process::id());
+    let worker = Worker::new(substrate, catalog, config.worker_options(id));
+    Ok(worker.run(shutdown).await?)
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "local".to_string())
+}
+
 /// Starts the service, the embedded substrate and a worker serving `catalog` (none if
 /// `catalog` is empty), on `listener`.
 pub async fn start_embedded(
@@ -79,7 +103,7 @@ pub async fn start(
     let (worker, worker_stats) = if catalog.is_empty() {
         (None, None)
     } else {
-        let id = format!("worker-{}-{}", std::process::id(), addr.port());
+        let id = format!("worker-{}-{}-{}", hostname(), std::process::id(), addr.port());
         // Advertise before serving so a registration right after start sees the flows.
         let specs: Vec<_> = catalog.specs().cloned().collect();
         substrate.directory.advertise(&id, &specs).await?;
@@ -90,7 +114,9 @@ pub async fn start(
     };
 
     let hub = ReadyHub::start(&substrate, work_token.clone()).await?;
-    let service = Service::new(substrate.clone(), Registry::default(), hub, config);
+    let registry = Registry::load(&substrate).await?;
+    tokio::spawn(registry.clone().follow(work_token.clone()));
+    let service = Service::new(substrate.clone(), registry, hub, config);
     let svc = FeatureStoreServer::new(service.clone())
         .max_decoding_message_size(16 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);

@@ -470,13 +470,21 @@ impl Service {
         let def = req
             .definition
             .ok_or_else(|| Error::InvalidArgument("register needs a definition".into()))?;
-        let flows = self.inner.substrate.directory.list().await?;
-        let specs: Vec<_> = flows
-            .into_iter()
-            .filter(|f| f.live_workers > 0 || req.force)
-            .map(|f| f.spec)
-            .collect();
-        let registered = self.inner.registry.register(def, &specs).await?;
+        // The flow must be served now, unless the caller forces it (a flow that was
+        // advertised once but has no live worker at the moment).
+        if let Ok(id) = def.flow.parse::<fstore_flows::FlowId>() {
+            let flows = self.inner.substrate.directory.list().await?;
+            if let Some(entry) = flows.iter().find(|f| f.spec.id == id)
+                && entry.live_workers == 0
+                && !req.force
+            {
+                return Err(Error::Definition(format!(
+                    "feature `{}`: no worker serves flow {id} right now; start one or register with force",
+                    def.name
+                )));
+            }
+        }
+        let registered = self.inner.registry.register(def).await?;
         Ok(api::RegisterFeatureResponse {
             feature: Some(registered.node.definition.clone()),
             lineage_hash: registered.node.lineage.clone(),

@@ -150,7 +150,7 @@ impl Dispatcher {
             let Some(Source::ValueKey(key)) = &input.source else {
                 continue;
             };
-            match self.substrate.results.get(key).await? {
+            match self.substrate.results.get(key, 0).await? {
                 Some(env) if env.expires_at_ms > now => {
                     if !env.error.is_empty() {
                         return Ok(Inputs::Failed(key.clone(), env.error.clone()));

@@ -3,7 +3,7 @@
 //! workers that run flows — each behind a trait so that two backends fit:
 //!
 //! - `embedded`: in-process, zero set-up; dev mode and tests.
-//! - `nats` (next): JetStream streams and KV buckets, for many processes and machines.
+//! - [`nats`]: JetStream streams and KV buckets, for many processes and machines.
 //!
 //! The traits are shaped for JetStream: deliveries are acked, nak'ed with a delay,
 //! terminated or extended; enqueue carries a message id (value key + generation) that
@@ -19,15 +19,19 @@
 //!   dependents, acks
 //! - [`convert`]: wire values <-> flow values
 //! - [`embedded`]: the in-process backend
+//! - [`nats`]: the JetStream backend
+//! - [`token`]: user names made safe for subjects and KV keys
 
 pub mod convert;
 pub mod dispatch;
 pub mod embedded;
+pub mod nats;
 pub mod error;
 pub mod notify;
 pub mod queue;
 pub mod store;
 pub mod time;
+pub mod token;
 pub mod worker;
 
 use std::sync::Arc;
@@ -37,7 +41,9 @@ pub use error::Error;
 pub use fstore_proto::wire_v1::{ComputeJob, JobInput, Ticket, ValueEnvelope};
 pub use notify::Notifier;
 pub use queue::{Delivery, Headers, JobQueue, message_id};
-pub use store::{ClaimStore, FlowDirectory, ResultStore, TicketStore, WaiterStore, Watermarks};
+pub use store::{
+    ClaimStore, Definitions, FlowDirectory, ResultStore, TicketStore, WaiterStore, Watermarks,
+};
 pub use worker::{Worker, WorkerOptions, WorkerStats};
 
 /// Every part of a backend, cheap to clone. Feature-store replicas and workers hold one.
@@ -51,6 +57,7 @@ pub struct Substrate {
     pub notifier: Arc<dyn Notifier>,
     pub watermarks: Arc<dyn Watermarks>,
     pub directory: Arc<dyn FlowDirectory>,
+    pub definitions: Arc<dyn Definitions>,
 }
 
 impl std::fmt::Debug for Substrate {

@@ -6,13 +6,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fstore_flows::FlowSpec;
+use fstore_proto::api::FeatureDefinition;
+use futures::stream::BoxStream;
 
 use crate::{ComputeJob, Error, Ticket, ValueEnvelope};
 
 /// Value envelopes by value key. A reader must still check `expires_at_ms`.
 #[async_trait]
 pub trait ResultStore: Send + Sync + 'static {
-    async fn get(&self, key: &str) -> Result<Option<Arc<ValueEnvelope>>, Error>;
+    /// The envelope under `key`. A tiered store may answer from a local copy only if
+    /// that copy was planned at or after `fresh_from_ms`; otherwise it asks the shared
+    /// tier, which may hold a newer value.
+    async fn get(&self, key: &str, fresh_from_ms: i64) -> Result<Option<Arc<ValueEnvelope>>, Error>;
     /// Stores an envelope until its `expires_at_ms`.
     async fn put(&self, key: &str, envelope: ValueEnvelope) -> Result<(), Error>;
 }
@@ -55,6 +60,17 @@ pub trait Watermarks: Send + Sync + 'static {
     ) -> Result<(), Error>;
     /// The latest watermark that applies to (tenant, feature, entity); 0 if none.
     async fn get(&self, tenant: &str, feature: &str, entity: &str) -> Result<i64, Error>;
+}
+
+/// Feature definitions shared by every replica: a version is taken by creating it, so
+/// two replicas cannot both register version N of one feature.
+#[async_trait]
+pub trait Definitions: Send + Sync + 'static {
+    /// Stores a definition under its (name, version); false if that version exists.
+    async fn create(&self, def: &FeatureDefinition) -> Result<bool, Error>;
+    async fn list(&self) -> Result<Vec<FeatureDefinition>, Error>;
+    /// Definitions created from now on, by any replica.
+    async fn watch(&self) -> Result<BoxStream<'static, FeatureDefinition>, Error>;
 }
 
 /// A flow as the directory knows it: its spec and the workers serving it.

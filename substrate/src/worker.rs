@@ -33,6 +33,8 @@ pub struct WorkerOptions {
     pub retry_max: Duration,
     /// How long a failure is remembered (and answered) before a request recomputes.
     pub failure_ttl: Duration,
+    /// How often the worker renews its presence in the flow directory.
+    pub heartbeat: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -41,11 +43,12 @@ impl Default for WorkerOptions {
             worker_id: format!("worker-{}", std::process::id()),
             slots: 2,
             max_batch: 16,
-            max_wait: Duration::from_millis(5),
+            max_wait: Duration::from_millis(2),
             max_attempts: 5,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
             failure_ttl: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(2),
         }
     }
 }
@@ -121,6 +124,23 @@ impl Worker {
         info!(worker = %self.options.worker_id, flows = ?self.catalog.ids().map(ToString::to_string).collect::<Vec<_>>(), "worker serving");
         let this = Arc::new(self);
         let mut tasks = tokio::task::JoinSet::new();
+        {
+            let directory = substrate.directory.clone();
+            let id = this.options.worker_id.clone();
+            let every = this.options.heartbeat;
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    if let Err(e) = directory.advertise(&id, &specs).await {
+                        warn!(error = %e, "heartbeat failed; retrying");
+                    }
+                }
+            });
+        }
         for id in this.catalog.ids().cloned().collect::<Vec<_>>() {
             for _ in 0..this.options.slots.max(1) {
                 let this = this.clone();
@@ -146,11 +166,20 @@ impl Worker {
         loop {
             let pulled = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = queue.pull(&id, self.options.max_batch, self.options.max_wait.max(Duration::from_millis(100))) => r,
+                r = queue.pull(&id, self.options.max_batch, Duration::from_secs(1)) => r,
             };
             match pulled {
                 Ok(batch) if batch.is_empty() => {}
-                Ok(batch) => self.process(&flow, batch).await,
+                Ok(mut batch) => {
+                    // Dynamic batching: with room left, wait up to max_wait for more.
+                    let room = self.options.max_batch.saturating_sub(batch.len());
+                    if room > 0 && !self.options.max_wait.is_zero() && flow.spec().batchable {
+                        if let Ok(more) = queue.pull(&id, room, self.options.max_wait).await {
+                            batch.extend(more);
+                        }
+                    }
+                    self.process(&flow, batch).await
+                }
                 Err(e) => {
                     warn!(flow = %id, error = %e, "pull failed; retrying");
                     tokio::select! {
@@ -243,7 +272,7 @@ impl Worker {
                         .dispatcher
                         .substrate()
                         .results
-                        .get(key)
+                        .get(key, 0)
                         .await
                         .map_err(|e| e.to_string())?;
                     match env {

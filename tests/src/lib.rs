@@ -1,6 +1,9 @@
 //! Test support for fstore's black-box suites (and the benches): servers on free
 //! loopback ports, clients that carry a tenant, and [`wait_until`] instead of sleeps.
 
+pub mod nats;
+pub mod process;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -45,6 +48,14 @@ pub fn test_config() -> Config {
 pub async fn start_embedded(config: Config) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     Ok(server::start_embedded(config, Catalog::builtins(), listener).await?)
+}
+
+/// A feature store with a worker, in this process, on the NATS substrate at `url`.
+pub async fn start_on_nats(mut config: Config, url: &str) -> anyhow::Result<Running> {
+    config.nats.url = Some(url.to_string());
+    let substrate = server::substrate(&config).await?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    Ok(server::start(config, substrate, Catalog::builtins(), listener).await?)
 }
 
 /// A gRPC client that sends a tenant with every call.

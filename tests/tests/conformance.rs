@@ -18,11 +18,14 @@ use tonic::Code;
 #[derive(Debug, Clone, Copy)]
 enum Backend {
     Embedded,
+    Nats,
 }
 
 struct Harness {
     running: Running,
     client: TestClient,
+    /// The NATS server of a NATS-backed harness, killed when the harness goes.
+    _nats: Option<fstore_tests::nats::NatsServer>,
 }
 
 impl Harness {
@@ -31,11 +34,19 @@ impl Harness {
     }
 
     async fn with_config(backend: Backend, config: Config) -> anyhow::Result<Harness> {
-        let running = match backend {
-            Backend::Embedded => fstore_tests::start_embedded(config).await?,
+        let (running, nats) = match backend {
+            Backend::Embedded => (fstore_tests::start_embedded(config).await?, None),
+            Backend::Nats => {
+                let nats = fstore_tests::nats::NatsServer::start()?;
+                (fstore_tests::start_on_nats(config, &nats.url()).await?, Some(nats))
+            }
         };
         let client = TestClient::connect(&running.url(), None).await?;
-        Ok(Harness { running, client })
+        Ok(Harness {
+            running,
+            client,
+            _nats: nats,
+        })
     }
 
     /// Computes of a feature version (`name@v`) by the workers, failures included.
@@ -829,3 +840,4 @@ macro_rules! conformance {
 }
 
 conformance!(embedded, Backend::Embedded);
+conformance!(nats, Backend::Nats);

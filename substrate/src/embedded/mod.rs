@@ -11,7 +11,7 @@ use std::time::Duration;
 
 pub use queue::EmbeddedQueue;
 pub use store::{
-    EmbeddedClaims, EmbeddedDirectory, EmbeddedNotifier, EmbeddedResults, EmbeddedTickets,
+    EmbeddedClaims, EmbeddedDefinitions, EmbeddedDirectory, EmbeddedNotifier, EmbeddedResults, EmbeddedTickets,
     EmbeddedWaiters, EmbeddedWatermarks,
 };
 
@@ -54,5 +54,6 @@ pub fn substrate(options: &Options) -> Substrate {
         notifier: Arc::new(EmbeddedNotifier::default()),
         watermarks: Arc::new(EmbeddedWatermarks::default()),
         directory: Arc::new(EmbeddedDirectory::default()),
+        definitions: Arc::new(EmbeddedDefinitions::default()),
     }
 }

@@ -16,8 +16,10 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use crate::store::FlowEntry;
 use crate::time::now_ms;
+use fstore_proto::api::FeatureDefinition;
+
 use crate::{
-    ClaimStore, ComputeJob, Error, FlowDirectory, Notifier, ResultStore, Ticket, TicketStore,
+    ClaimStore, ComputeJob, Definitions, Error, FlowDirectory, Notifier, ResultStore, Ticket, TicketStore,
     ValueEnvelope, WaiterStore, Watermarks,
 };
 
@@ -77,7 +79,7 @@ impl EmbeddedResults {
 
 #[async_trait]
 impl ResultStore for EmbeddedResults {
-    async fn get(&self, key: &str) -> Result<Option<Arc<ValueEnvelope>>, Error> {
+    async fn get(&self, key: &str, _fresh_from_ms: i64) -> Result<Option<Arc<ValueEnvelope>>, Error> {
         Ok(self.cache.get(key).await)
     }
 
@@ -305,6 +307,33 @@ impl FlowDirectory for EmbeddedDirectory {
     }
 }
 
+/// Definitions of a single process: nobody else registers, so the watch is silent.
+#[derive(Default)]
+pub struct EmbeddedDefinitions {
+    defs: Mutex<BTreeMap<(String, u32), FeatureDefinition>>,
+}
+
+#[async_trait]
+impl Definitions for EmbeddedDefinitions {
+    async fn create(&self, def: &FeatureDefinition) -> Result<bool, Error> {
+        let mut defs = lock(&self.defs);
+        let key = (def.name.clone(), def.version);
+        if defs.contains_key(&key) {
+            return Ok(false);
+        }
+        defs.insert(key, def.clone());
+        Ok(true)
+    }
+
+    async fn list(&self) -> Result<Vec<FeatureDefinition>, Error> {
+        Ok(lock(&self.defs).values().cloned().collect())
+    }
+
+    async fn watch(&self) -> Result<BoxStream<'static, FeatureDefinition>, Error> {
+        Ok(futures::stream::pending().boxed())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,9 +346,9 @@ mod tests {
             ..Default::default()
         };
         store.put("k", env).await.expect("put");
-        assert!(store.get("k").await.expect("get").is_some());
+        assert!(store.get("k", 0).await.expect("get").is_some());
         tokio::time::sleep(Duration::from_millis(80)).await;
-        assert!(store.get("k").await.expect("get").is_none());
+        assert!(store.get("k", 0).await.expect("get").is_none());
     }
 
     #[tokio::test]

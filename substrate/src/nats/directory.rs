@@ -1,0 +1,97 @@
+//! The flow directory on KV: `<prefix>_flows` keeps the spec of every flow ever
+//! advertised; `<prefix>_workers` keeps one heartbeat per (flow, worker) with a TTL of
+//! three heartbeats, so live workers are the keys that exist.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use async_trait::async_trait;
+use fstore_flows::FlowSpec;
+use futures::StreamExt;
+
+use super::unavailable;
+use crate::store::FlowEntry;
+use crate::{Error, FlowDirectory};
+
+pub struct NatsDirectory {
+    js: jetstream::Context,
+    flows: kv::Store,
+    workers: kv::Store,
+    heartbeat: Duration,
+}
+
+impl NatsDirectory {
+    pub fn new(js: jetstream::Context, flows: kv::Store, workers: kv::Store, heartbeat: Duration) -> Self {
+        NatsDirectory {
+            js,
+            flows,
+            workers,
+            heartbeat,
+        }
+    }
+}
+
+#[async_trait]
+impl FlowDirectory for NatsDirectory {
+    async fn advertise(&self, worker_id: &str, specs: &[FlowSpec]) -> Result<(), Error> {
+        for spec in specs {
+            let flow = crate::token::encode(&spec.id.to_string());
+            let json = serde_json::to_vec(spec).map_err(|e| Error::Codec(e.to_string()))?;
+            self.flows.put(&flow, json.into()).await.map_err(unavailable)?;
+            let key = format!("{flow}.{}", crate::token::encode(worker_id));
+            let mut h = async_nats::HeaderMap::new();
+            let ttl = (self.heartbeat * 3).as_secs().max(1);
+            h.insert(async_nats::header::NATS_MESSAGE_TTL, ttl.to_string().as_str());
+            self.js
+                .publish_with_headers(format!("$KV.{}.{key}", self.workers.name), h, bytes::Bytes::from(worker_id.to_string()))
+                .await
+                .map_err(unavailable)?
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn withdraw(&self, worker_id: &str) -> Result<(), Error> {
+        let suffix = format!(".{}", crate::token::encode(worker_id));
+        let mut keys = self.workers.keys().await.map_err(unavailable)?;
+        let mut mine = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(unavailable)?;
+            if k.ends_with(&suffix) {
+                mine.push(k);
+            }
+        }
+        for k in mine {
+            self.workers.purge(&k).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn list(&self) -> Result<Vec<FlowEntry>, Error> {
+        let mut live: HashMap<String, u32> = HashMap::new();
+        let mut keys = self.workers.keys().await.map_err(unavailable)?;
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(unavailable)?;
+            if let Some((flow, _)) = k.split_once('.') {
+                *live.entry(flow.to_string()).or_default() += 1;
+            }
+        }
+        let mut out = Vec::new();
+        let mut flows = self.flows.keys().await.map_err(unavailable)?;
+        while let Some(k) = flows.next().await {
+            let k = k.map_err(unavailable)?;
+            let Some(bytes) = self.flows.get(&k).await.map_err(unavailable)? else {
+                continue;
+            };
+            let spec: FlowSpec = serde_json::from_slice(&bytes).map_err(|e| Error::Codec(e.to_string()))?;
+            out.push(FlowEntry {
+                spec,
+                live_workers: live.get(&k).copied().unwrap_or(0),
+            });
+        }
+        out.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
+        Ok(out)
+    }
+}

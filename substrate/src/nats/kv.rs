@@ -1,0 +1,333 @@
+//! The KV-backed stores: values, tickets, claims, waiters, watermarks and definitions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::header;
+use async_nats::jetstream::{self, kv};
+use async_trait::async_trait;
+use bytes::Bytes;
+use fstore_proto::api::FeatureDefinition;
+use fstore_proto::wire_v1::JobList;
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use prost::Message;
+use tracing::warn;
+
+use super::unavailable;
+use crate::{ClaimStore, ComputeJob, Definitions, Error, ResultStore, Ticket, TicketStore, ValueEnvelope, WaiterStore, Watermarks};
+
+/// Opens a bucket, creating it if needed.
+pub(crate) async fn open(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, Error> {
+    let name = config.bucket.clone();
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        Err(create) => js
+            .get_key_value(&name)
+            .await
+            .map_err(|e| unavailable(format!("bucket {name}: {create}; {e}"))),
+    }
+}
+
+/// Publishes a value under a key with a per-message TTL and optional expected revision.
+async fn put_with_ttl(
+    js: &jetstream::Context,
+    store: &kv::Store,
+    key: &str,
+    value: Bytes,
+    ttl: Option<Duration>,
+    expect_revision: Option<u64>,
+) -> Result<u64, async_nats::jetstream::context::PublishError> {
+    let mut h = async_nats::HeaderMap::new();
+    if let Some(ttl) = ttl {
+        // Whole seconds, at least one: readers check expires_at themselves.
+        let secs = ttl.as_millis().div_ceil(1000).max(1);
+        h.insert(header::NATS_MESSAGE_TTL, secs.to_string().as_str());
+    }
+    if let Some(rev) = expect_revision {
+        h.insert(header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, rev.to_string().as_str());
+    }
+    let ack = js
+        .publish_with_headers(format!("$KV.{}.{key}", store.name), h, value)
+        .await?
+        .await?;
+    Ok(ack.sequence)
+}
+
+pub struct NatsValues {
+    js: jetstream::Context,
+    store: kv::Store,
+}
+
+impl NatsValues {
+    pub fn new(js: jetstream::Context, store: kv::Store) -> Self {
+        NatsValues { js, store }
+    }
+}
+
+#[async_trait]
+impl ResultStore for NatsValues {
+    async fn get(&self, key: &str, _fresh_from_ms: i64) -> Result<Option<Arc<ValueEnvelope>>, Error> {
+        let Some(bytes) = self.store.get(key).await.map_err(unavailable)? else {
+            return Ok(None);
+        };
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(ValueEnvelope::decode(bytes)?)))
+    }
+
+    async fn put(&self, key: &str, envelope: ValueEnvelope) -> Result<(), Error> {
+        let ttl_ms = (envelope.expires_at_ms - crate::time::now_ms()).max(1) as u64;
+        put_with_ttl(&self.js, &self.store, key, envelope.encode_to_vec().into(), Some(Duration::from_millis(ttl_ms)), None)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+}
+
+pub struct NatsTickets {
+    store: kv::Store,
+}
+
+impl NatsTickets {
+    pub fn new(store: kv::Store) -> Self {
+        NatsTickets { store }
+    }
+}
+
+#[async_trait]
+impl TicketStore for NatsTickets {
+    async fn put(&self, ticket: Ticket) -> Result<(), Error> {
+        self.store
+            .put(&ticket.id, ticket.encode_to_vec().into())
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Arc<Ticket>>, Error> {
+        // Ticket ids come from callers: only well-formed ones reach the bucket.
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Ok(None);
+        }
+        match self.store.get(id).await.map_err(unavailable)? {
+            Some(b) if !b.is_empty() => Ok(Some(Arc::new(Ticket::decode(b)?))),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// Claims: a key is created with "expected last sequence" of its current entry (0, or
+/// the revision of a delete marker) and a TTL; the revision is the generation.
+pub struct NatsClaims {
+    js: jetstream::Context,
+    store: kv::Store,
+}
+
+impl NatsClaims {
+    pub fn new(js: jetstream::Context, store: kv::Store) -> Self {
+        NatsClaims { js, store }
+    }
+}
+
+#[async_trait]
+impl ClaimStore for NatsClaims {
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<Option<u64>, Error> {
+        let expect = match self.store.entry(key).await.map_err(unavailable)? {
+            Some(e) if e.operation == kv::Operation::Put => return Ok(None),
+            Some(e) => e.revision,
+            None => 0,
+        };
+        match put_with_ttl(&self.js, &self.store, key, Bytes::from_static(b"1"), Some(ttl), Some(expect)).await {
+            Ok(generation) => Ok(Some(generation)),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn release(&self, key: &str, generation: u64) -> Result<(), Error> {
+        // Only our own claim: a later generation's claim stays.
+        match self.store.delete_expect_revision(key, Some(generation)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.to_string().contains("wrong last sequence") => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+}
+
+/// Waiting jobs: one list per input key, changed by compare-and-set on its revision.
+pub struct NatsWaiters {
+    store: kv::Store,
+}
+
+impl NatsWaiters {
+    pub fn new(store: kv::Store) -> Self {
+        NatsWaiters { store }
+    }
+}
+
+const CAS_TRIES: usize = 50;
+
+#[async_trait]
+impl WaiterStore for NatsWaiters {
+    async fn add(&self, input_key: &str, job: &ComputeJob) -> Result<(), Error> {
+        for _ in 0..CAS_TRIES {
+            let entry = self.store.entry(input_key).await.map_err(unavailable)?;
+            let (mut list, revision) = match &entry {
+                Some(e) if e.operation == kv::Operation::Put => (JobList::decode(e.value.clone())?, Some(e.revision)),
+                _ => (JobList::default(), None),
+            };
+            if list.jobs.iter().any(|j| j.value_key == job.value_key && j.generation == job.generation) {
+                return Ok(());
+            }
+            list.jobs.push(job.clone());
+            let bytes: Bytes = list.encode_to_vec().into();
+            let done = match revision {
+                Some(rev) => self.store.update(input_key, bytes, rev).await.is_ok(),
+                None => self.store.create(input_key, bytes).await.is_ok(),
+            };
+            if done {
+                return Ok(());
+            }
+        }
+        Err(Error::Unavailable(format!("too much contention parking a job on {input_key}")))
+    }
+
+    async fn take(&self, input_key: &str) -> Result<Vec<ComputeJob>, Error> {
+        for _ in 0..CAS_TRIES {
+            let Some(e) = self.store.entry(input_key).await.map_err(unavailable)? else {
+                return Ok(Vec::new());
+            };
+            if e.operation != kv::Operation::Put {
+                return Ok(Vec::new());
+            }
+            if self.store.delete_expect_revision(input_key, Some(e.revision)).await.is_ok() {
+                return Ok(JobList::decode(e.value)?.jobs);
+            }
+        }
+        Err(Error::Unavailable(format!("too much contention taking the jobs waiting on {input_key}")))
+    }
+}
+
+/// Watermarks mirrored into memory by a watch, so a read costs no round trip and an
+/// Invalidate on any replica reaches every replica.
+pub struct NatsWatermarks {
+    js: jetstream::Context,
+    store: kv::Store,
+    mirror: Arc<RwLock<HashMap<String, i64>>>,
+}
+
+fn watermark_key(tenant: &str, feature: &str, entity: Option<&str>) -> String {
+    let base = format!("{}.{}", crate::token::encode(tenant), crate::token::encode(feature));
+    match entity {
+        None => base,
+        // Entity ids may be long: a hash keeps the key short and still exact enough.
+        Some(e) => format!("{base}.{}", &blake3::hash(e.as_bytes()).to_hex()[..32]),
+    }
+}
+
+impl NatsWatermarks {
+    pub async fn start(js: jetstream::Context, store: kv::Store) -> Result<Self, Error> {
+        let mirror = Arc::new(RwLock::new(HashMap::new()));
+        let mut watch = store.watch_all_from_revision(1).await.map_err(unavailable)?;
+        let m = mirror.clone();
+        tokio::spawn(async move {
+            while let Some(entry) = watch.next().await {
+                match entry {
+                    Ok(e) => {
+                        let mut map = m.write().unwrap_or_else(|p| p.into_inner());
+                        if e.operation == kv::Operation::Put {
+                            let at = std::str::from_utf8(&e.value).ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+                            let slot = map.entry(e.key).or_insert(0);
+                            *slot = (*slot).max(at);
+                        } else {
+                            map.remove(&e.key);
+                        }
+                    }
+                    Err(err) => warn!(error = %err, "watermark watch error"),
+                }
+            }
+        });
+        Ok(NatsWatermarks { js, store, mirror })
+    }
+}
+
+#[async_trait]
+impl Watermarks for NatsWatermarks {
+    async fn set(&self, tenant: &str, feature: &str, entity: Option<&str>, at_ms: i64, ttl: Duration) -> Result<(), Error> {
+        let key = watermark_key(tenant, feature, entity);
+        let ttl = entity.map(|_| ttl.max(Duration::from_secs(1)));
+        put_with_ttl(&self.js, &self.store, &key, at_ms.to_string().into(), ttl, None)
+            .await
+            .map_err(unavailable)?;
+        let mut map = self.mirror.write().unwrap_or_else(|p| p.into_inner());
+        let slot = map.entry(key).or_insert(0);
+        *slot = (*slot).max(at_ms);
+        Ok(())
+    }
+
+    async fn get(&self, tenant: &str, feature: &str, entity: &str) -> Result<i64, Error> {
+        let map = self.mirror.read().unwrap_or_else(|p| p.into_inner());
+        if map.is_empty() {
+            return Ok(0);
+        }
+        let all = map.get(&watermark_key(tenant, feature, None)).copied().unwrap_or(0);
+        let one = map.get(&watermark_key(tenant, feature, Some(entity))).copied().unwrap_or(0);
+        Ok(all.max(one))
+    }
+}
+
+/// Definitions under `<name token>.<version>`; creating the key takes the version.
+pub struct NatsDefinitions {
+    store: kv::Store,
+}
+
+impl NatsDefinitions {
+    pub fn new(store: kv::Store) -> Self {
+        NatsDefinitions { store }
+    }
+}
+
+fn definition_key(def: &FeatureDefinition) -> String {
+    format!("{}.{}", crate::token::encode(&def.name), def.version)
+}
+
+#[async_trait]
+impl Definitions for NatsDefinitions {
+    async fn create(&self, def: &FeatureDefinition) -> Result<bool, Error> {
+        match self.store.create(definition_key(def), def.encode_to_vec().into()).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<FeatureDefinition>, Error> {
+        let mut keys = self.store.keys().await.map_err(unavailable)?;
+        let mut out = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(unavailable)?;
+            if let Some(bytes) = self.store.get(&key).await.map_err(unavailable)?
+                && !bytes.is_empty()
+            {
+                out.push(FeatureDefinition::decode(bytes)?);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn watch(&self) -> Result<BoxStream<'static, FeatureDefinition>, Error> {
+        let watch = self.store.watch_all().await.map_err(unavailable)?;
+        Ok(watch
+            .filter_map(|e| async move {
+                let e = e.ok()?;
+                if e.operation != kv::Operation::Put {
+                    return None;
+                }
+                FeatureDefinition::decode(e.value).ok()
+            })
+            .boxed())
+    }
+}

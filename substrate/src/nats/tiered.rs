@@ -1,0 +1,43 @@
+//! Values in two tiers: an L1 moka cache per process in front of the shared KV bucket.
+//! L1 answers only with a copy fresh enough for the caller; otherwise the shared tier
+//! is read (it may hold a value another replica computed since) and L1 refilled.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::embedded::EmbeddedResults;
+use crate::{Error, ResultStore, ValueEnvelope};
+
+pub struct Tiered {
+    l1: EmbeddedResults,
+    shared: Arc<dyn ResultStore>,
+}
+
+impl Tiered {
+    pub fn new(l1: EmbeddedResults, shared: Arc<dyn ResultStore>) -> Self {
+        Tiered { l1, shared }
+    }
+}
+
+#[async_trait]
+impl ResultStore for Tiered {
+    async fn get(&self, key: &str, fresh_from_ms: i64) -> Result<Option<Arc<ValueEnvelope>>, Error> {
+        if let Some(env) = self.l1.get(key, fresh_from_ms).await?
+            && env.planned_at_ms >= fresh_from_ms
+            && env.expires_at_ms > crate::time::now_ms()
+        {
+            return Ok(Some(env));
+        }
+        let env = self.shared.get(key, fresh_from_ms).await?;
+        if let Some(env) = &env {
+            self.l1.put(key, env.as_ref().clone()).await?;
+        }
+        Ok(env)
+    }
+
+    async fn put(&self, key: &str, envelope: ValueEnvelope) -> Result<(), Error> {
+        self.shared.put(key, envelope.clone()).await?;
+        self.l1.put(key, envelope).await
+    }
+}
