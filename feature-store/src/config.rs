@@ -242,7 +242,8 @@ impl Config {
             ack_wait: self.nats.ack_wait,
             max_deliver: self.nats.max_deliver,
             duplicate_window: self.queue.duplicate_window,
-            max_queued_per_subject: i64::try_from(self.queue.max_queued_per_tenant).unwrap_or(i64::MAX),
+            max_queued_per_subject: i64::try_from(self.queue.max_queued_per_tenant)
+                .unwrap_or(i64::MAX),
             max_queued: i64::try_from(self.queue.max_queued_per_flow).unwrap_or(i64::MAX),
             ticket_ttl: self.cache.ticket_ttl,
             claim_ttl: self.cache.claim_ttl,

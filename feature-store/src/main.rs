@@ -199,7 +199,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let text = std::fs::read_to_string(&path)
                     .with_context(|| format!("reading {}", path.display()))?;
                 let mut client = Client::connect(&url, None).await.map_err(|e| anyhow!(e))?;
-                let n = client.register_file(&text).await.map_err(|e| anyhow!(e))?.len();
+                let n = client
+                    .register_file(&text)
+                    .await
+                    .map_err(|e| anyhow!(e))?
+                    .len();
                 eprintln!("registered {n} features from {}", path.display());
             }
             eprintln!(
@@ -243,15 +247,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !flows.is_empty() {
                 catalog = catalog.only(&flows);
                 if catalog.is_empty() {
-                    bail!("none of the flows {flows:?} is built in; `fstore ls --flows` on a dev server lists them");
+                    bail!(
+                        "none of the flows {flows:?} is built in; `fstore ls --flows` on a dev server lists them"
+                    );
                 }
             }
             let substrate = server::substrate(&config).await?;
             let token = tokio_util::sync::CancellationToken::new();
             let stop = token.clone();
-            let worker = tokio::spawn(async move {
-                server::run_worker(&config, substrate, catalog, stop).await
-            });
+            let worker =
+                tokio::spawn(
+                    async move { server::run_worker(&config, substrate, catalog, stop).await },
+                );
             shutdown_signal().await;
             token.cancel();
             worker.await??;

@@ -191,7 +191,13 @@ impl Registry {
     }
 
     async fn flows(&self) -> Result<Vec<FlowSpec>> {
-        Ok(self.directory.list().await?.into_iter().map(|f| f.spec).collect())
+        Ok(self
+            .directory
+            .list()
+            .await?
+            .into_iter()
+            .map(|f| f.spec)
+            .collect())
     }
 
     /// Rebuilds the snapshot from every stored definition. Callers hold the write lock.
@@ -271,10 +277,12 @@ impl Registry {
                 created: true,
             });
         }
-        Err(Error::Substrate(fstore_substrate::Error::Unavailable(format!(
-            "could not take a version for `{}`: too many concurrent registrations",
-            def.name
-        ))))
+        Err(Error::Substrate(fstore_substrate::Error::Unavailable(
+            format!(
+                "could not take a version for `{}`: too many concurrent registrations",
+                def.name
+            ),
+        )))
     }
 
     /// Applies definitions registered on other replicas until `shutdown`.
@@ -619,7 +627,11 @@ mod tests {
     async fn registry() -> Registry {
         let substrate = fstore_substrate::embedded::substrate(&Default::default());
         let specs: Vec<FlowSpec> = Catalog::builtins().specs().cloned().collect();
-        substrate.directory.advertise("w", &specs).await.expect("advertise");
+        substrate
+            .directory
+            .advertise("w", &specs)
+            .await
+            .expect("advertise");
         Registry::load(&substrate).await.expect("registry")
     }
 
@@ -651,10 +663,7 @@ mod tests {
     #[tokio::test]
     async fn versions_and_lineage_follow_upstream() {
         let r = registry().await;
-        let a = r
-            .register(def("a", "test.probe@1", &[]))
-            .await
-            .expect("a");
+        let a = r.register(def("a", "test.probe@1", &[])).await.expect("a");
         assert!(a.created);
         let b = r
             .register(def("b", "num.affine@1", &[("x", "a")]))
@@ -689,48 +698,34 @@ mod tests {
         let r = registry().await;
         let err = |e: Result<Registered>| e.err().map(|e| e.to_string()).unwrap_or_default();
         assert!(
-            err(r
-                .register(def("b", "num.affine@1", &[("x", "nope")]))
-                .await)
-            .contains("unknown feature `nope`")
+            err(r.register(def("b", "num.affine@1", &[("x", "nope")])).await)
+                .contains("unknown feature `nope`")
         );
         assert!(
             err(r.register(def("b", "nope.flow@1", &[])).await)
                 .contains("unknown flow `nope.flow@1`")
         );
-        r.register(
-            def("t", "text.hash_embed@1", &[("text", "request:text")])
-        )
-        .await
-        .expect("t");
+        r.register(def("t", "text.hash_embed@1", &[("text", "request:text")]))
+            .await
+            .expect("t");
         assert!(
-            err(r
-                .register(def("b", "num.affine@1", &[("x", "t")]))
-                .await)
-            .contains("takes f64 but `t@1` is tensor")
+            err(r.register(def("b", "num.affine@1", &[("x", "t")])).await)
+                .contains("takes f64 but `t@1` is tensor")
         );
         let mut other = def("u", "test.probe@1", &[]);
         other.entity_type = "user".into();
         r.register(other).await.expect("u");
         assert!(
-            err(r
-                .register(def("b", "num.affine@1", &[("x", "u")]))
-                .await)
-            .contains("about `user` entities")
+            err(r.register(def("b", "num.affine@1", &[("x", "u")])).await)
+                .contains("about `user` entities")
         );
-        assert!(
-            err(r.register(def("b", "num.affine@1", &[])).await).contains("needs input `x`")
-        );
+        assert!(err(r.register(def("b", "num.affine@1", &[])).await).contains("needs input `x`"));
         // A cycle through a floating reference: a@2 reads c, c reads a (latest).
-        r.register(def("a", "test.probe@1", &[]))
-            .await
-            .expect("a");
+        r.register(def("a", "test.probe@1", &[])).await.expect("a");
         r.register(def("c", "num.affine@1", &[("x", "a")]))
             .await
             .expect("c");
-        let e = err(r
-            .register(def("a", "test.probe@1", &[("x", "c")]))
-            .await);
+        let e = err(r.register(def("a", "test.probe@1", &[("x", "c")])).await);
         assert!(e.contains("dependency cycle: "), "{e}");
         assert!(e.contains("a@2") && e.contains("c@1"), "{e}");
         assert_eq!(

@@ -63,7 +63,12 @@ pub async fn substrate(config: &Config) -> Result<Substrate, Error> {
 
 /// A worker process without a gRPC server: serves `catalog` until `shutdown`, then
 /// finishes its batches.
-pub async fn run_worker(config: &Config, substrate: Substrate, catalog: Catalog, shutdown: CancellationToken) -> Result<(), Error> {
+pub async fn run_worker(
+    config: &Config,
+    substrate: Substrate,
+    catalog: Catalog,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let id = format!("worker-{}-{}", hostname(), std::process::id());
     let worker = Worker::new(substrate, catalog, config.worker_options(id));
     Ok(worker.run(shutdown).await?)
@@ -103,7 +108,12 @@ pub async fn start(
     let (worker, worker_stats) = if catalog.is_empty() {
         (None, None)
     } else {
-        let id = format!("worker-{}-{}-{}", hostname(), std::process::id(), addr.port());
+        let id = format!(
+            "worker-{}-{}-{}",
+            hostname(),
+            std::process::id(),
+            addr.port()
+        );
         // Advertise before serving so a registration right after start sees the flows.
         let specs: Vec<_> = catalog.specs().cloned().collect();
         substrate.directory.advertise(&id, &specs).await?;

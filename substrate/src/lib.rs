@@ -25,8 +25,8 @@
 pub mod convert;
 pub mod dispatch;
 pub mod embedded;
-pub mod nats;
 pub mod error;
+pub mod nats;
 pub mod notify;
 pub mod queue;
 pub mod store;

@@ -17,7 +17,8 @@ pub trait ResultStore: Send + Sync + 'static {
     /// The envelope under `key`. A tiered store may answer from a local copy only if
     /// that copy was planned at or after `fresh_from_ms`; otherwise it asks the shared
     /// tier, which may hold a newer value.
-    async fn get(&self, key: &str, fresh_from_ms: i64) -> Result<Option<Arc<ValueEnvelope>>, Error>;
+    async fn get(&self, key: &str, fresh_from_ms: i64)
+    -> Result<Option<Arc<ValueEnvelope>>, Error>;
     /// Stores an envelope until its `expires_at_ms`.
     async fn put(&self, key: &str, envelope: ValueEnvelope) -> Result<(), Error>;
 }

@@ -20,7 +20,8 @@ pub struct NatsServer {
     extra: Vec<String>,
 }
 
-const INSTALL: &str = "run scripts/install-nats (scripts/test does) or set NATS_SERVER_BIN to a nats-server >= 2.11";
+const INSTALL: &str =
+    "run scripts/install-nats (scripts/test does) or set NATS_SERVER_BIN to a nats-server >= 2.11";
 
 /// The nats-server binary to test with, checked for version.
 pub fn server_binary() -> anyhow::Result<PathBuf> {
@@ -45,12 +46,21 @@ pub fn server_binary() -> anyhow::Result<PathBuf> {
         .arg("--version")
         .output()
         .with_context(|| format!("cannot run {}: {INSTALL}", bin.display()))?;
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    let version = text.split_whitespace().last().unwrap_or("").trim_start_matches('v').to_string();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let version = text
+        .split_whitespace()
+        .last()
+        .unwrap_or("")
+        .trim_start_matches('v')
+        .to_string();
     let mut parts = version.split('.').map(|p| p.parse::<u64>().unwrap_or(0));
     let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
     if (major, minor) < (2, 11) {
-        bail!("{} is nats-server {version}, too old (per-key TTL needs 2.11): {INSTALL}", bin.display());
+        bail!(
+            "{} is nats-server {version}, too old (per-key TTL needs 2.11): {INSTALL}",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -110,7 +120,10 @@ impl NatsServer {
                 break;
             }
             if Instant::now() > deadline {
-                bail!("nats-server wrote no ports file in 10 s; see {}", self.dir.path().join("server.log").display());
+                bail!(
+                    "nats-server wrote no ports file in 10 s; see {}",
+                    self.dir.path().join("server.log").display()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -135,7 +148,9 @@ impl NatsServer {
     /// SIGTERM, waiting for the process to exit.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let _ = c.wait();
         }
     }

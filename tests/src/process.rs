@@ -20,7 +20,10 @@ pub fn fstore_binary() -> anyhow::Result<PathBuf> {
         .map(|dir| dir.join("fstore"))
         .context("no target directory")?;
     if !bin.is_file() {
-        bail!("{} is missing: build it with `cargo build -p fstore` (scripts/test does)", bin.display());
+        bail!(
+            "{} is missing: build it with `cargo build -p fstore` (scripts/test does)",
+            bin.display()
+        );
     }
     Ok(bin)
 }
@@ -35,7 +38,12 @@ pub struct Proc {
 
 impl Proc {
     /// Starts `fstore ARGS`, logging to `log_dir/name.log`.
-    pub fn fstore(name: &str, args: &[&str], env: &[(&str, &str)], log_dir: &std::path::Path) -> anyhow::Result<Proc> {
+    pub fn fstore(
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log_dir: &std::path::Path,
+    ) -> anyhow::Result<Proc> {
         let log = log_dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log)?;
         let child = Command::new(fstore_binary()?)
@@ -68,7 +76,9 @@ impl Proc {
     /// SIGTERM, then waits up to `timeout` for the exit.
     pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<()> {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
             let deadline = Instant::now() + timeout;
             while c.try_wait()?.is_none() {
                 if Instant::now() > deadline {

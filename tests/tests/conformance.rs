@@ -38,7 +38,10 @@ impl Harness {
             Backend::Embedded => (fstore_tests::start_embedded(config).await?, None),
             Backend::Nats => {
                 let nats = fstore_tests::nats::NatsServer::start()?;
-                (fstore_tests::start_on_nats(config, &nats.url()).await?, Some(nats))
+                (
+                    fstore_tests::start_on_nats(config, &nats.url()).await?,
+                    Some(nats),
+                )
             }
         };
         let client = TestClient::connect(&running.url(), None).await?;

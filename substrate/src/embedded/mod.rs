@@ -11,8 +11,8 @@ use std::time::Duration;
 
 pub use queue::EmbeddedQueue;
 pub use store::{
-    EmbeddedClaims, EmbeddedDefinitions, EmbeddedDirectory, EmbeddedNotifier, EmbeddedResults, EmbeddedTickets,
-    EmbeddedWaiters, EmbeddedWatermarks,
+    EmbeddedClaims, EmbeddedDefinitions, EmbeddedDirectory, EmbeddedNotifier, EmbeddedResults,
+    EmbeddedTickets, EmbeddedWaiters, EmbeddedWatermarks,
 };
 
 use crate::Substrate;

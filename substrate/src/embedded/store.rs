@@ -19,8 +19,8 @@ use crate::time::now_ms;
 use fstore_proto::api::FeatureDefinition;
 
 use crate::{
-    ClaimStore, ComputeJob, Definitions, Error, FlowDirectory, Notifier, ResultStore, Ticket, TicketStore,
-    ValueEnvelope, WaiterStore, Watermarks,
+    ClaimStore, ComputeJob, Definitions, Error, FlowDirectory, Notifier, ResultStore, Ticket,
+    TicketStore, ValueEnvelope, WaiterStore, Watermarks,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -79,7 +79,11 @@ impl EmbeddedResults {
 
 #[async_trait]
 impl ResultStore for EmbeddedResults {
-    async fn get(&self, key: &str, _fresh_from_ms: i64) -> Result<Option<Arc<ValueEnvelope>>, Error> {
+    async fn get(
+        &self,
+        key: &str,
+        _fresh_from_ms: i64,
+    ) -> Result<Option<Arc<ValueEnvelope>>, Error> {
         Ok(self.cache.get(key).await)
     }
 

@@ -22,7 +22,12 @@ pub struct NatsDirectory {
 }
 
 impl NatsDirectory {
-    pub fn new(js: jetstream::Context, flows: kv::Store, workers: kv::Store, heartbeat: Duration) -> Self {
+    pub fn new(
+        js: jetstream::Context,
+        flows: kv::Store,
+        workers: kv::Store,
+        heartbeat: Duration,
+    ) -> Self {
         NatsDirectory {
             js,
             flows,
@@ -38,13 +43,23 @@ impl FlowDirectory for NatsDirectory {
         for spec in specs {
             let flow = crate::token::encode(&spec.id.to_string());
             let json = serde_json::to_vec(spec).map_err(|e| Error::Codec(e.to_string()))?;
-            self.flows.put(&flow, json.into()).await.map_err(unavailable)?;
+            self.flows
+                .put(&flow, json.into())
+                .await
+                .map_err(unavailable)?;
             let key = format!("{flow}.{}", crate::token::encode(worker_id));
             let mut h = async_nats::HeaderMap::new();
             let ttl = (self.heartbeat * 3).as_secs().max(1);
-            h.insert(async_nats::header::NATS_MESSAGE_TTL, ttl.to_string().as_str());
+            h.insert(
+                async_nats::header::NATS_MESSAGE_TTL,
+                ttl.to_string().as_str(),
+            );
             self.js
-                .publish_with_headers(format!("$KV.{}.{key}", self.workers.name), h, bytes::Bytes::from(worker_id.to_string()))
+                .publish_with_headers(
+                    format!("$KV.{}.{key}", self.workers.name),
+                    h,
+                    bytes::Bytes::from(worker_id.to_string()),
+                )
                 .await
                 .map_err(unavailable)?
                 .await
@@ -85,7 +100,8 @@ impl FlowDirectory for NatsDirectory {
             let Some(bytes) = self.flows.get(&k).await.map_err(unavailable)? else {
                 continue;
             };
-            let spec: FlowSpec = serde_json::from_slice(&bytes).map_err(|e| Error::Codec(e.to_string()))?;
+            let spec: FlowSpec =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Codec(e.to_string()))?;
             out.push(FlowEntry {
                 spec,
                 live_workers: live.get(&k).copied().unwrap_or(0),

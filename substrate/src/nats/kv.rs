@@ -16,7 +16,10 @@ use prost::Message;
 use tracing::warn;
 
 use super::unavailable;
-use crate::{ClaimStore, ComputeJob, Definitions, Error, ResultStore, Ticket, TicketStore, ValueEnvelope, WaiterStore, Watermarks};
+use crate::{
+    ClaimStore, ComputeJob, Definitions, Error, ResultStore, Ticket, TicketStore, ValueEnvelope,
+    WaiterStore, Watermarks,
+};
 
 /// Opens a bucket, creating it if needed.
 pub(crate) async fn open(js: &jetstream::Context, config: kv::Config) -> Result<kv::Store, Error> {
@@ -46,13 +49,27 @@ async fn put_with_ttl(
         h.insert(header::NATS_MESSAGE_TTL, secs.to_string().as_str());
     }
     if let Some(rev) = expect_revision {
-        h.insert(header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE, rev.to_string().as_str());
+        h.insert(
+            header::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
+            rev.to_string().as_str(),
+        );
     }
     let ack = js
         .publish_with_headers(format!("$KV.{}.{key}", store.name), h, value)
         .await?
         .await?;
     Ok(ack.sequence)
+}
+
+/// Fails at once while the connection is down, instead of after the request timeout.
+fn connected(js: &jetstream::Context) -> Result<(), Error> {
+    match js.client().connection_state() {
+        async_nats::connection::State::Connected => Ok(()),
+        state => Err(Error::Unavailable(format!(
+            "the NATS connection is {}; nothing was lost, retry once it is back",
+            format!("{state:?}").to_lowercase()
+        ))),
+    }
 }
 
 pub struct NatsValues {
@@ -68,7 +85,12 @@ impl NatsValues {
 
 #[async_trait]
 impl ResultStore for NatsValues {
-    async fn get(&self, key: &str, _fresh_from_ms: i64) -> Result<Option<Arc<ValueEnvelope>>, Error> {
+    async fn get(
+        &self,
+        key: &str,
+        _fresh_from_ms: i64,
+    ) -> Result<Option<Arc<ValueEnvelope>>, Error> {
+        connected(&self.js)?;
         let Some(bytes) = self.store.get(key).await.map_err(unavailable)? else {
             return Ok(None);
         };
@@ -80,10 +102,17 @@ impl ResultStore for NatsValues {
 
     async fn put(&self, key: &str, envelope: ValueEnvelope) -> Result<(), Error> {
         let ttl_ms = (envelope.expires_at_ms - crate::time::now_ms()).max(1) as u64;
-        put_with_ttl(&self.js, &self.store, key, envelope.encode_to_vec().into(), Some(Duration::from_millis(ttl_ms)), None)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        put_with_ttl(
+            &self.js,
+            &self.store,
+            key,
+            envelope.encode_to_vec().into(),
+            Some(Duration::from_millis(ttl_ms)),
+            None,
+        )
+        .await
+        .map(|_| ())
+        .map_err(unavailable)
     }
 }
 
@@ -135,21 +164,37 @@ impl NatsClaims {
 #[async_trait]
 impl ClaimStore for NatsClaims {
     async fn claim(&self, key: &str, ttl: Duration) -> Result<Option<u64>, Error> {
+        connected(&self.js)?;
         let expect = match self.store.entry(key).await.map_err(unavailable)? {
             Some(e) if e.operation == kv::Operation::Put => return Ok(None),
             Some(e) => e.revision,
             None => 0,
         };
-        match put_with_ttl(&self.js, &self.store, key, Bytes::from_static(b"1"), Some(ttl), Some(expect)).await {
+        match put_with_ttl(
+            &self.js,
+            &self.store,
+            key,
+            Bytes::from_static(b"1"),
+            Some(ttl),
+            Some(expect),
+        )
+        .await
+        {
             Ok(generation) => Ok(Some(generation)),
-            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => Ok(None),
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                Ok(None)
+            }
             Err(e) => Err(unavailable(e)),
         }
     }
 
     async fn release(&self, key: &str, generation: u64) -> Result<(), Error> {
         // Only our own claim: a later generation's claim stays.
-        match self.store.delete_expect_revision(key, Some(generation)).await {
+        match self
+            .store
+            .delete_expect_revision(key, Some(generation))
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if e.to_string().contains("wrong last sequence") => Ok(()),
             Err(e) => Err(unavailable(e)),
@@ -176,10 +221,16 @@ impl WaiterStore for NatsWaiters {
         for _ in 0..CAS_TRIES {
             let entry = self.store.entry(input_key).await.map_err(unavailable)?;
             let (mut list, revision) = match &entry {
-                Some(e) if e.operation == kv::Operation::Put => (JobList::decode(e.value.clone())?, Some(e.revision)),
+                Some(e) if e.operation == kv::Operation::Put => {
+                    (JobList::decode(e.value.clone())?, Some(e.revision))
+                }
                 _ => (JobList::default(), None),
             };
-            if list.jobs.iter().any(|j| j.value_key == job.value_key && j.generation == job.generation) {
+            if list
+                .jobs
+                .iter()
+                .any(|j| j.value_key == job.value_key && j.generation == job.generation)
+            {
                 return Ok(());
             }
             list.jobs.push(job.clone());
@@ -192,7 +243,9 @@ impl WaiterStore for NatsWaiters {
                 return Ok(());
             }
         }
-        Err(Error::Unavailable(format!("too much contention parking a job on {input_key}")))
+        Err(Error::Unavailable(format!(
+            "too much contention parking a job on {input_key}"
+        )))
     }
 
     async fn take(&self, input_key: &str) -> Result<Vec<ComputeJob>, Error> {
@@ -203,11 +256,18 @@ impl WaiterStore for NatsWaiters {
             if e.operation != kv::Operation::Put {
                 return Ok(Vec::new());
             }
-            if self.store.delete_expect_revision(input_key, Some(e.revision)).await.is_ok() {
+            if self
+                .store
+                .delete_expect_revision(input_key, Some(e.revision))
+                .await
+                .is_ok()
+            {
                 return Ok(JobList::decode(e.value)?.jobs);
             }
         }
-        Err(Error::Unavailable(format!("too much contention taking the jobs waiting on {input_key}")))
+        Err(Error::Unavailable(format!(
+            "too much contention taking the jobs waiting on {input_key}"
+        )))
     }
 }
 
@@ -220,7 +280,11 @@ pub struct NatsWatermarks {
 }
 
 fn watermark_key(tenant: &str, feature: &str, entity: Option<&str>) -> String {
-    let base = format!("{}.{}", crate::token::encode(tenant), crate::token::encode(feature));
+    let base = format!(
+        "{}.{}",
+        crate::token::encode(tenant),
+        crate::token::encode(feature)
+    );
     match entity {
         None => base,
         // Entity ids may be long: a hash keeps the key short and still exact enough.
@@ -231,7 +295,10 @@ fn watermark_key(tenant: &str, feature: &str, entity: Option<&str>) -> String {
 impl NatsWatermarks {
     pub async fn start(js: jetstream::Context, store: kv::Store) -> Result<Self, Error> {
         let mirror = Arc::new(RwLock::new(HashMap::new()));
-        let mut watch = store.watch_all_from_revision(1).await.map_err(unavailable)?;
+        let mut watch = store
+            .watch_all_from_revision(1)
+            .await
+            .map_err(unavailable)?;
         let m = mirror.clone();
         tokio::spawn(async move {
             while let Some(entry) = watch.next().await {
@@ -239,7 +306,10 @@ impl NatsWatermarks {
                     Ok(e) => {
                         let mut map = m.write().unwrap_or_else(|p| p.into_inner());
                         if e.operation == kv::Operation::Put {
-                            let at = std::str::from_utf8(&e.value).ok().and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+                            let at = std::str::from_utf8(&e.value)
+                                .ok()
+                                .and_then(|s| s.parse::<i64>().ok())
+                                .unwrap_or(0);
                             let slot = map.entry(e.key).or_insert(0);
                             *slot = (*slot).max(at);
                         } else {
@@ -256,12 +326,26 @@ impl NatsWatermarks {
 
 #[async_trait]
 impl Watermarks for NatsWatermarks {
-    async fn set(&self, tenant: &str, feature: &str, entity: Option<&str>, at_ms: i64, ttl: Duration) -> Result<(), Error> {
+    async fn set(
+        &self,
+        tenant: &str,
+        feature: &str,
+        entity: Option<&str>,
+        at_ms: i64,
+        ttl: Duration,
+    ) -> Result<(), Error> {
         let key = watermark_key(tenant, feature, entity);
         let ttl = entity.map(|_| ttl.max(Duration::from_secs(1)));
-        put_with_ttl(&self.js, &self.store, &key, at_ms.to_string().into(), ttl, None)
-            .await
-            .map_err(unavailable)?;
+        put_with_ttl(
+            &self.js,
+            &self.store,
+            &key,
+            at_ms.to_string().into(),
+            ttl,
+            None,
+        )
+        .await
+        .map_err(unavailable)?;
         let mut map = self.mirror.write().unwrap_or_else(|p| p.into_inner());
         let slot = map.entry(key).or_insert(0);
         *slot = (*slot).max(at_ms);
@@ -273,8 +357,14 @@ impl Watermarks for NatsWatermarks {
         if map.is_empty() {
             return Ok(0);
         }
-        let all = map.get(&watermark_key(tenant, feature, None)).copied().unwrap_or(0);
-        let one = map.get(&watermark_key(tenant, feature, Some(entity))).copied().unwrap_or(0);
+        let all = map
+            .get(&watermark_key(tenant, feature, None))
+            .copied()
+            .unwrap_or(0);
+        let one = map
+            .get(&watermark_key(tenant, feature, Some(entity)))
+            .copied()
+            .unwrap_or(0);
         Ok(all.max(one))
     }
 }
@@ -297,7 +387,11 @@ fn definition_key(def: &FeatureDefinition) -> String {
 #[async_trait]
 impl Definitions for NatsDefinitions {
     async fn create(&self, def: &FeatureDefinition) -> Result<bool, Error> {
-        match self.store.create(definition_key(def), def.encode_to_vec().into()).await {
+        match self
+            .store
+            .create(definition_key(def), def.encode_to_vec().into())
+            .await
+        {
             Ok(_) => Ok(true),
             Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(unavailable(e)),

@@ -85,7 +85,9 @@ impl Default for Options {
 const MIN_SERVER: (u64, u64) = (2, 11);
 
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> Error {
-    Error::Unavailable(format!("nats: {e}"))
+    Error::Unavailable(format!(
+        "NATS did not answer ({e}); nothing was lost, retry once the connection is back"
+    ))
 }
 
 /// Connects, checks the server version, and creates (or opens) the streams and buckets.
@@ -95,6 +97,10 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
         .connection_timeout(Duration::from_secs(3))
         .request_timeout(Some(Duration::from_secs(3)))
         .max_reconnects(None::<usize>)
+        // Retry quickly: an outage should end for callers soon after the server is back.
+        .reconnect_delay_callback(|attempts| {
+            Duration::from_millis((50u64 << attempts.min(6)).min(1000))
+        })
         .event_callback(|event| async move {
             match event {
                 async_nats::Event::Disconnected => warn!("lost the NATS connection; reconnecting"),
@@ -141,7 +147,10 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
     let shared = Arc::new(kv::NatsValues::new(js.clone(), values));
     Ok(Substrate {
         queue: Arc::new(queue),
-        results: Arc::new(tiered::Tiered::new(EmbeddedResults::new(options.l1_max_bytes), shared)),
+        results: Arc::new(tiered::Tiered::new(
+            EmbeddedResults::new(options.l1_max_bytes),
+            shared,
+        )),
         tickets: Arc::new(kv::NatsTickets::new(tickets)),
         claims: Arc::new(kv::NatsClaims::new(js.clone(), claims)),
         waiters: Arc::new(kv::NatsWaiters::new(waiters)),
@@ -150,15 +159,26 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             subject: format!("{}.ready", layout.prefix),
         }),
         watermarks: Arc::new(kv::NatsWatermarks::start(js.clone(), watermarks).await?),
-        directory: Arc::new(directory::NatsDirectory::new(js.clone(), flows, workers, options.heartbeat)),
+        directory: Arc::new(directory::NatsDirectory::new(
+            js.clone(),
+            flows,
+            workers,
+            options.heartbeat,
+        )),
         definitions: Arc::new(kv::NatsDefinitions::new(registry)),
     })
 }
 
 fn version_at_least(version: &str, min: (u64, u64)) -> bool {
     let mut parts = version.trim_start_matches('v').split(['.', '-']);
-    let major = parts.next().and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
-    let minor = parts.next().and_then(|p| p.parse::<u64>().ok()).unwrap_or(0);
+    let major = parts
+        .next()
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(0);
+    let minor = parts
+        .next()
+        .and_then(|p| p.parse::<u64>().ok())
+        .unwrap_or(0);
     (major, minor) >= min
 }
 
@@ -242,8 +262,14 @@ mod tests {
     #[test]
     fn subjects_encode_user_names() {
         let l = Layout::new(&Options::default());
-        assert_eq!(l.jobs_subject("text.stats@1", "a*b"), "fstore.jobs.text_2Estats_401.a_2Ab");
-        assert_eq!(l.flow_filter("text.stats@1"), "fstore.jobs.text_2Estats_401.>");
+        assert_eq!(
+            l.jobs_subject("text.stats@1", "a*b"),
+            "fstore.jobs.text_2Estats_401.a_2Ab"
+        );
+        assert_eq!(
+            l.flow_filter("text.stats@1"),
+            "fstore.jobs.text_2Estats_401.>"
+        );
         assert_eq!(l.jobs_stream(), "FSTORE_JOBS");
     }
 }

@@ -31,7 +31,11 @@ pub struct NatsQueue {
 }
 
 impl NatsQueue {
-    pub(crate) async fn open(js: jetstream::Context, layout: &Layout, options: &Options) -> Result<Self, Error> {
+    pub(crate) async fn open(
+        js: jetstream::Context,
+        layout: &Layout,
+        options: &Options,
+    ) -> Result<Self, Error> {
         let config = stream::Config {
             name: layout.jobs_stream(),
             subjects: vec![format!("{}.jobs.>", layout.prefix)],
@@ -94,7 +98,10 @@ impl NatsQueue {
     }
 
     fn delivery(message: jetstream::Message) -> Option<Delivery> {
-        let attempt = message.info().map(|i| i.delivered.max(1) as u32).unwrap_or(1);
+        let attempt = message
+            .info()
+            .map(|i| i.delivered.max(1) as u32)
+            .unwrap_or(1);
         let job = match ComputeJob::decode(message.payload.as_ref()) {
             Ok(job) => job,
             Err(e) => {
@@ -114,16 +121,26 @@ impl NatsQueue {
                     .collect()
             })
             .unwrap_or_default();
-        Some(Delivery::new(job, headers, attempt, Box::new(NatsSettle { message })))
+        Some(Delivery::new(
+            job,
+            headers,
+            attempt,
+            Box::new(NatsSettle { message }),
+        ))
     }
 }
 
 #[async_trait]
 impl JobQueue for NatsQueue {
     async fn enqueue(&self, job: &ComputeJob, headers: &Headers) -> Result<Enqueued, Error> {
-        let subject = self.layout.jobs_subject(&format!("{}@{}", job.flow, job.flow_version), &job.tenant);
+        let subject = self
+            .layout
+            .jobs_subject(&format!("{}@{}", job.flow, job.flow_version), &job.tenant);
         let mut h = async_nats::HeaderMap::new();
-        h.insert(async_nats::header::NATS_MESSAGE_ID, message_id(job).as_str());
+        h.insert(
+            async_nats::header::NATS_MESSAGE_ID,
+            message_id(job).as_str(),
+        );
         for (k, v) in headers {
             h.insert(k.as_str(), v.as_str());
         }
@@ -136,16 +153,27 @@ impl JobQueue for NatsQueue {
         match ack {
             Ok(ack) if ack.duplicate => Ok(Enqueued::Duplicate),
             Ok(_) => Ok(Enqueued::Added),
-            Err(e) if e.kind() == PublishErrorKind::Other && e.to_string().contains("maximum messages") => Err(Error::QueueFull {
-                scope: format!("flow {}@{}, tenant {}", job.flow, job.flow_version, job.tenant),
-                limit: self.max_queued_per_subject as u64,
-                retry_after_ms: 1000,
-            }),
+            Err(e)
+                if e.kind() == PublishErrorKind::Other
+                    && e.to_string().contains("maximum messages") =>
+            {
+                Err(Error::QueueFull {
+                    scope: format!(
+                        "flow {}@{}, tenant {}",
+                        job.flow, job.flow_version, job.tenant
+                    ),
+                    limit: self.max_queued_per_subject as u64,
+                    retry_after_ms: 1000,
+                })
+            }
             Err(e) => {
                 let text = e.to_string();
                 if text.contains("maximum messages") {
                     return Err(Error::QueueFull {
-                        scope: format!("flow {}@{}, tenant {}", job.flow, job.flow_version, job.tenant),
+                        scope: format!(
+                            "flow {}@{}, tenant {}",
+                            job.flow, job.flow_version, job.tenant
+                        ),
                         limit: self.max_queued_per_subject as u64,
                         retry_after_ms: 1000,
                     });
@@ -155,28 +183,39 @@ impl JobQueue for NatsQueue {
         }
     }
 
-    async fn pull(&self, flow: &FlowId, max: usize, wait: Duration) -> Result<Vec<Delivery>, Error> {
+    async fn pull(
+        &self,
+        flow: &FlowId,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, Error> {
         let consumer = self.consumer(flow).await?;
         // Wait for the first job, then take whatever else is there without waiting.
-        let mut first = consumer
-            .batch()
-            .max_messages(1)
-            .expires(wait.max(Duration::from_millis(50)))
-            .messages()
-            .await
-            .map_err(unavailable)?;
-        let mut out = Vec::new();
-        while let Some(m) = first.next().await {
-            match m {
-                Ok(m) => out.extend(Self::delivery(m)),
-                Err(e) => {
-                    if out.is_empty() {
-                        return Err(unavailable(e));
-                    }
-                    break;
+        // The whole wait is bounded: a pull request lost with a broken connection must
+        // not stall the worker past its reconnection.
+        let wait = wait.max(Duration::from_millis(50));
+        let first = async {
+            let mut batch = consumer
+                .batch()
+                .max_messages(1)
+                .expires(wait)
+                .messages()
+                .await
+                .map_err(unavailable)?;
+            let mut out = Vec::new();
+            while let Some(m) = batch.next().await {
+                match m {
+                    Ok(m) => out.extend(Self::delivery(m)),
+                    Err(e) if out.is_empty() => return Err(unavailable(e)),
+                    Err(_) => break,
                 }
             }
-        }
+            Ok(out)
+        };
+        let mut out = match tokio::time::timeout(wait + Duration::from_millis(250), first).await {
+            Ok(r) => r?,
+            Err(_) => return Ok(Vec::new()),
+        };
         if out.is_empty() || max <= 1 {
             return Ok(out);
         }
@@ -211,14 +250,23 @@ impl Settle for NatsSettle {
     }
 
     async fn nak(&self, delay: Duration) -> Result<(), Error> {
-        self.message.ack_with(AckKind::Nak(Some(delay))).await.map_err(unavailable)
+        self.message
+            .ack_with(AckKind::Nak(Some(delay)))
+            .await
+            .map_err(unavailable)
     }
 
     async fn term(&self) -> Result<(), Error> {
-        self.message.double_ack_with(AckKind::Term).await.map_err(unavailable)
+        self.message
+            .double_ack_with(AckKind::Term)
+            .await
+            .map_err(unavailable)
     }
 
     async fn in_progress(&self) -> Result<(), Error> {
-        self.message.ack_with(AckKind::Progress).await.map_err(unavailable)
+        self.message
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(unavailable)
     }
 }

@@ -22,7 +22,11 @@ impl Tiered {
 
 #[async_trait]
 impl ResultStore for Tiered {
-    async fn get(&self, key: &str, fresh_from_ms: i64) -> Result<Option<Arc<ValueEnvelope>>, Error> {
+    async fn get(
+        &self,
+        key: &str,
+        fresh_from_ms: i64,
+    ) -> Result<Option<Arc<ValueEnvelope>>, Error> {
         if let Some(env) = self.l1.get(key, fresh_from_ms).await?
             && env.planned_at_ms >= fresh_from_ms
             && env.expires_at_ms > crate::time::now_ms()

@@ -1,0 +1,211 @@
+//! Real processes on one nats-server: two `fstore serve` replicas and two `fstore
+//! worker` processes. Registration on one replica is live on the other; a ticket planned
+//! on one is answered by the other, also after the first is killed with SIGKILL; and
+//! 1,000 identical concurrent requests spread over both replicas enqueue one job per
+//! node.
+
+use std::time::{Duration, Instant};
+
+use fstore_proto::api::{self, Status};
+use fstore_tests::build::{self, f64_of, feature};
+use fstore_tests::nats::NatsServer;
+use fstore_tests::process::{Proc, free_port};
+use fstore_tests::{TestClient, wait_until};
+
+const LONG: Duration = Duration::from_secs(30);
+
+struct Cluster {
+    nats: NatsServer,
+    dir: tempfile::TempDir,
+    replicas: Vec<(Proc, String)>,
+    workers: Vec<Proc>,
+}
+
+fn env() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("FSTORE_SERVER__RECHECK_INTERVAL", "100ms"),
+        ("FSTORE_NATS__HEARTBEAT", "500ms"),
+        ("FSTORE_WORKER__RETRY_BASE", "20ms"),
+    ]
+}
+
+impl Cluster {
+    fn start(replicas: usize, workers: usize) -> anyhow::Result<Cluster> {
+        let nats = NatsServer::start()?;
+        let dir = tempfile::tempdir()?;
+        let mut c = Cluster {
+            nats,
+            dir,
+            replicas: Vec::new(),
+            workers: Vec::new(),
+        };
+        for i in 0..workers {
+            let url = c.nats.url();
+            let p = Proc::fstore(
+                &format!("worker{i}"),
+                &["worker", "--nats", &url],
+                &env(),
+                c.dir.path(),
+            )?;
+            c.workers.push(p);
+        }
+        for i in 0..replicas {
+            let url = c.nats.url();
+            let listen = format!("127.0.0.1:{}", free_port()?);
+            let p = Proc::fstore(
+                &format!("serve{i}"),
+                &["serve", "--nats", &url, "--listen", &listen],
+                &env(),
+                c.dir.path(),
+            )?;
+            c.replicas.push((p, format!("http://{listen}")));
+        }
+        Ok(c)
+    }
+
+    async fn client(&self, i: usize) -> anyhow::Result<TestClient> {
+        let url = self.replicas[i].1.clone();
+        let logs = self.replicas[i].0.log.clone();
+        wait_until(
+            LONG,
+            &format!("replica {i} to accept calls (log: {})", logs.display()),
+            || async { TestClient::connect(&url, Some("acme")).await.ok() },
+        )
+        .await
+    }
+
+    /// Jobs ever enqueued, and deliveries that were redeliveries, from JetStream itself.
+    async fn job_counts(&self) -> anyhow::Result<(u64, u64)> {
+        let client = async_nats::connect(self.nats.url()).await?;
+        let js = async_nats::jetstream::new(client);
+        let mut stream = js.get_stream("FSTORE_JOBS").await?;
+        let enqueued = stream.info().await?.state.last_sequence;
+        let mut redelivered = 0;
+        let mut consumers = stream.consumers();
+        while let Some(info) = futures::StreamExt::next(&mut consumers).await {
+            redelivered += info?.num_redelivered as u64;
+        }
+        Ok((enqueued, redelivered))
+    }
+}
+
+fn probe(name: &str, delay_ms: u64) -> api::FeatureDefinition {
+    feature(
+        name,
+        "test.probe@1",
+        &[("delay_ms", &delay_ms.to_string()), ("value", "5")],
+        &[],
+        600_000,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_and_workers_cooperate_through_nats() -> anyhow::Result<()> {
+    let mut cluster = Cluster::start(2, 2)?;
+    let r1 = cluster.client(0).await?;
+    let r2 = cluster.client(1).await?;
+
+    // Both workers advertise; every replica sees them.
+    wait_until(LONG, "two live workers for test.probe", || async {
+        let flows = r2
+            .raw
+            .clone()
+            .list_flows(r2.req(api::ListFlowsRequest {}))
+            .await
+            .ok()?
+            .into_inner();
+        flows
+            .flows
+            .iter()
+            .any(|f| f.name == "test.probe" && f.live_workers == 2)
+            .then_some(())
+    })
+    .await?;
+
+    // Registered on replica 1, live on replica 2 within a second.
+    r1.register(probe("mp.root", 300)).await?;
+    r1.register(feature(
+        "mp.leaf",
+        "num.affine@1",
+        &[("scale", "2")],
+        &[("x", "mp.root")],
+        600_000,
+    ))
+    .await?;
+    let started = Instant::now();
+    wait_until(
+        Duration::from_secs(5),
+        "replica 2 to see mp.leaf",
+        || async {
+            r2.raw
+                .clone()
+                .describe_feature(r2.req(api::DescribeFeatureRequest {
+                    feature: "mp.leaf".into(),
+                }))
+                .await
+                .ok()
+        },
+    )
+    .await?;
+    let visible_after = started.elapsed();
+    println!("registration visible on the other replica after {visible_after:?}");
+    assert!(visible_after < Duration::from_secs(1));
+
+    // Requested on replica 2, polled on replica 1.
+    let r = r2.get(build::get(&["e1"], &["mp.leaf"])).await?;
+    assert_eq!(r.results[0].status(), Status::Pending);
+    let done = r1.until_done(&r.ticket, LONG).await?;
+    assert_eq!(done.results[0].status(), Status::Ready);
+    assert_eq!(f64_of(&done.results[0]), Some(10.0));
+
+    // 1,000 identical concurrent requests over both replicas: one job per node.
+    let (before, _) = cluster.job_counts().await?;
+    let calls = (0..1000).map(|i| {
+        let c = if i % 2 == 0 { r1.clone() } else { r2.clone() };
+        async move { c.get(build::get(&["same"], &["mp.leaf"])).await }
+    });
+    let answers: Vec<_> = futures::future::join_all(calls)
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let ticket = answers
+        .iter()
+        .find(|a: &&api::GetFeaturesResponse| !a.ticket.is_empty())
+        .map(|a| a.ticket.clone())
+        .ok_or_else(|| anyhow::anyhow!("no pending answer"))?;
+    let done = r2.until_done(&ticket, LONG).await?;
+    assert_eq!(f64_of(&done.results[0]), Some(10.0));
+    let (after, redelivered) = cluster.job_counts().await?;
+    println!(
+        "1000 concurrent identical requests over 2 replicas: {} jobs enqueued for 2 nodes, {redelivered} redeliveries",
+        after - before
+    );
+    assert_eq!(after - before, 2, "one job per node (mp.root, mp.leaf)");
+    assert_eq!(redelivered, 0);
+
+    // The replica that planned a request dies before it completes: the other answers.
+    let r = r1.get(build::get(&["e2"], &["mp.leaf"])).await?;
+    assert_eq!(r.results[0].status(), Status::Pending);
+    cluster.replicas[0].0.kill();
+    let done = r2.until_done(&r.ticket, LONG).await?;
+    assert_eq!(done.results[0].status(), Status::Ready);
+    assert_eq!(f64_of(&done.results[0]), Some(10.0));
+
+    // Workers shut down cleanly on SIGTERM.
+    for w in &mut cluster.workers {
+        w.terminate(Duration::from_secs(10))?;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_without_nats_says_how_to_run() -> anyhow::Result<()> {
+    let out = std::process::Command::new(fstore_tests::process::fstore_binary()?)
+        .arg("worker")
+        .env_remove("FSTORE_NATS")
+        .output()?;
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("--nats"), "{text}");
+    Ok(())
+}
