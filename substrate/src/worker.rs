@@ -173,10 +173,12 @@ impl Worker {
                 Ok(mut batch) => {
                     // Dynamic batching: with room left, wait up to max_wait for more.
                     let room = self.options.max_batch.saturating_sub(batch.len());
-                    if room > 0 && !self.options.max_wait.is_zero() && flow.spec().batchable {
-                        if let Ok(more) = queue.pull(&id, room, self.options.max_wait).await {
-                            batch.extend(more);
-                        }
+                    if room > 0
+                        && !self.options.max_wait.is_zero()
+                        && flow.spec().batchable
+                        && let Ok(more) = queue.pull(&id, room, self.options.max_wait).await
+                    {
+                        batch.extend(more);
                     }
                     self.process(&flow, batch).await
                 }
