@@ -75,7 +75,7 @@ pub fn status_text(s: &Status) -> String {
 }
 
 /// Parses `name=text`, or `name:TYPE=value` with TYPE one of f64, i64, bool, string,
-/// tensor (comma-separated f32s).
+/// bytes, file (the bytes of a file at that path), tensor (comma-separated f32s).
 pub fn parse_input(arg: &str) -> Result<(String, api::Value), String> {
     use api::value::Kind;
     let (lhs, raw) = arg
@@ -88,6 +88,10 @@ pub fn parse_input(arg: &str) -> Result<(String, api::Value), String> {
         "f64" => Kind::F64(raw.parse().map_err(|_| bad("a number"))?),
         "i64" => Kind::I64(raw.parse().map_err(|_| bad("a whole number"))?),
         "bool" => Kind::Bool(raw.parse().map_err(|_| bad("true or false"))?),
+        "file" => Kind::Bytes(
+            std::fs::read(raw).map_err(|e| format!("input `{name}`: cannot read {raw}: {e}"))?,
+        ),
+        "bytes" => Kind::Bytes(raw.as_bytes().to_vec()),
         "tensor" => {
             let data = raw
                 .split(',')
@@ -101,7 +105,7 @@ pub fn parse_input(arg: &str) -> Result<(String, api::Value), String> {
         }
         other => {
             return Err(format!(
-                "input `{name}`: unknown type `{other}` (f64, i64, bool, string, tensor)"
+                "input `{name}`: unknown type `{other}` (f64, i64, bool, string, bytes, file, tensor)"
             ));
         }
     };

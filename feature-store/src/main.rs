@@ -73,6 +73,25 @@ struct GetArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum FlowCmd {
+    /// Lists the flows this binary carries.
+    Ls,
+    /// Runs one flow on given inputs and prints the output (or the flow's error).
+    Run {
+        /// name@version, or name for the latest version.
+        flow: String,
+        /// Inputs: name=text or name:TYPE=value (f64, i64, bool, string, tensor, file).
+        #[arg(short, long = "input")]
+        inputs: Vec<String>,
+        /// Params: name=value.
+        #[arg(short, long = "param")]
+        params: Vec<String>,
+        #[arg(long, default_value = "local")]
+        entity: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Cmd {
     /// Server, embedded substrate, workers and built-in flows in one process.
     Dev {
@@ -98,6 +117,9 @@ enum Cmd {
     },
     /// Runs a scripted session against an in-process server and prints every step.
     Demo,
+    /// Works with flows locally, without a server or queue.
+    #[command(subcommand)]
+    Flow(FlowCmd),
     /// Registers the features of a TOML file, in file order.
     Register { file: PathBuf },
     /// Asks for features of entities.
@@ -265,6 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Demo => demo().await,
+        Cmd::Flow(cmd) => flow_verb(cmd, cli.json),
         other => client_verb(cli.addr, cli.tenant, cli.json, other).await,
     }
 }
@@ -504,9 +527,132 @@ async fn client_verb(
                 .into_inner();
             println!("invalidated: {}", r.invalidated.join(", "));
         }
-        Cmd::Dev { .. } | Cmd::Serve { .. } | Cmd::Worker { .. } | Cmd::Demo => unreachable_verb()?,
+        Cmd::Dev { .. } | Cmd::Serve { .. } | Cmd::Worker { .. } | Cmd::Demo | Cmd::Flow(_) => {
+            unreachable_verb()?
+        }
     }
     Ok(())
+}
+
+fn flow_verb(cmd: FlowCmd, json: bool) -> anyhow::Result<()> {
+    let catalog = Catalog::builtins();
+    match cmd {
+        FlowCmd::Ls => {
+            let rows: Vec<Vec<String>> = catalog
+                .specs()
+                .map(|s| {
+                    let inputs: Vec<String> = s
+                        .inputs
+                        .iter()
+                        .map(|i| {
+                            format!(
+                                "{}:{}{}",
+                                i.name,
+                                i.value_type,
+                                if i.optional { "?" } else { "" }
+                            )
+                        })
+                        .collect();
+                    let params: Vec<String> = s
+                        .params
+                        .iter()
+                        .map(|p| {
+                            format!(
+                                "{}={}",
+                                p.name,
+                                p.default.clone().unwrap_or_else(|| "<required>".into())
+                            )
+                        })
+                        .collect();
+                    vec![
+                        s.id.to_string(),
+                        inputs.join(" "),
+                        s.output.to_string(),
+                        params.join(" "),
+                        s.description.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                cli::table(
+                    &["FLOW", "INPUTS", "OUTPUT", "PARAMS", "DESCRIPTION"],
+                    &rows
+                )
+            );
+            Ok(())
+        }
+        FlowCmd::Run {
+            flow,
+            inputs,
+            params,
+            entity,
+        } => {
+            let id = match flow.parse::<fstore_flows::FlowId>() {
+                Ok(id) => id,
+                Err(_) => catalog
+                    .ids()
+                    .filter(|id| id.name == flow)
+                    .max_by_key(|id| id.version)
+                    .cloned()
+                    .ok_or_else(|| {
+                        anyhow!("no flow named `{flow}`; `fstore flow ls` lists them")
+                    })?,
+            };
+            let f = catalog
+                .get(&id)
+                .ok_or_else(|| anyhow!("no flow {id}; `fstore flow ls` lists them"))?;
+            let mut values = std::collections::BTreeMap::new();
+            for i in &inputs {
+                let (name, wire) = cli::parse_input(i).map_err(|e| anyhow!(e))?;
+                let v = fstore_substrate::convert::to_flow(&wire)
+                    .map_err(|e| anyhow!("input `{name}`: {e}"))?;
+                values.insert(name, v);
+            }
+            let params: fstore_flows::Params = params
+                .iter()
+                .map(|p| {
+                    p.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| anyhow!("param `{p}` must be written name=value"))
+                })
+                .collect::<anyhow::Result<_>>()?;
+            f.check_params(&params).map_err(|e| anyhow!("{id}: {e}"))?;
+            let input = fstore_flows::FlowInput {
+                entity_id: entity,
+                params,
+                values,
+                attempt: 1,
+            };
+            let started = std::time::Instant::now();
+            let out = f.run(std::slice::from_ref(&input)).into_iter().next();
+            let took = started.elapsed();
+            match out {
+                Some(Ok(v)) => {
+                    let wire =
+                        fstore_substrate::convert::to_wire(&v).map_err(|e| anyhow!("{e}"))?;
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&cli::value_json(Some(&wire)))?
+                        );
+                    } else {
+                        println!("{id} -> {}  ({took:?})", cli::value_text(Some(&wire)));
+                    }
+                    Ok(())
+                }
+                Some(Err(e)) => bail!(
+                    "{id} failed ({}): {e}",
+                    if e.is_transient() {
+                        "transient"
+                    } else {
+                        "permanent"
+                    }
+                ),
+                None => bail!("{id} returned no result"),
+            }
+        }
+    }
 }
 
 fn unreachable_verb() -> anyhow::Result<()> {

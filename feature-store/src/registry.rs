@@ -626,10 +626,10 @@ mod tests {
 
     async fn registry() -> Registry {
         let substrate = fstore_substrate::embedded::substrate(&Default::default());
-        let specs: Vec<FlowSpec> = Catalog::builtins().specs().cloned().collect();
+        let adverts = fstore_substrate::worker::adverts(&Catalog::builtins());
         substrate
             .directory
-            .advertise("w", &specs)
+            .advertise("w", &adverts)
             .await
             .expect("advertise");
         Registry::load(&substrate).await.expect("registry")

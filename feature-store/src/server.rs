@@ -115,8 +115,10 @@ pub async fn start(
             addr.port()
         );
         // Advertise before serving so a registration right after start sees the flows.
-        let specs: Vec<_> = catalog.specs().cloned().collect();
-        substrate.directory.advertise(&id, &specs).await?;
+        substrate
+            .directory
+            .advertise(&id, &fstore_substrate::worker::adverts(&catalog))
+            .await?;
         let w = Worker::new(substrate.clone(), catalog, config.worker_options(id));
         let stats = w.stats();
         let token = work_token.clone();

@@ -492,7 +492,7 @@ impl Service {
         })
     }
 
-    fn describe_inner(
+    async fn describe_inner(
         &self,
         req: api::DescribeFeatureRequest,
     ) -> Result<api::DescribeFeatureResponse> {
@@ -520,7 +520,52 @@ impl Service {
                 .iter()
                 .map(|d| d.version)
                 .collect(),
+            flow: self
+                .inner
+                .substrate
+                .directory
+                .list()
+                .await?
+                .iter()
+                .find(|f| f.spec.id == node.flow)
+                .map(flow_info),
         })
+    }
+}
+
+/// The API view of a directory entry.
+fn flow_info(f: &fstore_substrate::store::FlowEntry) -> api::FlowInfo {
+    api::FlowInfo {
+        name: f.spec.id.name.clone(),
+        version: f.spec.id.version,
+        inputs: f
+            .spec
+            .inputs
+            .iter()
+            .map(|i| api::FlowInput {
+                name: i.name.clone(),
+                value_type: api_type(i.value_type) as i32,
+            })
+            .collect(),
+        output: api_type(f.spec.output) as i32,
+        batchable: f.spec.batchable,
+        description: f.spec.description.clone(),
+        params: f.spec.params.iter().map(|p| p.name.clone()).collect(),
+        entity_types: f.spec.entity_types.clone(),
+        live_workers: f.live_workers,
+        models: f
+            .models
+            .iter()
+            .map(|(worker, m)| api::ModelStatus {
+                worker: worker.clone(),
+                name: m.name.clone(),
+                path: m.path.clone(),
+                sha256: m.sha256.clone(),
+                loaded: m.loaded,
+                load_ms: m.load_ms,
+                loads: m.loads,
+            })
+            .collect(),
     }
 }
 
@@ -600,7 +645,7 @@ impl FeatureStore for Service {
         &self,
         req: Request<api::DescribeFeatureRequest>,
     ) -> Result<Response<api::DescribeFeatureResponse>, Status> {
-        Ok(Response::new(self.describe_inner(req.into_inner())?))
+        Ok(Response::new(self.describe_inner(req.into_inner()).await?))
     }
 
     async fn list_flows(
@@ -614,26 +659,8 @@ impl FeatureStore for Service {
             .list()
             .await
             .map_err(Error::from)?
-            .into_iter()
-            .map(|f| api::FlowInfo {
-                name: f.spec.id.name.clone(),
-                version: f.spec.id.version,
-                inputs: f
-                    .spec
-                    .inputs
-                    .iter()
-                    .map(|i| api::FlowInput {
-                        name: i.name.clone(),
-                        value_type: api_type(i.value_type) as i32,
-                    })
-                    .collect(),
-                output: api_type(f.spec.output) as i32,
-                batchable: f.spec.batchable,
-                description: f.spec.description.clone(),
-                params: f.spec.params.iter().map(|p| p.name.clone()).collect(),
-                entity_types: f.spec.entity_types.clone(),
-                live_workers: f.live_workers,
-            })
+            .iter()
+            .map(flow_info)
             .collect();
         Ok(Response::new(api::ListFlowsResponse { flows }))
     }

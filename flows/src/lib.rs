@@ -10,17 +10,20 @@
 //! - [`spec`]: flow identity and declared inputs, output and params
 //! - [`params`]: typed access to a feature's string params
 //! - [`catalog`]: the flows a process can run, by `name@version`
+//! - [`model`]: lazily loaded, unloadable models and what operators see of them
 //! - [`builtin`]: the built-in flows
 
 pub mod builtin;
 pub mod catalog;
 pub mod error;
+pub mod model;
 pub mod params;
 pub mod spec;
 pub mod value;
 
 pub use catalog::Catalog;
 pub use error::Error;
+pub use model::{LazyModel, ModelInfo};
 pub use params::Params;
 pub use spec::{FlowId, FlowSpec, InputSpec, ParamSpec};
 pub use value::{Value, ValueType};
@@ -58,4 +61,12 @@ pub trait Flow: Send + Sync + 'static {
 
     /// Computes one output per input, in order. One item's error fails only that item.
     fn run(&self, batch: &[FlowInput]) -> Vec<Result<Value, Error>>;
+
+    /// The model behind the flow, if it has one, as loaded in this process now.
+    fn model(&self) -> Option<ModelInfo> {
+        None
+    }
+
+    /// Frees the flow's model; the next batch loads it again.
+    fn unload(&self) {}
 }

@@ -42,7 +42,8 @@ pub use fstore_proto::wire_v1::{ComputeJob, JobInput, Ticket, ValueEnvelope};
 pub use notify::Notifier;
 pub use queue::{Delivery, Headers, JobQueue, message_id};
 pub use store::{
-    ClaimStore, Definitions, FlowDirectory, ResultStore, TicketStore, WaiterStore, Watermarks,
+    Advert, ClaimStore, Definitions, FlowDirectory, ResultStore, TicketStore, WaiterStore,
+    Watermarks,
 };
 pub use worker::{Worker, WorkerOptions, WorkerStats};
 

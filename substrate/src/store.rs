@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use fstore_flows::FlowSpec;
+use fstore_flows::{FlowSpec, ModelInfo};
 use fstore_proto::api::FeatureDefinition;
 use futures::stream::BoxStream;
 
@@ -74,17 +74,27 @@ pub trait Definitions: Send + Sync + 'static {
     async fn watch(&self) -> Result<BoxStream<'static, FeatureDefinition>, Error>;
 }
 
+/// What a worker says about one flow it serves.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Advert {
+    pub spec: FlowSpec,
+    /// The flow's model in that worker, if it has one.
+    pub model: Option<ModelInfo>,
+}
+
 /// A flow as the directory knows it: its spec and the workers serving it.
 #[derive(Debug, Clone)]
 pub struct FlowEntry {
     pub spec: FlowSpec,
     pub live_workers: u32,
+    /// (worker id, model) for each live worker whose flow has a model.
+    pub models: Vec<(String, ModelInfo)>,
 }
 
 /// Workers advertise the flows they serve; the feature store reads the directory.
 #[async_trait]
 pub trait FlowDirectory: Send + Sync + 'static {
-    async fn advertise(&self, worker_id: &str, specs: &[FlowSpec]) -> Result<(), Error>;
+    async fn advertise(&self, worker_id: &str, adverts: &[Advert]) -> Result<(), Error>;
     async fn withdraw(&self, worker_id: &str) -> Result<(), Error>;
     /// Every flow ever advertised, with its live workers.
     async fn list(&self) -> Result<Vec<FlowEntry>, Error>;

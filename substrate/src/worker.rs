@@ -18,7 +18,7 @@ use tracing::{debug, info, warn};
 use crate::convert::{to_flow, to_wire, wire_type};
 use crate::dispatch::Dispatcher;
 use crate::time::now_ms;
-use crate::{Delivery, Error, Substrate, ValueEnvelope};
+use crate::{Advert, Delivery, Error, Substrate, ValueEnvelope};
 
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
@@ -116,10 +116,9 @@ impl Worker {
     /// Advertises the flows, then serves them until `shutdown`; batches in progress finish.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let substrate = self.dispatcher.substrate().clone();
-        let specs: Vec<_> = self.catalog.specs().cloned().collect();
         substrate
             .directory
-            .advertise(&self.options.worker_id, &specs)
+            .advertise(&self.options.worker_id, &adverts(&self.catalog))
             .await?;
         info!(worker = %self.options.worker_id, flows = ?self.catalog.ids().map(ToString::to_string).collect::<Vec<_>>(), "worker serving");
         let this = Arc::new(self);
@@ -127,6 +126,7 @@ impl Worker {
         {
             let directory = substrate.directory.clone();
             let id = this.options.worker_id.clone();
+            let catalog = this.catalog.clone();
             let every = this.options.heartbeat;
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
@@ -135,7 +135,7 @@ impl Worker {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(every) => {}
                     }
-                    if let Err(e) = directory.advertise(&id, &specs).await {
+                    if let Err(e) = directory.advertise(&id, &adverts(&catalog)).await {
                         warn!(error = %e, "heartbeat failed; retrying");
                     }
                 }
@@ -346,6 +346,18 @@ impl Worker {
             }
         }
     }
+}
+
+/// What a worker advertises for each flow of its catalog: spec and model state.
+pub fn adverts(catalog: &Catalog) -> Vec<Advert> {
+    catalog
+        .ids()
+        .filter_map(|id| catalog.get(id))
+        .map(|f| Advert {
+            spec: f.spec().clone(),
+            model: f.model(),
+        })
+        .collect()
 }
 
 /// `base * 2^(attempt-1)`, capped, with ±50% jitter derived from the key and attempt

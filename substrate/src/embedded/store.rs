@@ -1,12 +1,12 @@
 //! In-memory stores: moka for values (TTL per entry from the envelope, bounded by
 //! weight) and tickets, plain maps behind locks for the rest.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use fstore_flows::{FlowId, FlowSpec};
+use fstore_flows::{FlowId, FlowSpec, ModelInfo};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use moka::Expiry;
@@ -14,7 +14,7 @@ use prost::Message;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::store::FlowEntry;
+use crate::store::{Advert, FlowEntry};
 use crate::time::now_ms;
 use fstore_proto::api::FeatureDefinition;
 
@@ -269,8 +269,8 @@ impl Watermarks for EmbeddedWatermarks {
     }
 }
 
-/// A flow's spec and the ids of the workers serving it.
-type Served = (FlowSpec, BTreeSet<String>);
+/// A flow's spec and the workers serving it, with their model.
+type Served = (FlowSpec, BTreeMap<String, Option<ModelInfo>>);
 
 #[derive(Default)]
 pub struct EmbeddedDirectory {
@@ -279,14 +279,14 @@ pub struct EmbeddedDirectory {
 
 #[async_trait]
 impl FlowDirectory for EmbeddedDirectory {
-    async fn advertise(&self, worker_id: &str, specs: &[FlowSpec]) -> Result<(), Error> {
+    async fn advertise(&self, worker_id: &str, adverts: &[Advert]) -> Result<(), Error> {
         let mut flows = self.flows.write().unwrap_or_else(|p| p.into_inner());
-        for spec in specs {
+        for advert in adverts {
             let entry = flows
-                .entry(spec.id.clone())
-                .or_insert_with(|| (spec.clone(), BTreeSet::new()));
-            entry.0 = spec.clone();
-            entry.1.insert(worker_id.to_string());
+                .entry(advert.spec.id.clone())
+                .or_insert_with(|| (advert.spec.clone(), BTreeMap::new()));
+            entry.0 = advert.spec.clone();
+            entry.1.insert(worker_id.to_string(), advert.model.clone());
         }
         Ok(())
     }
@@ -306,6 +306,10 @@ impl FlowDirectory for EmbeddedDirectory {
             .map(|(spec, workers)| FlowEntry {
                 spec: spec.clone(),
                 live_workers: workers.len() as u32,
+                models: workers
+                    .iter()
+                    .filter_map(|(w, m)| Some((w.clone(), m.clone()?)))
+                    .collect(),
             })
             .collect())
     }

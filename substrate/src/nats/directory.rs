@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
-use fstore_flows::FlowSpec;
+use fstore_flows::{FlowSpec, ModelInfo};
 use futures::StreamExt;
 
 use super::unavailable;
-use crate::store::FlowEntry;
+use crate::store::{Advert, FlowEntry};
 use crate::{Error, FlowDirectory};
 
 pub struct NatsDirectory {
@@ -39,8 +39,9 @@ impl NatsDirectory {
 
 #[async_trait]
 impl FlowDirectory for NatsDirectory {
-    async fn advertise(&self, worker_id: &str, specs: &[FlowSpec]) -> Result<(), Error> {
-        for spec in specs {
+    async fn advertise(&self, worker_id: &str, adverts: &[Advert]) -> Result<(), Error> {
+        for advert in adverts {
+            let spec = &advert.spec;
             let flow = crate::token::encode(&spec.id.to_string());
             let json = serde_json::to_vec(spec).map_err(|e| Error::Codec(e.to_string()))?;
             self.flows
@@ -48,6 +49,8 @@ impl FlowDirectory for NatsDirectory {
                 .await
                 .map_err(unavailable)?;
             let key = format!("{flow}.{}", crate::token::encode(worker_id));
+            let model =
+                serde_json::to_vec(&advert.model).map_err(|e| Error::Codec(e.to_string()))?;
             let mut h = async_nats::HeaderMap::new();
             let ttl = (self.heartbeat * 3).as_secs().max(1);
             h.insert(
@@ -55,11 +58,7 @@ impl FlowDirectory for NatsDirectory {
                 ttl.to_string().as_str(),
             );
             self.js
-                .publish_with_headers(
-                    format!("$KV.{}.{key}", self.workers.name),
-                    h,
-                    bytes::Bytes::from(worker_id.to_string()),
-                )
+                .publish_with_headers(format!("$KV.{}.{key}", self.workers.name), h, model.into())
                 .await
                 .map_err(unavailable)?
                 .await
@@ -86,11 +85,25 @@ impl FlowDirectory for NatsDirectory {
 
     async fn list(&self) -> Result<Vec<FlowEntry>, Error> {
         let mut live: HashMap<String, u32> = HashMap::new();
+        let mut models: HashMap<String, Vec<(String, ModelInfo)>> = HashMap::new();
         let mut keys = self.workers.keys().await.map_err(unavailable)?;
+        let mut worker_keys = Vec::new();
         while let Some(k) = keys.next().await {
-            let k = k.map_err(unavailable)?;
-            if let Some((flow, _)) = k.split_once('.') {
-                *live.entry(flow.to_string()).or_default() += 1;
+            worker_keys.push(k.map_err(unavailable)?);
+        }
+        for k in worker_keys {
+            let Some((flow, worker)) = k.split_once('.') else {
+                continue;
+            };
+            *live.entry(flow.to_string()).or_default() += 1;
+            if let Some(bytes) = self.workers.get(&k).await.map_err(unavailable)?
+                && let Ok(Some(model)) = serde_json::from_slice::<Option<ModelInfo>>(&bytes)
+            {
+                let worker = crate::token::decode(worker).unwrap_or_else(|| worker.to_string());
+                models
+                    .entry(flow.to_string())
+                    .or_default()
+                    .push((worker, model));
             }
         }
         let mut out = Vec::new();
@@ -105,6 +118,7 @@ impl FlowDirectory for NatsDirectory {
             out.push(FlowEntry {
                 spec,
                 live_workers: live.get(&k).copied().unwrap_or(0),
+                models: models.remove(&k).unwrap_or_default(),
             });
         }
         out.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
