@@ -4,20 +4,33 @@
 //! |---|---|---|
 //! | `num.affine@1` | x: f64 | f64: `fn(scale * x + offset)` |
 //! | `num.combine@1` | x: f64, y: f64 | f64: `x op y` |
+//! | `num.zscore@1` | x: f64, mean: f64, std: f64 | f64: `(x - mean) / std` |
 //! | `text.stats@1` | text: string | f64: a statistic of the text |
 //! | `text.hash_embed@1` | text: string | tensor [dim]: hashed bag of words, L2-normalised |
+//! | `text.minilm@1` | text: string | tensor [384]: all-MiniLM-L6-v2 sentence embedding, L2-normalised (model from `scripts/fetch-model`) |
 //! | `vec.mean_pool@1` | a: tensor, b: tensor | tensor: element-wise mean |
 //! | `vec.cosine@1` | a: tensor, b: tensor | f64: cosine similarity |
+//! | `image.phash@1` | image: bytes | tensor [64]: DCT perceptual hash bits (0/1) |
+//! | `image.color_hist@1` | image: bytes | tensor [bins³]: joint RGB histogram, sums to 1 |
+//! | `image.hamming@1` | a: tensor, b: tensor | f64: number of differing hash bits |
+//! | `image.near_duplicate@1` | a: tensor, b: tensor | bool: hamming ≤ `max_distance` |
+//! | `sku.order_qty@1` | demand_mean: tensor, demand_std: tensor, service_level, lead_time, pack_size, moq: f64 | tensor [n_skus]: order quantity per sku |
 //! | `test.probe@1` | x: f64 (optional) | f64: `value + x`, with delay and failure modes |
 
+mod image;
+mod minilm;
 mod numeric;
+mod optimise;
 mod probe;
 mod text;
 mod vector;
 
 use std::sync::Arc;
 
-pub use numeric::{Affine, Combine};
+pub use self::image::{ColorHist, Hamming, NearDuplicate, PHash};
+pub use minilm::MiniLm;
+pub use numeric::{Affine, Combine, ZScore};
+pub use optimise::OrderQty;
 pub use probe::Probe;
 pub use text::{HashEmbed, TextStats};
 pub use vector::{Cosine, MeanPool};
@@ -30,10 +43,17 @@ pub fn all() -> Vec<Arc<dyn Flow>> {
     vec![
         Arc::new(Affine::new()),
         Arc::new(Combine::new()),
+        Arc::new(ZScore::new()),
         Arc::new(TextStats::new()),
         Arc::new(HashEmbed::new()),
+        Arc::new(MiniLm::from_env()),
         Arc::new(MeanPool::new()),
         Arc::new(Cosine::new()),
+        Arc::new(PHash::new()),
+        Arc::new(ColorHist::new()),
+        Arc::new(Hamming::new()),
+        Arc::new(NearDuplicate::new()),
+        Arc::new(OrderQty::new()),
         Arc::new(Probe::new()),
     ]
 }

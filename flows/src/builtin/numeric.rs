@@ -1,4 +1,5 @@
-//! Numeric transforms: `num.affine` (vectorised on candle) and `num.combine`.
+//! Numeric transforms: `num.affine` and `num.zscore` (vectorised on candle) and
+//! `num.combine`.
 
 use candle_core::{Device, Tensor};
 
@@ -148,6 +149,92 @@ fn finite(v: f64) -> Result<Value, Error> {
     }
 }
 
+/// `(x - mean) / std`: how many standard deviations `x` lies from `mean`.
+#[derive(Debug)]
+pub struct ZScore {
+    spec: FlowSpec,
+}
+
+impl ZScore {
+    pub fn new() -> Self {
+        let spec = SpecBuilder::new(
+            "num.zscore",
+            1,
+            ValueType::F64,
+            "(x - mean) / std, computed for the whole batch at once",
+        )
+        .input(input("x", ValueType::F64))
+        .input(input("mean", ValueType::F64))
+        .input(input("std", ValueType::F64))
+        .build();
+        ZScore { spec }
+    }
+}
+
+impl Default for ZScore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct ZScoreItem {
+    x: f64,
+    mean: f64,
+    std: f64,
+}
+
+fn zscore_item(item: &FlowInput) -> Result<ZScoreItem, Error> {
+    let std = item.value("std")?.as_f64()?;
+    if std.is_nan() || std <= 0.0 {
+        return Err(Error::Permanent(format!(
+            "input `std` = {std} must be above 0; a z-score needs a positive standard deviation"
+        )));
+    }
+    Ok(ZScoreItem {
+        x: item.value("x")?.as_f64()?,
+        mean: item.value("mean")?.as_f64()?,
+        std,
+    })
+}
+
+impl Flow for ZScore {
+    fn spec(&self) -> &FlowSpec {
+        &self.spec
+    }
+
+    fn run(&self, batch: &[FlowInput]) -> Vec<Result<Value, Error>> {
+        let parsed: Vec<Result<ZScoreItem, Error>> = batch.iter().map(zscore_item).collect();
+        let ok: Vec<&ZScoreItem> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
+        let computed = match zscore_batch(&ok) {
+            Ok(values) => values,
+            Err(e) => return batch.iter().map(|_| Err(e.clone())).collect(),
+        };
+        let mut computed = computed.into_iter();
+        parsed
+            .into_iter()
+            .map(|p| {
+                p?;
+                let z = computed
+                    .next()
+                    .ok_or_else(|| Error::Permanent("batch result is short".to_string()))?;
+                finite(z)
+            })
+            .collect()
+    }
+}
+
+/// `(x - mean) / std` for every item, as one tensor expression.
+fn zscore_batch(items: &[&ZScoreItem]) -> Result<Vec<f64>, Error> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dev = Device::Cpu;
+    let x = Tensor::from_iter(items.iter().map(|i| i.x), &dev)?;
+    let mean = Tensor::from_iter(items.iter().map(|i| i.mean), &dev)?;
+    let std = Tensor::from_iter(items.iter().map(|i| i.std), &dev)?;
+    Ok(x.sub(&mean)?.div(&std)?.to_vec1::<f64>()?)
+}
+
 /// `x op y` with op one of add, sub, mul, div, min, max.
 #[derive(Debug)]
 pub struct Combine {
@@ -239,6 +326,41 @@ mod tests {
         assert!(f.check_params(&p("scale", "two")).is_err());
         assert!(f.check_params(&p("fn", "cube")).is_err());
         assert!(f.check_params(&p("nope", "1")).is_err());
+    }
+
+    #[test]
+    fn zscore_batches_and_refuses_a_non_positive_std() {
+        let z = |x: f64, mean: f64, std: f64| {
+            item(
+                &[
+                    ("x", Value::F64(x)),
+                    ("mean", Value::F64(mean)),
+                    ("std", Value::F64(std)),
+                ],
+                &[],
+            )
+        };
+        let out = ZScore::new().run(&[
+            z(13.0, 10.0, 2.0),
+            z(1.0, 1.0, 0.0),
+            z(4.0, 10.0, 3.0),
+            z(1.0, 1.0, -1.0),
+            z(1.0, 1.0, f64::NAN),
+            item(&[("x", Value::F64(1.0)), ("mean", Value::F64(0.0))], &[]),
+        ]);
+        assert_eq!(out[0].as_ref().map(|v| v.as_f64().ok()), Ok(Some(1.5)));
+        assert!(
+            matches!(&out[1], Err(Error::Permanent(m)) if m.contains("`std` = 0 must be above 0"))
+        );
+        assert_eq!(out[2].as_ref().map(|v| v.as_f64().ok()), Ok(Some(-2.0)));
+        assert!(matches!(&out[3], Err(Error::Permanent(m)) if m.contains("`std` = -1")));
+        assert!(matches!(&out[4], Err(Error::Permanent(m)) if m.contains("`std` = NaN")));
+        assert!(matches!(&out[5], Err(Error::Permanent(m)) if m.contains("`std` is missing")));
+        assert!(
+            ZScore::new()
+                .check_params(&crate::Params::default())
+                .is_ok()
+        );
     }
 
     #[test]
