@@ -231,6 +231,7 @@ impl Config {
             retry_max: self.worker.retry_max,
             failure_ttl: self.cache.failure_ttl,
             heartbeat: self.nats.heartbeat,
+            progress_interval: (self.nats.ack_wait / 3).max(std::time::Duration::from_millis(100)),
         }
     }
 

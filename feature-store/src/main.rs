@@ -73,6 +73,25 @@ struct GetArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum DlqCmd {
+    /// Lists dead letters, oldest first.
+    Ls {
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// One dead letter in full.
+    Show { id: String },
+    /// Computes the value again (after fixing the cause) and drops the dead letter.
+    Replay { id: String },
+    /// Drops one dead letter, or all of them.
+    Purge {
+        id: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum FlowCmd {
     /// Lists the flows this binary carries.
     Ls,
@@ -137,6 +156,9 @@ enum Cmd {
         #[arg(long, default_value = "")]
         prefix: String,
     },
+    /// Dead letters: jobs that used up their attempts.
+    #[command(subcommand)]
+    Dlq(DlqCmd),
     /// Drops a feature's values, and everything downstream, for one entity or all.
     Invalidate {
         feature: String,
@@ -515,6 +537,7 @@ async fn client_verb(
                 );
             }
         }
+        Cmd::Dlq(cmd) => dlq_verb(&client, cmd, json).await?,
         Cmd::Invalidate { feature, entity } => {
             let r = client
                 .raw()
@@ -529,6 +552,91 @@ async fn client_verb(
         }
         Cmd::Dev { .. } | Cmd::Serve { .. } | Cmd::Worker { .. } | Cmd::Demo | Cmd::Flow(_) => {
             unreachable_verb()?
+        }
+    }
+    Ok(())
+}
+
+async fn dlq_verb(client: &Client, cmd: DlqCmd, json: bool) -> anyhow::Result<()> {
+    let status = |s: tonic::Status| anyhow!(cli::status_text(&s));
+    let row = |d: &api::DeadLetterInfo| {
+        vec![
+            d.id.clone(),
+            d.entity_id.clone(),
+            d.feature.clone(),
+            d.attempts.to_string(),
+            humantime::format_rfc3339_millis(
+                std::time::UNIX_EPOCH + Duration::from_millis(d.failed_at_ms.max(0) as u64),
+            )
+            .to_string(),
+            d.error.clone(),
+        ]
+    };
+    let to_json = |d: &api::DeadLetterInfo| {
+        serde_json::json!({"id": d.id, "entity": d.entity_id, "feature": d.feature, "flow": d.flow, "attempts": d.attempts,
+            "planned_at_ms": d.planned_at_ms, "failed_at_ms": d.failed_at_ms, "error": d.error, "value_key": d.value_key})
+    };
+    match cmd {
+        DlqCmd::Ls { limit } => {
+            let r = client
+                .raw()
+                .list_dead_letters(client.request(api::ListDeadLettersRequest { limit }))
+                .await
+                .map_err(status)?
+                .into_inner();
+            if json {
+                let rows: Vec<_> = r.dead_letters.iter().map(to_json).collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                let rows: Vec<Vec<String>> = r.dead_letters.iter().map(row).collect();
+                print!(
+                    "{}",
+                    cli::table(
+                        &["ID", "ENTITY", "FEATURE", "TRIES", "FAILED AT", "ERROR"],
+                        &rows
+                    )
+                );
+                println!("{} of {} dead letters", r.dead_letters.len(), r.total);
+            }
+        }
+        DlqCmd::Show { id } => {
+            let r = client
+                .raw()
+                .list_dead_letters(client.request(api::ListDeadLettersRequest { limit: 1000 }))
+                .await
+                .map_err(status)?
+                .into_inner();
+            let d = r.dead_letters.iter().find(|d| d.id == id).ok_or_else(|| {
+                anyhow!("no dead letter `{id}` among the oldest 1000; `fstore dlq ls` lists them")
+            })?;
+            println!("{}", serde_json::to_string_pretty(&to_json(d))?);
+        }
+        DlqCmd::Replay { id } => {
+            let r = client
+                .raw()
+                .replay_dead_letter(client.request(api::ReplayDeadLetterRequest { id: id.clone() }))
+                .await
+                .map_err(status)?
+                .into_inner();
+            if r.enqueued {
+                println!("replayed {id}: its value is being computed again");
+            } else {
+                println!("dropped {id}: its value is already being computed");
+            }
+        }
+        DlqCmd::Purge { id, all } => {
+            if id.is_none() && !all {
+                bail!("name a dead letter, or pass --all to drop every one of this tenant");
+            }
+            let r = client
+                .raw()
+                .purge_dead_letters(client.request(api::PurgeDeadLettersRequest {
+                    id: id.unwrap_or_default(),
+                }))
+                .await
+                .map_err(status)?
+                .into_inner();
+            println!("purged {} dead letters", r.purged);
         }
     }
     Ok(())

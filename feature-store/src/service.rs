@@ -34,6 +34,7 @@ pub struct Service {
 struct Inner {
     registry: Registry,
     planner: Planner,
+    dispatcher: Dispatcher,
     substrate: Substrate,
     hub: ReadyHub,
     config: Config,
@@ -50,7 +51,7 @@ impl Service {
         let dispatcher = Dispatcher::new(substrate.clone(), config.cache.failure_ttl);
         let planner = Planner::new(
             substrate.clone(),
-            dispatcher,
+            dispatcher.clone(),
             PlannerOptions {
                 claim_ttl: config.cache.claim_ttl,
             },
@@ -59,6 +60,7 @@ impl Service {
             inner: Arc::new(Inner {
                 registry,
                 planner,
+                dispatcher,
                 substrate,
                 hub,
                 config,
@@ -533,6 +535,116 @@ impl Service {
     }
 }
 
+impl Service {
+    async fn list_dead_letters_inner(
+        &self,
+        req: Request<api::ListDeadLettersRequest>,
+    ) -> Result<api::ListDeadLettersResponse> {
+        let tenant = self.tenant(&req)?;
+        let limit = match req.get_ref().limit {
+            0 => 100,
+            n => n.min(1000) as usize,
+        };
+        let (letters, total) = self
+            .inner
+            .substrate
+            .dead_letters
+            .list(&tenant, limit)
+            .await?;
+        Ok(api::ListDeadLettersResponse {
+            dead_letters: letters.iter().map(dead_letter_info).collect(),
+            total,
+        })
+    }
+
+    /// A dead letter of the caller's tenant, or NOT_FOUND.
+    async fn own_dead_letter(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<fstore_substrate::DeadLetter> {
+        let letter = self.inner.substrate.dead_letters.get(id).await?;
+        letter
+            .filter(|l| l.job.as_ref().is_some_and(|j| j.tenant == tenant))
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "no dead letter `{}`; `fstore dlq ls` lists them",
+                    crate::names::truncate(id, 40)
+                ))
+            })
+    }
+
+    async fn replay_inner(
+        &self,
+        req: Request<api::ReplayDeadLetterRequest>,
+    ) -> Result<api::ReplayDeadLetterResponse> {
+        let tenant = self.tenant(&req)?;
+        let letter = self.own_dead_letter(&tenant, &req.get_ref().id).await?;
+        let Some(mut job) = letter.job else {
+            return Err(Error::NotFound("the dead letter holds no job".into()));
+        };
+        let claimed = self
+            .inner
+            .substrate
+            .claims
+            .claim(&job.value_key, self.inner.config.cache.claim_ttl)
+            .await?;
+        let enqueued = match claimed {
+            Some(generation) => {
+                // A new generation: a new message id, so the duplicate window cannot
+                // swallow it, and a fresh attempt count.
+                job.generation = generation;
+                job.planned_at_ms = now_ms();
+                self.inner.dispatcher.submit(&job).await?;
+                true
+            }
+            // Someone is computing this value already.
+            None => false,
+        };
+        self.inner.substrate.dead_letters.remove(&letter.id).await?;
+        Ok(api::ReplayDeadLetterResponse { enqueued })
+    }
+
+    async fn purge_inner(
+        &self,
+        req: Request<api::PurgeDeadLettersRequest>,
+    ) -> Result<api::PurgeDeadLettersResponse> {
+        let tenant = self.tenant(&req)?;
+        let dl = &self.inner.substrate.dead_letters;
+        if !req.get_ref().id.is_empty() {
+            let letter = self.own_dead_letter(&tenant, &req.get_ref().id).await?;
+            let purged = u64::from(dl.remove(&letter.id).await?);
+            return Ok(api::PurgeDeadLettersResponse { purged });
+        }
+        let mut purged = 0;
+        loop {
+            let (letters, _) = dl.list(&tenant, 500).await?;
+            if letters.is_empty() {
+                break;
+            }
+            for l in letters {
+                purged += u64::from(dl.remove(&l.id).await?);
+            }
+        }
+        Ok(api::PurgeDeadLettersResponse { purged })
+    }
+}
+
+fn dead_letter_info(l: &fstore_substrate::DeadLetter) -> api::DeadLetterInfo {
+    let job = l.job.clone().unwrap_or_default();
+    api::DeadLetterInfo {
+        id: l.id.clone(),
+        entity_id: job.entity_id,
+        feature: format!("{}@{}", job.feature, job.feature_version),
+        flow: format!("{}@{}", job.flow, job.flow_version),
+        error: l.error.clone(),
+        attempts: l.attempts,
+        planned_at_ms: l.planned_at_ms,
+        failed_at_ms: l.failed_at_ms,
+        value_key: job.value_key,
+    }
+}
+
 /// The API view of a directory entry.
 fn flow_info(f: &fstore_substrate::store::FlowEntry) -> api::FlowInfo {
     api::FlowInfo {
@@ -700,5 +812,26 @@ impl FeatureStore for Service {
         req: Request<api::InvalidateRequest>,
     ) -> Result<Response<api::InvalidateResponse>, Status> {
         Ok(Response::new(self.invalidate_inner(req).await?))
+    }
+
+    async fn list_dead_letters(
+        &self,
+        req: Request<api::ListDeadLettersRequest>,
+    ) -> Result<Response<api::ListDeadLettersResponse>, Status> {
+        Ok(Response::new(self.list_dead_letters_inner(req).await?))
+    }
+
+    async fn replay_dead_letter(
+        &self,
+        req: Request<api::ReplayDeadLetterRequest>,
+    ) -> Result<Response<api::ReplayDeadLetterResponse>, Status> {
+        Ok(Response::new(self.replay_inner(req).await?))
+    }
+
+    async fn purge_dead_letters(
+        &self,
+        req: Request<api::PurgeDeadLettersRequest>,
+    ) -> Result<Response<api::PurgeDeadLettersResponse>, Status> {
+        Ok(Response::new(self.purge_inner(req).await?))
     }
 }

@@ -38,12 +38,12 @@ use std::sync::Arc;
 
 pub use dispatch::{Dispatcher, Submitted};
 pub use error::Error;
-pub use fstore_proto::wire_v1::{ComputeJob, JobInput, Ticket, ValueEnvelope};
+pub use fstore_proto::wire_v1::{ComputeJob, DeadLetter, JobInput, Ticket, ValueEnvelope};
 pub use notify::Notifier;
 pub use queue::{Delivery, Headers, JobQueue, message_id};
 pub use store::{
-    Advert, ClaimStore, Definitions, FlowDirectory, ResultStore, TicketStore, WaiterStore,
-    Watermarks,
+    Advert, ClaimStore, DeadLetters, Definitions, FlowDirectory, ResultStore, TicketStore,
+    WaiterStore, Watermarks,
 };
 pub use worker::{Worker, WorkerOptions, WorkerStats};
 
@@ -59,6 +59,7 @@ pub struct Substrate {
     pub watermarks: Arc<dyn Watermarks>,
     pub directory: Arc<dyn FlowDirectory>,
     pub definitions: Arc<dyn Definitions>,
+    pub dead_letters: Arc<dyn DeadLetters>,
 }
 
 impl std::fmt::Debug for Substrate {

@@ -9,7 +9,7 @@ use fstore_flows::{FlowSpec, ModelInfo};
 use fstore_proto::api::FeatureDefinition;
 use futures::stream::BoxStream;
 
-use crate::{ComputeJob, Error, Ticket, ValueEnvelope};
+use crate::{ComputeJob, DeadLetter, Error, Ticket, ValueEnvelope};
 
 /// Value envelopes by value key. A reader must still check `expires_at_ms`.
 #[async_trait]
@@ -72,6 +72,18 @@ pub trait Definitions: Send + Sync + 'static {
     async fn list(&self) -> Result<Vec<FeatureDefinition>, Error>;
     /// Definitions created from now on, by any replica.
     async fn watch(&self) -> Result<BoxStream<'static, FeatureDefinition>, Error>;
+}
+
+/// Jobs that used up their attempts. Ids are assigned by the store.
+#[async_trait]
+pub trait DeadLetters: Send + Sync + 'static {
+    /// Stores a dead letter durably; returns its id.
+    async fn put(&self, letter: DeadLetter) -> Result<String, Error>;
+    /// Up to `limit` dead letters of a tenant, oldest first, and how many it has in all.
+    async fn list(&self, tenant: &str, limit: usize) -> Result<(Vec<DeadLetter>, u64), Error>;
+    async fn get(&self, id: &str) -> Result<Option<DeadLetter>, Error>;
+    /// Removes one; false if it was not there.
+    async fn remove(&self, id: &str) -> Result<bool, Error>;
 }
 
 /// What a worker says about one flow it serves.

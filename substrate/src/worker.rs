@@ -35,6 +35,9 @@ pub struct WorkerOptions {
     pub failure_ttl: Duration,
     /// How often the worker renews its presence in the flow directory.
     pub heartbeat: Duration,
+    /// How often a running batch extends its jobs' leases (in-progress acks); keep it
+    /// well under the queue's ack wait.
+    pub progress_interval: Duration,
 }
 
 impl Default for WorkerOptions {
@@ -49,6 +52,7 @@ impl Default for WorkerOptions {
             retry_max: Duration::from_secs(30),
             failure_ttl: Duration::from_secs(60),
             heartbeat: Duration::from_secs(2),
+            progress_interval: Duration::from_secs(10),
         }
     }
 }
@@ -60,6 +64,7 @@ pub struct WorkerStats {
     pub completed: AtomicU64,
     pub failed: AtomicU64,
     pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
 }
 
 impl WorkerStats {
@@ -197,6 +202,16 @@ impl Worker {
         let mut runnable = Vec::with_capacity(deliveries.len());
         let mut inputs = Vec::with_capacity(deliveries.len());
         for d in deliveries {
+            // Delivered more often than it may be tried: it crashed or outlived its lease
+            // every time. Do not run it again.
+            if d.attempt > self.options.max_attempts {
+                let message = format!(
+                    "delivered {} times without finishing (worker crashes or lease timeouts)",
+                    d.attempt
+                );
+                self.dead_letter(d, &message).await;
+                continue;
+            }
             match self.flow_input(&d).await {
                 Ok(input) => {
                     inputs.push(input);
@@ -210,7 +225,21 @@ impl Worker {
         }
         let f = flow.clone();
         let n = inputs.len();
-        let outputs = match tokio::task::spawn_blocking(move || f.run(&inputs)).await {
+        let mut compute = tokio::task::spawn_blocking(move || f.run(&inputs));
+        // Long computations extend their leases so they are not redelivered meanwhile.
+        let joined = loop {
+            tokio::select! {
+                r = &mut compute => break r,
+                _ = tokio::time::sleep(self.options.progress_interval) => {
+                    for d in &runnable {
+                        if let Err(e) = d.in_progress().await {
+                            debug!(error = %e, "in-progress ack failed");
+                        }
+                    }
+                }
+            }
+        };
+        let outputs = match joined {
             Ok(out) if out.len() == n => out,
             Ok(out) => {
                 let msg = format!("flow returned {} results for {n} inputs", out.len());
@@ -249,14 +278,11 @@ impl Worker {
                         warn!(error = %e, "nak failed; the job will be redelivered");
                     }
                 }
-                Err(e) => {
-                    let message = if e.is_transient() {
-                        format!("{} (gave up after {} tries)", e.message(), d.attempt)
-                    } else {
-                        e.message().to_string()
-                    };
-                    self.settle_failed(d, &message).await;
+                Err(e) if e.is_transient() => {
+                    let message = format!("{} (gave up after {} tries)", e.message(), d.attempt);
+                    self.dead_letter(d, &message).await;
                 }
+                Err(e) => self.settle_failed(d, e.message()).await,
             }
         }
     }
@@ -326,6 +352,39 @@ impl Worker {
             }
             Err(e) => {
                 warn!(key = %job.value_key, error = %e, "storing the value failed; retrying the job");
+                let _ = d.nak(self.options.retry_base).await;
+            }
+        }
+    }
+
+    /// The job used up its attempts: keep it as a dead letter, fail its value and every
+    /// job waiting on it, then ack (which deletes it from the work queue).
+    async fn dead_letter(&self, d: Delivery, message: &str) {
+        let s = self.dispatcher.substrate();
+        let letter = crate::DeadLetter {
+            id: String::new(),
+            job: Some(d.job.clone()),
+            error: message.to_string(),
+            attempts: d.attempt,
+            planned_at_ms: d.job.planned_at_ms,
+            failed_at_ms: now_ms(),
+        };
+        if let Err(e) = s.dead_letters.put(letter).await {
+            warn!(key = %d.job.value_key, error = %e, "storing the dead letter failed; retrying the job");
+            let _ = d.nak(self.options.retry_base).await;
+            return;
+        }
+        warn!(key = %d.job.value_key, feature = %d.job.feature, attempts = d.attempt, error = %message, "job dead-lettered");
+        self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        match self.dispatcher.fail(&d.job, message, d.attempt).await {
+            Ok(()) => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = d.ack().await {
+                    warn!(error = %e, "ack of a dead-lettered job failed; it may be delivered again");
+                }
+            }
+            Err(e) => {
+                warn!(key = %d.job.value_key, error = %e, "storing the failure failed; retrying the job");
                 let _ = d.nak(self.options.retry_base).await;
             }
         }

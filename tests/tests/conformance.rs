@@ -809,6 +809,103 @@ async fn lists_and_describes(b: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn dead_letters_keep_exhausted_jobs_for_replay(b: Backend) -> anyhow::Result<()> {
+    let h = Harness::start(b).await?;
+    let fixed_at = fstore_substrate::time::now_ms() + 1_500;
+    let until = fixed_at.to_string();
+    h.register(probe(
+        "fragile",
+        &[("fail", "transient"), ("fail_until_ms", &until)],
+    ))
+    .await?;
+    h.register(feature(
+        "after_fragile",
+        "num.affine@1",
+        &[],
+        &[("x", "fragile")],
+        600_000,
+    ))
+    .await?;
+    let r = h
+        .client
+        .get(build::sync(&["e1", "e2"], &["after_fragile"], 10_000))
+        .await?;
+    assert_eq!(statuses(&r), vec![Status::Failed, Status::Failed], "{r:?}");
+    assert!(
+        r.results[0].error.contains("input `x`"),
+        "{}",
+        r.results[0].error
+    );
+    let mut raw = h.client.raw.clone();
+    let list = raw
+        .list_dead_letters(h.client.req(api::ListDeadLettersRequest { limit: 0 }))
+        .await?
+        .into_inner();
+    assert_eq!(list.total, 2, "one dead letter per exhausted job: {list:?}");
+    let first = list.dead_letters[0].clone();
+    assert_eq!(first.feature, "fragile@1");
+    assert_eq!(first.attempts, 5);
+    assert!(
+        first.error.contains("gave up after 5 tries"),
+        "{}",
+        first.error
+    );
+    // Another tenant sees none of them and cannot replay them.
+    let other = h.client.with_tenant("globex");
+    let theirs = other
+        .raw
+        .clone()
+        .list_dead_letters(other.req(api::ListDeadLettersRequest { limit: 0 }))
+        .await?
+        .into_inner();
+    assert_eq!(theirs.total, 0);
+    let denied = other
+        .raw
+        .clone()
+        .replay_dead_letter(other.req(api::ReplayDeadLetterRequest {
+            id: first.id.clone(),
+        }))
+        .await;
+    assert!(denied.is_err_and(|s| s.code() == Code::NotFound));
+
+    // The cause is fixed: replaying computes the value (a new generation); the dead
+    // letter is gone.
+    let wait = (fixed_at - fstore_substrate::time::now_ms()).max(0) as u64 + 50;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let replay = raw
+        .replay_dead_letter(h.client.req(api::ReplayDeadLetterRequest {
+            id: first.id.clone(),
+        }))
+        .await?
+        .into_inner();
+    assert!(replay.enqueued);
+    let e = first.entity_id.clone();
+    wait_until(LONG, "the replayed value", || async {
+        let r = h
+            .client
+            .get(build::get(&[e.as_str()], &["fragile"]))
+            .await
+            .ok()?;
+        (r.results[0].status() == Status::Ready).then_some(())
+    })
+    .await?;
+    let purged = raw
+        .purge_dead_letters(
+            h.client
+                .req(api::PurgeDeadLettersRequest { id: String::new() }),
+        )
+        .await?
+        .into_inner();
+    assert_eq!(purged.purged, 1, "the replayed one was dropped already");
+    let list = raw
+        .list_dead_letters(h.client.req(api::ListDeadLettersRequest { limit: 0 }))
+        .await?
+        .into_inner();
+    assert_eq!(list.total, 0);
+    h.stop().await;
+    Ok(())
+}
+
 macro_rules! conformance {
     ($module:ident, $backend:expr) => {
         mod $module {
@@ -838,6 +935,7 @@ macro_rules! conformance {
             case!(tenants_do_not_share);
             case!(bad_input_gets_a_status_that_says_what_to_fix);
             case!(lists_and_describes);
+            case!(dead_letters_keep_exhausted_jobs_for_replay);
         }
     };
 }

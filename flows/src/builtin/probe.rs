@@ -46,6 +46,11 @@ impl Probe {
             "tries that fail when fail = transient",
         ))
         .param(param(
+            "fail_until_ms",
+            Some("0"),
+            "with fail = transient: fail only until this Unix time in ms (0: no limit)",
+        ))
+        .param(param(
             "fail_entities",
             Some(""),
             "comma-separated entity ids that fail; empty: every entity",
@@ -71,7 +76,12 @@ impl Probe {
                 "none" => {}
                 "transient" => {
                     let attempts = item.params.u64_or("fail_attempts", 1_000_000)?;
-                    if u64::from(item.attempt) <= attempts {
+                    let until = item.params.u64_or("fail_until_ms", 0)?;
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    let in_window = until == 0 || now < until;
+                    if u64::from(item.attempt) <= attempts && in_window {
                         return Err(Error::Transient(format!(
                             "probe fails try {} of entity {} on purpose",
                             item.attempt, item.entity_id
@@ -116,6 +126,7 @@ impl Flow for Probe {
         params.f64_or("value", 1.0)?;
         params.u64_or("delay_ms", 0)?;
         params.u64_or("fail_attempts", 0)?;
+        params.u64_or("fail_until_ms", 0)?;
         match params.str_or("fail", "none") {
             "none" | "transient" | "permanent" => Ok(()),
             other => Err(Error::Permanent(format!(

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 pub use queue::EmbeddedQueue;
 pub use store::{
-    EmbeddedClaims, EmbeddedDefinitions, EmbeddedDirectory, EmbeddedNotifier, EmbeddedResults,
-    EmbeddedTickets, EmbeddedWaiters, EmbeddedWatermarks,
+    EmbeddedClaims, EmbeddedDeadLetters, EmbeddedDefinitions, EmbeddedDirectory, EmbeddedNotifier,
+    EmbeddedResults, EmbeddedTickets, EmbeddedWaiters, EmbeddedWatermarks,
 };
 
 use crate::Substrate;
@@ -55,5 +55,6 @@ pub fn substrate(options: &Options) -> Substrate {
         watermarks: Arc::new(EmbeddedWatermarks::default()),
         directory: Arc::new(EmbeddedDirectory::default()),
         definitions: Arc::new(EmbeddedDefinitions::default()),
+        dead_letters: Arc::new(EmbeddedDeadLetters::default()),
     }
 }

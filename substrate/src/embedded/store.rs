@@ -19,8 +19,8 @@ use crate::time::now_ms;
 use fstore_proto::api::FeatureDefinition;
 
 use crate::{
-    ClaimStore, ComputeJob, Definitions, Error, FlowDirectory, Notifier, ResultStore, Ticket,
-    TicketStore, ValueEnvelope, WaiterStore, Watermarks,
+    ClaimStore, ComputeJob, DeadLetter, DeadLetters, Definitions, Error, FlowDirectory, Notifier,
+    ResultStore, Ticket, TicketStore, ValueEnvelope, WaiterStore, Watermarks,
 };
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -312,6 +312,47 @@ impl FlowDirectory for EmbeddedDirectory {
                     .collect(),
             })
             .collect())
+    }
+}
+
+/// Dead letters in memory, by a sequence number.
+#[derive(Default)]
+pub struct EmbeddedDeadLetters {
+    letters: Mutex<BTreeMap<u64, DeadLetter>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait]
+impl DeadLetters for EmbeddedDeadLetters {
+    async fn put(&self, mut letter: DeadLetter) -> Result<String, Error> {
+        let seq = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        letter.id = seq.to_string();
+        lock(&self.letters).insert(seq, letter);
+        Ok(seq.to_string())
+    }
+
+    async fn list(&self, tenant: &str, limit: usize) -> Result<(Vec<DeadLetter>, u64), Error> {
+        let letters = lock(&self.letters);
+        let mine: Vec<&DeadLetter> = letters
+            .values()
+            .filter(|l| l.job.as_ref().is_some_and(|j| j.tenant == tenant))
+            .collect();
+        let total = mine.len() as u64;
+        Ok((mine.into_iter().take(limit).cloned().collect(), total))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<DeadLetter>, Error> {
+        let Ok(seq) = id.parse::<u64>() else {
+            return Ok(None);
+        };
+        Ok(lock(&self.letters).get(&seq).cloned())
+    }
+
+    async fn remove(&self, id: &str) -> Result<bool, Error> {
+        let Ok(seq) = id.parse::<u64>() else {
+            return Ok(false);
+        };
+        Ok(lock(&self.letters).remove(&seq).is_some())
     }
 }
 

@@ -12,10 +12,12 @@
 //! | invalidation watermarks | KV `<prefix>_watermarks`, watched into memory by every replica |
 //! | registry | KV `<prefix>_registry`, one key per (feature, version), watched by every replica |
 //! | flows and workers | KV `<prefix>_flows` (specs ever advertised), `<prefix>_workers` (heartbeats with a TTL) |
+//! | dead letters | limits stream `<PREFIX>_DLQ`, subjects `<prefix>.dlq.<tenant>.<flow>`; id = sequence |
 //! | ready notifications | core subject `<prefix>.ready.<key>` |
 //!
 //! User names go through [`crate::token`] before they reach a subject or key.
 
+mod dead_letters;
 mod directory;
 mod kv;
 mod queue;
@@ -166,6 +168,9 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             options.heartbeat,
         )),
         definitions: Arc::new(kv::NatsDefinitions::new(registry)),
+        dead_letters: Arc::new(
+            dead_letters::NatsDeadLetters::open(js.clone(), &layout, options).await?,
+        ),
     })
 }
 
