@@ -149,31 +149,11 @@ impl Planner {
             .watermarks
             .get(&input.tenant, &node.id(), &entity.entity_id)
             .await?;
-        let stored = self
-            .substrate
-            .results
-            .get(&key, watermark.max(min_planned_at_ms))
-            .await?
-            .filter(|env| env.expires_at_ms > now && env.planned_at_ms >= watermark);
-        let mut stale = None;
-        if let Some(env) = stored {
-            let fresh = env.planned_at_ms >= min_planned_at_ms;
-            if fresh && env.error.is_empty() {
-                return Ok((key, NodeState::Ready(env)));
-            }
-            if fresh {
-                return Ok((
-                    key,
-                    NodeState::Failed {
-                        error: env.error.clone(),
-                        attempts: env.attempts,
-                    },
-                ));
-            }
-            if input.allow_stale && env.error.is_empty() {
-                stale = Some(env);
-            }
-        }
+        let fresh_from = watermark.max(min_planned_at_ms);
+        let stale = match self.lookup(&key, watermark, fresh_from, now).await? {
+            Lookup::Final(state) => return Ok((key, state)),
+            Lookup::Missing { older } => older.filter(|_| input.allow_stale),
+        };
         // Missing: refuse to compute behind a failed input, else claim and submit.
         let mut job_inputs = Vec::with_capacity(node.inputs.len());
         for i in &node.inputs {
@@ -238,6 +218,12 @@ impl Planner {
         else {
             return Ok((key, NodeState::Pending { stale }));
         };
+        // The value may have landed between the look-up and the claim (its computer
+        // stores it before releasing its claim): look again before computing it twice.
+        if let Lookup::Final(state) = self.lookup(&key, watermark, fresh_from, now_ms()).await? {
+            self.substrate.claims.release(&key, generation).await?;
+            return Ok((key, state));
+        }
         let job = ComputeJob {
             value_key: key.clone(),
             generation,
@@ -262,6 +248,41 @@ impl Planner {
                 Err(e.into())
             }
         }
+    }
+}
+
+/// What the result store holds for a key, judged against a call's freshness.
+enum Lookup {
+    /// A fresh value or a fresh failure: nothing to compute.
+    Final(NodeState),
+    /// Nothing usable; `older` is a value that is valid but older than the call allows.
+    Missing { older: Option<Arc<ValueEnvelope>> },
+}
+
+impl Planner {
+    async fn lookup(&self, key: &str, watermark: i64, fresh_from: i64, now: i64) -> Result<Lookup> {
+        let stored = self
+            .substrate
+            .results
+            .get(key, fresh_from)
+            .await?
+            .filter(|env| env.expires_at_ms > now && env.planned_at_ms >= watermark);
+        let Some(env) = stored else {
+            return Ok(Lookup::Missing { older: None });
+        };
+        if env.planned_at_ms >= fresh_from {
+            return Ok(Lookup::Final(if env.error.is_empty() {
+                NodeState::Ready(env)
+            } else {
+                NodeState::Failed {
+                    error: env.error.clone(),
+                    attempts: env.attempts,
+                }
+            }));
+        }
+        Ok(Lookup::Missing {
+            older: env.error.is_empty().then_some(env),
+        })
     }
 }
 

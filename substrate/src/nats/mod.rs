@@ -216,10 +216,6 @@ impl Layout {
             crate::token::encode(tenant)
         )
     }
-
-    pub fn flow_filter(&self, flow: &str) -> String {
-        format!("{}.jobs.{}.>", self.prefix, crate::token::encode(flow))
-    }
 }
 
 struct NatsNotifier {
@@ -270,10 +266,6 @@ mod tests {
         assert_eq!(
             l.jobs_subject("text.stats@1", "a*b"),
             "fstore.jobs.text_2Estats_401.a_2Ab"
-        );
-        assert_eq!(
-            l.flow_filter("text.stats@1"),
-            "fstore.jobs.text_2Estats_401.>"
         );
         assert_eq!(l.jobs_stream(), "FSTORE_JOBS");
     }

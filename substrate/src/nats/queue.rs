@@ -1,19 +1,24 @@
-//! Jobs on a JetStream work-queue stream: one subject per (flow, tenant), one durable
-//! pull consumer per flow shared by every worker serving it. Enqueue carries the
-//! message id `key.generation`, so the server drops duplicates inside its window.
+//! Jobs on a JetStream work-queue stream: one subject and one durable pull consumer per
+//! (flow, tenant), shared by every worker serving the flow. A worker takes a share from
+//! each tenant's consumer in turn, so a tenant with thousands of queued jobs cannot hold
+//! back another's few. Enqueue carries the message id `key.generation`, so the server
+//! drops duplicates inside its window; bounds per (flow, tenant) subject (stream limit,
+//! discard new) and per flow (admission check) refuse new work with QueueFull.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use async_nats::jetstream;
 use async_nats::jetstream::consumer::{AckPolicy, Consumer, pull};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
-use async_nats::jetstream::{self, context::PublishErrorKind};
 use async_trait::async_trait;
 use fstore_flows::FlowId;
 use futures::StreamExt;
 use prost::Message as _;
+use tokio::sync::watch;
 use tracing::warn;
 
 use super::{Layout, Options, unavailable};
@@ -22,13 +27,29 @@ use crate::{ComputeJob, Delivery, Error, Headers, JobQueue, message_id};
 
 pub struct NatsQueue {
     js: jetstream::Context,
+    client: async_nats::Client,
     layout: Layout,
     stream: stream::Stream,
     ack_wait: Duration,
     max_deliver: i64,
     max_queued_per_subject: i64,
-    consumers: Mutex<HashMap<FlowId, Consumer<pull::Config>>>,
+    max_queued_per_flow: u64,
+    /// Consumers this process made sure exist, by name (the enqueue side).
+    known: Mutex<HashMap<String, Consumer<pull::Config>>>,
+    flows: Mutex<HashMap<FlowId, Arc<FlowState>>>,
 }
+
+/// What a process knows of one flow: its tenants' consumers, a wake-up signal and a
+/// cached depth.
+struct FlowState {
+    consumers: tokio::sync::Mutex<(Option<Instant>, Vec<Consumer<pull::Config>>)>,
+    next: AtomicUsize,
+    wake: watch::Receiver<u64>,
+    depth: Mutex<Option<(Instant, u64)>>,
+}
+
+/// How long a tenant list or a depth is trusted before it is read again.
+const REFRESH: Duration = Duration::from_millis(500);
 
 impl NatsQueue {
     pub(crate) async fn open(
@@ -54,33 +75,49 @@ impl NatsQueue {
             .await
             .map_err(|e| unavailable(format!("jobs stream: {e}")))?;
         Ok(NatsQueue {
+            client: js.client(),
             js,
             layout: layout.clone(),
             stream,
             ack_wait: options.ack_wait,
             max_deliver: options.max_deliver,
             max_queued_per_subject: options.max_queued_per_subject,
-            consumers: Mutex::new(HashMap::new()),
+            max_queued_per_flow: u64::try_from(options.max_queued).unwrap_or(u64::MAX),
+            known: Mutex::new(HashMap::new()),
+            flows: Mutex::new(HashMap::new()),
         })
     }
 
-    async fn consumer(&self, flow: &FlowId) -> Result<Consumer<pull::Config>, Error> {
-        if let Some(c) = self
-            .consumers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(flow)
-        {
+    /// `c__<flow>__<tenant>`: tokens never contain `__`, so the name splits back.
+    fn consumer_name(flow: &str, tenant: &str) -> String {
+        format!(
+            "{}{}",
+            Self::flow_prefix(flow),
+            crate::token::encode(tenant)
+        )
+    }
+
+    fn flow_prefix(flow: &str) -> String {
+        format!("c__{}__", crate::token::encode(flow))
+    }
+
+    fn wake_subject(&self, flow: &str) -> String {
+        format!("{}.wake.{}", self.layout.prefix, crate::token::encode(flow))
+    }
+
+    /// The durable consumer of one (flow, tenant), created if needed.
+    async fn consumer(&self, flow: &str, tenant: &str) -> Result<Consumer<pull::Config>, Error> {
+        let name = Self::consumer_name(flow, tenant);
+        if let Some(c) = lock(&self.known).get(&name) {
             return Ok(c.clone());
         }
-        let name = format!("flow-{}", crate::token::encode(&flow.to_string()));
         let consumer = self
             .stream
             .get_or_create_consumer(
                 &name,
                 pull::Config {
                     durable_name: Some(name.clone()),
-                    filter_subject: self.layout.flow_filter(&flow.to_string()),
+                    filter_subject: self.layout.jobs_subject(flow, tenant),
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: self.ack_wait,
                     max_deliver: self.max_deliver,
@@ -89,15 +126,120 @@ impl NatsQueue {
                 },
             )
             .await
-            .map_err(|e| unavailable(format!("consumer for {flow}: {e}")))?;
-        self.consumers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(flow.clone(), consumer.clone());
+            .map_err(|e| unavailable(format!("consumer for {flow}, tenant {tenant}: {e}")))?;
+        lock(&self.known).insert(name, consumer.clone());
         Ok(consumer)
     }
 
-    fn delivery(message: jetstream::Message) -> Option<Delivery> {
+    async fn flow_state(&self, flow: &FlowId) -> Result<Arc<FlowState>, Error> {
+        if let Some(s) = lock(&self.flows).get(flow) {
+            return Ok(s.clone());
+        }
+        // Enqueuers publish an empty wake-up per job; an idle puller waits for one
+        // instead of polling. A lost wake-up costs at most one REFRESH.
+        let mut sub = self
+            .client
+            .subscribe(self.wake_subject(&flow.to_string()))
+            .await
+            .map_err(unavailable)?;
+        let (tx, rx) = watch::channel(0u64);
+        tokio::spawn(async move {
+            while sub.next().await.is_some() {
+                tx.send_modify(|n| *n += 1);
+                if tx.is_closed() {
+                    break;
+                }
+            }
+        });
+        let state = Arc::new(FlowState {
+            consumers: tokio::sync::Mutex::new((None, Vec::new())),
+            next: AtomicUsize::new(0),
+            wake: rx,
+            depth: Mutex::new(None),
+        });
+        Ok(lock(&self.flows)
+            .entry(flow.clone())
+            .or_insert(state)
+            .clone())
+    }
+
+    /// The consumers of every tenant with jobs for `flow`, re-listed after REFRESH.
+    async fn tenant_consumers(
+        &self,
+        flow: &FlowId,
+        state: &FlowState,
+        force: bool,
+    ) -> Result<Vec<Consumer<pull::Config>>, Error> {
+        let mut guard = state.consumers.lock().await;
+        let fresh = guard.0.is_some_and(|at| at.elapsed() < REFRESH);
+        if fresh && !force {
+            return Ok(guard.1.clone());
+        }
+        let prefix = Self::flow_prefix(&flow.to_string());
+        let mut names = self.stream.consumer_names();
+        let mut mine = Vec::new();
+        while let Some(name) = names.next().await {
+            let name = name.map_err(unavailable)?;
+            if name.starts_with(&prefix) {
+                mine.push(name);
+            }
+        }
+        mine.sort();
+        let mut consumers = Vec::with_capacity(mine.len());
+        for name in mine {
+            let cached = lock(&self.known).get(&name).cloned();
+            let c = match cached {
+                Some(c) => c,
+                None => {
+                    let c: Consumer<pull::Config> =
+                        self.stream.get_consumer(&name).await.map_err(unavailable)?;
+                    lock(&self.known).insert(name, c.clone());
+                    c
+                }
+            };
+            consumers.push(c);
+        }
+        *guard = (Some(Instant::now()), consumers.clone());
+        Ok(consumers)
+    }
+
+    /// Takes up to `max` jobs without waiting, a share from each tenant in turn.
+    async fn take_round(
+        &self,
+        consumers: &[Consumer<pull::Config>],
+        state: &FlowState,
+        max: usize,
+    ) -> Result<Vec<Delivery>, Error> {
+        let n = consumers.len();
+        let mut out = Vec::new();
+        if n == 0 {
+            return Ok(out);
+        }
+        let start = state.next.fetch_add(1, Ordering::Relaxed);
+        let share = max.div_ceil(n).max(1);
+        for i in 0..n {
+            let room = max - out.len();
+            if room == 0 {
+                break;
+            }
+            let consumer = &consumers[(start + i) % n];
+            let mut batch = consumer
+                .fetch()
+                .max_messages(share.min(room))
+                .messages()
+                .await
+                .map_err(unavailable)?;
+            while let Some(m) = batch.next().await {
+                match m {
+                    Ok(m) => out.extend(self.delivery(m)),
+                    Err(_) => break,
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn delivery(&self, message: jetstream::Message) -> Option<Delivery> {
         let attempt = message
             .info()
             .map(|i| i.delivered.max(1) as u32)
@@ -121,21 +263,42 @@ impl NatsQueue {
                     .collect()
             })
             .unwrap_or_default();
-        Some(Delivery::new(
-            job,
-            headers,
-            attempt,
-            Box::new(NatsSettle { message }),
-        ))
+        let wake = self.wake_subject(&format!("{}@{}", job.flow, job.flow_version));
+        let settle = NatsSettle {
+            message,
+            client: self.client.clone(),
+            wake,
+        };
+        Some(Delivery::new(job, headers, attempt, Box::new(settle)))
     }
+
+    fn queue_full(scope: &str, limit: u64) -> Error {
+        Error::QueueFull {
+            scope: scope.to_string(),
+            limit,
+            retry_after_ms: 1000,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[async_trait]
 impl JobQueue for NatsQueue {
     async fn enqueue(&self, job: &ComputeJob, headers: &Headers) -> Result<Enqueued, Error> {
-        let subject = self
-            .layout
-            .jobs_subject(&format!("{}@{}", job.flow, job.flow_version), &job.tenant);
+        let flow = format!("{}@{}", job.flow, job.flow_version);
+        let flow_id = FlowId::new(job.flow.clone(), job.flow_version);
+        if self.depth(&flow_id).await? >= self.max_queued_per_flow {
+            return Err(Self::queue_full(
+                &format!("flow {flow}"),
+                self.max_queued_per_flow,
+            ));
+        }
+        // The tenant's consumer exists before its first job, so pullers find it.
+        self.consumer(&flow, &job.tenant).await?;
+        let subject = self.layout.jobs_subject(&flow, &job.tenant);
         let mut h = async_nats::HeaderMap::new();
         h.insert(
             async_nats::header::NATS_MESSAGE_ID,
@@ -150,37 +313,28 @@ impl JobQueue for NatsQueue {
             .await
             .map_err(unavailable)?
             .await;
-        match ack {
-            Ok(ack) if ack.duplicate => Ok(Enqueued::Duplicate),
-            Ok(_) => Ok(Enqueued::Added),
-            Err(e)
-                if e.kind() == PublishErrorKind::Other
-                    && e.to_string().contains("maximum messages") =>
-            {
-                Err(Error::QueueFull {
-                    scope: format!(
-                        "flow {}@{}, tenant {}",
-                        job.flow, job.flow_version, job.tenant
-                    ),
-                    limit: self.max_queued_per_subject as u64,
-                    retry_after_ms: 1000,
-                })
+        let ack = match ack {
+            Ok(ack) => ack,
+            Err(e) if e.to_string().contains("maximum messages") => {
+                let scope = format!("flow {flow}, tenant {}", job.tenant);
+                return Err(Self::queue_full(&scope, self.max_queued_per_subject as u64));
             }
-            Err(e) => {
-                let text = e.to_string();
-                if text.contains("maximum messages") {
-                    return Err(Error::QueueFull {
-                        scope: format!(
-                            "flow {}@{}, tenant {}",
-                            job.flow, job.flow_version, job.tenant
-                        ),
-                        limit: self.max_queued_per_subject as u64,
-                        retry_after_ms: 1000,
-                    });
-                }
-                Err(unavailable(format!("enqueue on {subject}: {text}")))
-            }
+            Err(e) => return Err(unavailable(format!("enqueue on {subject}: {e}"))),
+        };
+        if ack.duplicate {
+            return Ok(Enqueued::Duplicate);
         }
+        if let Some(state) = lock(&self.flows).get(&flow_id)
+            && let Some(d) = lock(&state.depth).as_mut()
+        {
+            d.1 += 1;
+        }
+        // Best effort: a lost wake-up costs an idle worker one REFRESH.
+        let _ = self
+            .client
+            .publish(self.wake_subject(&flow), bytes::Bytes::new())
+            .await;
+        Ok(Enqueued::Added)
     }
 
     async fn pull(
@@ -189,57 +343,58 @@ impl JobQueue for NatsQueue {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>, Error> {
-        let consumer = self.consumer(flow).await?;
-        // Wait for the first job, then take whatever else is there without waiting.
-        // The whole wait is bounded: a pull request lost with a broken connection must
-        // not stall the worker past its reconnection.
-        let wait = wait.max(Duration::from_millis(50));
-        let first = async {
-            let mut batch = consumer
-                .batch()
-                .max_messages(1)
-                .expires(wait)
-                .messages()
-                .await
-                .map_err(unavailable)?;
-            let mut out = Vec::new();
-            while let Some(m) = batch.next().await {
-                match m {
-                    Ok(m) => out.extend(Self::delivery(m)),
-                    Err(e) if out.is_empty() => return Err(unavailable(e)),
-                    Err(_) => break,
-                }
+        let state = self.flow_state(flow).await?;
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut wake = state.wake.clone();
+        let mut force = false;
+        loop {
+            wake.borrow_and_update();
+            let consumers = self.tenant_consumers(flow, &state, force).await?;
+            let got = self.take_round(&consumers, &state, max.max(1)).await?;
+            if !got.is_empty() {
+                return Ok(got);
             }
-            Ok(out)
-        };
-        let mut out = match tokio::time::timeout(wait + Duration::from_millis(250), first).await {
-            Ok(r) => r?,
-            Err(_) => return Ok(Vec::new()),
-        };
-        if out.is_empty() || max <= 1 {
-            return Ok(out);
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(got);
+            }
+            let nap = (deadline - now).min(REFRESH);
+            tokio::select! {
+                changed = wake.changed() => {
+                    force = true;
+                    if changed.is_err() {
+                        tokio::time::sleep(nap).await;
+                    }
+                }
+                _ = tokio::time::sleep(nap) => force = false,
+            }
         }
-        let mut more = consumer
-            .fetch()
-            .max_messages(max - out.len())
-            .messages()
-            .await
-            .map_err(unavailable)?;
-        while let Some(Ok(m)) = more.next().await {
-            out.extend(Self::delivery(m));
-        }
-        Ok(out)
     }
 
     async fn depth(&self, flow: &FlowId) -> Result<u64, Error> {
-        let mut consumer = self.consumer(flow).await?;
-        let info = consumer.info().await.map_err(unavailable)?;
-        Ok(info.num_pending + info.num_ack_pending as u64)
+        let state = self.flow_state(flow).await?;
+        if let Some((at, d)) = *lock(&state.depth)
+            && at.elapsed() < REFRESH
+        {
+            return Ok(d);
+        }
+        let consumers = self.tenant_consumers(flow, &state, false).await?;
+        let mut total = 0;
+        for c in consumers {
+            let mut c = c;
+            let info = c.info().await.map_err(unavailable)?;
+            total += info.num_pending + info.num_ack_pending as u64;
+        }
+        *lock(&state.depth) = Some((Instant::now(), total));
+        Ok(total)
     }
 }
 
 struct NatsSettle {
     message: jetstream::Message,
+    client: async_nats::Client,
+    /// Idle pullers wait for wake-ups; a nak'ed job sends one when its delay ends.
+    wake: String,
 }
 
 #[async_trait]
@@ -253,7 +408,14 @@ impl Settle for NatsSettle {
         self.message
             .ack_with(AckKind::Nak(Some(delay)))
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let client = self.client.clone();
+        let wake = self.wake.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay + Duration::from_millis(5)).await;
+            let _ = client.publish(wake, bytes::Bytes::new()).await;
+        });
+        Ok(())
     }
 
     async fn term(&self) -> Result<(), Error> {
