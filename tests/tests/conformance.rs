@@ -6,71 +6,12 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use fstore::Config;
-use fstore::server::Running;
 use fstore_proto::api::{self, Status};
 use fstore_tests::build::{self, entity, f64_of, feature, text};
+use fstore_tests::harness::{Backend, Harness};
 use fstore_tests::{TestClient, test_config, wait_until};
 use futures::StreamExt;
 use tonic::Code;
-
-/// A backend under test: how to start a feature store on it.
-#[derive(Debug, Clone, Copy)]
-enum Backend {
-    Embedded,
-    Nats,
-}
-
-struct Harness {
-    running: Running,
-    client: TestClient,
-    /// The NATS server of a NATS-backed harness, killed when the harness goes.
-    _nats: Option<fstore_tests::nats::NatsServer>,
-}
-
-impl Harness {
-    async fn start(backend: Backend) -> anyhow::Result<Harness> {
-        Self::with_config(backend, test_config()).await
-    }
-
-    async fn with_config(backend: Backend, config: Config) -> anyhow::Result<Harness> {
-        let (running, nats) = match backend {
-            Backend::Embedded => (fstore_tests::start_embedded(config).await?, None),
-            Backend::Nats => {
-                let nats = fstore_tests::nats::NatsServer::start()?;
-                (
-                    fstore_tests::start_on_nats(config, &nats.url()).await?,
-                    Some(nats),
-                )
-            }
-        };
-        let client = TestClient::connect(&running.url(), None).await?;
-        Ok(Harness {
-            running,
-            client,
-            _nats: nats,
-        })
-    }
-
-    /// Computes of a feature version (`name@v`) by the workers, failures included.
-    fn computes(&self, feature: &str) -> u64 {
-        self.running
-            .worker_stats
-            .as_ref()
-            .map_or(0, |s| s.computes_of(feature))
-    }
-
-    async fn register(
-        &self,
-        def: api::FeatureDefinition,
-    ) -> anyhow::Result<api::RegisterFeatureResponse> {
-        Ok(self.client.register(def).await?)
-    }
-
-    async fn stop(self) {
-        self.running.shutdown().await;
-    }
-}
 
 const LONG: Duration = Duration::from_secs(20);
 

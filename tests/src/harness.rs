@@ -1,0 +1,63 @@
+//! A feature store on a chosen backend, for suites that run against every backend.
+
+use fstore::Config;
+use fstore::server::Running;
+use fstore_proto::api;
+
+use crate::TestClient;
+use crate::nats::NatsServer;
+
+/// A backend under test: how to start a feature store on it.
+#[derive(Debug, Clone, Copy)]
+pub enum Backend {
+    Embedded,
+    Nats,
+}
+
+pub struct Harness {
+    pub running: Running,
+    pub client: TestClient,
+    /// The NATS server of a NATS-backed harness, killed when the harness goes.
+    pub nats: Option<NatsServer>,
+}
+
+impl Harness {
+    pub async fn start(backend: Backend) -> anyhow::Result<Harness> {
+        Self::with_config(backend, crate::test_config()).await
+    }
+
+    pub async fn with_config(backend: Backend, config: Config) -> anyhow::Result<Harness> {
+        let (running, nats) = match backend {
+            Backend::Embedded => (crate::start_embedded(config).await?, None),
+            Backend::Nats => {
+                let nats = NatsServer::start()?;
+                (crate::start_on_nats(config, &nats.url()).await?, Some(nats))
+            }
+        };
+        let client = TestClient::connect(&running.url(), None).await?;
+        Ok(Harness {
+            running,
+            client,
+            nats,
+        })
+    }
+
+    /// Computes of a feature version (`name@v`) by the workers, failures included.
+    pub fn computes(&self, feature: &str) -> u64 {
+        self.running
+            .worker_stats
+            .as_ref()
+            .map_or(0, |s| s.computes_of(feature))
+    }
+
+    pub async fn register(
+        &self,
+        def: api::FeatureDefinition,
+    ) -> anyhow::Result<api::RegisterFeatureResponse> {
+        Ok(self.client.register(def).await?)
+    }
+
+    pub async fn stop(self) {
+        self.running.shutdown().await;
+    }
+}

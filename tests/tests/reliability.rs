@@ -1,0 +1,286 @@
+//! Reliability properties on every backend: fairness between tenants, back-pressure
+//! that refuses new work without dropping accepted work, SYNC under a backlog, poison
+//! at volume, and (NATS) leases extended by long computations.
+
+use std::time::{Duration, Instant};
+
+use fstore_proto::api::{self, Status};
+use fstore_tests::build::{self, entity, f64_of, feature};
+use fstore_tests::harness::{Backend, Harness};
+use fstore_tests::{TestClient, test_config, wait_until};
+use tonic::Code;
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn probe(name: &str, params: &[(&str, &str)]) -> api::FeatureDefinition {
+    feature(name, "test.probe@1", params, &[], 600_000)
+}
+
+fn ids(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+fn get_many(entities: &[String], feature: &str) -> api::GetFeaturesRequest {
+    let refs: Vec<&str> = entities.iter().map(String::as_str).collect();
+    build::get(&refs, &[feature])
+}
+
+async fn all_ready(c: &TestClient, ticket: &str) -> anyhow::Result<()> {
+    let done = c.until_done(ticket, LONG).await?;
+    let bad: Vec<_> = done
+        .results
+        .iter()
+        .filter(|r| r.status() != Status::Ready)
+        .collect();
+    anyhow::ensure!(bad.is_empty(), "not READY: {:?}", bad.first());
+    Ok(())
+}
+
+/// Tenant B's 20 jobs, sent after A's 5,000, finish in under 20% of A's drain time.
+async fn a_flooding_tenant_does_not_hold_back_another(b: Backend) -> anyhow::Result<()> {
+    let mut config = test_config();
+    config.worker.slots = 2;
+    config.worker.max_batch = 16;
+    let h = Harness::with_config(b, config).await?;
+    h.register(probe("work", &[("delay_ms", "5")])).await?;
+    let a = h.client.with_tenant("flood");
+    let b_client = h.client.with_tenant("quiet");
+    let started = Instant::now();
+    let mut tickets = Vec::new();
+    let calls = (0..5).map(|k| {
+        let a = a.clone();
+        async move { a.get(get_many(&ids(&format!("a{k}-"), 1000), "work")).await }
+    });
+    for r in futures::future::join_all(calls).await {
+        tickets.push(r?.ticket);
+    }
+    let b_sent = Instant::now();
+    let rb = b_client.get(get_many(&ids("b", 20), "work")).await?;
+    all_ready(&b_client, &rb.ticket).await?;
+    let b_took = b_sent.elapsed();
+    for t in &tickets {
+        all_ready(&a, t).await?;
+    }
+    let a_took = started.elapsed();
+    println!(
+        "{b:?}: tenant A drained 5000 jobs in {a_took:?}; tenant B's 20 jobs took {b_took:?} ({:.1}%)",
+        100.0 * b_took.as_secs_f64() / a_took.as_secs_f64()
+    );
+    assert!(
+        b_took.as_secs_f64() < 0.2 * a_took.as_secs_f64(),
+        "B waited {b_took:?} of A's {a_took:?}"
+    );
+    h.stop().await;
+    Ok(())
+}
+
+/// Past the bound, GetFeatures answers RESOURCE_EXHAUSTED with a retry hint; the jobs it
+/// accepted still complete.
+async fn a_full_queue_refuses_and_keeps_what_it_accepted(b: Backend) -> anyhow::Result<()> {
+    let mut config = test_config();
+    config.queue.max_queued_per_tenant = 10;
+    config.worker.slots = 1;
+    config.worker.max_batch = 1;
+    let h = Harness::with_config(b, config).await?;
+    h.register(probe("slow", &[("delay_ms", "100")])).await?;
+    let entities = ids("e", 40);
+    let err = h
+        .client
+        .get(get_many(&entities, "slow"))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("40 jobs fit a queue of 10"))?;
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
+    assert!(
+        err.message().contains("is full") && err.metadata().get("retry-after-ms").is_some(),
+        "{err:?}"
+    );
+    // Every job the store accepted completes; asking again finds them, none recomputed.
+    let accepted = wait_until(LONG, "the accepted jobs to drain", || async {
+        let stats = h.running.worker_stats.as_ref()?;
+        let done = stats.computes_of("slow@1");
+        (done >= 10
+            && h.running
+                .substrate
+                .queue
+                .depth(&fstore_flows::FlowId::new("test.probe", 1))
+                .await
+                .ok()?
+                == 0)
+            .then_some(done)
+    })
+    .await?;
+    let first: Vec<String> = entities.iter().take(accepted as usize).cloned().collect();
+    let r = h.client.get(get_many(&first, "slow")).await?;
+    assert!(
+        r.results.iter().all(|x| x.status() == Status::Ready),
+        "accepted jobs were kept: {:?}",
+        r.results.iter().map(|x| x.status()).collect::<Vec<_>>()
+    );
+    assert_eq!(h.computes("slow@1"), accepted);
+    h.stop().await;
+    Ok(())
+}
+
+/// With the queue backlogged, SYNC returns by its deadline (plus 100 ms) with the
+/// pending features and a ticket.
+async fn sync_under_backlog_keeps_its_deadline(b: Backend) -> anyhow::Result<()> {
+    let mut config = test_config();
+    config.worker.slots = 1;
+    config.worker.max_batch = 4;
+    let h = Harness::with_config(b, config).await?;
+    h.register(probe("busy", &[("delay_ms", "50")])).await?;
+    let backlog = h.client.get(get_many(&ids("bg", 200), "busy")).await?;
+    assert!(!backlog.ticket.is_empty());
+    for wait_ms in [100u64, 300] {
+        let started = Instant::now();
+        let r = h
+            .client
+            .get(build::sync(
+                &[&format!("late{wait_ms}")],
+                &["busy"],
+                wait_ms,
+            ))
+            .await?;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(wait_ms + 100),
+            "SYNC({wait_ms} ms) took {took:?}"
+        );
+        assert_eq!(r.results[0].status(), Status::Pending);
+        assert!(!r.ticket.is_empty());
+    }
+    h.stop().await;
+    Ok(())
+}
+
+/// 1,000 requests mixing valid, malformed and poison inputs: every valid one READY,
+/// every other FAILED or refused with a message, the workers keep serving, and the
+/// dead-letter count equals the poison count.
+async fn poison_and_bad_input_at_volume(b: Backend) -> anyhow::Result<()> {
+    let mut config = test_config();
+    config.worker.max_attempts = 3;
+    config.worker.retry_base = std::time::Duration::from_millis(5);
+    let h = Harness::with_config(b, config).await?;
+    let poison: Vec<String> = ids("poison", 50);
+    h.register(probe(
+        "p",
+        &[("fail", "transient"), ("fail_entities", &poison.join(","))],
+    ))
+    .await?;
+    h.register(feature(
+        "len",
+        "text.stats@1",
+        &[],
+        &[("text", "request:text")],
+        600_000,
+    ))
+    .await?;
+    let mut calls = Vec::new();
+    for i in 0..1000usize {
+        let c = h.client.clone();
+        let req = match i % 20 {
+            // 50 poison entities
+            0 => build::sync(&[&poison[i / 20]], &["p"], 20_000),
+            // 50 malformed: a mistyped request input
+            1 => {
+                let mut r = build::sync(&[], &["len"], 20_000);
+                r.entities = vec![entity(&format!("m{i}"), &[("text", build::f64(1.0))])];
+                r
+            }
+            // 50 malformed: an unknown feature
+            2 => build::sync(&[&format!("u{i}")], &["nope"], 20_000),
+            // 850 valid
+            _ => build::sync(&[&format!("v{i}")], &["p"], 20_000),
+        };
+        calls.push(async move { (i, c.get(req).await) });
+    }
+    let (mut ready, mut failed, mut refused) = (0, 0, 0);
+    for (i, r) in futures::future::join_all(calls).await {
+        match (i % 20, r) {
+            (0, Ok(r)) => {
+                assert_eq!(r.results[0].status(), Status::Failed, "{r:?}");
+                assert!(
+                    r.results[0].error.contains("gave up after 3 tries"),
+                    "{}",
+                    r.results[0].error
+                );
+                failed += 1;
+            }
+            (1, Err(s)) => {
+                assert_eq!(s.code(), Code::InvalidArgument);
+                assert!(s.message().contains("must be a string"), "{}", s.message());
+                refused += 1;
+            }
+            (2, Err(s)) => {
+                assert_eq!(s.code(), Code::NotFound);
+                refused += 1;
+            }
+            (k, Ok(r)) if k > 2 => {
+                assert_eq!(r.results[0].status(), Status::Ready, "{r:?}");
+                assert_eq!(f64_of(&r.results[0]), Some(1.0));
+                ready += 1;
+            }
+            (k, other) => anyhow::bail!("request {i} (kind {k}) answered {other:?}"),
+        }
+    }
+    assert_eq!((ready, failed, refused), (850, 50, 100));
+    let dlq = h
+        .client
+        .raw
+        .clone()
+        .list_dead_letters(h.client.req(api::ListDeadLettersRequest { limit: 1 }))
+        .await?
+        .into_inner();
+    assert_eq!(dlq.total, 50, "one dead letter per poison input");
+    // Still serving.
+    let r = h.client.get(build::sync(&["after"], &["p"], 5_000)).await?;
+    assert_eq!(r.results[0].status(), Status::Ready);
+    println!(
+        "{b:?}: 1000 requests -> {ready} READY, {failed} FAILED (poison), {refused} refused, {} dead letters",
+        dlq.total
+    );
+    h.stop().await;
+    Ok(())
+}
+
+macro_rules! reliability {
+    ($module:ident, $backend:expr) => {
+        mod $module {
+            use super::*;
+
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                    async fn $name() -> anyhow::Result<()> {
+                        super::$name($backend).await
+                    }
+                };
+            }
+
+            case!(a_flooding_tenant_does_not_hold_back_another);
+            case!(a_full_queue_refuses_and_keeps_what_it_accepted);
+            case!(sync_under_backlog_keeps_its_deadline);
+            case!(poison_and_bad_input_at_volume);
+        }
+    };
+}
+
+reliability!(embedded, Backend::Embedded);
+reliability!(nats, Backend::Nats);
+
+/// A job that runs longer than the ack wait is not redelivered: the worker extends its
+/// lease while it computes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_jobs_extend_their_lease() -> anyhow::Result<()> {
+    let mut config = test_config();
+    config.nats.ack_wait = Duration::from_secs(1);
+    let h = Harness::with_config(Backend::Nats, config).await?;
+    h.register(probe("long", &[("delay_ms", "2500")])).await?;
+    let r = h.client.get(build::sync(&["e"], &["long"], 10_000)).await?;
+    assert_eq!(r.results[0].status(), Status::Ready);
+    assert_eq!(r.results[0].attempts, 1, "delivered once");
+    assert_eq!(h.computes("long@1"), 1);
+    h.stop().await;
+    Ok(())
+}
