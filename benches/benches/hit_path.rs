@@ -3,6 +3,9 @@
 //! with a bare tonic echo service answering messages of the same sizes. The target is
 //! at least 0.8× the echo's throughput.
 //!
+//! A third table times the GetFeatures handler alone (`Service::get_features` called
+//! in-process, no HTTP/2 or codec): the feature store's own work per call.
+//!
 //! `cargo bench -p fstore-benches --bench hit_path`. Environment overrides:
 //! - `HIT_PATH_SECS` (3): seconds of each throughput window
 //! - `HIT_PATH_WARMUP_SECS` (0.5): unmeasured throughput before each window
@@ -20,14 +23,17 @@
 //!   echo (like any tonic server that binds its own listener) has it off.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use fstore_benches::{
-    AnyFeaturesCall, Call, EchoCall, FeaturesCall, FeaturesFullCall, Latency, Throughput, channels,
-    echo_reply_payload_len, echo_request, local_listener, sequential, serve_echo, throughput,
+    AnyFeaturesCall, Call, EchoCall, Failures, FeaturesCall, FeaturesFullCall, Latency, Throughput,
+    channels, echo_reply_payload_len, echo_request, local_listener, sequential, serve_echo,
+    throughput,
 };
+use fstore_proto::api::feature_store_server::FeatureStore;
 use fstore_proto::api::{self, feature_store_client::FeatureStoreClient};
+use hdrhistogram::Histogram;
 use prost::Message;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -159,6 +165,8 @@ struct Row {
     echo_request_bytes: usize,
     echo_response_bytes: usize,
     store_seq: Latency,
+    /// `Service::get_features` called in-process: the handler without gRPC.
+    handler: Latency,
     echo_seq: Latency,
     store_thr: Throughput,
     echo_thr: Throughput,
@@ -172,6 +180,7 @@ impl Row {
     fn failures(&self) -> Vec<(&'static str, u64, Option<&str>)> {
         [
             ("fstore sequential", &self.store_seq.failures),
+            ("fstore handler in-process", &self.handler.failures),
             ("echo sequential", &self.echo_seq.failures),
             ("fstore @in-flight", &self.store_thr.failures),
             ("echo @in-flight", &self.echo_thr.failures),
@@ -183,9 +192,63 @@ impl Row {
     }
 }
 
+/// Calls the service's GetFeatures handler directly, without transport or codec (the
+/// request is cloned outside the timed part).
+async fn handler_latency(
+    service: &fstore::service::Service,
+    request: &api::GetFeaturesRequest,
+    warmup: usize,
+    n: usize,
+) -> Latency {
+    let mut histogram =
+        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds");
+    let mut failures = Failures::default();
+    let expect = request.features.len();
+    for i in 0..warmup + n {
+        let body = request.clone();
+        let start = Instant::now();
+        let answer = service.get_features(tonic::Request::new(body)).await;
+        let us = start.elapsed().as_micros().max(1) as u64;
+        let checked = match answer {
+            Ok(r) => {
+                let r = r.into_inner();
+                if r.results.len() == expect
+                    && r.ticket.is_empty()
+                    && r.results
+                        .iter()
+                        .all(|x| x.status() == api::Status::Ready && x.from_cache)
+                {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "{} results, {} READY from the cache, ticket {:?}",
+                        r.results.len(),
+                        r.results
+                            .iter()
+                            .filter(|x| x.status() == api::Status::Ready && x.from_cache)
+                            .count(),
+                        r.ticket
+                    ))
+                }
+            }
+            Err(st) => Err(format!("{:?}: {}", st.code(), st.message())),
+        };
+        match checked {
+            Ok(()) if i >= warmup => histogram.saturating_record(us),
+            Ok(()) => {}
+            Err(e) => failures.add(e),
+        }
+    }
+    Latency {
+        histogram,
+        failures,
+    }
+}
+
 async fn run_case(
     s: &Settings,
     features: usize,
+    service: &fstore::service::Service,
     store: &mut FeatureStoreClient<Channel>,
     store_channels: &[Channel],
     echo_channels: &[Channel],
@@ -236,6 +299,7 @@ async fn run_case(
     let n = s.sequential_calls(features);
     let store_seq = sequential(&mut store_calls[0].clone(), s.warmup, n).await;
     let echo_seq = sequential(&mut echo_calls[0].clone(), s.warmup, n).await;
+    let handler = handler_latency(service, &request, s.warmup, n).await;
 
     let window = Duration::from_secs_f64(s.secs);
     let warmup = Duration::from_secs_f64(s.warmup_secs);
@@ -249,6 +313,7 @@ async fn run_case(
         echo_request_bytes,
         echo_response_bytes,
         store_seq,
+        handler,
         echo_seq,
         store_thr,
         echo_thr,
@@ -291,7 +356,17 @@ async fn run() -> anyhow::Result<()> {
 
     let mut rows = Vec::new();
     for &features in &s.cases {
-        rows.push(run_case(&s, features, &mut admin, &store_channels, &echo_channels).await?);
+        rows.push(
+            run_case(
+                &s,
+                features,
+                &store.service,
+                &mut admin,
+                &store_channels,
+                &echo_channels,
+            )
+            .await?,
+        );
     }
 
     println!();
@@ -356,6 +431,24 @@ async fn run() -> anyhow::Result<()> {
             r.echo_thr.elapsed.as_secs_f64(),
         );
     }
+    println!();
+    println!(
+        "| case | handler alone p50 µs | handler alone p99 µs | handler p50 µs per feature | handler p50 / fstore p50 |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for r in &rows {
+        println!(
+            "| 1 × {} | {} | {} | {:.2} | {:.0}% |",
+            r.features,
+            r.handler.p50_us(),
+            r.handler.p99_us(),
+            r.handler.p50_us() as f64 / r.features as f64,
+            100.0 * r.handler.p50_us() as f64 / r.store_seq.p50_us().max(1) as f64,
+        );
+    }
+    println!(
+        "(handler alone: Service::get_features called in-process, no HTTP/2, no codec — the feature store's own work per call)"
+    );
     println!();
     for r in &rows {
         let ratio = r.ratio();

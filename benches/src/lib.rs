@@ -55,7 +55,7 @@ pub struct Failures {
 }
 
 impl Failures {
-    fn add(&mut self, e: String) {
+    pub fn add(&mut self, e: String) {
         self.count += 1;
         self.first.get_or_insert(e);
     }

@@ -197,3 +197,45 @@ fn read_port(dir: &Path) -> Option<u16> {
     }
     None
 }
+
+/// A JetStream cluster of nats-servers on loopback, routed to each other.
+#[derive(Debug)]
+pub struct NatsCluster {
+    pub nodes: Vec<NatsServer>,
+}
+
+impl NatsCluster {
+    pub fn start(n: usize) -> anyhow::Result<NatsCluster> {
+        let cluster_ports = (0..n)
+            .map(|_| crate::process::free_port())
+            .collect::<anyhow::Result<Vec<u16>>>()?;
+        let mut nodes = Vec::with_capacity(n);
+        for (i, port) in cluster_ports.iter().enumerate() {
+            let routes: Vec<String> = cluster_ports
+                .iter()
+                .filter(|p| *p != port)
+                .map(|p| format!("nats://127.0.0.1:{p}"))
+                .collect();
+            nodes.push(NatsServer::start_with(vec![
+                "--cluster_name".into(),
+                "fstore-test".into(),
+                "--server_name".into(),
+                format!("n{i}"),
+                "--cluster".into(),
+                format!("nats://127.0.0.1:{port}"),
+                "--routes".into(),
+                routes.join(","),
+            ])?);
+        }
+        Ok(NatsCluster { nodes })
+    }
+
+    /// Every node's client URL, comma-separated (what `--nats` takes).
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}

@@ -110,7 +110,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
                 other => info!(event = %other, "nats event"),
             }
         })
-        .connect(&options.url)
+        .connect(servers(&options.url)?)
         .await
         .map_err(|e| {
             Error::Unavailable(format!(
@@ -172,6 +172,18 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             dead_letters::NatsDeadLetters::open(js.clone(), &layout, options).await?,
         ),
     })
+}
+
+/// `nats://a:4222,nats://b:4222` (a cluster's seed servers) as addresses.
+fn servers(url: &str) -> Result<Vec<async_nats::ServerAddr>, Error> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            u.parse::<async_nats::ServerAddr>()
+                .map_err(|e| Error::Unavailable(format!("`{u}` is not a NATS URL: {e}")))
+        })
+        .collect()
 }
 
 fn version_at_least(version: &str, min: (u64, u64)) -> bool {
