@@ -50,6 +50,9 @@ enum NodeState {
     Failed { error: String, attempts: u32 },
 }
 
+/// Planned nodes of one entity, by node identity (the registry's `Arc<Node>` address).
+type NodeStates = HashMap<usize, (String, NodeState)>;
+
 /// The results of a plan, in request order (entity-major), and the keys still pending.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
@@ -89,7 +92,7 @@ impl Planner {
         let now = now_ms();
         let mut plan = Plan::default();
         for entity in &input.entities {
-            let mut states: HashMap<(String, u32), (String, NodeState)> = HashMap::new();
+            let mut states: NodeStates = HashMap::new();
             for wanted in &input.features {
                 for node in wanted
                     .node
@@ -97,7 +100,7 @@ impl Planner {
                     .iter()
                     .chain(std::iter::once(&wanted.node))
                 {
-                    let id = (node.name.clone(), node.version);
+                    let id = Arc::as_ptr(node) as usize;
                     if states.contains_key(&id) {
                         continue;
                     }
@@ -115,7 +118,7 @@ impl Planner {
                 }
             }
             for wanted in &input.features {
-                let id = (wanted.node.name.clone(), wanted.node.version);
+                let id = Arc::as_ptr(&wanted.node) as usize;
                 let Some((key, state)) = states.get(&id) else {
                     continue;
                 };
@@ -137,17 +140,17 @@ impl Planner {
         entity: &api::EntityRequest,
         node: &Arc<Node>,
         min_planned_at_ms: i64,
-        states: &HashMap<(String, u32), (String, NodeState)>,
+        states: &NodeStates,
         now: i64,
     ) -> Result<(String, NodeState)> {
-        let dep = |n: &Node| states.get(&(n.name.clone(), n.version));
+        let dep = |n: &Node| states.get(&(std::ptr::from_ref(n) as usize));
         let key = value_key(&input.tenant, node, entity, |n| {
             dep(n).map(|(k, _)| k.as_str())
         })?;
         let watermark = self
             .substrate
             .watermarks
-            .get(&input.tenant, &node.id(), &entity.entity_id)
+            .get(&input.tenant, &node.id, &entity.entity_id)
             .await?;
         let fresh_from = watermark.max(min_planned_at_ms);
         let stale = match self.lookup(&key, watermark, fresh_from, now).await? {

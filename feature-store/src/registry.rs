@@ -40,6 +40,8 @@ pub enum NodeInput {
 /// A feature version resolved against the current registry.
 #[derive(Debug)]
 pub struct Node {
+    /// `name@version`.
+    pub id: String,
     pub name: String,
     pub version: u32,
     pub definition: api::FeatureDefinition,
@@ -55,7 +57,7 @@ pub struct Node {
 
 impl Node {
     pub fn id(&self) -> String {
-        format!("{}@{}", self.name, self.version)
+        self.id.clone()
     }
 }
 
@@ -530,6 +532,7 @@ fn resolve_node(
         }
     }
     Ok(Node {
+        id: format!("{name}@{}", def.version),
         name: name.clone(),
         version: def.version,
         definition: def.clone(),

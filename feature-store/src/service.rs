@@ -313,7 +313,7 @@ impl Service {
         let wait = self.wait_bound(&req, req.get_ref().wait_ms);
         let body = req.get_ref();
         let input = self.plan_input(tenant, body)?;
-        let rx = self.inner.hub.subscribe();
+        let deadline = Instant::now() + wait;
         let mut plan = self.inner.planner.plan(&input).await?;
         if !plan.is_pending() {
             return Ok(api::GetFeaturesResponse {
@@ -323,7 +323,11 @@ impl Service {
         }
         let ticket = self.store_ticket(&input).await?;
         if body.mode() == api::Mode::Sync {
-            plan = self.wait(&input, plan, rx, Instant::now() + wait).await?;
+            // Subscribe, then look once more: a value that landed in between is seen
+            // by the second plan, and any later one by the subscription.
+            let rx = self.inner.hub.subscribe();
+            plan = self.inner.planner.plan(&input).await?;
+            plan = self.wait(&input, plan, rx, deadline).await?;
         }
         Ok(api::GetFeaturesResponse {
             ticket: if plan.is_pending() {

@@ -58,15 +58,16 @@ impl Expiry<String, Arc<ValueEnvelope>> for EnvelopeExpiry {
     }
 }
 
-/// Values in a moka cache bounded by the encoded size of its envelopes.
+/// Values in a moka cache bounded by the encoded size of its envelopes. The sync cache:
+/// a look-up never waits, so it needs no future of its own on the hit path.
 #[derive(Clone)]
 pub struct EmbeddedResults {
-    cache: moka::future::Cache<String, Arc<ValueEnvelope>>,
+    cache: moka::sync::Cache<String, Arc<ValueEnvelope>>,
 }
 
 impl EmbeddedResults {
     pub fn new(max_bytes: u64) -> Self {
-        let cache = moka::future::Cache::builder()
+        let cache = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             .weigher(|k: &String, v: &Arc<ValueEnvelope>| {
                 u32::try_from(k.len() + v.encoded_len()).unwrap_or(u32::MAX)
@@ -84,11 +85,11 @@ impl ResultStore for EmbeddedResults {
         key: &str,
         _fresh_from_ms: i64,
     ) -> Result<Option<Arc<ValueEnvelope>>, Error> {
-        Ok(self.cache.get(key).await)
+        Ok(self.cache.get(key))
     }
 
     async fn put(&self, key: &str, envelope: ValueEnvelope) -> Result<(), Error> {
-        self.cache.insert(key.to_string(), Arc::new(envelope)).await;
+        self.cache.insert(key.to_string(), Arc::new(envelope));
         Ok(())
     }
 }
@@ -216,6 +217,8 @@ pub struct EmbeddedWatermarks {
     features: RwLock<HashMap<(String, String), i64>>,
     /// (tenant, feature, entity) -> (at, forget after)
     entities: RwLock<HashMap<EntityScope, (i64, Instant)>>,
+    /// Whether any watermark was ever set: the common case reads nothing.
+    any: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -228,6 +231,7 @@ impl Watermarks for EmbeddedWatermarks {
         at_ms: i64,
         ttl: Duration,
     ) -> Result<(), Error> {
+        self.any.store(true, std::sync::atomic::Ordering::Relaxed);
         match entity {
             None => {
                 let mut f = self.features.write().unwrap_or_else(|p| p.into_inner());
@@ -252,6 +256,9 @@ impl Watermarks for EmbeddedWatermarks {
     }
 
     async fn get(&self, tenant: &str, feature: &str, entity: &str) -> Result<i64, Error> {
+        if !self.any.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(0);
+        }
         let f = self.features.read().unwrap_or_else(|p| p.into_inner());
         let mut at = f
             .get(&(tenant.to_string(), feature.to_string()))
