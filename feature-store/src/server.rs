@@ -28,6 +28,8 @@ pub struct Running {
     pub substrate: Substrate,
     /// Counts of the in-process worker, when there is one.
     pub worker_stats: Option<Arc<WorkerStats>>,
+    health: tonic_health::server::HealthReporter,
+    draining: Arc<std::sync::atomic::AtomicBool>,
     serve_token: CancellationToken,
     work_token: CancellationToken,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -40,13 +42,55 @@ impl Running {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting, finishes calls, then stops the workers.
+    /// Shuts down in order: health NOT_SERVING (load balancers stop sending), stop
+    /// accepting and finish calls, workers stop pulling and finish their batches (an
+    /// unsettled job is handed back), then the backend connection drains.
     pub async fn shutdown(self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        set_health(&self.health, false).await;
         self.serve_token.cancel();
         let _ = self.server.await;
         self.work_token.cancel();
         if let Some(w) = self.worker {
             let _ = w.await;
+        }
+        self.substrate.connection.close().await;
+    }
+}
+
+/// The health of the whole server ("") and of the feature store service.
+async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+    let status = if serving {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    reporter.set_service_status("", status).await;
+    reporter
+        .set_service_status("featurestore.v1.FeatureStore", status)
+        .await;
+}
+
+/// NOT_SERVING while the backend is unreachable or the server drains.
+async fn watch_health(
+    reporter: tonic_health::server::HealthReporter,
+    substrate: Substrate,
+    draining: Arc<std::sync::atomic::AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let mut last = None;
+    loop {
+        let serving =
+            !draining.load(std::sync::atomic::Ordering::SeqCst) && substrate.connection.is_up();
+        if last != Some(serving) {
+            set_health(&reporter, serving).await;
+            info!(serving, "health changed");
+            last = Some(serving);
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
         }
     }
 }
@@ -75,8 +119,11 @@ pub async fn run_worker(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let id = format!("worker-{}-{}", hostname(), std::process::id());
-    let worker = Worker::new(substrate, catalog, config.worker_options(id));
-    Ok(worker.run(shutdown).await?)
+    let worker = Worker::new(substrate.clone(), catalog, config.worker_options(id));
+    worker.run(shutdown).await?;
+    // Last: flush and close the backend connection.
+    substrate.connection.close().await;
+    Ok(())
 }
 
 fn hostname() -> String {
@@ -130,6 +177,20 @@ pub async fn start(
         (Some(tokio::spawn(w.run(token))), Some(stats))
     };
 
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    set_health(&health, substrate.connection.is_up()).await;
+    tokio::spawn(watch_health(
+        health.clone(),
+        substrate.clone(),
+        draining.clone(),
+        work_token.clone(),
+    ));
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(fstore_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::InvalidArgument(format!("reflection descriptors: {e}")))?;
     let hub = ReadyHub::start(&substrate, work_token.clone()).await?;
     let registry = Registry::load(&substrate).await?;
     tokio::spawn(registry.clone().follow(work_token.clone()));
@@ -140,11 +201,15 @@ pub async fn start(
     let shutdown = serve_token.clone();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection)
             .add_service(svc)
             .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned()),
     );
     info!(%addr, "feature store listening");
     Ok(Running {
+        health,
+        draining,
         addr,
         service,
         substrate,

@@ -42,8 +42,8 @@ pub use fstore_proto::wire_v1::{ComputeJob, DeadLetter, JobInput, Ticket, ValueE
 pub use notify::Notifier;
 pub use queue::{Delivery, Headers, JobQueue, message_id};
 pub use store::{
-    Advert, ClaimStore, DeadLetters, Definitions, FlowDirectory, ResultStore, TicketStore,
-    WaiterStore, Watermarks,
+    Advert, ClaimStore, Connection, DeadLetters, Definitions, FlowDirectory, ResultStore,
+    TicketStore, WaiterStore, Watermarks,
 };
 pub use worker::{Worker, WorkerOptions, WorkerStats};
 
@@ -60,6 +60,7 @@ pub struct Substrate {
     pub directory: Arc<dyn FlowDirectory>,
     pub definitions: Arc<dyn Definitions>,
     pub dead_letters: Arc<dyn DeadLetters>,
+    pub connection: Arc<dyn Connection>,
 }
 
 impl std::fmt::Debug for Substrate {

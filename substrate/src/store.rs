@@ -86,6 +86,15 @@ pub trait DeadLetters: Send + Sync + 'static {
     async fn remove(&self, id: &str) -> Result<bool, Error>;
 }
 
+/// The backend's connection, for health and shutdown.
+#[async_trait]
+pub trait Connection: Send + Sync + 'static {
+    /// Whether calls can reach the backend now.
+    fn is_up(&self) -> bool;
+    /// Flushes and closes (NATS: drain); the last step of a shutdown.
+    async fn close(&self);
+}
+
 /// What a worker says about one flow it serves.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Advert {

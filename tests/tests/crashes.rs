@@ -233,3 +233,52 @@ async fn a_three_node_cluster_survives_losing_a_node() -> anyhow::Result<()> {
     running.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_on_a_worker_finishes_or_hands_back_its_jobs() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let mut leaving = worker("leaving", &nats.url(), dir.path())?;
+    let (_serve, url) = serve(&nats.url(), dir.path())?;
+    let c = connect(&url).await?;
+    wait_until(LONG, "the worker", || async {
+        let f = c
+            .raw
+            .clone()
+            .list_flows(c.req(api::ListFlowsRequest {}))
+            .await
+            .ok()?
+            .into_inner();
+        f.flows
+            .iter()
+            .any(|f| f.name == "test.probe" && f.live_workers == 1)
+            .then_some(())
+    })
+    .await?;
+    c.register(feature(
+        "graceful",
+        "test.probe@1",
+        &[("delay_ms", "300"), ("value", "5")],
+        &[],
+        600_000,
+    ))
+    .await?;
+    let entities: Vec<String> = (0..40).map(|i| format!("e{i}")).collect();
+    let refs: Vec<&str> = entities.iter().map(String::as_str).collect();
+    let r = c.get(build::get(&refs, &["graceful"])).await?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // SIGTERM mid-batch: the worker stops pulling, finishes what it holds, and exits.
+    let started = Instant::now();
+    leaving.terminate(Duration::from_secs(10))?;
+    let exit_took = started.elapsed();
+    let log = leaving.log_text();
+    assert!(log.contains("worker stopped"), "{log}");
+    // A new worker takes what was left; nothing is lost or computed twice.
+    let _staying = worker("staying", &nats.url(), dir.path())?;
+    let done = c.until_done(&r.ticket, LONG).await?;
+    expect_all_ready(&done, 5.0)?;
+    let jobs = jobs_enqueued(&nats.url()).await?;
+    assert_eq!(jobs, 40);
+    println!("SIGTERM mid-batch: the worker exited in {exit_took:?}; 40 sent, 40 READY, 0 lost");
+    Ok(())
+}

@@ -141,3 +141,80 @@ async fn outage_answers_unavailable_then_recovers() -> anyhow::Result<()> {
     running.shutdown().await;
     Ok(())
 }
+
+async fn health(
+    url: &str,
+) -> anyhow::Result<tonic_health::pb::health_check_response::ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect()
+        .await?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let r = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "featurestore.v1.FeatureStore".into(),
+        })
+        .await?
+        .into_inner();
+    Ok(r.status())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn health_follows_nats_and_reflection_lists_the_services() -> anyhow::Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut nats = NatsServer::start()?;
+    let running = fstore_tests::start_on_nats(test_config(), &nats.url()).await?;
+    let url = running.url();
+    assert_eq!(health(&url).await?, ServingStatus::Serving);
+
+    nats.kill();
+    wait_until(
+        Duration::from_secs(10),
+        "NOT_SERVING while NATS is down",
+        || async { (health(&url).await.ok()? == ServingStatus::NotServing).then_some(()) },
+    )
+    .await?;
+    nats.restart()?;
+    wait_until(
+        Duration::from_secs(30),
+        "SERVING once NATS is back",
+        || async { (health(&url).await.ok()? == ServingStatus::Serving).then_some(()) },
+    )
+    .await?;
+
+    // Server reflection: grpcurl works without the proto files.
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())?
+        .connect()
+        .await?;
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(futures::stream::iter(vec![request]))
+        .await?
+        .into_inner();
+    let first = answers
+        .next()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("no reflection answer"))??;
+    let services: Vec<String> = match first.message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            l.service.into_iter().map(|s| s.name).collect()
+        }
+        other => anyhow::bail!("unexpected reflection answer {other:?}"),
+    };
+    assert!(
+        services.contains(&"featurestore.v1.FeatureStore".to_string()),
+        "{services:?}"
+    );
+    assert!(
+        services.contains(&"grpc.health.v1.Health".to_string()),
+        "{services:?}"
+    );
+    running.shutdown().await;
+    Ok(())
+}

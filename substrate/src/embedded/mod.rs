@@ -56,5 +56,18 @@ pub fn substrate(options: &Options) -> Substrate {
         directory: Arc::new(EmbeddedDirectory::default()),
         definitions: Arc::new(EmbeddedDefinitions::default()),
         dead_letters: Arc::new(EmbeddedDeadLetters::default()),
+        connection: Arc::new(InProcess),
     }
+}
+
+/// The embedded backend lives in this process: always up, nothing to close.
+struct InProcess;
+
+#[async_trait::async_trait]
+impl crate::Connection for InProcess {
+    fn is_up(&self) -> bool {
+        true
+    }
+
+    async fn close(&self) {}
 }

@@ -171,6 +171,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
         dead_letters: Arc::new(
             dead_letters::NatsDeadLetters::open(js.clone(), &layout, options).await?,
         ),
+        connection: Arc::new(NatsConnection(client.clone())),
     })
 }
 
@@ -227,6 +228,21 @@ impl Layout {
             crate::token::encode(flow),
             crate::token::encode(tenant)
         )
+    }
+}
+
+struct NatsConnection(async_nats::Client);
+
+#[async_trait]
+impl crate::Connection for NatsConnection {
+    fn is_up(&self) -> bool {
+        self.0.connection_state() == async_nats::connection::State::Connected
+    }
+
+    async fn close(&self) {
+        if let Err(e) = self.0.drain().await {
+            warn!(error = %e, "draining the NATS connection failed");
+        }
     }
 }
 
