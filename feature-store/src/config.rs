@@ -154,8 +154,20 @@ impl Default for QueueConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WorkerConfig {
-    /// Concurrent pull-compute loops per flow.
+    /// Most concurrent pull-compute loops per flow (the autoscaler's ceiling).
     pub slots: usize,
+    /// Fewest loops per flow; 0 lets an idle flow scale to zero and unload its model.
+    pub min_slots: usize,
+    /// Queue depth one slot is expected to absorb: desired slots = ceil(depth / this).
+    pub jobs_per_slot: u64,
+    /// How long the queue must stay shallow before slots are stopped.
+    #[serde(with = "humantime_serde")]
+    pub scale_down_after: Duration,
+    /// How often the autoscaler reads the queue depth.
+    #[serde(with = "humantime_serde")]
+    pub scale_tick: Duration,
+    /// Per-flow bounds, by `name` or `name@version`, e.g. `"text.minilm" = { min_slots = 0, max_slots = 1 }`.
+    pub flows: std::collections::BTreeMap<String, FlowSlots>,
     pub max_batch: usize,
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
@@ -166,10 +178,23 @@ pub struct WorkerConfig {
     pub retry_max: Duration,
 }
 
+/// Slot bounds of one flow.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowSlots {
+    pub min_slots: usize,
+    pub max_slots: usize,
+}
+
 impl Default for WorkerConfig {
     fn default() -> Self {
         WorkerConfig {
             slots: 2,
+            min_slots: 1,
+            jobs_per_slot: 16,
+            scale_down_after: Duration::from_secs(30),
+            scale_tick: Duration::from_millis(250),
+            flows: std::collections::BTreeMap::new(),
             max_batch: 16,
             max_wait: Duration::from_millis(2),
             max_attempts: 5,
@@ -224,6 +249,26 @@ impl Config {
         fstore_substrate::WorkerOptions {
             worker_id,
             slots: self.worker.slots,
+            min_slots: self.worker.min_slots,
+            scaling: fstore_substrate::ScalingOptions {
+                jobs_per_slot: self.worker.jobs_per_slot,
+                scale_down_after: self.worker.scale_down_after,
+                tick: self.worker.scale_tick,
+                flows: self
+                    .worker
+                    .flows
+                    .iter()
+                    .map(|(name, b)| {
+                        (
+                            name.clone(),
+                            fstore_substrate::SlotBounds {
+                                min: b.min_slots,
+                                max: b.max_slots,
+                            },
+                        )
+                    })
+                    .collect(),
+            },
             max_batch: self.worker.max_batch,
             max_wait: self.worker.max_wait,
             max_attempts: self.worker.max_attempts,

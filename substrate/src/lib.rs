@@ -45,7 +45,7 @@ pub use store::{
     Advert, ClaimStore, Connection, DeadLetters, Definitions, FlowDirectory, ResultStore,
     TicketStore, WaiterStore, Watermarks,
 };
-pub use worker::{Worker, WorkerOptions, WorkerStats};
+pub use worker::{FlowStats, ScalingOptions, SlotBounds, Worker, WorkerOptions, WorkerStats};
 
 /// Every part of a backend, cheap to clone. Feature-store replicas and workers hold one.
 #[derive(Clone)]

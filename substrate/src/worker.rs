@@ -20,11 +20,45 @@ use crate::dispatch::Dispatcher;
 use crate::time::now_ms;
 use crate::{Advert, Delivery, Error, Substrate, ValueEnvelope};
 
+/// Bounds of one flow's slots (concurrent pull-compute loops).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotBounds {
+    /// 0 lets the flow scale to zero when idle, unloading its model.
+    pub min: usize,
+    pub max: usize,
+}
+
+/// How a worker follows the queue: desired slots = ceil(depth / jobs_per_slot),
+/// within the flow's bounds; up at once, down after `scale_down_after`.
+#[derive(Debug, Clone)]
+pub struct ScalingOptions {
+    pub jobs_per_slot: u64,
+    pub scale_down_after: Duration,
+    /// How often the queue depth is read.
+    pub tick: Duration,
+    /// Per flow (`name` or `name@version`), overriding the worker's bounds.
+    pub flows: Vec<(String, SlotBounds)>,
+}
+
+impl Default for ScalingOptions {
+    fn default() -> Self {
+        ScalingOptions {
+            jobs_per_slot: 16,
+            scale_down_after: Duration::from_secs(30),
+            tick: Duration::from_millis(250),
+            flows: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     pub worker_id: String,
-    /// Concurrent pull-compute loops per flow.
+    /// Most concurrent pull-compute loops per flow.
     pub slots: usize,
+    /// Fewest loops per flow; 0 allows scale to zero.
+    pub min_slots: usize,
+    pub scaling: ScalingOptions,
     pub max_batch: usize,
     pub max_wait: Duration,
     /// Tries before a transient failure becomes final.
@@ -45,6 +79,8 @@ impl Default for WorkerOptions {
         WorkerOptions {
             worker_id: format!("worker-{}", std::process::id()),
             slots: 2,
+            min_slots: 1,
+            scaling: ScalingOptions::default(),
             max_batch: 16,
             max_wait: Duration::from_millis(2),
             max_attempts: 5,
@@ -57,10 +93,21 @@ impl Default for WorkerOptions {
     }
 }
 
+/// Slots and cold starts of one flow.
+#[derive(Debug, Default)]
+pub struct FlowStats {
+    pub slots: AtomicU64,
+    pub cold_starts: AtomicU64,
+    /// Milliseconds from the last wake (0 -> 1 slot) to its first finished batch.
+    pub last_cold_start_ms: AtomicU64,
+    woke_at: Mutex<Option<std::time::Instant>>,
+}
+
 /// What a worker has done, for tests and metrics.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
     computes: Mutex<HashMap<String, u64>>,
+    flows: Mutex<HashMap<String, Arc<FlowStats>>>,
     pub completed: AtomicU64,
     pub failed: AtomicU64,
     pub retried: AtomicU64,
@@ -76,6 +123,16 @@ impl WorkerStats {
             .get(feature)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Slots and cold starts of a flow (`name@version`).
+    pub fn flow(&self, flow: &str) -> Arc<FlowStats> {
+        self.flows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(flow.to_string())
+            .or_default()
+            .clone()
     }
 
     fn count(&self, feature: String) {
@@ -147,12 +204,9 @@ impl Worker {
             });
         }
         for id in this.catalog.ids().cloned().collect::<Vec<_>>() {
-            for _ in 0..this.options.slots.max(1) {
-                let this = this.clone();
-                let id = id.clone();
-                let shutdown = shutdown.clone();
-                tasks.spawn(async move { this.serve(id, shutdown).await });
-            }
+            let this = this.clone();
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { this.scale(id, shutdown).await });
         }
         while tasks.join_next().await.is_some() {}
         substrate
@@ -161,6 +215,108 @@ impl Worker {
             .await?;
         info!(worker = %this.options.worker_id, "worker stopped");
         Ok(())
+    }
+
+    fn bounds(&self, id: &FlowId) -> SlotBounds {
+        let default = SlotBounds {
+            min: self.options.min_slots,
+            max: self.options.slots.max(1),
+        };
+        let mut b = self
+            .options
+            .scaling
+            .flows
+            .iter()
+            .find(|(name, _)| *name == id.name || *name == id.to_string())
+            .map_or(default, |(_, b)| *b);
+        b.max = b.max.max(1);
+        b.min = b.min.min(b.max);
+        b
+    }
+
+    /// The autoscaler of one flow: reads the queue depth every tick and starts or
+    /// stops slots; at zero slots the flow's model is unloaded, and the first job to
+    /// arrive wakes it (a cold start).
+    async fn scale(self: Arc<Self>, id: FlowId, shutdown: CancellationToken) {
+        let Some(flow) = self.catalog.get(&id).cloned() else {
+            return;
+        };
+        let bounds = self.bounds(&id);
+        let scaling = self.options.scaling.clone();
+        let stats = self.stats.flow(&id.to_string());
+        let queue = self.dispatcher.substrate().queue.clone();
+        let mut slots: Vec<(CancellationToken, tokio::task::JoinHandle<()>)> = Vec::new();
+        let mut below_since: Option<std::time::Instant> = None;
+        let spawn =
+            |this: &Arc<Self>,
+             slots: &mut Vec<(CancellationToken, tokio::task::JoinHandle<()>)>| {
+                let token = shutdown.child_token();
+                let this = this.clone();
+                let id = id.clone();
+                let t = token.clone();
+                slots.push((token, tokio::spawn(async move { this.serve(id, t).await })));
+            };
+        for _ in 0..bounds.min {
+            spawn(&self, &mut slots);
+        }
+        stats.slots.store(slots.len() as u64, Ordering::Relaxed);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(scaling.tick) => {}
+            }
+            slots.retain(|(_, h)| !h.is_finished());
+            let depth = match queue.depth(&id).await {
+                Ok(d) => d,
+                Err(e) => {
+                    debug!(flow = %id, error = %e, "cannot read the queue depth; keeping the slots");
+                    continue;
+                }
+            };
+            let current = slots.len();
+            let mut desired =
+                usize::try_from(depth.div_ceil(scaling.jobs_per_slot.max(1))).unwrap_or(usize::MAX);
+            desired = desired.clamp(bounds.min, bounds.max);
+            if depth > 0 {
+                desired = desired.max(1);
+            }
+            if desired > current {
+                if current == 0 {
+                    stats.cold_starts.fetch_add(1, Ordering::Relaxed);
+                    *stats.woke_at.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(std::time::Instant::now());
+                }
+                info!(flow = %id, depth, from = current, to = desired, max = bounds.max, "scaling up");
+                for _ in current..desired {
+                    spawn(&self, &mut slots);
+                }
+                below_since = None;
+            } else if desired < current {
+                let since = *below_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= scaling.scale_down_after {
+                    info!(flow = %id, depth, from = current, to = desired, idle_for = ?since.elapsed(), "scaling down");
+                    for (token, _) in slots.drain(desired..) {
+                        // The slot finishes the batch it holds, then stops.
+                        token.cancel();
+                    }
+                    if desired == 0 && flow.model().is_some_and(|m| m.loaded) {
+                        flow.unload();
+                        info!(flow = %id, "scaled to zero: model unloaded");
+                    }
+                    below_since = None;
+                }
+            } else {
+                below_since = None;
+            }
+            stats.slots.store(slots.len() as u64, Ordering::Relaxed);
+        }
+        for (token, _) in &slots {
+            token.cancel();
+        }
+        for (_, handle) in slots {
+            let _ = handle.await;
+        }
+        stats.slots.store(0, Ordering::Relaxed);
     }
 
     async fn serve(&self, id: FlowId, shutdown: CancellationToken) {
@@ -255,6 +411,17 @@ impl Worker {
             }
         };
         let declared = flow.spec().output;
+        let flow_stats = self.stats.flow(&flow.spec().id.to_string());
+        if let Some(woke) = flow_stats
+            .woke_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let ms = woke.elapsed().as_millis() as u64;
+            flow_stats.last_cold_start_ms.store(ms, Ordering::Relaxed);
+            info!(flow = %flow.spec().id, cold_start_ms = ms, "woke from zero");
+        }
         for (d, out) in runnable.into_iter().zip(outputs) {
             self.stats
                 .count(format!("{}@{}", d.job.feature, d.job.feature_version));

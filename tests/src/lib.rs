@@ -33,8 +33,20 @@ where
     }
 }
 
+/// Logs of in-process servers go to the test output when `FSTORE_TEST_LOG` is set
+/// (e.g. `FSTORE_TEST_LOG=info`).
+pub fn init_logging() {
+    if let Ok(filter) = std::env::var("FSTORE_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A configuration with short timings for tests.
 pub fn test_config() -> Config {
+    init_logging();
     let mut c = Config::default();
     c.server.default_tenant = Some("default".to_string());
     c.server.recheck_interval = Duration::from_millis(100);

@@ -42,7 +42,7 @@ pub struct NatsQueue {
 /// What a process knows of one flow: its tenants' consumers, a wake-up signal and a
 /// cached depth.
 struct FlowState {
-    consumers: tokio::sync::Mutex<(Option<Instant>, Vec<Consumer<pull::Config>>)>,
+    consumers: Mutex<(Option<Instant>, Vec<Consumer<pull::Config>>)>,
     next: AtomicUsize,
     wake: watch::Receiver<u64>,
     depth: Mutex<Option<(Instant, u64)>>,
@@ -50,6 +50,9 @@ struct FlowState {
 
 /// How long a tenant list or a depth is trusted before it is read again.
 const REFRESH: Duration = Duration::from_millis(500);
+
+/// The longest a queue operation waits on the network before it reports unavailable.
+const NETWORK_BOUND: Duration = Duration::from_secs(3);
 
 impl NatsQueue {
     pub(crate) async fn open(
@@ -152,7 +155,7 @@ impl NatsQueue {
             }
         });
         let state = Arc::new(FlowState {
-            consumers: tokio::sync::Mutex::new((None, Vec::new())),
+            consumers: Mutex::new((None, Vec::new())),
             next: AtomicUsize::new(0),
             wake: rx,
             depth: Mutex::new(None),
@@ -164,17 +167,29 @@ impl NatsQueue {
     }
 
     /// The consumers of every tenant with jobs for `flow`, re-listed after REFRESH.
+    /// No lock is held across the network calls, and they are bounded in time: a call
+    /// lost with a broken connection must not stall pullers or the autoscaler.
     async fn tenant_consumers(
         &self,
         flow: &FlowId,
         state: &FlowState,
         force: bool,
     ) -> Result<Vec<Consumer<pull::Config>>, Error> {
-        let mut guard = state.consumers.lock().await;
-        let fresh = guard.0.is_some_and(|at| at.elapsed() < REFRESH);
-        if fresh && !force {
-            return Ok(guard.1.clone());
+        {
+            let guard = lock(&state.consumers);
+            let fresh = guard.0.is_some_and(|at| at.elapsed() < REFRESH);
+            if fresh && !force {
+                return Ok(guard.1.clone());
+            }
         }
+        let consumers = tokio::time::timeout(NETWORK_BOUND, self.list_consumers(flow))
+            .await
+            .map_err(|_| unavailable("listing consumers timed out"))??;
+        *lock(&state.consumers) = (Some(Instant::now()), consumers.clone());
+        Ok(consumers)
+    }
+
+    async fn list_consumers(&self, flow: &FlowId) -> Result<Vec<Consumer<pull::Config>>, Error> {
         let prefix = Self::flow_prefix(&flow.to_string());
         let mut names = self.stream.consumer_names();
         let mut mine = Vec::new();
@@ -199,7 +214,6 @@ impl NatsQueue {
             };
             consumers.push(c);
         }
-        *guard = (Some(Instant::now()), consumers.clone());
         Ok(consumers)
     }
 
@@ -350,7 +364,12 @@ impl JobQueue for NatsQueue {
         loop {
             wake.borrow_and_update();
             let consumers = self.tenant_consumers(flow, &state, force).await?;
-            let got = self.take_round(&consumers, &state, max.max(1)).await?;
+            let got = tokio::time::timeout(
+                NETWORK_BOUND,
+                self.take_round(&consumers, &state, max.max(1)),
+            )
+            .await
+            .map_err(|_| unavailable("pulling jobs timed out"))??;
             if !got.is_empty() {
                 return Ok(got);
             }
@@ -379,12 +398,17 @@ impl JobQueue for NatsQueue {
             return Ok(d);
         }
         let consumers = self.tenant_consumers(flow, &state, false).await?;
-        let mut total = 0;
-        for c in consumers {
-            let mut c = c;
-            let info = c.info().await.map_err(unavailable)?;
-            total += info.num_pending + info.num_ack_pending as u64;
-        }
+        let read = async {
+            let mut total = 0;
+            for mut c in consumers {
+                let info = c.info().await.map_err(unavailable)?;
+                total += info.num_pending + info.num_ack_pending as u64;
+            }
+            Ok::<u64, Error>(total)
+        };
+        let total = tokio::time::timeout(NETWORK_BOUND, read)
+            .await
+            .map_err(|_| unavailable("reading the queue depth timed out"))??;
         *lock(&state.depth) = Some((Instant::now(), total));
         Ok(total)
     }
