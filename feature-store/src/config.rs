@@ -64,6 +64,8 @@ pub struct ServerConfig {
     /// How often a waiting call re-checks the store even without a notification.
     #[serde(with = "humantime_serde")]
     pub recheck_interval: Duration,
+    /// Where to serve Prometheus `/metrics` (serve, dev and worker processes); none: off.
+    pub metrics_listen: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +74,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:50051".to_string(),
             default_tenant: None,
             recheck_interval: Duration::from_millis(500),
+            metrics_listen: None,
         }
     }
 }

@@ -153,9 +153,22 @@ impl Planner {
             .get(&input.tenant, &node.id, &entity.entity_id)
             .await?;
         let fresh_from = watermark.max(min_planned_at_ms);
+        let metrics = fstore_substrate::metrics::global();
         let stale = match self.lookup(&key, watermark, fresh_from, now).await? {
-            Lookup::Final(state) => return Ok((key, state)),
-            Lookup::Missing { older } => older.filter(|_| input.allow_stale),
+            Lookup::Final(state) => {
+                metrics
+                    .cache
+                    .get_or_create(&fstore_substrate::metrics::cache("store", true))
+                    .inc();
+                return Ok((key, state));
+            }
+            Lookup::Missing { older } => {
+                metrics
+                    .cache
+                    .get_or_create(&fstore_substrate::metrics::cache("store", false))
+                    .inc();
+                older.filter(|_| input.allow_stale)
+            }
         };
         // Missing: refuse to compute behind a failed input, else claim and submit.
         let mut job_inputs = Vec::with_capacity(node.inputs.len());
@@ -219,6 +232,7 @@ impl Planner {
             .claim(&key, self.options.claim_ttl)
             .await?
         else {
+            metrics.coalesced.inc();
             return Ok((key, NodeState::Pending { stale }));
         };
         // The value may have landed between the look-up and the claim (its computer

@@ -28,6 +28,8 @@ pub struct Running {
     pub substrate: Substrate,
     /// Counts of the in-process worker, when there is one.
     pub worker_stats: Option<Arc<WorkerStats>>,
+    /// Where `/metrics` is served, when `server.metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     health: tonic_health::server::HealthReporter,
     draining: Arc<std::sync::atomic::AtomicBool>,
     serve_token: CancellationToken,
@@ -57,6 +59,61 @@ impl Running {
         }
         self.substrate.connection.close().await;
     }
+}
+
+/// Serves the process's Prometheus metrics at `GET /metrics` (text format) until
+/// `shutdown`: a one-route HTTP/1.1 responder, so scraping needs no extra stack.
+pub async fn serve_metrics(at: &str, shutdown: CancellationToken) -> Result<SocketAddr, Error> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind(at)
+        .await
+        .map_err(|e| Error::InvalidArgument(format!("cannot serve metrics on {at}: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::InvalidArgument(format!("metrics listener: {e}")))?;
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                },
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut len = 0;
+                // Read the request head (bounded), then answer.
+                while len < buf.len() {
+                    match tokio::time::timeout(
+                        std::time::Duration::from_secs(5),
+                        socket.read(&mut buf[len..]),
+                    )
+                    .await
+                    {
+                        Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
+                        Ok(Ok(n)) => len += n,
+                    }
+                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..len]);
+                let (status, body) = if head.starts_with("GET /metrics") {
+                    ("200 OK", fstore_substrate::metrics::global().encode())
+                } else {
+                    ("404 Not Found", "try GET /metrics\n".to_string())
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    Ok(addr)
 }
 
 /// The health of the whole server ("") and of the feature store service.
@@ -119,6 +176,10 @@ pub async fn run_worker(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let id = format!("worker-{}-{}", hostname(), std::process::id());
+    if let Some(at) = &config.server.metrics_listen {
+        let addr = serve_metrics(at, shutdown.clone()).await?;
+        info!(%addr, "metrics on /metrics");
+    }
     let worker = Worker::new(substrate.clone(), catalog, config.worker_options(id));
     worker.run(shutdown).await?;
     // Last: flush and close the backend connection.
@@ -191,6 +252,10 @@ pub async fn start(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::InvalidArgument(format!("reflection descriptors: {e}")))?;
+    let metrics_addr = match &config.server.metrics_listen {
+        Some(at) => Some(serve_metrics(at, work_token.clone()).await?),
+        None => None,
+    };
     let hub = ReadyHub::start(&substrate, work_token.clone()).await?;
     let registry = Registry::load(&substrate).await?;
     tokio::spawn(registry.clone().follow(work_token.clone()));
@@ -208,6 +273,7 @@ pub async fn start(
     );
     info!(%addr, "feature store listening");
     Ok(Running {
+        metrics_addr,
         health,
         draining,
         addr,

@@ -785,7 +785,23 @@ impl FeatureStore for Service {
         &self,
         req: Request<api::GetFeaturesRequest>,
     ) -> Result<Response<api::GetFeaturesResponse>, Status> {
-        Ok(Response::new(self.get_features_inner(req).await?))
+        let started = std::time::Instant::now();
+        let sync = req.get_ref().mode() == api::Mode::Sync;
+        let label = fstore_substrate::metrics::ModeLabel {
+            mode: if sync { "sync" } else { "async" }.to_string(),
+        };
+        let metrics = fstore_substrate::metrics::global();
+        metrics.requests.get_or_create(&label).inc();
+        let answer = self.get_features_inner(req).await;
+        metrics
+            .request_seconds
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        let answer = answer?;
+        if sync && !answer.ticket.is_empty() {
+            metrics.sync_timeouts.inc();
+        }
+        Ok(Response::new(answer))
     }
 
     async fn get_ticket(

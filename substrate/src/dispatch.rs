@@ -140,7 +140,17 @@ impl Dispatcher {
     async fn enqueue(&self, job: &ComputeJob) -> Result<Enqueued, Error> {
         let mut headers = Headers::new();
         headers.insert(TENANT_HEADER.to_string(), job.tenant.clone());
-        self.substrate.queue.enqueue(job, &headers).await
+        let enqueued = self.substrate.queue.enqueue(job, &headers).await?;
+        if enqueued == Enqueued::Added {
+            crate::metrics::global()
+                .jobs_enqueued
+                .get_or_create(&crate::metrics::flow(&format!(
+                    "{}@{}",
+                    job.flow, job.flow_version
+                )))
+                .inc();
+        }
+        Ok(enqueued)
     }
 
     async fn inputs(&self, job: &ComputeJob) -> Result<Inputs, Error> {

@@ -26,6 +26,7 @@ pub mod convert;
 pub mod dispatch;
 pub mod embedded;
 pub mod error;
+pub mod metrics;
 pub mod nats;
 pub mod notify;
 pub mod queue;

@@ -309,6 +309,17 @@ impl Worker {
                 below_since = None;
             }
             stats.slots.store(slots.len() as u64, Ordering::Relaxed);
+            let m = crate::metrics::global();
+            let label = crate::metrics::flow(&id.to_string());
+            m.slots.get_or_create(&label).set(slots.len() as i64);
+            m.queue_depth
+                .get_or_create(&label)
+                .set(i64::try_from(depth).unwrap_or(i64::MAX));
+            if let Some(model) = flow.model().filter(|m| m.loaded) {
+                m.model_load_seconds
+                    .get_or_create(&label)
+                    .set(model.load_ms as f64 / 1000.0);
+            }
         }
         for (token, _) in &slots {
             token.cancel();
@@ -381,6 +392,7 @@ impl Worker {
         }
         let f = flow.clone();
         let n = inputs.len();
+        let started = std::time::Instant::now();
         let mut compute = tokio::task::spawn_blocking(move || f.run(&inputs));
         // Long computations extend their leases so they are not redelivered meanwhile.
         let joined = loop {
@@ -395,6 +407,10 @@ impl Worker {
                 }
             }
         };
+        crate::metrics::global()
+            .compute_seconds
+            .get_or_create(&crate::metrics::flow(&flow.spec().id.to_string()))
+            .observe(started.elapsed().as_secs_f64());
         let outputs = match joined {
             Ok(out) if out.len() == n => out,
             Ok(out) => {
@@ -420,6 +436,10 @@ impl Worker {
         {
             let ms = woke.elapsed().as_millis() as u64;
             flow_stats.last_cold_start_ms.store(ms, Ordering::Relaxed);
+            crate::metrics::global()
+                .cold_start_seconds
+                .get_or_create(&crate::metrics::flow(&flow.spec().id.to_string()))
+                .observe(woke.elapsed().as_secs_f64());
             info!(flow = %flow.spec().id, cold_start_ms = ms, "woke from zero");
         }
         for (d, out) in runnable.into_iter().zip(outputs) {
@@ -441,6 +461,10 @@ impl Worker {
                     let delay = backoff(&self.options, &d.job.value_key, d.attempt);
                     debug!(key = %d.job.value_key, attempt = d.attempt, ?delay, error = %e, "transient failure; retrying");
                     self.stats.retried.fetch_add(1, Ordering::Relaxed);
+                    crate::metrics::global()
+                        .jobs_retried
+                        .get_or_create(&job_flow(&d.job))
+                        .inc();
                     if let Err(e) = d.nak(delay).await {
                         warn!(error = %e, "nak failed; the job will be redelivered");
                     }
@@ -513,6 +537,10 @@ impl Worker {
         match self.dispatcher.succeed(job, envelope).await {
             Ok(()) => {
                 self.stats.completed.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::global()
+                    .jobs_completed
+                    .get_or_create(&job_flow(&d.job))
+                    .inc();
                 if let Err(e) = d.ack().await {
                     warn!(error = %e, "ack failed; the job may run again");
                 }
@@ -543,9 +571,17 @@ impl Worker {
         }
         warn!(key = %d.job.value_key, feature = %d.job.feature, attempts = d.attempt, error = %message, "job dead-lettered");
         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        crate::metrics::global()
+            .dead_letters
+            .get_or_create(&job_flow(&d.job))
+            .inc();
         match self.dispatcher.fail(&d.job, message, d.attempt).await {
             Ok(()) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::global()
+                    .jobs_failed
+                    .get_or_create(&job_flow(&d.job))
+                    .inc();
                 if let Err(e) = d.ack().await {
                     warn!(error = %e, "ack of a dead-lettered job failed; it may be delivered again");
                 }
@@ -562,6 +598,10 @@ impl Worker {
         match self.dispatcher.fail(&d.job, message, d.attempt).await {
             Ok(()) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::global()
+                    .jobs_failed
+                    .get_or_create(&job_flow(&d.job))
+                    .inc();
                 if let Err(e) = d.term().await {
                     warn!(error = %e, "term failed; the job may run again");
                 }
@@ -572,6 +612,10 @@ impl Worker {
             }
         }
     }
+}
+
+fn job_flow(job: &crate::ComputeJob) -> crate::metrics::FlowLabel {
+    crate::metrics::flow(&format!("{}@{}", job.flow, job.flow_version))
 }
 
 /// What a worker advertises for each flow of its catalog: spec and model state.

@@ -31,9 +31,20 @@ impl ResultStore for Tiered {
             && env.planned_at_ms >= fresh_from_ms
             && env.expires_at_ms > crate::time::now_ms()
         {
+            crate::metrics::global()
+                .cache
+                .get_or_create(&crate::metrics::cache("l1", true))
+                .inc();
             return Ok(Some(env));
         }
+        let m = crate::metrics::global();
+        m.cache
+            .get_or_create(&crate::metrics::cache("l1", false))
+            .inc();
         let env = self.shared.get(key, fresh_from_ms).await?;
+        m.cache
+            .get_or_create(&crate::metrics::cache("shared", env.is_some()))
+            .inc();
         if let Some(env) = &env {
             self.l1.put(key, env.as_ref().clone()).await?;
         }
