@@ -464,6 +464,42 @@ async fn client_verb(
                 println!("  reads:        {}", d.dependencies.join(", "));
                 println!("  read by:      {}", d.dependents.join(", "));
                 println!("  versions:     {:?}", d.versions);
+                if let Some(s) = &d.stats {
+                    let last = if s.last_computed_at_ms > 0 {
+                        humantime::format_rfc3339_millis(
+                            std::time::UNIX_EPOCH
+                                + Duration::from_millis(s.last_computed_at_ms as u64),
+                        )
+                        .to_string()
+                    } else {
+                        "never".to_string()
+                    };
+                    println!(
+                        "  served here:  {} hits, {} misses, {} failures (hit rate {:.1}%), last computed {last}",
+                        s.hits,
+                        s.misses,
+                        s.failures,
+                        100.0 * s.hit_rate
+                    );
+                    let ages: Vec<String> = s
+                        .ages
+                        .iter()
+                        .map(|b| format!("<={}: {}", b.le, b.count))
+                        .collect();
+                    println!("  value ages:   {}", ages.join("  "));
+                }
+                if let Some(f) = &d.flow {
+                    for m in &f.models {
+                        println!(
+                            "  model:        {} on {} ({}, sha256 {}, loaded in {} ms)",
+                            m.name,
+                            m.worker,
+                            if m.loaded { "loaded" } else { "unloaded" },
+                            &m.sha256.get(..12).unwrap_or(""),
+                            m.load_ms
+                        );
+                    }
+                }
             }
         }
         Cmd::Ls { flows: true, .. } => {

@@ -77,6 +77,84 @@ pub struct Planner {
     substrate: Substrate,
     dispatcher: Dispatcher,
     options: PlannerOptions,
+    stats: Arc<ServedStats>,
+}
+
+/// Upper bounds of the age buckets, in ms, and their labels.
+const AGE_BUCKETS: [(i64, &str); 6] = [
+    (1_000, "1s"),
+    (10_000, "10s"),
+    (60_000, "1m"),
+    (600_000, "10m"),
+    (3_600_000, "1h"),
+    (i64::MAX, "+Inf"),
+];
+
+/// What this replica served, per feature version: the operator's staleness view.
+#[derive(Debug, Default)]
+pub struct ServedStats {
+    by_feature: std::sync::Mutex<HashMap<String, Served>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Served {
+    hits: u64,
+    misses: u64,
+    failures: u64,
+    last_computed_at_ms: i64,
+    ages: [u64; AGE_BUCKETS.len()],
+}
+
+impl ServedStats {
+    fn record(&self, results: &[FeatureResult], ids: &[String]) {
+        let mut map = self.by_feature.lock().unwrap_or_else(|p| p.into_inner());
+        for (r, id) in results.iter().zip(ids.iter().cycle()) {
+            let s = map.entry(id.clone()).or_default();
+            match r.status() {
+                Status::Ready if r.from_cache => s.hits += 1,
+                Status::Failed => s.failures += 1,
+                _ => s.misses += 1,
+            }
+            if matches!(r.status(), Status::Ready | Status::Stale) {
+                let age = r.age_ms as i64;
+                if let Some(i) = AGE_BUCKETS.iter().position(|(le, _)| age <= *le) {
+                    s.ages[i] += 1;
+                }
+                s.last_computed_at_ms = s.last_computed_at_ms.max(r.computed_at_ms);
+            }
+        }
+    }
+
+    /// The view of one feature version (`name@version`).
+    pub fn of(&self, id: &str) -> api::FeatureStats {
+        let s = self
+            .by_feature
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .unwrap_or_default();
+        let served = s.hits + s.misses;
+        api::FeatureStats {
+            hits: s.hits,
+            misses: s.misses,
+            failures: s.failures,
+            hit_rate: if served == 0 {
+                0.0
+            } else {
+                s.hits as f64 / served as f64
+            },
+            last_computed_at_ms: s.last_computed_at_ms,
+            ages: AGE_BUCKETS
+                .iter()
+                .zip(s.ages)
+                .map(|((_, le), count)| api::AgeBucket {
+                    le: (*le).to_string(),
+                    count,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl Planner {
@@ -85,7 +163,19 @@ impl Planner {
             substrate,
             dispatcher,
             options,
+            stats: Arc::new(ServedStats::default()),
         }
+    }
+
+    pub fn served(&self) -> &ServedStats {
+        &self.stats
+    }
+
+    /// Plans and records what was served, for the operator's view. Callers that re-plan
+    /// while they wait record only their final answer.
+    pub fn record(&self, input: &PlanInput, plan: &Plan) {
+        let ids: Vec<String> = input.features.iter().map(|w| w.node.id.clone()).collect();
+        self.stats.record(&plan.results, &ids);
     }
 
     pub async fn plan(&self, input: &PlanInput) -> Result<Plan> {

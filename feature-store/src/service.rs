@@ -316,6 +316,7 @@ impl Service {
         let deadline = Instant::now() + wait;
         let mut plan = self.inner.planner.plan(&input).await?;
         if !plan.is_pending() {
+            self.inner.planner.record(&input, &plan);
             return Ok(api::GetFeaturesResponse {
                 results: plan.results,
                 ticket: String::new(),
@@ -329,6 +330,7 @@ impl Service {
             plan = self.inner.planner.plan(&input).await?;
             plan = self.wait(&input, plan, rx, deadline).await?;
         }
+        self.inner.planner.record(&input, &plan);
         Ok(api::GetFeaturesResponse {
             ticket: if plan.is_pending() {
                 ticket
@@ -535,6 +537,7 @@ impl Service {
                 .iter()
                 .find(|f| f.spec.id == node.flow)
                 .map(flow_info),
+            stats: Some(self.inner.planner.served().of(&node.id)),
         })
     }
 }

@@ -746,6 +746,28 @@ async fn lists_and_describes(b: Backend) -> anyhow::Result<()> {
     assert_eq!(d.dependencies, vec!["p@1"]);
     assert_eq!(d.lineage_hash.len(), 32);
     assert_eq!(d.value_type(), api::ValueType::F64);
+    // The operator's view: one miss, then two hits, all fresh.
+    h.client.get(build::sync(&["s"], &["q"], 5_000)).await?;
+    h.client.get(build::get(&["s"], &["q"])).await?;
+    h.client.get(build::get(&["s"], &["q"])).await?;
+    let d = raw
+        .describe_feature(h.client.req(api::DescribeFeatureRequest {
+            feature: "q".into(),
+        }))
+        .await?
+        .into_inner();
+    let stats = d.stats.unwrap_or_default();
+    assert_eq!(
+        (stats.hits, stats.misses, stats.failures),
+        (2, 1, 0),
+        "{stats:?}"
+    );
+    assert!((stats.hit_rate - 2.0 / 3.0).abs() < 1e-9);
+    assert!(stats.last_computed_at_ms > 0);
+    assert_eq!(
+        stats.ages.first().map(|b| (b.le.as_str(), b.count)),
+        Some(("1s", 3))
+    );
     h.stop().await;
     Ok(())
 }
