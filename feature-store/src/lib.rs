@@ -13,6 +13,7 @@
 //! - [`names`]: validation of names users send
 //! - [`definitions`]: the TOML registration file format
 //! - [`cli`]: the client verbs of the `fstore` binary
+//! - [`telemetry`]: logs, OpenTelemetry traces and the W3C propagator
 
 pub mod cli;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod registry;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod telemetry;
 
 pub use config::Config;
 pub use error::{Error, Result};

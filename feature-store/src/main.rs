@@ -176,13 +176,17 @@ async fn main() {
     } else {
         "info"
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("FSTORE_LOG")
-                .unwrap_or_else(|_| default_level.into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let filter = std::env::var("FSTORE_LOG").unwrap_or_else(|_| default_level.to_string());
+    let otlp = std::env::var("FSTORE_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
+    let _telemetry = match fstore::telemetry::init(&filter, otlp.as_deref(), "fstore") {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("warning: tracing is off: {e}");
+            None
+        }
+    };
     if let Err(e) = run(cli).await {
         eprintln!("error: {e:#}");
         std::process::exit(1);

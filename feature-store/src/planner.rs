@@ -178,6 +178,7 @@ impl Planner {
         self.stats.record(&plan.results, &ids);
     }
 
+    #[tracing::instrument(name = "plan", skip_all, fields(entities = input.entities.len(), features = input.features.len()))]
     pub async fn plan(&self, input: &PlanInput) -> Result<Plan> {
         let now = now_ms();
         let mut plan = Plan::default();

@@ -175,6 +175,7 @@ pub async fn run_worker(
     catalog: Catalog,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    crate::telemetry::install_propagator();
     let id = format!("worker-{}-{}", hostname(), std::process::id());
     if let Some(at) = &config.server.metrics_listen {
         let addr = serve_metrics(at, shutdown.clone()).await?;
@@ -215,6 +216,7 @@ pub async fn start(
     let addr = listener
         .local_addr()
         .map_err(|e| Error::InvalidArgument(format!("listener has no address: {e}")))?;
+    crate::telemetry::install_propagator();
     let serve_token = CancellationToken::new();
     let work_token = CancellationToken::new();
 

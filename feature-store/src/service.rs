@@ -790,12 +790,27 @@ impl FeatureStore for Service {
     ) -> Result<Response<api::GetFeaturesResponse>, Status> {
         let started = std::time::Instant::now();
         let sync = req.get_ref().mode() == api::Mode::Sync;
+        let span = tracing::info_span!(
+            "get_features",
+            mode = if sync { "sync" } else { "async" },
+            entities = req.get_ref().entities.len(),
+            features = req.get_ref().features.len()
+        );
+        fstore_substrate::trace::adopt_pairs(
+            &span,
+            req.metadata().iter().filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => {
+                    Some((k.as_str(), v.to_str().ok()?))
+                }
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            }),
+        );
         let label = fstore_substrate::metrics::ModeLabel {
             mode: if sync { "sync" } else { "async" }.to_string(),
         };
         let metrics = fstore_substrate::metrics::global();
         metrics.requests.get_or_create(&label).inc();
-        let answer = self.get_features_inner(req).await;
+        let answer = tracing::Instrument::instrument(self.get_features_inner(req), span).await;
         metrics
             .request_seconds
             .get_or_create(&label)

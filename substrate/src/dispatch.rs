@@ -140,6 +140,7 @@ impl Dispatcher {
     async fn enqueue(&self, job: &ComputeJob) -> Result<Enqueued, Error> {
         let mut headers = Headers::new();
         headers.insert(TENANT_HEADER.to_string(), job.tenant.clone());
+        crate::trace::inject(&mut headers);
         let enqueued = self.substrate.queue.enqueue(job, &headers).await?;
         if enqueued == Enqueued::Added {
             crate::metrics::global()

@@ -33,6 +33,7 @@ pub mod queue;
 pub mod store;
 pub mod time;
 pub mod token;
+pub mod trace;
 pub mod worker;
 
 use std::sync::Arc;

@@ -366,6 +366,23 @@ impl Worker {
     }
 
     async fn process(&self, flow: &Arc<dyn Flow>, deliveries: Vec<Delivery>) {
+        // One span for the batch, a child of the trace of its first job; queue wait is
+        // recorded from the job's planning time.
+        let span = tracing::info_span!(
+            "compute",
+            flow = %flow.spec().id,
+            batch = deliveries.len(),
+            queue_wait_ms = tracing::field::Empty
+        );
+        if let Some(first) = deliveries.first() {
+            crate::trace::adopt(&span, &first.headers);
+            span.record("queue_wait_ms", (now_ms() - first.job.planned_at_ms).max(0));
+        }
+        use tracing::Instrument;
+        self.process_batch(flow, deliveries).instrument(span).await
+    }
+
+    async fn process_batch(&self, flow: &Arc<dyn Flow>, deliveries: Vec<Delivery>) {
         let mut runnable = Vec::with_capacity(deliveries.len());
         let mut inputs = Vec::with_capacity(deliveries.len());
         for d in deliveries {
@@ -519,6 +536,7 @@ impl Worker {
         })
     }
 
+    #[tracing::instrument(name = "store", skip_all, fields(key = %d.job.value_key))]
     async fn settle_ok(&self, d: Delivery, value: fstore_proto::api::Value) {
         let job = &d.job;
         let now = now_ms();

@@ -1,0 +1,75 @@
+//! Logs and traces: a `tracing` subscriber writing logs to stderr and, when an OTLP
+//! endpoint is configured, exporting spans with OpenTelemetry (W3C trace context,
+//! propagated through job headers). No endpoint, no export.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// Keeps the tracer provider alive; flushes spans when dropped.
+#[derive(Debug)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            let _ = p.shutdown();
+        }
+    }
+}
+
+/// Installs the W3C propagator used for job headers (also without export).
+pub fn install_propagator() {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+}
+
+/// The OpenTelemetry layer for a provider, for callers composing their own subscriber
+/// (tests use an in-memory exporter).
+pub fn layer<S>(provider: &SdkTracerProvider) -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    tracing_opentelemetry::layer().with_tracer(provider.tracer("fstore"))
+}
+
+/// Logs at `filter` to stderr; spans to `otlp_endpoint` (gRPC) when given.
+pub fn init(filter: &str, otlp_endpoint: Option<&str>, service: &str) -> Result<Telemetry, String> {
+    install_propagator();
+    let provider = match otlp_endpoint {
+        Some(endpoint) => {
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint)
+                .build()
+                .map_err(|e| format!("cannot export traces to {endpoint}: {e}"))?;
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name(service.to_string())
+                            .build(),
+                    )
+                    .build(),
+            )
+        }
+        None => None,
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::new(filter);
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    match &provider {
+        Some(p) => registry
+            .with(layer(p))
+            .try_init()
+            .map_err(|e| e.to_string())?,
+        None => registry.try_init().map_err(|e| e.to_string())?,
+    }
+    Ok(Telemetry { provider })
+}
