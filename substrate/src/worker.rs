@@ -343,14 +343,21 @@ impl Worker {
             match pulled {
                 Ok(batch) if batch.is_empty() => {}
                 Ok(mut batch) => {
-                    // Dynamic batching: with room left, wait up to max_wait for more.
-                    let room = self.options.max_batch.saturating_sub(batch.len());
-                    if room > 0
-                        && !self.options.max_wait.is_zero()
-                        && flow.spec().batchable
-                        && let Ok(more) = queue.pull(&id, room, self.options.max_wait).await
-                    {
-                        batch.extend(more);
+                    // Dynamic batching: keep filling until the batch is full or max_wait
+                    // has passed since the first job arrived.
+                    if flow.spec().batchable && !self.options.max_wait.is_zero() {
+                        let until = tokio::time::Instant::now() + self.options.max_wait;
+                        while batch.len() < self.options.max_batch {
+                            let left = until.saturating_duration_since(tokio::time::Instant::now());
+                            if left.is_zero() {
+                                break;
+                            }
+                            let room = self.options.max_batch - batch.len();
+                            match queue.pull(&id, room, left).await {
+                                Ok(more) if !more.is_empty() => batch.extend(more),
+                                _ => break,
+                            }
+                        }
                     }
                     self.process(&flow, batch).await
                 }
