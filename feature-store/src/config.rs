@@ -172,6 +172,8 @@ pub struct WorkerConfig {
     /// Per-flow bounds, by `name` or `name@version`, e.g. `"text.minilm" = { min_slots = 0, max_slots = 1 }`.
     pub flows: std::collections::BTreeMap<String, FlowSlots>,
     pub max_batch: usize,
+    /// How long a slot waits for more jobs to fill a batch (0: take what is queued).
+    /// Worth a few ms for model flows under load; costs that much on every lone job.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
     pub max_attempts: u32,
@@ -199,7 +201,7 @@ impl Default for WorkerConfig {
             scale_tick: Duration::from_millis(250),
             flows: std::collections::BTreeMap::new(),
             max_batch: 16,
-            max_wait: Duration::from_millis(2),
+            max_wait: Duration::ZERO,
             max_attempts: 5,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),

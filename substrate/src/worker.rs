@@ -82,7 +82,7 @@ impl Default for WorkerOptions {
             min_slots: 1,
             scaling: ScalingOptions::default(),
             max_batch: 16,
-            max_wait: Duration::from_millis(2),
+            max_wait: Duration::ZERO,
             max_attempts: 5,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),

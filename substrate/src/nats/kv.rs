@@ -316,7 +316,12 @@ impl NatsWatermarks {
                             map.remove(&e.key);
                         }
                     }
-                    Err(err) => warn!(error = %err, "watermark watch error"),
+                    Err(err) => {
+                        // A watch that failed (or whose connection was drained) must
+                        // not be polled again.
+                        warn!(error = %err, "watermark watch ended");
+                        break;
+                    }
                 }
             }
         });
@@ -414,7 +419,9 @@ impl Definitions for NatsDefinitions {
 
     async fn watch(&self) -> Result<BoxStream<'static, FeatureDefinition>, Error> {
         let watch = self.store.watch_all().await.map_err(unavailable)?;
+        // Stop at the first error: a failed watch must not be polled again.
         Ok(watch
+            .take_while(|e| futures::future::ready(e.is_ok()))
             .filter_map(|e| async move {
                 let e = e.ok()?;
                 if e.operation != kv::Operation::Put {
