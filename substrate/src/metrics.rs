@@ -194,6 +194,11 @@ mod tests {
             text.contains("fstore_jobs_completed_total{flow=\"f@1\"} 1"),
             "{text}"
         );
-        assert!(text.contains("# HELP fstore_requests GetFeatures calls by mode"));
+        assert!(
+            text.contains(
+                "# HELP fstore_jobs_completed compute jobs that stored a value, per flow."
+            ),
+            "{text}"
+        );
     }
 }
