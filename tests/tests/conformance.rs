@@ -292,13 +292,14 @@ async fn concurrent_identical_requests_compute_once(b: Backend) -> anyhow::Resul
 
 async fn ttl_expiry_recomputes(b: Backend) -> anyhow::Result<()> {
     let h = Harness::start(b).await?;
-    h.register(feature("short", "test.probe@1", &[], &[], 300))
+    // Long enough that a loaded machine still reads it back before expiry.
+    h.register(feature("short", "test.probe@1", &[], &[], 1_000))
         .await?;
     let r = h.client.get(build::sync(&["d"], &["short"], 5_000)).await?;
     assert_eq!(statuses(&r), vec![Status::Ready]);
     let r = h.client.get(build::get(&["d"], &["short"])).await?;
     assert!(r.results[0].from_cache);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let r = h.client.get(build::get(&["d"], &["short"])).await?;
     assert_eq!(
         statuses(&r),
