@@ -600,26 +600,18 @@ impl Worker {
             .dead_letters
             .get_or_create(&job_flow(&d.job))
             .inc();
-        match self.dispatcher.fail(&d.job, message, d.attempt).await {
-            Ok(()) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::global()
-                    .jobs_failed
-                    .get_or_create(&job_flow(&d.job))
-                    .inc();
-                if let Err(e) = d.ack().await {
-                    warn!(error = %e, "ack of a dead-lettered job failed; it may be delivered again");
-                }
-            }
-            Err(e) => {
-                warn!(key = %d.job.value_key, error = %e, "storing the failure failed; retrying the job");
-                let _ = d.nak(self.options.retry_base).await;
-            }
-        }
+        self.fail_and_settle(d, message, true).await;
     }
 
     async fn settle_failed(&self, d: Delivery, message: &str) {
         warn!(key = %d.job.value_key, feature = %d.job.feature, attempts = d.attempt, error = %message, "job failed");
+        self.fail_and_settle(d, message, false).await;
+    }
+
+    /// Stores the failure of `d` and of every job waiting on it, then acks a dead-lettered
+    /// job (deleting it from the work queue) or terminates a failed one. If the failure
+    /// cannot be stored, the job is delivered again.
+    async fn fail_and_settle(&self, d: Delivery, message: &str, dead_lettered: bool) {
         match self.dispatcher.fail(&d.job, message, d.attempt).await {
             Ok(()) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -627,8 +619,13 @@ impl Worker {
                     .jobs_failed
                     .get_or_create(&job_flow(&d.job))
                     .inc();
-                if let Err(e) = d.term().await {
-                    warn!(error = %e, "term failed; the job may run again");
+                let settled = if dead_lettered {
+                    d.ack().await
+                } else {
+                    d.term().await
+                };
+                if let Err(e) = settled {
+                    warn!(error = %e, "settling a failed job failed; it may be delivered again");
                 }
             }
             Err(e) => {

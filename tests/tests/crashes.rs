@@ -58,6 +58,24 @@ async fn jobs_enqueued(nats_url: &str) -> anyhow::Result<u64> {
     Ok(stream.info().await?.state.last_sequence)
 }
 
+/// Waits until `n` workers serve test.probe.
+async fn live_probe_workers(c: &TestClient, n: u32) -> anyhow::Result<()> {
+    wait_until(LONG, "the workers to advertise test.probe", || async {
+        let f = c
+            .raw
+            .clone()
+            .list_flows(c.req(api::ListFlowsRequest {}))
+            .await
+            .ok()?
+            .into_inner();
+        f.flows
+            .iter()
+            .any(|f| f.name == "test.probe" && f.live_workers == n)
+            .then_some(())
+    })
+    .await
+}
+
 fn expect_all_ready(r: &api::GetFeaturesResponse, value: f64) -> anyhow::Result<()> {
     for x in &r.results {
         anyhow::ensure!(
@@ -76,20 +94,7 @@ async fn killing_a_worker_mid_run_loses_nothing() -> anyhow::Result<()> {
     let _w1 = worker("worker1", &nats.url(), dir.path())?;
     let (_serve, url) = serve(&nats.url(), dir.path())?;
     let c = connect(&url).await?;
-    wait_until(LONG, "both workers", || async {
-        let f = c
-            .raw
-            .clone()
-            .list_flows(c.req(api::ListFlowsRequest {}))
-            .await
-            .ok()?
-            .into_inner();
-        f.flows
-            .iter()
-            .any(|f| f.name == "test.probe" && f.live_workers == 2)
-            .then_some(())
-    })
-    .await?;
+    live_probe_workers(&c, 2).await?;
     c.register(feature(
         "slow",
         "test.probe@1",
@@ -122,20 +127,7 @@ async fn killing_nats_with_jobs_queued_loses_nothing() -> anyhow::Result<()> {
     let _w = worker("worker", &nats.url(), dir.path())?;
     let (_serve, url) = serve(&nats.url(), dir.path())?;
     let c = connect(&url).await?;
-    wait_until(LONG, "the worker", || async {
-        let f = c
-            .raw
-            .clone()
-            .list_flows(c.req(api::ListFlowsRequest {}))
-            .await
-            .ok()?
-            .into_inner();
-        f.flows
-            .iter()
-            .any(|f| f.name == "test.probe" && f.live_workers == 1)
-            .then_some(())
-    })
-    .await?;
+    live_probe_workers(&c, 1).await?;
     c.register(feature(
         "q",
         "test.probe@1",
@@ -241,20 +233,7 @@ async fn sigterm_on_a_worker_finishes_or_hands_back_its_jobs() -> anyhow::Result
     let mut leaving = worker("leaving", &nats.url(), dir.path())?;
     let (_serve, url) = serve(&nats.url(), dir.path())?;
     let c = connect(&url).await?;
-    wait_until(LONG, "the worker", || async {
-        let f = c
-            .raw
-            .clone()
-            .list_flows(c.req(api::ListFlowsRequest {}))
-            .await
-            .ok()?
-            .into_inner();
-        f.flows
-            .iter()
-            .any(|f| f.name == "test.probe" && f.live_workers == 1)
-            .then_some(())
-    })
-    .await?;
+    live_probe_workers(&c, 1).await?;
     c.register(feature(
         "graceful",
         "test.probe@1",
