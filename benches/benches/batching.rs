@@ -31,6 +31,7 @@
 //! 2-CPU machine shared with other work, `RAYON_NUM_THREADS=1` gives steadier numbers;
 //! the header prints the load average before and after.
 
+use fstore_benches::env;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,16 +139,6 @@ struct Settings {
     flow_part: bool,
     worker_part: bool,
     uniform: bool,
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Settings {

@@ -22,6 +22,7 @@
 //!   `TcpListenerStream`, so its connections otherwise keep Nagle's algorithm while the
 //!   echo (like any tonic server that binds its own listener) has it off.
 
+use fstore_benches::env;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -55,16 +56,6 @@ struct Settings {
     full_decode: bool,
     fstore_nodelay: bool,
     cases: Vec<usize>,
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Settings {

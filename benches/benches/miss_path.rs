@@ -32,6 +32,7 @@
 //!   that pulled fewer than `max_batch` jobs waits for more before it computes
 //! - `MISS_PATH_WAIT_MS` (5000): the SYNC wait of each call, and the raw caller's bound
 
+use fstore_benches::env;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -108,16 +109,6 @@ struct Settings {
     raw_slots: usize,
     batch_wait: Duration,
     wait_ms: u64,
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Settings {

@@ -53,6 +53,7 @@
 //! - `SOAK_RSS_TOLERANCE` (0.2): allowed growth of RSS from warm-up to the end
 //! - `SOAK_LOG_DIR` (a temporary directory): where the processes' logs go, kept
 
+use fstore_benches::env;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -107,16 +108,6 @@ struct Settings {
     log_dir: Option<PathBuf>,
     /// `FSTORE_NATS__L1_MAX_BYTES` for every fstore process; None: their own default.
     l1_max_bytes: Option<u64>,
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Settings {

@@ -530,6 +530,17 @@ impl Call for AnyFeaturesCall {
     }
 }
 
+/// A setting from the environment variable `name`, or `default` when it is unset.
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name}={v:?} is not a valid value")),
+        Err(_) => Ok(default),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
