@@ -277,6 +277,7 @@ impl Config {
             max_batch: self.worker.max_batch,
             max_wait: self.worker.max_wait,
             max_attempts: self.worker.max_attempts,
+            max_deliveries: u32::try_from(self.nats.max_deliver).unwrap_or(u32::MAX),
             retry_base: self.worker.retry_base,
             retry_max: self.worker.retry_max,
             failure_ttl: self.cache.failure_ttl,

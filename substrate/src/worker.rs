@@ -63,6 +63,10 @@ pub struct WorkerOptions {
     pub max_wait: Duration,
     /// Tries before a transient failure becomes final.
     pub max_attempts: u32,
+    /// Deliveries after which a job that never finishes (crashes, lease timeouts, a
+    /// backend that cannot store its result) is dead-lettered without running; at most
+    /// the queue's own delivery limit.
+    pub max_deliveries: u32,
     pub retry_base: Duration,
     pub retry_max: Duration,
     /// How long a failure is remembered (and answered) before a request recomputes.
@@ -84,6 +88,7 @@ impl Default for WorkerOptions {
             max_batch: 16,
             max_wait: Duration::ZERO,
             max_attempts: 5,
+            max_deliveries: 20,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
             failure_ttl: Duration::from_secs(60),
@@ -395,7 +400,12 @@ impl Worker {
         for d in deliveries {
             // Delivered more often than it may be tried: it crashed or outlived its lease
             // every time. Do not run it again.
-            if d.attempt > self.options.max_attempts {
+            if d.attempt
+                >= self
+                    .options
+                    .max_deliveries
+                    .max(self.options.max_attempts + 1)
+            {
                 let message = format!(
                     "delivered {} times without finishing (worker crashes or lease timeouts)",
                     d.attempt
@@ -572,7 +582,7 @@ impl Worker {
             }
             Err(e) => {
                 warn!(key = %job.value_key, error = %e, "storing the value failed; retrying the job");
-                let _ = d.nak(self.options.retry_base).await;
+                let _ = d.nak(BACKEND_RETRY).await;
             }
         }
     }
@@ -591,7 +601,7 @@ impl Worker {
         };
         if let Err(e) = s.dead_letters.put(letter).await {
             warn!(key = %d.job.value_key, error = %e, "storing the dead letter failed; retrying the job");
-            let _ = d.nak(self.options.retry_base).await;
+            let _ = d.nak(BACKEND_RETRY).await;
             return;
         }
         warn!(key = %d.job.value_key, feature = %d.job.feature, attempts = d.attempt, error = %message, "job dead-lettered");
@@ -630,7 +640,7 @@ impl Worker {
             }
             Err(e) => {
                 warn!(key = %d.job.value_key, error = %e, "storing the failure failed; retrying the job");
-                let _ = d.nak(self.options.retry_base).await;
+                let _ = d.nak(BACKEND_RETRY).await;
             }
         }
     }
@@ -639,6 +649,11 @@ impl Worker {
 fn job_flow(job: &crate::ComputeJob) -> crate::metrics::FlowLabel {
     crate::metrics::flow(&format!("{}@{}", job.flow, job.flow_version))
 }
+
+/// How long a job waits before it is delivered again when the backend could not store
+/// its result: long enough to ride out a leader election, so that outage does not use
+/// up the job's deliveries.
+const BACKEND_RETRY: Duration = Duration::from_secs(1);
 
 /// What a worker advertises for each flow of its catalog: spec and model state.
 pub fn adverts(catalog: &Catalog) -> Vec<Advert> {
