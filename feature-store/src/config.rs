@@ -88,6 +88,8 @@ pub struct Limits {
     pub max_items: usize,
     /// Encoded request inputs of one entity.
     pub max_input_bytes: usize,
+    /// An encoded request: larger ones are refused before they are decoded.
+    pub max_request_bytes: usize,
     /// The longest SYNC wait or watch a caller may ask for.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
@@ -103,6 +105,7 @@ impl Default for Limits {
             max_features: 500,
             max_items: 50_000,
             max_input_bytes: 1024 * 1024,
+            max_request_bytes: 16 * 1024 * 1024,
             max_wait: Duration::from_secs(60),
             default_wait: Duration::from_secs(5),
         }

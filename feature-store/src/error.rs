@@ -16,6 +16,15 @@ pub enum Error {
     /// A call without a tenant where one is required.
     #[error("{0}")]
     Unauthenticated(String),
+    /// A listener could not be bound: the address is taken, malformed or not ours.
+    #[error("cannot listen on {addr}: {source}; pick another address")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// A broken invariant of the feature store itself: never the caller's fault.
+    #[error("internal error: {0}; please report it")]
+    Internal(String),
     #[error(transparent)]
     Substrate(#[from] fstore_substrate::Error),
 }

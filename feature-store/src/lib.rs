@@ -2,31 +2,47 @@
 //! the result store, and sends the missing nodes to the compute substrate; callers poll a
 //! ticket, wait with a deadline or watch a stream.
 //!
-//! Layout:
-//! - [`registry`]: definitions, versions, the petgraph DAG, lineage hashes
-//! - [`planner`]: value keys, cache look-ups, claims and job submission
-//! - [`service`]: the tonic service (validation, tenants, SYNC waits, watch streams)
+//! Layout (a request's path through it, top to bottom):
+//! - [`service`]: the tonic adapter (tenant, one [`store`] call, error mapping)
 //! - [`status`]: the one place errors become gRPC statuses
+//! - [`store`]: the calls of `featurestore.v1`, free of gRPC
+//! - [`request`]: a request checked once ([`request::ValidRequest`])
+//! - [`follow`]: plan updates until a request completes (SYNC, watch, tickets)
+//! - [`tickets`]: storing and reading pending requests
+//! - [`planner`]: value keys, look-ups, claim-and-submit
+//! - [`keys`]: [`keys::ValueKey`], [`keys::LineageHash`] and their one hasher
+//! - [`served`]: what this replica served (the staleness view)
+//! - [`registry`]: definitions, versions, the petgraph DAG, lineage
+//! - [`admin`]: invalidation and dead letters
+//! - [`describe`]: feature and flow listings
 //! - [`ready`]: fan-out of ready notifications to waiting calls
-//! - [`server`]: assembling substrate, workers and service on a listener
-//! - [`config`]: layered configuration
+//! - [`server`]: assembling substrate, workers and service; tasks and shutdown
+//! - [`config`]: layered configuration, every default
 //! - [`names`]: validation of names users send
 //! - [`definitions`]: the TOML registration file format
 //! - [`cli`]: the client verbs of the `fstore` binary
 //! - [`telemetry`]: logs, OpenTelemetry traces and the W3C propagator
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod definitions;
+pub mod describe;
 pub mod error;
+pub mod follow;
+pub mod keys;
 pub mod names;
 pub mod planner;
 pub mod ready;
 pub mod registry;
+pub mod request;
+pub mod served;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod store;
 pub mod telemetry;
+pub mod tickets;
 
 pub use config::Config;
 pub use error::{Error, Result};

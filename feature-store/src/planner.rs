@@ -11,36 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fstore_proto::api::{self, FeatureResult, Status};
-use fstore_proto::wire_v1::{self, JobInput, job_input};
-use fstore_substrate::convert::wire_type;
+use fstore_proto::wire::{JobInput, job_input};
 use fstore_substrate::time::now_ms;
 use fstore_substrate::{ComputeJob, Dispatcher, Submitted, Substrate, ValueEnvelope};
 
+use crate::keys::{FieldHasher, ValueKey};
 use crate::registry::{Node, NodeInput};
+use crate::request::{ValidRequest, Wanted};
+use crate::served::ServedStats;
 use crate::{Error, Result};
-
-/// One requested feature of a plan.
-#[derive(Debug, Clone)]
-pub struct Wanted {
-    /// As the caller wrote it.
-    pub requested: String,
-    pub node: Arc<Node>,
-    /// A value planned before this is not fresh enough.
-    pub min_planned_at_ms: i64,
-}
-
-/// Everything a plan needs; built from a request or from a stored ticket.
-#[derive(Debug, Clone)]
-pub struct PlanInput {
-    pub tenant: String,
-    pub entities: Vec<api::EntityRequest>,
-    pub features: Vec<Wanted>,
-    /// Per feature name, for dependencies named in the request's staleness map.
-    pub dependency_min_planned_at_ms: HashMap<String, i64>,
-    pub allow_stale: bool,
-    /// When the call (or the ticket's first call) started.
-    pub started_at_ms: i64,
-}
 
 /// The state of one planned node.
 #[derive(Debug, Clone)]
@@ -50,14 +29,36 @@ enum NodeState {
     Failed { error: String, attempts: u32 },
 }
 
-/// Planned nodes of one entity, by node identity (the registry's `Arc<Node>` address).
-type NodeStates = HashMap<usize, (String, NodeState)>;
+/// How a plan came by a node's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Found in the result store (a value or a failure).
+    Stored,
+    /// This plan claimed the key and submitted its compute (a miss).
+    Computed,
+    /// Another caller's compute of the key was already running: this plan joined it.
+    Joined,
+}
 
-/// The results of a plan, in request order (entity-major), and the keys still pending.
+/// A planned node: its key, state and origin.
+#[derive(Debug, Clone)]
+struct Planned {
+    key: ValueKey,
+    state: NodeState,
+    origin: Origin,
+}
+
+/// Planned nodes of one entity, by node identity (the registry's `Arc<Node>` address).
+type NodeStates = HashMap<usize, Planned>;
+
+/// The results of a plan, in request order (entity-major), how each was come by, and the
+/// keys still pending.
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     pub results: Vec<FeatureResult>,
-    pub pending_keys: Vec<String>,
+    /// One per result.
+    pub origins: Vec<Origin>,
+    pub pending_keys: Vec<ValueKey>,
 }
 
 impl Plan {
@@ -80,81 +81,15 @@ pub struct Planner {
     stats: Arc<ServedStats>,
 }
 
-/// Upper bounds of the age buckets, in ms, and their labels.
-const AGE_BUCKETS: [(i64, &str); 6] = [
-    (1_000, "1s"),
-    (10_000, "10s"),
-    (60_000, "1m"),
-    (600_000, "10m"),
-    (3_600_000, "1h"),
-    (i64::MAX, "+Inf"),
-];
-
-/// What this replica served, per feature version: the operator's staleness view.
-#[derive(Debug, Default)]
-pub struct ServedStats {
-    by_feature: std::sync::Mutex<HashMap<String, Served>>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Served {
-    hits: u64,
-    misses: u64,
-    failures: u64,
-    last_computed_at_ms: i64,
-    ages: [u64; AGE_BUCKETS.len()],
-}
-
-impl ServedStats {
-    fn record(&self, results: &[FeatureResult], ids: &[String]) {
-        let mut map = self.by_feature.lock().unwrap_or_else(|p| p.into_inner());
-        for (r, id) in results.iter().zip(ids.iter().cycle()) {
-            let s = map.entry(id.clone()).or_default();
-            match r.status() {
-                Status::Ready if r.from_cache => s.hits += 1,
-                Status::Failed => s.failures += 1,
-                _ => s.misses += 1,
-            }
-            if matches!(r.status(), Status::Ready | Status::Stale) {
-                let age = r.age_ms as i64;
-                if let Some(i) = AGE_BUCKETS.iter().position(|(le, _)| age <= *le) {
-                    s.ages[i] += 1;
-                }
-                s.last_computed_at_ms = s.last_computed_at_ms.max(r.computed_at_ms);
-            }
-        }
-    }
-
-    /// The view of one feature version (`name@version`).
-    pub fn of(&self, id: &str) -> api::FeatureStats {
-        let s = self
-            .by_feature
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .cloned()
-            .unwrap_or_default();
-        let served = s.hits + s.misses;
-        api::FeatureStats {
-            hits: s.hits,
-            misses: s.misses,
-            failures: s.failures,
-            hit_rate: if served == 0 {
-                0.0
-            } else {
-                s.hits as f64 / served as f64
-            },
-            last_computed_at_ms: s.last_computed_at_ms,
-            ages: AGE_BUCKETS
-                .iter()
-                .zip(s.ages)
-                .map(|((_, le), count)| api::AgeBucket {
-                    le: (*le).to_string(),
-                    count,
-                })
-                .collect(),
-        }
-    }
+/// What [`Planner::claim_and_submit`] did.
+#[derive(Debug)]
+pub enum Claimed<T> {
+    /// Someone else holds the claim: their compute will fill the key.
+    Coalesced,
+    /// The re-check after winning the claim found what it looks for; the claim is back.
+    Found(T),
+    /// The job was submitted under the won claim.
+    Submitted(Submitted),
 }
 
 impl Planner {
@@ -171,20 +106,32 @@ impl Planner {
         &self.stats
     }
 
-    /// Plans and records what was served, for the operator's view. Callers that re-plan
-    /// while they wait record only their final answer.
-    pub fn record(&self, input: &PlanInput, plan: &Plan) {
-        let ids: Vec<String> = input.features.iter().map(|w| w.node.id.clone()).collect();
-        self.stats.record(&plan.results, &ids);
+    /// Records what one call was served, once per call: hits, computes and joined
+    /// computes as its first plan found them, ages and failures as it answered.
+    pub fn record(&self, request: &ValidRequest, first: &Plan, answer: &Plan) {
+        let ids: Vec<&str> = request
+            .features
+            .iter()
+            .map(|w| w.node.id.as_str())
+            .collect();
+        let joined = first
+            .origins
+            .iter()
+            .filter(|o| **o == Origin::Joined)
+            .count();
+        fstore_substrate::metrics::global()
+            .coalesced
+            .inc_by(joined as u64);
+        self.stats.record(&ids, &first.origins, &answer.results);
     }
 
-    #[tracing::instrument(name = "plan", skip_all, fields(entities = input.entities.len(), features = input.features.len()))]
-    pub async fn plan(&self, input: &PlanInput) -> Result<Plan> {
+    #[tracing::instrument(name = "plan", skip_all, fields(entities = request.entities.len(), features = request.features.len()))]
+    pub async fn plan(&self, request: &ValidRequest) -> Result<Plan> {
         let now = now_ms();
         let mut plan = Plan::default();
-        for entity in &input.entities {
+        for entity in &request.entities {
             let mut states: NodeStates = HashMap::new();
-            for wanted in &input.features {
+            for wanted in &request.features {
                 for node in wanted
                     .node
                     .upstream
@@ -198,26 +145,32 @@ impl Planner {
                     let min = if Arc::ptr_eq(node, &wanted.node) {
                         wanted.min_planned_at_ms
                     } else {
-                        input
+                        request
                             .dependency_min_planned_at_ms
                             .get(&node.name)
                             .copied()
                             .unwrap_or(0)
                     };
-                    let state = self.node(input, entity, node, min, &states, now).await?;
-                    states.insert(id, state);
+                    let planned = self.node(request, entity, node, min, &states, now).await?;
+                    states.insert(id, planned);
                 }
             }
-            for wanted in &input.features {
+            for wanted in &request.features {
                 let id = Arc::as_ptr(&wanted.node) as usize;
-                let Some((key, state)) = states.get(&id) else {
+                let Some(planned) = states.get(&id) else {
                     continue;
                 };
-                if matches!(state, NodeState::Pending { .. }) {
-                    plan.pending_keys.push(key.clone());
+                if matches!(planned.state, NodeState::Pending { .. }) {
+                    plan.pending_keys.push(planned.key.clone());
                 }
-                plan.results
-                    .push(result(entity, wanted, state, input.started_at_ms, now));
+                plan.results.push(result(
+                    entity,
+                    wanted,
+                    &planned.state,
+                    request.started_at_ms,
+                    now,
+                ));
+                plan.origins.push(planned.origin);
             }
         }
         plan.pending_keys.sort();
@@ -227,38 +180,41 @@ impl Planner {
 
     async fn node(
         &self,
-        input: &PlanInput,
+        request: &ValidRequest,
         entity: &api::EntityRequest,
         node: &Arc<Node>,
         min_planned_at_ms: i64,
         states: &NodeStates,
         now: i64,
-    ) -> Result<(String, NodeState)> {
+    ) -> Result<Planned> {
         let dep = |n: &Node| states.get(&(std::ptr::from_ref(n) as usize));
-        let key = value_key(&input.tenant, node, entity, |n| {
-            dep(n).map(|(k, _)| k.as_str())
-        })?;
+        let key = value_key(&request.tenant, node, entity, |n| dep(n).map(|p| &p.key))?;
         let watermark = self
             .substrate
             .watermarks
-            .get(&input.tenant, &node.id, &entity.entity_id)
+            .get(&request.tenant, &node.id, &entity.entity_id)
             .await?;
         let fresh_from = watermark.max(min_planned_at_ms);
         let metrics = fstore_substrate::metrics::global();
+        let stored = |state| Planned {
+            key: key.clone(),
+            state,
+            origin: Origin::Stored,
+        };
         let stale = match self.lookup(&key, watermark, fresh_from, now).await? {
             Lookup::Final(state) => {
                 metrics
                     .cache
                     .get_or_create(&fstore_substrate::metrics::cache("store", true))
                     .inc();
-                return Ok((key, state));
+                return Ok(stored(state));
             }
             Lookup::Missing { older } => {
                 metrics
                     .cache
                     .get_or_create(&fstore_substrate::metrics::cache("store", false))
                     .inc();
-                older.filter(|_| input.allow_stale)
+                older.filter(|_| request.allow_stale)
             }
         };
         // Missing: refuse to compute behind a failed input, else claim and submit.
@@ -269,28 +225,22 @@ impl Planner {
                     input: name,
                     node: dep_node,
                 } => {
-                    let Some((dep_key, dep_state)) = dep(dep_node) else {
-                        return Err(Error::InvalidArgument(format!(
-                            "internal planning order broke at `{}`",
-                            dep_node.id()
+                    let Some(dep_planned) = dep(dep_node) else {
+                        return Err(Error::Internal(format!(
+                            "planning order broke: `{}` was planned before its input `{}`",
+                            node.id, dep_node.id
                         )));
                     };
-                    let source = match dep_state {
+                    let source = match &dep_planned.state {
                         NodeState::Ready(env) => env.value.clone().map(job_input::Source::Value),
                         NodeState::Pending { .. } => {
-                            Some(job_input::Source::ValueKey(dep_key.clone()))
+                            Some(job_input::Source::ValueKey(dep_planned.key.to_string()))
                         }
                         NodeState::Failed { error, attempts } => {
-                            return Ok((
-                                key,
-                                NodeState::Failed {
-                                    error: format!(
-                                        "input `{name}` ({}) failed: {error}",
-                                        dep_node.id()
-                                    ),
-                                    attempts: *attempts,
-                                },
-                            ));
+                            return Ok(stored(NodeState::Failed {
+                                error: format!("input `{name}` ({}) failed: {error}", dep_node.id),
+                                attempts: *attempts,
+                            }));
                         }
                     };
                     job_inputs.push(JobInput {
@@ -300,16 +250,14 @@ impl Planner {
                 }
                 NodeInput::Request {
                     input: name,
-                    name: request,
+                    name: request_input,
                     ..
                 } => {
-                    let value = entity.inputs.get(request).cloned().ok_or_else(|| {
-                        Error::InvalidArgument(format!(
-                            "feature `{}` needs request input `{request}` for entity `{}`",
-                            node.id(),
-                            entity.entity_id
-                        ))
-                    })?;
+                    let value = entity
+                        .inputs
+                        .get(request_input)
+                        .cloned()
+                        .ok_or_else(|| missing_input(node, request_input, &entity.entity_id))?;
                     job_inputs.push(JobInput {
                         name: name.clone(),
                         source: Some(job_input::Source::Value(value)),
@@ -317,29 +265,14 @@ impl Planner {
                 }
             }
         }
-        let Some(generation) = self
-            .substrate
-            .claims
-            .claim(&key, self.options.claim_ttl)
-            .await?
-        else {
-            metrics.coalesced.inc();
-            return Ok((key, NodeState::Pending { stale }));
-        };
-        // The value may have landed between the look-up and the claim (its computer
-        // stores it before releasing its claim): look again before computing it twice.
-        if let Lookup::Final(state) = self.lookup(&key, watermark, fresh_from, now_ms()).await? {
-            self.substrate.claims.release(&key, generation).await?;
-            return Ok((key, state));
-        }
-        let job = ComputeJob {
-            value_key: key.clone(),
+        let job = |generation| ComputeJob {
+            value_key: key.to_string(),
             generation,
-            tenant: input.tenant.clone(),
+            tenant: request.tenant.clone(),
             entity_id: entity.entity_id.clone(),
             feature: node.name.clone(),
             feature_version: node.version,
-            lineage_hash: node.lineage.clone(),
+            lineage_hash: node.lineage.to_string(),
             flow: node.flow.name.clone(),
             flow_version: node.flow.version,
             params: node.definition.params.clone(),
@@ -347,12 +280,58 @@ impl Planner {
             ttl_ms: node.ttl_ms,
             planned_at_ms: now,
         };
-        match self.dispatcher.submit(&job).await {
-            Ok(Submitted::Enqueued | Submitted::Waiting) => Ok((key, NodeState::Pending { stale })),
-            Ok(Submitted::Failed(error)) => Ok((key, NodeState::Failed { error, attempts: 0 })),
+        // The value may have landed between the look-up and the claim (its computer
+        // stores it before releasing its claim): look again before computing it twice.
+        let recheck = async || match self.lookup(&key, watermark, fresh_from, now_ms()).await? {
+            Lookup::Final(state) => Ok(Some(state)),
+            Lookup::Missing { .. } => Ok(None),
+        };
+        let (state, origin) = match self.claim_and_submit(&key, recheck, job).await? {
+            Claimed::Coalesced => (NodeState::Pending { stale }, Origin::Joined),
+            Claimed::Found(state) => (state, Origin::Stored),
+            Claimed::Submitted(Submitted::Enqueued | Submitted::Waiting) => {
+                (NodeState::Pending { stale }, Origin::Computed)
+            }
+            Claimed::Submitted(Submitted::Failed(error)) => {
+                (NodeState::Failed { error, attempts: 0 }, Origin::Computed)
+            }
+        };
+        Ok(Planned { key, state, origin })
+    }
+
+    /// Claims `key`; if the claim is won and `recheck` finds nothing, submits the job
+    /// `job(generation)` makes. Whenever nothing ends up enqueued under the won claim — the
+    /// re-check found the value, or the submission failed — the claim is given back at
+    /// once, so later callers never coalesce onto a compute that is not running. The one
+    /// way into the queue for planned computes and dead-letter replays alike.
+    pub async fn claim_and_submit<T>(
+        &self,
+        key: &ValueKey,
+        recheck: impl AsyncFnOnce() -> Result<Option<T>>,
+        job: impl FnOnce(u64) -> ComputeJob,
+    ) -> Result<Claimed<T>> {
+        let claims = &self.substrate.claims;
+        let Some(generation) = claims.claim(key.as_str(), self.options.claim_ttl).await? else {
+            return Ok(Claimed::Coalesced);
+        };
+        let found = match recheck().await {
+            Ok(found) => found,
+            Err(e) => {
+                let _ = claims.release(key.as_str(), generation).await;
+                return Err(e);
+            }
+        };
+        if let Some(found) = found {
+            claims.release(key.as_str(), generation).await?;
+            return Ok(Claimed::Found(found));
+        }
+        match self.dispatcher.submit(&job(generation)).await {
+            Ok(submitted) => Ok(Claimed::Submitted(submitted)),
             Err(e) => {
                 // Nothing was enqueued: give the claim back so a later call can retry.
-                let _ = self.substrate.claims.release(&key, generation).await;
+                if let Err(release) = claims.release(key.as_str(), generation).await {
+                    tracing::warn!(key = %key, error = %release, "could not give a claim back; it expires with its ttl");
+                }
                 Err(e.into())
             }
         }
@@ -368,11 +347,17 @@ enum Lookup {
 }
 
 impl Planner {
-    async fn lookup(&self, key: &str, watermark: i64, fresh_from: i64, now: i64) -> Result<Lookup> {
+    async fn lookup(
+        &self,
+        key: &ValueKey,
+        watermark: i64,
+        fresh_from: i64,
+        now: i64,
+    ) -> Result<Lookup> {
         let stored = self
             .substrate
             .results
-            .get(key, fresh_from)
+            .get(key.as_str(), fresh_from)
             .await?
             .filter(|env| env.expires_at_ms > now && env.planned_at_ms >= watermark);
         let Some(env) = stored else {
@@ -394,55 +379,49 @@ impl Planner {
     }
 }
 
+/// A request input the validated request should have had: a broken invariant.
+fn missing_input(node: &Node, name: &str, entity_id: &str) -> Error {
+    Error::Internal(format!(
+        "feature `{}` reads request input `{name}`, which entity `{}` lacks after validation",
+        node.id,
+        crate::names::truncate(entity_id, 80)
+    ))
+}
+
 /// The value key of a node for an entity: tenant, lineage, entity, the request inputs
 /// the node reads and the keys of its direct dependencies (which cover theirs).
 fn value_key<'a>(
     tenant: &str,
     node: &Node,
     entity: &api::EntityRequest,
-    dep_key: impl Fn(&Node) -> Option<&'a str>,
-) -> Result<String> {
-    let mut h = blake3::Hasher::new();
-    let mut field = |b: &[u8]| {
-        h.update(&(b.len() as u64).to_le_bytes());
-        h.update(b);
-    };
-    field(b"fstore.key.v1");
-    field(tenant.as_bytes());
-    field(node.name.as_bytes());
-    field(node.lineage.as_bytes());
-    field(entity.entity_id.as_bytes());
+    dep_key: impl Fn(&Node) -> Option<&'a ValueKey>,
+) -> Result<ValueKey> {
+    let mut h = FieldHasher::new(ValueKey::DOMAIN);
+    h.text(tenant)
+        .text(&node.name)
+        .text(node.lineage.as_str())
+        .text(&entity.entity_id);
     for i in &node.inputs {
         match i {
-            NodeInput::Request {
-                input,
-                name,
-                value_type,
-            } => {
-                let value = entity.inputs.get(name).ok_or_else(|| {
-                    Error::InvalidArgument(format!(
-                        "feature `{}` needs request input `{name}` for entity `{}`",
-                        node.id(),
-                        entity.entity_id
-                    ))
-                })?;
-                if wire_type(value) != Some(*value_type) {
-                    return Err(Error::InvalidArgument(format!(
-                        "request input `{name}` of entity `{}` must be a {value_type} value for feature `{}`",
-                        entity.entity_id,
-                        node.id()
-                    )));
-                }
-                field(input.as_bytes());
-                field(&prost::Message::encode_to_vec(value));
+            NodeInput::Request { input, name, .. } => {
+                let value = entity
+                    .inputs
+                    .get(name)
+                    .ok_or_else(|| missing_input(node, name, &entity.entity_id))?;
+                h.text(input).field(&prost::Message::encode_to_vec(value));
             }
             NodeInput::Feature { input, node: dep } => {
-                field(input.as_bytes());
-                field(dep_key(dep).unwrap_or_default().as_bytes());
+                let key = dep_key(dep).ok_or_else(|| {
+                    Error::Internal(format!(
+                        "planning order broke: no key for `{}` under `{}`",
+                        dep.id, node.id
+                    ))
+                })?;
+                h.text(input).text(key.as_str());
             }
         }
     }
-    Ok(h.finalize().to_hex()[..32].to_string())
+    Ok(ValueKey::from(&h))
 }
 
 fn result(
@@ -482,25 +461,4 @@ fn result(
         }
     }
     r
-}
-
-/// The ticket that lets any replica re-plan a request later.
-pub fn ticket(id: String, input: &PlanInput) -> wire_v1::Ticket {
-    wire_v1::Ticket {
-        id,
-        tenant: input.tenant.clone(),
-        created_at_ms: input.started_at_ms,
-        entities: input.entities.clone(),
-        features: input
-            .features
-            .iter()
-            .map(|w| wire_v1::TicketFeature {
-                requested: w.requested.clone(),
-                name: w.node.name.clone(),
-                version: w.node.version,
-                min_planned_at_ms: w.min_planned_at_ms,
-            })
-            .collect(),
-        allow_stale: input.allow_stale,
-    }
 }

@@ -5,6 +5,7 @@
 use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::warn;
 
 use fstore_substrate::Substrate;
@@ -15,15 +16,17 @@ pub struct ReadyHub {
 }
 
 impl ReadyHub {
-    /// Starts forwarding the substrate's notifications until `shutdown`.
+    /// Starts forwarding the substrate's notifications, on a task of `tasks`, until
+    /// `shutdown`.
     pub async fn start(
         substrate: &Substrate,
+        tasks: &TaskTracker,
         shutdown: CancellationToken,
     ) -> Result<Self, fstore_substrate::Error> {
         let (tx, _) = broadcast::channel(64 * 1024);
         let mut stream = substrate.notifier.subscribe().await?;
         let fwd = tx.clone();
-        tokio::spawn(async move {
+        crate::server::spawn(tasks, "ready-hub", async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

@@ -1,7 +1,9 @@
 //! Assembling a running server: a substrate, in-process workers, the ready hub and the
 //! tonic service on a listener the caller bound (tests pass `127.0.0.1:0`, so no port
-//! race exists). Shutdown order: stop accepting and finish calls, then workers stop
-//! pulling and finish their batches (an unsettled embedded job is handed back).
+//! race exists). Every task it starts is named and tracked, and shutdown joins them all
+//! in order: health NOT_SERVING → stop accepting and finish calls → workers stop pulling
+//! and finish their batches (an unsettled job is handed back) → background tasks (health
+//! watch, registry follower, ready hub, metrics) stop → the backend connection drains.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,13 +14,25 @@ use fstore_substrate::{Substrate, Worker, WorkerStats, embedded};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info};
 
 use crate::Error;
 use crate::config::Config;
 use crate::ready::ReadyHub;
 use crate::registry::Registry;
 use crate::service::Service;
+use crate::store::Store;
+
+/// Spawns `task` on `tasks` under a span naming it, so every task of a process is
+/// tracked (shutdown waits for it) and its logs say which task wrote them.
+pub fn spawn<F>(tasks: &TaskTracker, name: &'static str, task: F) -> JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    tasks.spawn(task.instrument(tracing::info_span!("task", name)))
+}
 
 /// A server running in this process.
 #[derive(Debug)]
@@ -34,6 +48,8 @@ pub struct Running {
     draining: Arc<std::sync::atomic::AtomicBool>,
     serve_token: CancellationToken,
     work_token: CancellationToken,
+    /// Background tasks: health watch, registry follower, ready hub, metrics.
+    tasks: TaskTracker,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     worker: Option<JoinHandle<Result<(), fstore_substrate::Error>>>,
 }
@@ -46,17 +62,28 @@ impl Running {
 
     /// Shuts down in order: health NOT_SERVING (load balancers stop sending), stop
     /// accepting and finish calls, workers stop pulling and finish their batches (an
-    /// unsettled job is handed back), then the backend connection drains.
+    /// unsettled job is handed back), background tasks stop, then the backend
+    /// connection drains.
     pub async fn shutdown(self) {
         self.draining
             .store(true, std::sync::atomic::Ordering::SeqCst);
         set_health(&self.health, false).await;
         self.serve_token.cancel();
-        let _ = self.server.await;
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the gRPC server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "the gRPC server task failed"),
+        }
         self.work_token.cancel();
         if let Some(w) = self.worker {
-            let _ = w.await;
+            match w.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "the worker ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "the worker task failed"),
+            }
         }
+        self.tasks.close();
+        self.tasks.wait().await;
         self.substrate.connection.close().await;
     }
 }
@@ -67,10 +94,14 @@ pub async fn serve_metrics(at: &str, shutdown: CancellationToken) -> Result<Sock
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = TcpListener::bind(at)
         .await
-        .map_err(|e| Error::InvalidArgument(format!("cannot serve metrics on {at}: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::InvalidArgument(format!("metrics listener: {e}")))?;
+        .map_err(|source| Error::Listen {
+            addr: at.to_string(),
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| Error::Listen {
+        addr: at.to_string(),
+        source,
+    })?;
     tokio::spawn(async move {
         loop {
             let (mut socket, _) = tokio::select! {
@@ -213,12 +244,14 @@ pub async fn start(
     catalog: Catalog,
     listener: TcpListener,
 ) -> Result<Running, Error> {
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::InvalidArgument(format!("listener has no address: {e}")))?;
+    let addr = listener.local_addr().map_err(|source| Error::Listen {
+        addr: "the given listener".to_string(),
+        source,
+    })?;
     crate::telemetry::install_propagator();
     let serve_token = CancellationToken::new();
     let work_token = CancellationToken::new();
+    let tasks = TaskTracker::new();
 
     let (worker, worker_stats) = if catalog.is_empty() {
         (None, None)
@@ -237,37 +270,49 @@ pub async fn start(
         let w = Worker::new(substrate.clone(), catalog, config.worker_options(id));
         let stats = w.stats();
         let token = work_token.clone();
-        (Some(tokio::spawn(w.run(token))), Some(stats))
+        (Some(spawn(&tasks, "worker", w.run(token))), Some(stats))
     };
 
     let (health, health_service) = tonic_health::server::health_reporter();
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     set_health(&health, substrate.connection.is_up()).await;
-    tokio::spawn(watch_health(
-        health.clone(),
-        substrate.clone(),
-        draining.clone(),
-        work_token.clone(),
-    ));
+    spawn(
+        &tasks,
+        "health-watch",
+        watch_health(
+            health.clone(),
+            substrate.clone(),
+            draining.clone(),
+            work_token.clone(),
+        ),
+    );
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(fstore_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| Error::InvalidArgument(format!("reflection descriptors: {e}")))?;
+        .map_err(|e| Error::Internal(format!("reflection descriptors: {e}")))?;
     let metrics_addr = match &config.server.metrics_listen {
         Some(at) => Some(serve_metrics(at, work_token.clone()).await?),
         None => None,
     };
-    let hub = ReadyHub::start(&substrate, work_token.clone()).await?;
+    let hub = ReadyHub::start(&substrate, &tasks, work_token.clone()).await?;
     let registry = Registry::load(&substrate).await?;
-    tokio::spawn(registry.clone().follow(work_token.clone()));
-    let service = Service::new(substrate.clone(), registry, hub, config);
+    spawn(
+        &tasks,
+        "registry-follower",
+        registry.clone().follow(work_token.clone()),
+    );
+    let max_request_bytes = config.limits.max_request_bytes;
+    let service = Service::new(Store::new(substrate.clone(), registry, hub, config));
     let svc = FeatureStoreServer::new(service.clone())
-        .max_decoding_message_size(16 * 1024 * 1024)
+        .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(64 * 1024 * 1024);
     let shutdown = serve_token.clone();
-    let server = tokio::spawn(
+    let server = spawn(
+        &tasks,
+        "grpc-server",
         tonic::transport::Server::builder()
+            .layer(crate::status::RequestSizeLayer::new(max_request_bytes))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(svc)
@@ -284,6 +329,7 @@ pub async fn start(
         worker_stats,
         serve_token,
         work_token,
+        tasks,
         server,
         worker,
     })

@@ -1,4 +1,10 @@
-//! The one boundary where errors become gRPC statuses.
+//! The one boundary where errors become gRPC statuses: every [`Error`] here, and the
+//! one error tonic makes before a call reaches us — a request over the decoding limit —
+//! rewritten by [`RequestSizeLayer`] to RESOURCE_EXHAUSTED naming the setting.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use fstore_substrate::Error as SubstrateError;
 use tonic::{Code, Status};
@@ -11,6 +17,7 @@ impl From<Error> for Status {
             Error::NotFound(_) => Code::NotFound,
             Error::InvalidArgument(_) | Error::Definition(_) => Code::InvalidArgument,
             Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::Listen { .. } | Error::Internal(_) => Code::Internal,
             Error::Substrate(SubstrateError::Unavailable(_)) => Code::Unavailable,
             Error::Substrate(SubstrateError::QueueFull { .. }) => Code::ResourceExhausted,
             Error::Substrate(SubstrateError::Codec(_)) => Code::Internal,
@@ -25,6 +32,88 @@ impl From<Error> for Status {
     }
 }
 
+/// Rewrites tonic's OUT_OF_RANGE "decoded message length too large" — answered before
+/// the call is decoded, so an oversize request costs nothing — into RESOURCE_EXHAUSTED
+/// that names `limits.max_request_bytes`. Our own calls never answer OUT_OF_RANGE.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestSizeLayer {
+    limit: usize,
+}
+
+impl RequestSizeLayer {
+    pub fn new(limit: usize) -> Self {
+        RequestSizeLayer { limit }
+    }
+}
+
+impl<S> tower::Layer<S> for RequestSizeLayer {
+    type Service = RequestSize<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestSize {
+            inner,
+            limit: self.limit,
+        }
+    }
+}
+
+/// The service [`RequestSizeLayer`] wraps around the server's routes.
+#[derive(Debug, Clone)]
+pub struct RequestSize<S> {
+    inner: S,
+    limit: usize,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, Req, B> tower::Service<Req> for RequestSize<S>
+where
+    S: tower::Service<Req, Response = http::Response<B>>,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = http::Response<B>;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let limit = self.limit;
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let mut response = answer.await?;
+            oversize_to_exhausted(response.headers_mut(), limit);
+            Ok(response)
+        })
+    }
+}
+
+/// The header rewrite of [`RequestSizeLayer`].
+fn oversize_to_exhausted(headers: &mut http::HeaderMap, limit: usize) {
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
+    if status.code() != Code::OutOfRange || !status.message().contains("decoded message length") {
+        return;
+    }
+    let found = status
+        .message()
+        .split("found ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or("more");
+    let exhausted = Status::resource_exhausted(format!(
+        "the request is {found} bytes, more than limits.max_request_bytes ({limit}); \
+         split it into several calls"
+    ));
+    if exhausted.add_header(headers).is_err() {
+        tracing::warn!("could not rewrite an oversize request's status");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,6 +123,8 @@ mod tests {
         let s: Status = Error::NotFound("no feature `x`".into()).into();
         assert_eq!(s.code(), Code::NotFound);
         assert_eq!(s.message(), "no feature `x`");
+        let s: Status = Error::Internal("planning order broke".into()).into();
+        assert_eq!(s.code(), Code::Internal);
         let s: Status = Error::Substrate(SubstrateError::QueueFull {
             scope: "flow f".into(),
             limit: 3,
@@ -46,6 +137,33 @@ mod tests {
                 .get("retry-after-ms")
                 .and_then(|v| v.to_str().ok()),
             Some("250")
+        );
+    }
+
+    #[test]
+    fn oversize_requests_name_the_limit() {
+        let mut headers = http::HeaderMap::new();
+        Status::out_of_range(
+            "Error, decoded message length too large: found 20971520 bytes, the limit is: 16777216 bytes",
+        )
+        .add_header(&mut headers)
+        .expect("header");
+        oversize_to_exhausted(&mut headers, 16_777_216);
+        let s = Status::from_header_map(&headers).expect("status");
+        assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "the request is 20971520 bytes, more than limits.max_request_bytes (16777216); split it into several calls"
+        );
+        // Anything else passes untouched.
+        let mut headers = http::HeaderMap::new();
+        Status::not_found("no feature")
+            .add_header(&mut headers)
+            .expect("header");
+        oversize_to_exhausted(&mut headers, 1);
+        assert_eq!(
+            Status::from_header_map(&headers).map(|s| s.code()),
+            Some(Code::NotFound)
         );
     }
 }

@@ -5,22 +5,30 @@
 
 #![allow(clippy::all, missing_docs)] // generated code
 
-pub mod featurestore {
-    pub mod v1 {
-        tonic::include_proto!("featurestore.v1");
-    }
-}
-
-pub mod fstore {
-    pub mod wire {
+/// The generated packages, under their protobuf names (private: the package `fstore`
+/// would shadow the `fstore` crate in every user).
+mod generated {
+    pub mod featurestore {
         pub mod v1 {
-            tonic::include_proto!("fstore.wire.v1");
+            tonic::include_proto!("featurestore.v1");
+        }
+    }
+
+    pub mod fstore {
+        pub mod wire {
+            pub mod v1 {
+                tonic::include_proto!("fstore.wire.v1");
+            }
         }
     }
 }
 
-pub use featurestore::v1 as api;
-pub use fstore::wire::v1 as wire_v1;
+/// `featurestore.v1`: the public gRPC API.
+pub use generated::featurestore::v1 as api;
+/// `fstore.wire.v1`: messages between replicas, the substrate and workers.
+pub use generated::fstore::wire::v1 as wire;
+#[doc(hidden)]
+pub use generated::fstore::wire::v1 as wire_v1; // TEMP until the branches merge
 
 /// The encoded file descriptor set, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fstore_descriptor");

@@ -1,0 +1,121 @@
+//! What the store tells callers about itself: the feature list, one feature's
+//! definition with its dependencies both ways, versions, flow and staleness view, and the
+//! flows that workers serve with their models.
+
+use fstore_proto::api;
+use fstore_substrate::Substrate;
+use fstore_substrate::convert::api_type;
+use fstore_substrate::store::FlowEntry;
+
+use crate::Result;
+use crate::names::FeatureRef;
+use crate::registry::{NodeInput, Snapshot};
+use crate::served::ServedStats;
+
+/// The latest version of every feature whose name starts with `prefix`.
+pub fn list_features(snapshot: &Snapshot, prefix: &str) -> api::ListFeaturesResponse {
+    let features = snapshot
+        .latest()
+        .filter(|n| n.name.starts_with(prefix))
+        .map(|n| api::FeatureSummary {
+            name: n.name.clone(),
+            latest_version: n.version,
+            entity_type: n.definition.entity_type.clone(),
+            flow: n.flow.to_string(),
+            value_type: api_type(n.value_type) as i32,
+            ttl_ms: n.ttl_ms,
+            owner: n.definition.owner.clone(),
+            description: n.definition.description.clone(),
+        })
+        .collect();
+    api::ListFeaturesResponse { features }
+}
+
+/// One feature version in full.
+pub async fn describe_feature(
+    substrate: &Substrate,
+    snapshot: &Snapshot,
+    served: &ServedStats,
+    feature: &str,
+) -> Result<api::DescribeFeatureResponse> {
+    let node = snapshot.resolve(&FeatureRef::parse(feature)?)?;
+    let mut dependencies: Vec<String> = node
+        .inputs
+        .iter()
+        .filter_map(|i| match i {
+            NodeInput::Feature { node, .. } => Some(node.id.clone()),
+            NodeInput::Request { .. } => None,
+        })
+        .collect();
+    dependencies.sort();
+    dependencies.dedup();
+    let flow = substrate
+        .directory
+        .list()
+        .await?
+        .iter()
+        .find(|f| f.spec.id == node.flow)
+        .map(flow_info);
+    Ok(api::DescribeFeatureResponse {
+        definition: Some(node.definition.clone()),
+        lineage_hash: node.lineage.to_string(),
+        value_type: api_type(node.value_type) as i32,
+        dependencies,
+        dependents: snapshot.dependents(&(node.name.clone(), node.version)),
+        versions: snapshot
+            .versions(&node.name)
+            .iter()
+            .map(|d| d.version)
+            .collect(),
+        flow,
+        stats: Some(served.of(&node.id)),
+    })
+}
+
+/// Every flow some worker advertised, with its live workers and their models.
+pub async fn list_flows(substrate: &Substrate) -> Result<api::ListFlowsResponse> {
+    let flows = substrate
+        .directory
+        .list()
+        .await?
+        .iter()
+        .map(flow_info)
+        .collect();
+    Ok(api::ListFlowsResponse { flows })
+}
+
+/// The API view of a directory entry.
+fn flow_info(f: &FlowEntry) -> api::FlowInfo {
+    api::FlowInfo {
+        name: f.spec.id.name.clone(),
+        version: f.spec.id.version,
+        inputs: f
+            .spec
+            .inputs
+            .iter()
+            .map(|i| api::FlowInput {
+                name: i.name.clone(),
+                value_type: api_type(i.value_type) as i32,
+            })
+            .collect(),
+        output: api_type(f.spec.output) as i32,
+        batchable: f.spec.batchable,
+        description: f.spec.description.clone(),
+        params: f.spec.params.iter().map(|p| p.name.clone()).collect(),
+        entity_types: f.spec.entity_types.clone(),
+        live_workers: f.live_workers,
+        models: f
+            .models
+            .iter()
+            .map(|(worker, m)| api::ModelStatus {
+                worker: worker.clone(),
+                name: m.name.clone(),
+                path: m.path.clone(),
+                sha256: m.sha256.clone(),
+                loaded: m.loaded,
+                load_ms: m.load_ms,
+                loads: m.loads,
+            })
+            .collect(),
+    }
+}

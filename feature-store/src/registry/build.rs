@@ -1,0 +1,337 @@
+//! Building a [`Snapshot`] from definitions: each definition is checked on its own
+//! (names, TTL, size, sources), then all are resolved together into the DAG, refusing
+//! cycles (with the cycle's path), unknown dependencies and flows, and type or entity
+//! mismatches; each node gets its lineage hash.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use fstore_flows::{FlowId, FlowSpec, Params};
+use fstore_proto::api;
+use petgraph::Direction;
+use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::graph::{DiGraph, NodeIndex};
+use prost::Message;
+
+use super::snapshot::{FeatureId, Node, NodeInput, Snapshot};
+use crate::keys::{FieldHasher, LineageHash};
+use crate::names::{FeatureRef, check_name};
+use crate::request::MAX_DURATION_MS;
+use crate::{Error, Result};
+
+/// The largest encoded definition the registry takes, on every backend (a NATS message
+/// must hold it, with room to spare under the default 1 MiB payload).
+pub const MAX_DEFINITION_BYTES: usize = 64 * 1024;
+
+/// Checks the fields a definition must have and clears the ones the registry assigns.
+pub(super) fn normalise(mut def: api::FeatureDefinition) -> Result<api::FeatureDefinition> {
+    def.version = 0;
+    check_name("feature", &def.name)?;
+    check_name("entity type", &def.entity_type)
+        .map_err(|e| Error::Definition(format!("feature `{}`: {e}", def.name)))?;
+    if def.ttl_ms == 0 {
+        return Err(Error::Definition(format!(
+            "feature `{}` needs a ttl greater than zero",
+            def.name
+        )));
+    }
+    if def.ttl_ms > MAX_DURATION_MS {
+        return Err(Error::Definition(format!(
+            "feature `{}`: ttl_ms {} is more than the limit of {MAX_DURATION_MS} ms (100 years)",
+            def.name, def.ttl_ms
+        )));
+    }
+    let size = def.encoded_len();
+    if size > MAX_DEFINITION_BYTES {
+        return Err(Error::Definition(format!(
+            "feature `{}`: the definition is {size} bytes, more than the limit of \
+             {MAX_DEFINITION_BYTES}; shorten its description or params",
+            def.name
+        )));
+    }
+    def.flow
+        .parse::<FlowId>()
+        .map_err(|e| Error::Definition(format!("feature `{}`: {e}", def.name)))?;
+    for (input, binding) in &def.inputs {
+        match &binding.source {
+            Some(api::input_binding::Source::Feature(f)) => {
+                FeatureRef::parse(f).map_err(|e| {
+                    Error::Definition(format!("feature `{}`, input `{input}`: {e}", def.name))
+                })?;
+            }
+            Some(api::input_binding::Source::Request(r)) => {
+                check_name("request input", r).map_err(|e| {
+                    Error::Definition(format!("feature `{}`, input `{input}`: {e}", def.name))
+                })?;
+            }
+            None => {
+                return Err(Error::Definition(format!(
+                    "feature `{}`, input `{input}` needs a source: a feature or a request input",
+                    def.name
+                )));
+            }
+        }
+    }
+    Ok(def)
+}
+
+/// Resolves every definition into the graph and nodes, refusing cycles, unknown
+/// dependencies and flows, and type mismatches.
+pub(super) fn build(
+    definitions: BTreeMap<String, Vec<api::FeatureDefinition>>,
+    flows: &[FlowSpec],
+) -> Result<Snapshot> {
+    let flow_specs: HashMap<FlowId, &FlowSpec> = flows.iter().map(|s| (s.id.clone(), s)).collect();
+    let latest = |name: &str| definitions.get(name).map(|v| v.len() as u32);
+    let mut graph = DiGraph::<FeatureId, ()>::new();
+    let mut index = HashMap::new();
+    for (name, versions) in &definitions {
+        for d in versions {
+            let id = (name.clone(), d.version);
+            index.insert(id.clone(), graph.add_node(id));
+        }
+    }
+    // Edges dependency -> dependent, with floating references resolved to the latest.
+    let mut deps_of: HashMap<FeatureId, Vec<(String, FeatureId)>> = HashMap::new();
+    for (name, versions) in &definitions {
+        for d in versions {
+            let me = (name.clone(), d.version);
+            for (input, binding) in &d.inputs {
+                if let Some(api::input_binding::Source::Feature(f)) = &binding.source {
+                    let r = FeatureRef::parse(f)?;
+                    let Some(latest_version) = latest(&r.name) else {
+                        return Err(Error::Definition(format!(
+                            "feature `{name}`: input `{input}` reads unknown feature `{}`; register it first",
+                            r.name
+                        )));
+                    };
+                    let v = r.version.unwrap_or(latest_version);
+                    let dep = (r.name.clone(), v);
+                    let Some(from) = index.get(&dep) else {
+                        return Err(Error::Definition(format!(
+                            "feature `{name}`: input `{input}` reads `{}@{v}`, which does not exist (latest is {latest_version})",
+                            r.name
+                        )));
+                    };
+                    graph.add_edge(*from, index[&me], ());
+                    deps_of
+                        .entry(me.clone())
+                        .or_default()
+                        .push((input.clone(), dep));
+                }
+            }
+        }
+    }
+    let order = toposort(&graph, None).map_err(|_| Error::Definition(cycle_message(&graph)))?;
+
+    let mut nodes: HashMap<FeatureId, Arc<Node>> = HashMap::new();
+    for ix in order {
+        let id = graph[ix].clone();
+        let def = &definitions[&id.0][(id.1 - 1) as usize];
+        let node = resolve_node(
+            def,
+            &flow_specs,
+            &nodes,
+            deps_of.get(&id).map_or(&[], Vec::as_slice),
+        )?;
+        nodes.insert(id, Arc::new(node));
+    }
+    Ok(Snapshot {
+        definitions,
+        nodes,
+        graph,
+        index,
+    })
+}
+
+fn resolve_node(
+    def: &api::FeatureDefinition,
+    flows: &HashMap<FlowId, &FlowSpec>,
+    nodes: &HashMap<FeatureId, Arc<Node>>,
+    deps: &[(String, FeatureId)],
+) -> Result<Node> {
+    let name = &def.name;
+    let flow_id: FlowId = def
+        .flow
+        .parse()
+        .map_err(|e| Error::Definition(format!("feature `{name}`: {e}")))?;
+    let spec = flows.get(&flow_id).ok_or_else(|| {
+        let mut known: Vec<String> = flows.keys().map(ToString::to_string).collect();
+        known.sort();
+        Error::Definition(format!(
+            "feature `{name}`: unknown flow `{flow_id}`; flows served now: {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))
+    })?;
+    if !spec.entity_types.is_empty() && !spec.entity_types.contains(&def.entity_type) {
+        return Err(Error::Definition(format!(
+            "feature `{name}`: flow {flow_id} computes entity types {:?}, not `{}`",
+            spec.entity_types, def.entity_type
+        )));
+    }
+    let params = Params::new(def.params.clone().into_iter().collect());
+    spec.check_params(&params)
+        .map_err(|e| Error::Definition(format!("feature `{name}`: {e}")))?;
+
+    let mut inputs = Vec::new();
+    for (input, binding) in &def.inputs {
+        let declared = spec.input(input).ok_or_else(|| {
+            let known: Vec<&str> = spec.inputs.iter().map(|i| i.name.as_str()).collect();
+            Error::Definition(format!(
+                "feature `{name}`: flow {flow_id} has no input `{input}` (inputs: {})",
+                known.join(", ")
+            ))
+        })?;
+        match &binding.source {
+            Some(api::input_binding::Source::Feature(_)) => {
+                let dep_id = deps
+                    .iter()
+                    .find(|(i, _)| i == input)
+                    .map(|(_, d)| d)
+                    .ok_or_else(|| {
+                        Error::Definition(format!(
+                            "feature `{name}`: input `{input}` is unresolved"
+                        ))
+                    })?;
+                let dep = nodes.get(dep_id).ok_or_else(|| {
+                    Error::Definition(format!(
+                        "feature `{name}`: dependency `{}@{}` is unresolved",
+                        dep_id.0, dep_id.1
+                    ))
+                })?;
+                if dep.definition.entity_type != def.entity_type {
+                    return Err(Error::Definition(format!(
+                        "feature `{name}` is about `{}` entities but input `{input}` reads `{}`, about `{}` entities",
+                        def.entity_type, dep.id, dep.definition.entity_type
+                    )));
+                }
+                if dep.value_type != declared.value_type {
+                    return Err(Error::Definition(format!(
+                        "feature `{name}`: flow {flow_id} input `{input}` takes {} but `{}` is {}",
+                        declared.value_type, dep.id, dep.value_type
+                    )));
+                }
+                inputs.push(NodeInput::Feature {
+                    input: input.clone(),
+                    node: dep.clone(),
+                });
+            }
+            Some(api::input_binding::Source::Request(r)) => inputs.push(NodeInput::Request {
+                input: input.clone(),
+                name: r.clone(),
+                value_type: declared.value_type,
+            }),
+            None => {
+                return Err(Error::Definition(format!(
+                    "feature `{name}`: input `{input}` has no source"
+                )));
+            }
+        }
+    }
+    for declared in &spec.inputs {
+        if !declared.optional && !def.inputs.contains_key(&declared.name) {
+            return Err(Error::Definition(format!(
+                "feature `{name}`: flow {flow_id} needs input `{}` ({}) bound to a feature or a request input",
+                declared.name, declared.value_type
+            )));
+        }
+    }
+
+    let lineage = lineage_hash(def, &flow_id, &inputs);
+    let mut upstream: Vec<Arc<Node>> = Vec::new();
+    for i in &inputs {
+        if let NodeInput::Feature { node, .. } = i {
+            for n in node.upstream.iter().chain(std::iter::once(node)) {
+                if !upstream.iter().any(|c| Arc::ptr_eq(c, n)) {
+                    upstream.push(n.clone());
+                }
+            }
+        }
+    }
+    Ok(Node {
+        id: format!("{name}@{}", def.version),
+        name: name.clone(),
+        version: def.version,
+        definition: def.clone(),
+        flow: flow_id,
+        value_type: spec.output,
+        lineage,
+        inputs,
+        ttl_ms: def.ttl_ms,
+        upstream,
+    })
+}
+
+fn lineage_hash(def: &api::FeatureDefinition, flow: &FlowId, inputs: &[NodeInput]) -> LineageHash {
+    let mut h = FieldHasher::new(LineageHash::DOMAIN);
+    h.text(&def.name)
+        .text(&def.version.to_string())
+        .text(&def.entity_type)
+        .text(&flow.to_string());
+    let params: BTreeMap<_, _> = def.params.iter().collect();
+    for (k, v) in params {
+        h.text(k).text(v);
+    }
+    let mut bound: Vec<(String, String)> = inputs
+        .iter()
+        .map(|i| match i {
+            NodeInput::Feature { input, node } => {
+                (input.clone(), format!("feature:{}", node.lineage))
+            }
+            NodeInput::Request { input, name, .. } => (input.clone(), format!("request:{name}")),
+        })
+        .collect();
+    bound.sort();
+    for (k, v) in bound {
+        h.text(&k).text(&v);
+    }
+    LineageHash::from(&h)
+}
+
+/// Names one cycle of the graph: `a@1 -> b@1 -> a@1`.
+fn cycle_message(graph: &DiGraph<FeatureId, ()>) -> String {
+    let name = |ix: NodeIndex| format!("{}@{}", graph[ix].0, graph[ix].1);
+    for scc in tarjan_scc(graph) {
+        let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
+        if scc.len() < 2 && !self_loop {
+            continue;
+        }
+        // Breadth-first inside the component from its first node back to itself: the
+        // shortest cycle through that node.
+        let start = scc[0];
+        let mut parent: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+        let mut queue = std::collections::VecDeque::from([start]);
+        let mut closing = None;
+        while let Some(at) = queue.pop_front() {
+            for next in graph.neighbors_directed(at, Direction::Outgoing) {
+                if next == start {
+                    closing = Some(at);
+                    break;
+                }
+                if scc.contains(&next) && !parent.contains_key(&next) {
+                    parent.insert(next, at);
+                    queue.push_back(next);
+                }
+            }
+            if closing.is_some() {
+                break;
+            }
+        }
+        let mut path = vec![start];
+        let mut at = closing.unwrap_or(start);
+        while at != start {
+            path.push(at);
+            at = parent.get(&at).copied().unwrap_or(start);
+        }
+        path.push(start);
+        let last = path.len() - 1;
+        path[1..last].reverse();
+        let text: Vec<String> = path.into_iter().map(name).collect();
+        return format!("dependency cycle: {}", text.join(" -> "));
+    }
+    "dependency cycle".to_string()
+}

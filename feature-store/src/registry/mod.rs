@@ -1,0 +1,438 @@
+//! The registry: feature definitions by name and version, resolved into a dependency
+//! DAG (petgraph) whose nodes carry everything the planner needs: the flow, the bound
+//! inputs, the lineage hash and the topologically sorted closure.
+//!
+//! A dependency written `name` follows the latest version of `name`; `name@v` pins it.
+//! The lineage hash covers a feature's version, flow, params and its dependencies'
+//! lineage hashes, so a new upstream version gives every downstream feature new value
+//! keys. Every change builds a new immutable [`Snapshot`]; readers never wait.
+//! Definitions live in the substrate, so every replica sees every registration.
+//!
+//! - [`snapshot`]: nodes and the immutable snapshot
+//! - [`build`]: checking definitions and resolving them into the DAG
+
+mod build;
+mod snapshot;
+
+use std::collections::{BTreeMap, HashSet};
+
+use std::sync::{Arc, RwLock};
+
+use fstore_flows::{FlowId, FlowSpec};
+use fstore_proto::api;
+use fstore_substrate::{Definitions, FlowDirectory, Substrate};
+
+pub use build::MAX_DEFINITION_BYTES;
+pub use snapshot::{FeatureId, Node, NodeInput, Snapshot};
+
+use crate::names::FeatureRef;
+use crate::{Error, Result};
+
+/// The most definitions one registration call may carry.
+pub const MAX_DEFINITIONS_PER_CALL: usize = 1000;
+
+/// The registry. Cheap to clone; all clones share state. Definitions are kept in the
+/// substrate's [`Definitions`] store, so every replica sees every registration.
+#[derive(Clone)]
+pub struct Registry {
+    snapshot: Arc<RwLock<Arc<Snapshot>>>,
+    /// Serialises local writers; replicas race through the definitions store.
+    write: Arc<tokio::sync::Mutex<()>>,
+    definitions: Arc<dyn Definitions>,
+    directory: Arc<dyn FlowDirectory>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// A registry over the substrate's definitions, loaded with what is stored there.
+    pub async fn load(substrate: &Substrate) -> Result<Self> {
+        let r = Registry {
+            snapshot: Arc::new(RwLock::new(Arc::new(Snapshot::default()))),
+            write: Arc::new(tokio::sync::Mutex::new(())),
+            definitions: substrate.definitions.clone(),
+            directory: substrate.directory.clone(),
+        };
+        let _writer = r.write.lock().await;
+        r.reload().await?;
+        drop(_writer);
+        Ok(r)
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn flows(&self) -> Result<Vec<FlowSpec>> {
+        Ok(self
+            .directory
+            .list()
+            .await?
+            .into_iter()
+            .map(|f| f.spec)
+            .collect())
+    }
+
+    /// Rebuilds the snapshot from every stored definition. Callers hold the write lock.
+    async fn reload(&self) -> Result<()> {
+        let mut definitions: BTreeMap<String, Vec<api::FeatureDefinition>> = BTreeMap::new();
+        for d in self.definitions.list().await? {
+            definitions.entry(d.name.clone()).or_default().push(d);
+        }
+        for versions in definitions.values_mut() {
+            versions.sort_by_key(|d| d.version);
+            // Versions are taken in order; a gap means a registration is still landing.
+            let n = versions
+                .iter()
+                .enumerate()
+                .take_while(|(i, d)| d.version as usize == i + 1)
+                .count();
+            versions.truncate(n);
+        }
+        let next = build::build(definitions, &self.flows().await?)?;
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        Ok(())
+    }
+
+    /// Takes in a definition another replica registered.
+    pub async fn apply(&self, def: api::FeatureDefinition) -> Result<()> {
+        let _writer = self.write.lock().await;
+        let known = self.snapshot().versions(&def.name).len() as u32;
+        if def.version <= known {
+            return Ok(());
+        }
+        self.reload().await
+    }
+
+    /// Registers `defs` in order, all or nothing: each is checked, then all are resolved
+    /// together (a later one may read an earlier one), and only if every one is accepted
+    /// are they stored. A definition identical to its feature's latest version is not a
+    /// new version. A flow that no worker serves right now is refused unless `force`
+    /// (and some worker advertised it once: its spec is needed to check types).
+    ///
+    /// Another replica registering the same feature at once can take a version first;
+    /// then this call catches up and resolves again, so what it stores was always
+    /// resolved against the registry it lands in.
+    pub async fn register(
+        &self,
+        defs: Vec<api::FeatureDefinition>,
+        force: bool,
+    ) -> Result<Vec<api::RegisterFeatureResponse>> {
+        if defs.is_empty() {
+            return Err(Error::InvalidArgument(
+                "no definitions: send at least one".into(),
+            ));
+        }
+        if defs.len() > MAX_DEFINITIONS_PER_CALL {
+            return Err(Error::InvalidArgument(format!(
+                "{} definitions is more than the limit of {MAX_DEFINITIONS_PER_CALL} per call; split the file",
+                defs.len()
+            )));
+        }
+        let defs = defs
+            .into_iter()
+            .map(build::normalise)
+            .collect::<Result<Vec<_>>>()?;
+        let _writer = self.write.lock().await;
+        let entries = self.directory.list().await?;
+        if !force {
+            for def in &defs {
+                let Ok(id) = def.flow.parse::<FlowId>() else {
+                    continue;
+                };
+                if entries
+                    .iter()
+                    .any(|f| f.spec.id == id && f.live_workers == 0)
+                {
+                    return Err(Error::Definition(format!(
+                        "feature `{}`: no worker serves flow {id} right now; start one or register with force",
+                        def.name
+                    )));
+                }
+            }
+        }
+        let flows: Vec<_> = entries.into_iter().map(|f| f.spec).collect();
+        // Versions this call stored, across catch-up rounds.
+        let mut stored: HashSet<FeatureId> = HashSet::new();
+        for _ in 0..16 {
+            let current = self.snapshot();
+            let mut definitions = current.definitions.clone();
+            let mut ids = Vec::with_capacity(defs.len());
+            let mut new = Vec::new();
+            for def in &defs {
+                let versions = definitions.entry(def.name.clone()).or_default();
+                let unchanged = versions.last().is_some_and(|latest| {
+                    let mut unversioned = latest.clone();
+                    unversioned.version = 0;
+                    unversioned == *def
+                });
+                if !unchanged {
+                    let mut versioned = def.clone();
+                    versioned.version = versions.len() as u32 + 1;
+                    versions.push(versioned.clone());
+                    new.push(versioned);
+                }
+                let latest = versions.len() as u32;
+                ids.push((def.name.clone(), latest));
+            }
+            // Every definition is resolved before any is stored.
+            let next = build::build(definitions, &flows)?;
+            let mut raced = false;
+            for def in &new {
+                if !self.definitions.create(def).await? {
+                    raced = true;
+                    break;
+                }
+                stored.insert((def.name.clone(), def.version));
+            }
+            if raced {
+                // Another replica took a version first: catch up and resolve again.
+                self.reload().await?;
+                continue;
+            }
+            let answers = ids
+                .into_iter()
+                .map(|(name, version)| {
+                    let node = next.resolve(&FeatureRef {
+                        name: name.clone(),
+                        version: Some(version),
+                    })?;
+                    Ok(api::RegisterFeatureResponse {
+                        feature: Some(node.definition.clone()),
+                        lineage_hash: node.lineage.to_string(),
+                        created: stored.contains(&(name, version)),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+            return Ok(answers);
+        }
+        Err(Error::Substrate(fstore_substrate::Error::Unavailable(
+            "could not take versions: too many concurrent registrations of the same features; retry"
+                .into(),
+        )))
+    }
+
+    /// Applies definitions registered on other replicas until `shutdown`.
+    pub async fn follow(self, shutdown: tokio_util::sync::CancellationToken) {
+        let mut stream = match self.definitions.watch().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch the registry; other replicas' registrations arrive only on restart");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                next = futures::StreamExt::next(&mut stream) => match next {
+                    Some(def) => {
+                        if let Err(e) = self.apply(def).await {
+                            tracing::warn!(error = %e, "applying a registration from another replica failed");
+                        }
+                    }
+                    None => return,
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fstore_flows::Catalog;
+
+    async fn registry() -> Registry {
+        let substrate = fstore_substrate::embedded::substrate(&Default::default());
+        let adverts = fstore_substrate::worker::adverts(&Catalog::builtins());
+        substrate
+            .directory
+            .advertise("w", &adverts)
+            .await
+            .expect("advertise");
+        Registry::load(&substrate).await.expect("registry")
+    }
+
+    async fn one(r: &Registry, d: api::FeatureDefinition) -> Result<api::RegisterFeatureResponse> {
+        let mut done = r.register(vec![d], false).await?;
+        done.pop()
+            .ok_or_else(|| Error::Internal("no answer".into()))
+    }
+
+    fn node(r: &Registry, feature: &str) -> Arc<Node> {
+        r.snapshot()
+            .resolve(&FeatureRef::parse(feature).expect("ref"))
+            .expect("registered")
+    }
+
+    fn def(name: &str, flow: &str, inputs: &[(&str, &str)]) -> api::FeatureDefinition {
+        api::FeatureDefinition {
+            name: name.into(),
+            entity_type: "doc".into(),
+            flow: flow.into(),
+            ttl_ms: 60_000,
+            inputs: inputs
+                .iter()
+                .map(|(k, v)| {
+                    let source = match v.strip_prefix("request:") {
+                        Some(r) => api::input_binding::Source::Request(r.into()),
+                        None => api::input_binding::Source::Feature((*v).into()),
+                    };
+                    (
+                        k.to_string(),
+                        api::InputBinding {
+                            source: Some(source),
+                        },
+                    )
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn versions_and_lineage_follow_upstream() {
+        let r = registry().await;
+        let a = one(&r, def("a", "test.probe@1", &[])).await.expect("a");
+        assert!(a.created);
+        let b = one(&r, def("b", "num.affine@1", &[("x", "a")]))
+            .await
+            .expect("b");
+        let again = one(&r, def("b", "num.affine@1", &[("x", "a")]))
+            .await
+            .expect("b again");
+        assert!(!again.created, "identical definition is not a new version");
+        assert_eq!(again.feature.map(|f| f.version), Some(1));
+        let mut a2 = def("a", "test.probe@1", &[]);
+        a2.params.insert("value".into(), "2".into());
+        one(&r, a2).await.expect("a v2");
+        let b_now = node(&r, "b");
+        assert_ne!(
+            b_now.lineage.as_str(),
+            b.lineage_hash,
+            "a new upstream version changes b's lineage"
+        );
+        assert_eq!(
+            r.snapshot().dependents(&("a".into(), 2)),
+            vec!["b@1".to_string()]
+        );
+        assert_eq!(
+            b_now
+                .upstream
+                .iter()
+                .map(|n| n.id.clone())
+                .collect::<Vec<_>>(),
+            vec!["a@2"]
+        );
+    }
+
+    #[tokio::test]
+    async fn refusals_name_the_problem() {
+        let r = registry().await;
+        let err = |e: Result<api::RegisterFeatureResponse>| {
+            e.err().map(|e| e.to_string()).unwrap_or_default()
+        };
+        assert!(
+            err(one(&r, def("b", "num.affine@1", &[("x", "nope")])).await)
+                .contains("unknown feature `nope`")
+        );
+        assert!(
+            err(one(&r, def("b", "nope.flow@1", &[])).await).contains("unknown flow `nope.flow@1`")
+        );
+        one(
+            &r,
+            def("t", "text.hash_embed@1", &[("text", "request:text")]),
+        )
+        .await
+        .expect("t");
+        assert!(
+            err(one(&r, def("b", "num.affine@1", &[("x", "t")])).await)
+                .contains("takes f64 but `t@1` is tensor")
+        );
+        let mut other = def("u", "test.probe@1", &[]);
+        other.entity_type = "user".into();
+        one(&r, other).await.expect("u");
+        assert!(
+            err(one(&r, def("b", "num.affine@1", &[("x", "u")])).await)
+                .contains("about `user` entities")
+        );
+        assert!(err(one(&r, def("b", "num.affine@1", &[])).await).contains("needs input `x`"));
+        // A cycle through a floating reference: a@2 reads c, c reads a (latest).
+        one(&r, def("a", "test.probe@1", &[])).await.expect("a");
+        one(&r, def("c", "num.affine@1", &[("x", "a")]))
+            .await
+            .expect("c");
+        let e = err(one(&r, def("a", "test.probe@1", &[("x", "c")])).await);
+        assert!(e.contains("dependency cycle: "), "{e}");
+        assert!(e.contains("a@2") && e.contains("c@1"), "{e}");
+        assert_eq!(
+            r.snapshot().versions("a").len(),
+            1,
+            "a refused definition is not stored"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_all_or_nothing() {
+        let r = registry().await;
+        // The third definition reads a feature that does not exist: none lands.
+        let batch = vec![
+            def("a", "test.probe@1", &[]),
+            def("b", "num.affine@1", &[("x", "a")]),
+            def("c", "num.affine@1", &[("x", "nope")]),
+        ];
+        let e = r.register(batch, false).await.err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("unknown feature `nope`")));
+        assert!(
+            r.snapshot().versions("a").is_empty(),
+            "nothing of a refused batch is stored"
+        );
+        assert!(r.snapshot().versions("b").is_empty());
+        // A batch whose later definition reads an earlier one lands whole, in order.
+        let done = r
+            .register(
+                vec![
+                    def("a", "test.probe@1", &[]),
+                    def("b", "num.affine@1", &[("x", "a")]),
+                ],
+                false,
+            )
+            .await
+            .expect("batch");
+        assert_eq!(done.len(), 2);
+        assert!(done.iter().all(|d| d.created));
+        assert_eq!(node(&r, "b").upstream.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sizes_and_ttls_are_bounded() {
+        let r = registry().await;
+        let mut big = def("big", "test.probe@1", &[]);
+        big.description = "x".repeat(5_000_000);
+        let e = one(&r, big)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains("more than the limit of 65536"), "{e}");
+        let mut forever = def("forever", "test.probe@1", &[]);
+        forever.ttl_ms = u64::MAX;
+        let e = one(&r, forever)
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            e.contains("ttl_ms 18446744073709551615 is more than the limit"),
+            "{e}"
+        );
+    }
+}

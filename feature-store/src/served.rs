@@ -1,0 +1,126 @@
+//! What this replica served, per feature version: the operator's staleness view in
+//! DescribeFeature and `fstore describe`. Each call counts once: a hit is a value found
+//! stored, a miss is a compute the call started, a coalesced call joined a compute that
+//! was already running; ages are those of the values answered.
+
+use std::collections::HashMap;
+
+use fstore_proto::api::{self, FeatureResult, Status};
+
+use crate::planner::Origin;
+
+/// Upper bounds of the age buckets, in ms, and their labels.
+const AGE_BUCKETS: [(i64, &str); 6] = [
+    (1_000, "1s"),
+    (10_000, "10s"),
+    (60_000, "1m"),
+    (600_000, "10m"),
+    (3_600_000, "1h"),
+    (i64::MAX, "+Inf"),
+];
+
+/// Counts per feature version (`name@version`).
+#[derive(Debug, Default)]
+pub struct ServedStats {
+    by_feature: std::sync::Mutex<HashMap<String, Served>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Served {
+    hits: u64,
+    misses: u64,
+    coalesced: u64,
+    failures: u64,
+    last_computed_at_ms: i64,
+    ages: [u64; AGE_BUCKETS.len()],
+}
+
+impl ServedStats {
+    /// One call: `ids` are the requested feature versions (results cycle through them,
+    /// entity-major), `origins` how the call's first plan came by each result, and
+    /// `answer` what it answered.
+    pub fn record(&self, ids: &[&str], origins: &[Origin], answer: &[FeatureResult]) {
+        let mut map = self.by_feature.lock().unwrap_or_else(|p| p.into_inner());
+        for ((r, origin), id) in answer.iter().zip(origins).zip(ids.iter().cycle()) {
+            let s = map.entry((*id).to_string()).or_default();
+            match r.status() {
+                Status::Failed => s.failures += 1,
+                _ => match origin {
+                    Origin::Stored => s.hits += 1,
+                    Origin::Computed => s.misses += 1,
+                    Origin::Joined => s.coalesced += 1,
+                },
+            }
+            if matches!(r.status(), Status::Ready | Status::Stale) {
+                let age = r.age_ms as i64;
+                if let Some(i) = AGE_BUCKETS.iter().position(|(le, _)| age <= *le) {
+                    s.ages[i] += 1;
+                }
+                s.last_computed_at_ms = s.last_computed_at_ms.max(r.computed_at_ms);
+            }
+        }
+    }
+
+    /// The view of one feature version (`name@version`).
+    pub fn of(&self, id: &str) -> api::FeatureStats {
+        let s = self
+            .by_feature
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .unwrap_or_default();
+        let served = s.hits + s.misses + s.coalesced;
+        api::FeatureStats {
+            hits: s.hits,
+            misses: s.misses,
+            coalesced: s.coalesced,
+            failures: s.failures,
+            hit_rate: if served == 0 {
+                0.0
+            } else {
+                s.hits as f64 / served as f64
+            },
+            last_computed_at_ms: s.last_computed_at_ms,
+            ages: AGE_BUCKETS
+                .iter()
+                .zip(s.ages)
+                .map(|((_, le), count)| api::AgeBucket {
+                    le: (*le).to_string(),
+                    count,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ready(age_ms: u64) -> FeatureResult {
+        let mut r = FeatureResult {
+            age_ms,
+            computed_at_ms: 5,
+            ..Default::default()
+        };
+        r.set_status(Status::Ready);
+        r
+    }
+
+    #[test]
+    fn a_call_counts_once_by_origin() {
+        let stats = ServedStats::default();
+        // 1 compute and 199 callers that joined it, each answered READY once.
+        stats.record(&["f@1"], &[Origin::Computed], &[ready(10)]);
+        for _ in 0..199 {
+            stats.record(&["f@1"], &[Origin::Joined], &[ready(10)]);
+        }
+        stats.record(&["f@1"], &[Origin::Stored], &[ready(20_000)]);
+        let v = stats.of("f@1");
+        assert_eq!((v.hits, v.misses, v.coalesced), (1, 1, 199));
+        assert_eq!(v.ages[0].count, 200);
+        assert_eq!(v.ages[2].count, 1);
+        assert!((v.hit_rate - 1.0 / 201.0).abs() < 1e-12);
+    }
+}

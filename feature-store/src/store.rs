@@ -1,0 +1,319 @@
+//! The feature store's calls, free of gRPC: one method per call of `featurestore.v1`,
+//! each taking the caller's tenant. The tonic adapter ([`crate::service`]) authenticates,
+//! calls one of these and maps the error; nothing here knows `tonic::Status`.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fstore_proto::api;
+use fstore_substrate::time::now_ms;
+use fstore_substrate::{Dispatcher, Substrate};
+use futures::{Stream, StreamExt};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::follow::Follower;
+use crate::planner::{Plan, Planner, PlannerOptions};
+use crate::ready::ReadyHub;
+use crate::registry::Registry;
+use crate::request::{Mode, ValidRequest, wait_bound};
+use crate::tickets::Tickets;
+use crate::{Error, Result, admin, describe};
+
+/// Everything a call needs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    planner: Planner,
+    tickets: Tickets,
+    substrate: Substrate,
+    hub: ReadyHub,
+    config: Config,
+}
+
+/// Watch events, as the service streams them.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<api::WatchEvent>> + Send>>;
+
+impl Store {
+    pub fn new(substrate: Substrate, registry: Registry, hub: ReadyHub, config: Config) -> Self {
+        let dispatcher = Dispatcher::new(substrate.clone(), config.cache.failure_ttl);
+        let planner = Planner::new(
+            substrate.clone(),
+            dispatcher,
+            PlannerOptions {
+                claim_ttl: config.cache.claim_ttl,
+            },
+        );
+        Store {
+            inner: Arc::new(Inner {
+                registry,
+                planner,
+                tickets: Tickets::new(substrate.tickets.clone()),
+                substrate,
+                hub,
+                config,
+            }),
+        }
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn follow(&self, request: ValidRequest, wait: Duration) -> Follower {
+        Follower::new(
+            self.inner.planner.clone(),
+            &self.inner.hub,
+            Arc::new(request),
+            Instant::now() + wait,
+            self.inner.config.server.recheck_interval,
+        )
+    }
+
+    fn validate(&self, tenant: String, req: &api::GetFeaturesRequest) -> Result<ValidRequest> {
+        ValidRequest::new(
+            tenant,
+            req,
+            &self.inner.registry.snapshot(),
+            &self.inner.config.limits,
+            now_ms(),
+        )
+    }
+
+    /// ASYNC answers the first plan; SYNC the last one before its wait runs out. A ticket
+    /// comes back while anything is pending.
+    pub async fn get_features(
+        &self,
+        tenant: String,
+        req: &api::GetFeaturesRequest,
+        grpc_deadline: Option<Duration>,
+    ) -> Result<api::GetFeaturesResponse> {
+        let wait = wait_bound(&self.inner.config.limits, req.wait_ms, grpc_deadline);
+        let request = self.validate(tenant, req)?;
+        let mode = request.mode;
+        let mut follower = self.follow(request, wait);
+        let first = follower.first().await?;
+        let request = follower.request().clone();
+        let mut ticket = String::new();
+        if first.is_pending() {
+            ticket = self.inner.tickets.create(&request).await?;
+        }
+        let answer = match mode {
+            Mode::Sync if first.is_pending() => follower.last().await?,
+            _ => first.clone(),
+        };
+        self.inner.planner.record(&request, &first, &answer);
+        if !answer.is_pending() {
+            ticket.clear();
+        }
+        Ok(api::GetFeaturesResponse {
+            results: answer.results,
+            ticket,
+        })
+    }
+
+    /// The current state of a ticket's results: a fresh plan of its request.
+    pub async fn get_ticket(&self, tenant: &str, id: &str) -> Result<api::GetFeaturesResponse> {
+        let request = self
+            .inner
+            .tickets
+            .read(tenant, id, &self.inner.registry.snapshot())
+            .await?;
+        let plan = self.follow(request, Duration::ZERO).first().await?;
+        Ok(api::GetFeaturesResponse {
+            ticket: if plan.is_pending() {
+                id.to_string()
+            } else {
+                String::new()
+            },
+            results: plan.results,
+        })
+    }
+
+    /// Every result once, when it becomes final; at the end of the wait, the rest as
+    /// they stand. A request that is pending gets a ticket, carried in every event.
+    pub async fn watch(
+        &self,
+        tenant: String,
+        req: &api::WatchFeaturesRequest,
+        grpc_deadline: Option<Duration>,
+    ) -> Result<WatchStream> {
+        let wait = wait_bound(&self.inner.config.limits, req.wait_ms, grpc_deadline);
+        let (request, mut ticket) = match &req.target {
+            Some(api::watch_features_request::Target::Request(r)) => {
+                (self.validate(tenant, r)?, String::new())
+            }
+            Some(api::watch_features_request::Target::Ticket(id)) => {
+                let snapshot = self.inner.registry.snapshot();
+                let request = self.inner.tickets.read(&tenant, id, &snapshot).await?;
+                (request, id.clone())
+            }
+            None => {
+                return Err(Error::InvalidArgument(
+                    "watch needs a request or a ticket".into(),
+                ));
+            }
+        };
+        let mut follower = self.follow(request, wait);
+        let first = follower.first().await?;
+        if first.is_pending() && ticket.is_empty() {
+            ticket = self.inner.tickets.create(follower.request()).await?;
+        }
+        let plans = futures::stream::once(async { Ok(first) }).chain(follower.into_stream());
+        Ok(Box::pin(watch_events(Box::pin(plans), ticket)))
+    }
+
+    pub async fn register(
+        &self,
+        req: api::RegisterFeatureRequest,
+    ) -> Result<api::RegisterFeatureResponse> {
+        let def = req
+            .definition
+            .ok_or_else(|| Error::InvalidArgument("register needs a definition".into()))?;
+        let mut done = self.inner.registry.register(vec![def], req.force).await?;
+        done.pop()
+            .ok_or_else(|| Error::Internal("a registration answered nothing".into()))
+    }
+
+    pub async fn register_all(
+        &self,
+        req: api::RegisterFeaturesRequest,
+    ) -> Result<api::RegisterFeaturesResponse> {
+        let registered = self
+            .inner
+            .registry
+            .register(req.definitions, req.force)
+            .await?;
+        Ok(api::RegisterFeaturesResponse { registered })
+    }
+
+    pub fn list_features(&self, prefix: &str) -> api::ListFeaturesResponse {
+        describe::list_features(&self.inner.registry.snapshot(), prefix)
+    }
+
+    pub async fn describe_feature(&self, feature: &str) -> Result<api::DescribeFeatureResponse> {
+        describe::describe_feature(
+            &self.inner.substrate,
+            &self.inner.registry.snapshot(),
+            self.inner.planner.served(),
+            feature,
+        )
+        .await
+    }
+
+    pub async fn list_flows(&self) -> Result<api::ListFlowsResponse> {
+        describe::list_flows(&self.inner.substrate).await
+    }
+
+    pub async fn invalidate(
+        &self,
+        tenant: &str,
+        req: &api::InvalidateRequest,
+    ) -> Result<api::InvalidateResponse> {
+        let snapshot = self.inner.registry.snapshot();
+        admin::invalidate(&self.inner.substrate, &snapshot, tenant, req).await
+    }
+
+    pub async fn list_dead_letters(
+        &self,
+        tenant: &str,
+        limit: u32,
+    ) -> Result<api::ListDeadLettersResponse> {
+        admin::list_dead_letters(&self.inner.substrate, tenant, limit).await
+    }
+
+    pub async fn replay_dead_letter(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<api::ReplayDeadLetterResponse> {
+        admin::replay_dead_letter(&self.inner.substrate, &self.inner.planner, tenant, id).await
+    }
+
+    pub async fn purge_dead_letters(
+        &self,
+        tenant: &str,
+        id: &str,
+    ) -> Result<api::PurgeDeadLettersResponse> {
+        admin::purge_dead_letters(&self.inner.substrate, tenant, id).await
+    }
+}
+
+type PlanStream = Pin<Box<dyn Stream<Item = Result<Plan>> + Send>>;
+
+/// What a watch has sent so far.
+struct Watching {
+    plans: PlanStream,
+    ticket: String,
+    sent: Vec<bool>,
+    last: Option<Plan>,
+    queue: VecDeque<api::WatchEvent>,
+    done: bool,
+}
+
+/// Turns plan updates into watch events: each result once, as soon as it is final, and
+/// when the updates end, every result not sent yet as it stands.
+fn watch_events(plans: PlanStream, ticket: String) -> impl Stream<Item = Result<api::WatchEvent>> {
+    let state = Watching {
+        plans,
+        ticket,
+        sent: Vec::new(),
+        last: None,
+        queue: VecDeque::new(),
+        done: false,
+    };
+    futures::stream::unfold(state, |mut w| async move {
+        loop {
+            if let Some(event) = w.queue.pop_front() {
+                return Some((Ok(event), w));
+            }
+            if w.done {
+                return None;
+            }
+            match w.plans.next().await {
+                Some(Ok(plan)) => {
+                    w.sent.resize(plan.results.len(), false);
+                    for (r, sent) in plan.results.iter().zip(w.sent.iter_mut()) {
+                        let done = matches!(r.status(), api::Status::Ready | api::Status::Failed);
+                        if done && !*sent {
+                            *sent = true;
+                            w.queue.push_back(api::WatchEvent {
+                                result: Some(r.clone()),
+                                ticket: w.ticket.clone(),
+                            });
+                        }
+                    }
+                    w.last = Some(plan);
+                }
+                Some(Err(e)) => {
+                    w.done = true;
+                    return Some((Err(e), w));
+                }
+                None => {
+                    w.done = true;
+                    if let Some(last) = w.last.take() {
+                        for (r, sent) in last.results.iter().zip(w.sent.iter()) {
+                            if !*sent {
+                                w.queue.push_back(api::WatchEvent {
+                                    result: Some(r.clone()),
+                                    ticket: w.ticket.clone(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
