@@ -1,7 +1,7 @@
 //! Configuration: defaults → TOML file → environment (`FSTORE_SECTION__KEY`), then
 //! [`Config::validate`]. Durations are written like `250ms`, `30s`, `1h`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -141,7 +141,10 @@ impl Default for CacheConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
+    /// Jobs of one flow waiting or running, all tenants together, before GetFeatures
+    /// answers RESOURCE_EXHAUSTED (the same on both backends).
     pub max_queued_per_flow: u64,
+    /// Jobs of one flow waiting or running for one tenant, likewise.
     pub max_queued_per_tenant: u64,
     #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
@@ -212,13 +215,58 @@ impl Default for WorkerConfig {
     }
 }
 
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("config file {} does not exist; pass an existing TOML file or none", .0.display())]
+    MissingFile(PathBuf),
+    /// A value of the wrong type, an unknown key, a malformed duration.
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+    /// Values that parse but break a rule.
+    #[error("invalid configuration: {0}")]
+    Rule(String),
+}
+
+/// Command-line flags: the last layer of the configuration, validated with the rest.
+/// Each names the key it overrides.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Flags {
+    /// `server.listen`
+    pub listen: Option<String>,
+    /// `nats.url`
+    pub nats_url: Option<String>,
+    /// `server.default_tenant`
+    pub default_tenant: Option<String>,
+}
+
+impl Flags {
+    /// The flags as a figment provider of dotted keys.
+    fn provider(&self) -> Figment {
+        let mut fig = Figment::new();
+        let pairs = [
+            ("server.listen", &self.listen),
+            ("nats.url", &self.nats_url),
+            ("server.default_tenant", &self.default_tenant),
+        ];
+        for (key, value) in pairs {
+            if let Some(v) = value {
+                fig = fig.merge(Serialized::default(key, v));
+            }
+        }
+        fig
+    }
+}
+
 impl Config {
-    /// Defaults, then the TOML file if given, then `FSTORE_SECTION__KEY` variables.
-    pub fn load(file: Option<&Path>) -> Result<Config, String> {
+    /// Defaults (this file's `Default` impls: the only place defaults are defined), then
+    /// the TOML file if given, then `FSTORE_SECTION__KEY` variables, then `flags`; then
+    /// [`Config::validate`].
+    pub fn load(file: Option<&Path>, flags: &Flags) -> Result<Config, Error> {
         let mut fig = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(format!("config file {} does not exist", path.display()));
+                return Err(Error::MissingFile(path.to_path_buf()));
             }
             fig = fig.merge(Toml::file(path));
         }
@@ -228,27 +276,34 @@ impl Config {
                     .filter(|k| k.as_str().contains("__"))
                     .split("__"),
             )
+            .merge(flags.provider())
             .extract()
-            .map_err(|e| format!("invalid configuration: {e}"))?;
+            .map_err(|e| Error::Invalid(Box::new(e)))?;
         config.validate()?;
         Ok(config)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Error> {
+        let rule = |text: &str| Err(Error::Rule(text.to_string()));
         let l = &self.limits;
         if l.max_entities == 0 || l.max_features == 0 || l.max_items == 0 {
-            return Err(
-                "limits.max_entities, max_features and max_items must be above zero".into(),
-            );
+            return rule("limits.max_entities, max_features and max_items must be above zero");
+        }
+        if l.max_input_bytes > l.max_request_bytes {
+            return rule("limits.max_input_bytes must not exceed limits.max_request_bytes");
         }
         if self.worker.slots == 0 || self.worker.max_batch == 0 || self.worker.max_attempts == 0 {
-            return Err("worker.slots, max_batch and max_attempts must be above zero".into());
+            return rule("worker.slots, max_batch and max_attempts must be above zero");
         }
         if l.default_wait > l.max_wait {
-            return Err("limits.default_wait must not exceed limits.max_wait".into());
+            return rule("limits.default_wait must not exceed limits.max_wait");
+        }
+        if self.queue.max_queued_per_tenant > self.queue.max_queued_per_flow {
+            return rule("queue.max_queued_per_tenant must not exceed queue.max_queued_per_flow");
         }
         if let Some(t) = &self.server.default_tenant {
-            crate::names::check_tenant(t).map_err(|e| format!("server.default_tenant: {e}"))?;
+            crate::names::check_tenant(t)
+                .map_err(|e| Error::Rule(format!("server.default_tenant: {e}")))?;
         }
         Ok(())
     }
@@ -297,9 +352,8 @@ impl Config {
             ack_wait: self.nats.ack_wait,
             max_deliver: self.nats.max_deliver,
             duplicate_window: self.queue.duplicate_window,
-            max_queued_per_subject: i64::try_from(self.queue.max_queued_per_tenant)
-                .unwrap_or(i64::MAX),
-            max_queued: i64::try_from(self.queue.max_queued_per_flow).unwrap_or(i64::MAX),
+            max_queued_per_flow: self.queue.max_queued_per_flow,
+            max_queued_per_tenant: self.queue.max_queued_per_tenant,
             ticket_ttl: self.cache.ticket_ttl,
             claim_ttl: self.cache.claim_ttl,
             l1_max_bytes: self.nats.l1_max_bytes,
@@ -332,14 +386,33 @@ mod tests {
             "[cache]\nfailure_ttl = \"3s\"\n[worker]\nslots = 7\n",
         )
         .expect("write");
-        let c = Config::load(Some(&path)).expect("valid");
+        let c = Config::load(Some(&path), &Flags::default()).expect("valid");
         assert_eq!(c.cache.failure_ttl, Duration::from_secs(3));
         assert_eq!(c.worker.slots, 7);
         assert_eq!(c.limits.max_entities, 1000);
         std::fs::write(&path, "[worker]\nslotz = 7\n").expect("write");
         assert!(
-            Config::load(Some(&path)).is_err(),
+            Config::load(Some(&path), &Flags::default()).is_err(),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn flags_are_the_last_layer_and_validated() {
+        let flags = Flags {
+            listen: Some("127.0.0.1:1".into()),
+            default_tenant: Some("team-a".into()),
+            ..Flags::default()
+        };
+        let c = Config::load(None, &flags).expect("valid");
+        assert_eq!(c.server.listen, "127.0.0.1:1");
+        assert_eq!(c.server.default_tenant.as_deref(), Some("team-a"));
+        assert_eq!(c.nats.url, None);
+        let bad = Flags {
+            default_tenant: Some("no spaces".into()),
+            ..Flags::default()
+        };
+        let e = Config::load(None, &bad).err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("server.default_tenant")));
     }
 }

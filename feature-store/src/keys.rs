@@ -123,7 +123,13 @@ mod tests {
         let k = ValueKey::from(&h);
         assert_eq!(k.as_str().len(), 32);
         assert!(k.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
-        // Pinned: a change here changes every stored key, which must be deliberate.
-        assert_eq!(k.as_str(), ValueKey::from(&h).as_str());
+        // The layout is pinned (each field as u64-le length + bytes, after the domain):
+        // a change here changes every stored key, which must be deliberate.
+        let mut raw = blake3::Hasher::new();
+        for f in [ValueKey::DOMAIN, "tenant", "feature"] {
+            raw.update(&(f.len() as u64).to_le_bytes());
+            raw.update(f.as_bytes());
+        }
+        assert_eq!(k.as_str(), &raw.finalize().to_hex()[..32]);
     }
 }

@@ -194,14 +194,12 @@ async fn main() {
 }
 
 fn load_config(run: &RunArgs) -> anyhow::Result<Config> {
-    let mut config = Config::load(run.config.as_deref()).map_err(|e| anyhow!(e))?;
-    if let Some(l) = &run.listen {
-        config.server.listen = l.clone();
-    }
-    if let Some(n) = &run.nats {
-        config.nats.url = Some(n.clone());
-    }
-    Ok(config)
+    let flags = fstore::config::Flags {
+        listen: run.listen.clone(),
+        nats_url: run.nats.clone(),
+        default_tenant: None,
+    };
+    Ok(Config::load(run.config.as_deref(), &flags)?)
 }
 
 async fn shutdown_signal() {

@@ -65,6 +65,18 @@ impl Plan {
     pub fn is_pending(&self) -> bool {
         !self.pending_keys.is_empty()
     }
+
+    /// Marks the READY results that `first` (this call's first plan) found stored as
+    /// from cache: "stored before this call planned it" is what the first look-up saw,
+    /// which a millisecond clock cannot tell when a value was computed the moment the
+    /// call started.
+    pub fn mark_cached(&mut self, first: &Plan) {
+        for (r, origin) in self.results.iter_mut().zip(&first.origins) {
+            if *origin == Origin::Stored && r.status() == Status::Ready {
+                r.from_cache = true;
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -190,14 +190,14 @@ fn check_shape(req: &api::GetFeaturesRequest, limits: &Limits) -> Result<()> {
     }
     if req.entities.len() > limits.max_entities {
         return Err(Error::InvalidArgument(format!(
-            "{} entities is more than limits.max_entities ({}) per call; split the request",
+            "{} entities is more than the limit of {} per call (limits.max_entities); split the request",
             req.entities.len(),
             limits.max_entities
         )));
     }
     if req.features.len() > limits.max_features {
         return Err(Error::InvalidArgument(format!(
-            "{} features is more than limits.max_features ({}) per call; split the request",
+            "{} features is more than the limit of {} per call (limits.max_features); split the request",
             req.features.len(),
             limits.max_features
         )));
@@ -205,7 +205,7 @@ fn check_shape(req: &api::GetFeaturesRequest, limits: &Limits) -> Result<()> {
     let items = req.entities.len() * req.features.len();
     if items > limits.max_items {
         return Err(Error::InvalidArgument(format!(
-            "{items} entity × feature pairs is more than limits.max_items ({}) per call; split the request",
+            "{items} entity × feature pairs is more than the limit of {} per call (limits.max_items); split the request",
             limits.max_items
         )));
     }
@@ -235,7 +235,7 @@ fn check_shape(req: &api::GetFeaturesRequest, limits: &Limits) -> Result<()> {
         }
         if bytes > limits.max_input_bytes {
             return Err(Error::InvalidArgument(format!(
-                "request inputs of entity `{}` are {bytes} bytes, more than limits.max_input_bytes ({})",
+                "request inputs of entity `{}` are {bytes} bytes, more than the limit of {} (limits.max_input_bytes)",
                 truncate(&e.entity_id, 80),
                 limits.max_input_bytes
             )));
@@ -360,6 +360,9 @@ mod tests {
             Ok(()) => String::new(),
             Err(e) => e.to_string(),
         };
-        assert!(m.contains("limits.max_entities (2)"), "{m}");
+        assert!(
+            m.contains("the limit of 2 per call (limits.max_entities)"),
+            "{m}"
+        );
     }
 }

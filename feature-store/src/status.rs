@@ -22,7 +22,18 @@ impl From<Error> for Status {
             Error::Substrate(SubstrateError::QueueFull { .. }) => Code::ResourceExhausted,
             Error::Substrate(SubstrateError::Codec(_)) => Code::Internal,
         };
-        let mut status = Status::new(code, e.to_string());
+        let message = match &e {
+            // Name the setting the operator can raise.
+            Error::Substrate(SubstrateError::QueueFull { kind, .. }) => {
+                let setting = match kind {
+                    fstore_substrate::error::QueueLimit::PerFlow => "queue.max_queued_per_flow",
+                    fstore_substrate::error::QueueLimit::PerTenant => "queue.max_queued_per_tenant",
+                };
+                format!("{e} (setting {setting})")
+            }
+            _ => e.to_string(),
+        };
+        let mut status = Status::new(code, message);
         if let Error::Substrate(SubstrateError::QueueFull { retry_after_ms, .. }) = &e
             && let Ok(v) = retry_after_ms.to_string().parse()
         {
@@ -126,12 +137,17 @@ mod tests {
         let s: Status = Error::Internal("planning order broke".into()).into();
         assert_eq!(s.code(), Code::Internal);
         let s: Status = Error::Substrate(SubstrateError::QueueFull {
-            scope: "flow f".into(),
+            kind: fstore_substrate::error::QueueLimit::PerTenant,
+            scope: "flow f@1 for tenant t".into(),
             limit: 3,
             retry_after_ms: 250,
         })
         .into();
         assert_eq!(s.code(), Code::ResourceExhausted);
+        assert_eq!(
+            s.message(),
+            "the queue is full: flow f@1 for tenant t has 3 jobs waiting or running, the most allowed per tenant of a flow; retry after 250 ms (setting queue.max_queued_per_tenant)"
+        );
         assert_eq!(
             s.metadata()
                 .get("retry-after-ms")

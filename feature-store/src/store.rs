@@ -109,10 +109,11 @@ impl Store {
         if first.is_pending() {
             ticket = self.inner.tickets.create(&request).await?;
         }
-        let answer = match mode {
+        let mut answer = match mode {
             Mode::Sync if first.is_pending() => follower.last().await?,
             _ => first.clone(),
         };
+        answer.mark_cached(&first);
         self.inner.planner.record(&request, &first, &answer);
         if !answer.is_pending() {
             ticket.clear();

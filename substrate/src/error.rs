@@ -6,11 +6,14 @@ pub enum Error {
     /// The backend cannot be reached; the caller may retry later.
     #[error("the compute substrate is unavailable: {0}")]
     Unavailable(String),
-    /// A bounded queue is full; nothing was enqueued.
+    /// A bounded queue is full; nothing was enqueued. Both backends count the same
+    /// thing: jobs accepted and not yet settled (waiting or running).
     #[error(
-        "the queue for {scope} is full ({limit} jobs waiting); retry after {retry_after_ms} ms"
+        "the queue is full: {scope} has {limit} jobs waiting or running, the most allowed {kind}; retry after {retry_after_ms} ms"
     )]
     QueueFull {
+        kind: QueueLimit,
+        /// The flow (and tenant) whose queue is full.
         scope: String,
         limit: u64,
         retry_after_ms: u64,
@@ -23,5 +26,23 @@ pub enum Error {
 impl From<prost::DecodeError> for Error {
     fn from(e: prost::DecodeError) -> Self {
         Error::Codec(e.to_string())
+    }
+}
+
+/// Which queue bound a [`Error::QueueFull`] hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueLimit {
+    /// Jobs of one flow, all tenants together.
+    PerFlow,
+    /// Jobs of one flow for one tenant.
+    PerTenant,
+}
+
+impl std::fmt::Display for QueueLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QueueLimit::PerFlow => "per flow",
+            QueueLimit::PerTenant => "per tenant of a flow",
+        })
     }
 }

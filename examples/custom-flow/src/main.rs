@@ -12,7 +12,7 @@ use fstore_flows::Catalog;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut config = Config::load(None).map_err(anyhow::Error::msg)?;
+    let mut config = Config::load(None, &Default::default())?;
     config.server.default_tenant = Some("default".into());
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {

@@ -9,6 +9,7 @@ use fstore_flows::FlowId;
 use tokio::sync::Notify;
 
 use super::Options;
+use crate::error::QueueLimit;
 use crate::queue::{Enqueued, Settle};
 use crate::{ComputeJob, Delivery, Error, Headers, JobQueue, message_id};
 
@@ -26,6 +27,8 @@ struct FlowQueue {
     rotation: VecDeque<String>,
     queued: u64,
     in_flight: u64,
+    /// Per tenant, jobs accepted and not yet settled (waiting, running or between tries).
+    unsettled: HashMap<String, u64>,
     notify: Arc<Notify>,
 }
 
@@ -57,8 +60,8 @@ impl FlowQueue {
         entry
     }
 
-    fn tenant_len(&self, tenant: &str) -> u64 {
-        self.by_tenant.get(tenant).map_or(0, |q| q.len() as u64)
+    fn unsettled_of(&self, tenant: &str) -> u64 {
+        self.unsettled.get(tenant).copied().unwrap_or(0)
     }
 }
 
@@ -94,6 +97,12 @@ impl Shared {
         let mut state = self.lock();
         if let Some(fq) = state.flows.get_mut(&flow_key(job)) {
             fq.in_flight = fq.in_flight.saturating_sub(1);
+            if let Some(n) = fq.unsettled.get_mut(&job.tenant) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    fq.unsettled.remove(&job.tenant);
+                }
+            }
         }
     }
 }
@@ -142,20 +151,23 @@ impl JobQueue for EmbeddedQueue {
         let opts = &self.shared.options;
         let flow = flow_key(job);
         let fq = state.flows.entry(flow.clone()).or_default();
-        if fq.queued >= opts.max_queued_per_flow {
+        if fq.queued + fq.in_flight >= opts.max_queued_per_flow {
             return Err(Error::QueueFull {
+                kind: QueueLimit::PerFlow,
                 scope: format!("flow {flow}"),
                 limit: opts.max_queued_per_flow,
                 retry_after_ms: 1000,
             });
         }
-        if fq.tenant_len(&job.tenant) >= opts.max_queued_per_tenant {
+        if fq.unsettled_of(&job.tenant) >= opts.max_queued_per_tenant {
             return Err(Error::QueueFull {
-                scope: format!("flow {flow}, tenant {}", job.tenant),
+                kind: QueueLimit::PerTenant,
+                scope: format!("flow {flow} for tenant {}", job.tenant),
                 limit: opts.max_queued_per_tenant,
                 retry_after_ms: 1000,
             });
         }
+        *fq.unsettled.entry(job.tenant.clone()).or_default() += 1;
         fq.push(Entry {
             job: job.clone(),
             headers: headers.clone(),

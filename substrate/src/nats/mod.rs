@@ -51,10 +51,10 @@ pub struct Options {
     /// Deliveries before JetStream gives up on a job.
     pub max_deliver: i64,
     pub duplicate_window: Duration,
-    /// Jobs waiting per (flow, tenant) subject before enqueue refuses.
-    pub max_queued_per_subject: i64,
-    /// Jobs waiting in all, before enqueue refuses.
-    pub max_queued: i64,
+    /// Jobs waiting or running per flow, all tenants, before enqueue refuses.
+    pub max_queued_per_flow: u64,
+    /// Jobs waiting or running per (flow, tenant) subject before enqueue refuses.
+    pub max_queued_per_tenant: u64,
     pub ticket_ttl: Duration,
     /// How long parked jobs and claims may live at most.
     pub claim_ttl: Duration,
@@ -73,8 +73,8 @@ impl Default for Options {
             ack_wait: Duration::from_secs(30),
             max_deliver: 20,
             duplicate_window: Duration::from_secs(120),
-            max_queued_per_subject: 50_000,
-            max_queued: 1_000_000,
+            max_queued_per_flow: 100_000,
+            max_queued_per_tenant: 50_000,
             ticket_ttl: Duration::from_secs(3600),
             claim_ttl: Duration::from_secs(600),
             l1_max_bytes: 64 * 1024 * 1024,

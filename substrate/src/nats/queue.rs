@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use super::{Layout, Options, unavailable};
+use crate::error::QueueLimit;
 use crate::queue::{Enqueued, Settle};
 use crate::{ComputeJob, Delivery, Error, Headers, JobQueue, message_id};
 
@@ -32,7 +33,7 @@ pub struct NatsQueue {
     stream: stream::Stream,
     ack_wait: Duration,
     max_deliver: i64,
-    max_queued_per_subject: i64,
+    max_queued_per_tenant: u64,
     max_queued_per_flow: u64,
     /// Consumers this process made sure exist, by name (the enqueue side).
     known: Mutex<HashMap<String, Consumer<pull::Config>>>,
@@ -67,8 +68,10 @@ impl NatsQueue {
             storage: StorageType::File,
             num_replicas: options.replicas,
             duplicate_window: options.duplicate_window,
-            max_messages: options.max_queued,
-            max_messages_per_subject: options.max_queued_per_subject,
+            // Bounded per flow (admission) and per (flow, tenant) subject, not as a whole.
+            max_messages: -1,
+            max_messages_per_subject: i64::try_from(options.max_queued_per_tenant)
+                .unwrap_or(i64::MAX),
             discard: DiscardPolicy::New,
             discard_new_per_subject: true,
             ..Default::default()
@@ -84,8 +87,8 @@ impl NatsQueue {
             stream,
             ack_wait: options.ack_wait,
             max_deliver: options.max_deliver,
-            max_queued_per_subject: options.max_queued_per_subject,
-            max_queued_per_flow: u64::try_from(options.max_queued).unwrap_or(u64::MAX),
+            max_queued_per_tenant: options.max_queued_per_tenant,
+            max_queued_per_flow: options.max_queued_per_flow,
             known: Mutex::new(HashMap::new()),
             flows: Mutex::new(HashMap::new()),
         })
@@ -286,8 +289,9 @@ impl NatsQueue {
         Some(Delivery::new(job, headers, attempt, Box::new(settle)))
     }
 
-    fn queue_full(scope: &str, limit: u64) -> Error {
+    fn queue_full(kind: QueueLimit, scope: &str, limit: u64) -> Error {
         Error::QueueFull {
+            kind,
             scope: scope.to_string(),
             limit,
             retry_after_ms: 1000,
@@ -306,6 +310,7 @@ impl JobQueue for NatsQueue {
         let flow_id = FlowId::new(job.flow.clone(), job.flow_version);
         if self.depth(&flow_id).await? >= self.max_queued_per_flow {
             return Err(Self::queue_full(
+                QueueLimit::PerFlow,
                 &format!("flow {flow}"),
                 self.max_queued_per_flow,
             ));
@@ -330,8 +335,12 @@ impl JobQueue for NatsQueue {
         let ack = match ack {
             Ok(ack) => ack,
             Err(e) if e.to_string().contains("maximum messages") => {
-                let scope = format!("flow {flow}, tenant {}", job.tenant);
-                return Err(Self::queue_full(&scope, self.max_queued_per_subject as u64));
+                let scope = format!("flow {flow} for tenant {}", job.tenant);
+                return Err(Self::queue_full(
+                    QueueLimit::PerTenant,
+                    &scope,
+                    self.max_queued_per_tenant,
+                ));
             }
             Err(e) => return Err(unavailable(format!("enqueue on {subject}: {e}"))),
         };
