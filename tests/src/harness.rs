@@ -61,3 +61,28 @@ impl Harness {
         self.running.shutdown().await;
     }
 }
+
+/// Instantiates each named `async fn(Backend) -> anyhow::Result<()>` of the calling
+/// suite as one test per backend: `embedded::NAME` and `nats::NAME`.
+#[macro_export]
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name($crate::harness::Backend::Embedded).await
+                }
+            )*
+        }
+
+        mod nats {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name($crate::harness::Backend::Nats).await
+                }
+            )*
+        }
+    };
+}

@@ -24,46 +24,53 @@ fn refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>) -> tonic::Status {
     }
 }
 
+/// Asserts that `r` was refused with `code` and a message that mentions `needle`.
+fn assert_refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, needle: &str) {
+    let s = refused(r);
+    assert_eq!(s.code(), code, "{needle}: {}", s.message());
+    assert!(
+        s.message().contains(needle),
+        "`{}` should mention `{needle}`",
+        s.message()
+    );
+}
+
 async fn requests_out_of_range_are_refused_naming_the_limit(b: Backend) -> anyhow::Result<()> {
     let h = Harness::start(b).await?;
     h.register(probe("ok", &[])).await?;
 
     let mut unknown_mode = build::get(&["e"], &["ok"]);
     unknown_mode.mode = 99;
-    let s = refused(h.client.get(unknown_mode).await);
-    assert_eq!(s.code(), Code::InvalidArgument, "{}", s.message());
-    assert!(
-        s.message().contains("mode 99 is unknown"),
-        "{}",
-        s.message()
+    assert_refused(
+        h.client.get(unknown_mode).await,
+        Code::InvalidArgument,
+        "mode 99 is unknown",
     );
 
     let mut stale = build::get(&["e"], &["ok"]);
     stale.max_staleness_ms = Some(1 << 63);
-    let s = refused(h.client.get(stale).await);
-    assert_eq!(s.code(), Code::InvalidArgument, "{}", s.message());
-    assert!(
-        s.message().contains("more than the limit of"),
-        "{}",
-        s.message()
+    assert_refused(
+        h.client.get(stale).await,
+        Code::InvalidArgument,
+        "more than the limit of",
     );
 
     let mut forever = probe("forever", &[]);
     forever.ttl_ms = u64::MAX;
-    let s = refused(h.client.register(forever).await);
-    assert_eq!(s.code(), Code::InvalidArgument, "{}", s.message());
-    assert!(s.message().contains("ttl_ms"), "{}", s.message());
+    assert_refused(
+        h.client.register(forever).await,
+        Code::InvalidArgument,
+        "ttl_ms",
+    );
 
     // A 5 MB description is refused the same way on every backend, before it reaches
     // the shared store.
     let mut wordy = probe("wordy", &[]);
     wordy.description = "x".repeat(5 * 1024 * 1024);
-    let s = refused(h.client.register(wordy).await);
-    assert_eq!(s.code(), Code::InvalidArgument, "{}", s.message());
-    assert!(
-        s.message().contains("more than the limit of 65536"),
-        "{}",
-        s.message()
+    assert_refused(
+        h.client.register(wordy).await,
+        Code::InvalidArgument,
+        "more than the limit of 65536",
     );
 
     // 20 MB is refused before it is decoded, naming the setting.
@@ -76,12 +83,10 @@ async fn requests_out_of_range_are_refused_naming_the_limit(b: Backend) -> anyho
         .raw
         .clone()
         .max_encoding_message_size(64 * 1024 * 1024);
-    let s = refused(raw.get_features(h.client.req(huge)).await);
-    assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
-    assert!(
-        s.message().contains("limits.max_request_bytes"),
-        "{}",
-        s.message()
+    assert_refused(
+        raw.get_features(h.client.req(huge)).await,
+        Code::ResourceExhausted,
+        "limits.max_request_bytes",
     );
 
     // 100,000 entities are refused by count, at once.
@@ -111,19 +116,15 @@ async fn registration_is_all_or_nothing(b: Backend) -> anyhow::Result<()> {
             force: false,
         })
     };
-    let s = refused(
+    assert_refused(
         raw.register_features(batch(vec![
             probe("first", &[]),
             feature("second", "num.affine@1", &[], &[("x", "first")], 600_000),
             feature("third", "num.affine@1", &[], &[("x", "nope")], 600_000),
         ]))
         .await,
-    );
-    assert_eq!(s.code(), Code::InvalidArgument, "{}", s.message());
-    assert!(
-        s.message().contains("unknown feature `nope`"),
-        "{}",
-        s.message()
+        Code::InvalidArgument,
+        "unknown feature `nope`",
     );
     let listed = raw
         .list_features(h.client.req(api::ListFeaturesRequest::default()))
@@ -181,17 +182,13 @@ async fn a_failed_replay_gives_its_claim_back(b: Backend) -> anyhow::Result<()> 
     // The tenant's queue for the flow is full while `slow` runs: the replay is refused.
     let r = h.client.get(build::get(&["e1"], &["slow"])).await?;
     assert_eq!(r.results[0].status(), Status::Pending);
-    let s = refused(
+    assert_refused(
         raw.replay_dead_letter(h.client.req(api::ReplayDeadLetterRequest {
             id: letter.id.clone(),
         }))
         .await,
-    );
-    assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
-    assert!(
-        s.message().contains("queue.max_queued_per_tenant"),
-        "{}",
-        s.message()
+        Code::ResourceExhausted,
+        "queue.max_queued_per_tenant",
     );
     let list = raw
         .list_dead_letters(h.client.req(api::ListDeadLettersRequest { limit: 0 }))
@@ -266,27 +263,9 @@ async fn coalesced_callers_count_once(b: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
-macro_rules! boundaries {
-    ($module:ident, $backend:expr) => {
-        mod $module {
-            use super::*;
-
-            macro_rules! case {
-                ($name:ident) => {
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                    async fn $name() -> anyhow::Result<()> {
-                        super::$name($backend).await
-                    }
-                };
-            }
-
-            case!(requests_out_of_range_are_refused_naming_the_limit);
-            case!(registration_is_all_or_nothing);
-            case!(a_failed_replay_gives_its_claim_back);
-            case!(coalesced_callers_count_once);
-        }
-    };
-}
-
-boundaries!(embedded, Backend::Embedded);
-boundaries!(nats, Backend::Nats);
+fstore_tests::on_every_backend!(
+    requests_out_of_range_are_refused_naming_the_limit,
+    registration_is_all_or_nothing,
+    a_failed_replay_gives_its_claim_back,
+    coalesced_callers_count_once,
+);

@@ -870,39 +870,21 @@ async fn dead_letters_keep_exhausted_jobs_for_replay(b: Backend) -> anyhow::Resu
     Ok(())
 }
 
-macro_rules! conformance {
-    ($module:ident, $backend:expr) => {
-        mod $module {
-            use super::*;
-
-            macro_rules! case {
-                ($name:ident) => {
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                    async fn $name() -> anyhow::Result<()> {
-                        super::$name($backend).await
-                    }
-                };
-            }
-
-            case!(async_then_ticket_until_ready);
-            case!(sync_waits_and_keeps_its_deadline);
-            case!(watch_delivers_every_result_once);
-            case!(chain_and_diamond_compute_in_order);
-            case!(cycles_and_unknowns_are_refused);
-            case!(concurrent_identical_requests_compute_once);
-            case!(ttl_expiry_recomputes);
-            case!(version_bump_and_invalidate_recompute_downstream);
-            case!(staleness_bounds_and_stale_serving);
-            case!(failures_are_reported_and_retried);
-            case!(failures_expire_and_recompute);
-            case!(request_inputs_are_part_of_the_key);
-            case!(tenants_do_not_share);
-            case!(bad_input_gets_a_status_that_says_what_to_fix);
-            case!(lists_and_describes);
-            case!(dead_letters_keep_exhausted_jobs_for_replay);
-        }
-    };
-}
-
-conformance!(embedded, Backend::Embedded);
-conformance!(nats, Backend::Nats);
+fstore_tests::on_every_backend!(
+    async_then_ticket_until_ready,
+    sync_waits_and_keeps_its_deadline,
+    watch_delivers_every_result_once,
+    chain_and_diamond_compute_in_order,
+    cycles_and_unknowns_are_refused,
+    concurrent_identical_requests_compute_once,
+    ttl_expiry_recomputes,
+    version_bump_and_invalidate_recompute_downstream,
+    staleness_bounds_and_stale_serving,
+    failures_are_reported_and_retried,
+    failures_expire_and_recompute,
+    request_inputs_are_part_of_the_key,
+    tenants_do_not_share,
+    bad_input_gets_a_status_that_says_what_to_fix,
+    lists_and_describes,
+    dead_letters_keep_exhausted_jobs_for_replay,
+);

@@ -244,30 +244,12 @@ async fn poison_and_bad_input_at_volume(b: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
-macro_rules! reliability {
-    ($module:ident, $backend:expr) => {
-        mod $module {
-            use super::*;
-
-            macro_rules! case {
-                ($name:ident) => {
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-                    async fn $name() -> anyhow::Result<()> {
-                        super::$name($backend).await
-                    }
-                };
-            }
-
-            case!(a_flooding_tenant_does_not_hold_back_another);
-            case!(a_full_queue_refuses_and_keeps_what_it_accepted);
-            case!(sync_under_backlog_keeps_its_deadline);
-            case!(poison_and_bad_input_at_volume);
-        }
-    };
-}
-
-reliability!(embedded, Backend::Embedded);
-reliability!(nats, Backend::Nats);
+fstore_tests::on_every_backend!(
+    a_flooding_tenant_does_not_hold_back_another,
+    a_full_queue_refuses_and_keeps_what_it_accepted,
+    sync_under_backlog_keeps_its_deadline,
+    poison_and_bad_input_at_volume,
+);
 
 /// A job that runs longer than the ack wait is not redelivered: the worker extends its
 /// lease while it computes.
