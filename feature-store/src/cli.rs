@@ -4,71 +4,11 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use fstore_proto::api::{self, feature_store_client::FeatureStoreClient};
+use fstore_proto::api;
 use serde_json::{Value as Json, json};
-use tonic::transport::Channel;
-use tonic::{Request, Status};
+use tonic::Status;
 
-/// A connected client that sets the tenant on every call.
-#[derive(Debug, Clone)]
-pub struct Client {
-    inner: FeatureStoreClient<Channel>,
-    tenant: Option<String>,
-}
-
-impl Client {
-    pub async fn connect(addr: &str, tenant: Option<String>) -> Result<Self, String> {
-        let inner = FeatureStoreClient::connect(addr.to_string())
-            .await
-            .map_err(|e| {
-                format!(
-                    "cannot reach the feature store at {addr}: {e}; start one with `fstore dev`"
-                )
-            })?;
-        Ok(Client {
-            inner: inner
-                .max_decoding_message_size(64 * 1024 * 1024)
-                .max_encoding_message_size(16 * 1024 * 1024),
-            tenant,
-        })
-    }
-
-    pub fn request<T>(&self, body: T) -> Request<T> {
-        let mut r = Request::new(body);
-        if let Some(t) = &self.tenant
-            && let Ok(v) = t.parse()
-        {
-            r.metadata_mut().insert(fstore_proto::TENANT_HEADER, v);
-        }
-        r
-    }
-
-    /// The generated client (a cheap clone sharing the connection).
-    pub fn raw(&self) -> FeatureStoreClient<Channel> {
-        self.inner.clone()
-    }
-
-    pub async fn register_file(
-        &mut self,
-        text: &str,
-    ) -> Result<Vec<api::RegisterFeatureResponse>, String> {
-        let defs = crate::definitions::parse(text)?;
-        let mut out = Vec::new();
-        for def in defs {
-            let name = def.name.clone();
-            let r = self
-                .inner
-                .register_feature(self.request(api::RegisterFeatureRequest {
-                    definition: Some(def),
-                    force: false,
-                }))
-                .await
-                .map_err(|s| format!("registering `{name}`: {}", status_text(&s)))?;
-            out.push(r.into_inner());
-        }
-        Ok(out)
-    }
-}
+pub use crate::client::Client;
 
 pub fn status_text(s: &Status) -> String {
     format!("{:?}: {}", s.code(), s.message())
