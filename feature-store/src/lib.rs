@@ -13,10 +13,8 @@
 //! - [`names`]: validation of names users send
 //! - [`definitions`]: the TOML registration file format
 //! - [`client`]: a typed gRPC client (tenant header, registration files)
-//! - [`cli`]: the client verbs of the `fstore` binary
 //! - [`telemetry`]: logs, OpenTelemetry traces and the W3C propagator
 
-pub mod cli;
 pub mod client;
 pub mod config;
 pub mod definitions;
