@@ -2,7 +2,7 @@
 //! (`register`, `get`, `fetch`, `watch`, `describe`, `ls`, `dlq`, `invalidate`).
 //!
 //! Layout: this file parses the arguments, starts telemetry, calls the verb and reports
-//! its failure ([`error`]).
+//! its failure ([`error`]: the gRPC code and message, and the exit codes).
 //! - [`cmd::run`]: `dev`, `serve`, `worker`
 //! - [`cmd::client`]: the verbs that call a server, over [`cmd::Store`]
 //! - [`cmd::dlq`], [`cmd::flow`], [`cmd::demo`]
@@ -18,7 +18,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "fstore", version, about = "an on-demand feature store")]
+#[command(
+    name = "fstore",
+    version,
+    about = "an on-demand feature store",
+    after_long_help = error::EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -33,7 +38,7 @@ struct Cli {
     /// Tenant for client verbs (the server's default tenant when absent).
     #[arg(long, global = true, env = "FSTORE_TENANT")]
     tenant: Option<String>,
-    /// Print JSON instead of tables.
+    /// Print JSON instead of tables (and errors as JSON on stderr).
     #[arg(long, global = true)]
     json: bool,
 }
@@ -81,8 +86,13 @@ async fn main() -> ExitCode {
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error::text(&e));
-            ExitCode::FAILURE
+            let report = error::Report::of(&e);
+            if json {
+                eprintln!("{}", report.json());
+            } else {
+                eprintln!("{}", report.text());
+            }
+            ExitCode::from(report.exit_code)
         }
     }
 }

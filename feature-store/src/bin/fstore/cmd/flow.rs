@@ -170,8 +170,10 @@ mod tests {
         let catalog = Catalog::builtins();
         let id = resolve(&catalog, "text.stats").expect("a built-in flow");
         assert_eq!(id.to_string(), "text.stats@1");
-        let e = resolve(&catalog, "no.such").err();
-        assert!(e.is_some_and(|e| e.is::<crate::error::Usage>()));
+        let e = resolve(&catalog, "no.such")
+            .err()
+            .map(|e| crate::error::Report::of(&e));
+        assert_eq!(e.map(|r| r.exit_code), Some(2));
     }
 
     #[test]
