@@ -20,11 +20,11 @@
 //! - [`config`]: layered configuration, every default
 //! - [`names`]: validation of names users send
 //! - [`definitions`]: the TOML registration file format
-//! - [`cli`]: the client verbs of the `fstore` binary
+//! - [`client`]: a typed gRPC client (tenant header, registration files)
 //! - [`telemetry`]: logs, OpenTelemetry traces and the W3C propagator
 
 pub mod admin;
-pub mod cli;
+pub mod client;
 pub mod config;
 pub mod definitions;
 pub mod describe;

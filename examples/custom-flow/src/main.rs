@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use fstore::Config;
-use fstore::cli::Client;
+use fstore::client::Client;
 use fstore::server;
 use fstore_example_flow::{FEATURES, KeywordScore};
 use fstore_flows::Catalog;
@@ -25,13 +25,8 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.server.listen).await?;
     let substrate = server::substrate(&config).await?;
     let running = server::start(config, substrate, catalog, listener).await?;
-    let mut client = Client::connect(&running.url(), None)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    client
-        .register_file(FEATURES)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let mut client = Client::connect(&running.url(), None).await?;
+    client.register_file(FEATURES).await?;
     println!(
         "serving text.keyword_score@1 on {}; try:\n  fstore --addr {} get -e r1 -f review.about_battery -i \"text=battery dies fast\" --sync",
         running.url(),

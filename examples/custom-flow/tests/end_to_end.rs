@@ -18,13 +18,8 @@ async fn example_feature_is_served() -> anyhow::Result<()> {
     let substrate = server::substrate(&config).await?;
     let running = server::start(config, substrate, catalog, listener).await?;
 
-    let mut client = fstore::cli::Client::connect(&running.url(), None)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let registered = client
-        .register_file(FEATURES)
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let mut client = fstore::client::Client::connect(&running.url(), None).await?;
+    let registered = client.register_file(FEATURES).await?;
     assert_eq!(registered.len(), 1);
 
     let c = TestClient::connect(&running.url(), None).await?;

@@ -1,0 +1,178 @@
+//! The verbs that run the feature store: `dev`, `serve` and `worker`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+use fstore::client::Client;
+use fstore::{Config, server};
+use fstore_flows::Catalog;
+
+use crate::error::usage;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Configuration file (TOML); FSTORE_SECTION__KEY variables override it.
+    #[arg(long, env = "FSTORE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (overrides server.listen).
+    #[arg(long)]
+    listen: Option<String>,
+    /// NATS server(s) for the shared JetStream substrate (overrides nats.url); without
+    /// it the substrate is embedded in this process.
+    #[arg(long, env = "FSTORE_NATS")]
+    nats: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Verb {
+    /// Server, embedded substrate, workers and built-in flows in one process.
+    Dev {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Register the features of this file at start.
+        #[arg(long)]
+        features: Option<PathBuf>,
+    },
+    /// The gRPC server (calls must name their tenant). With --nats it serves from the
+    /// shared substrate and runs no workers; without, it embeds substrate and workers.
+    Serve {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// A worker process serving flows from the shared substrate (--nats).
+    Worker {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Flows to serve, by name or name@version (default: every built-in flow).
+        #[arg(long, value_delimiter = ',')]
+        flows: Vec<String>,
+    },
+}
+
+pub async fn run(verb: Verb) -> anyhow::Result<()> {
+    match verb {
+        Verb::Dev { run, features } => dev(&run, features).await,
+        Verb::Serve { run } => serve(&run).await,
+        Verb::Worker { run, flows } => worker(&run, flows).await,
+    }
+}
+
+async fn dev(run: &RunArgs, features: Option<PathBuf>) -> anyhow::Result<()> {
+    let mut config = load_config(run)?;
+    config
+        .server
+        .default_tenant
+        .get_or_insert_with(|| "default".to_string());
+    let listener = bind(&config).await?;
+    let backend = match &config.nats.url {
+        Some(url) => format!("NATS JetStream at {url}"),
+        None => "embedded substrate".to_string(),
+    };
+    let substrate = server::substrate(&config).await?;
+    let running = server::start(config, substrate, Catalog::builtins(), listener).await?;
+    let url = running.url();
+    if let Some(path) = features {
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let mut client = Client::connect(&url, None).await?;
+        let n = client.register_file(&text).await?.len();
+        eprintln!("registered {n} features from {}", path.display());
+    }
+    eprintln!(
+        "fstore dev is listening on {url} ({backend}, built-in flows, tenant `default`)\n\
+         try:\n  fstore --addr {url} register feature-store/examples/demo.toml\n  \
+         fstore --addr {url} get -e doc:1 -f doc.log_words -i \"text=the quick brown fox\" --sync\n  \
+         fstore --addr {url} ls --flows\n\
+         stop with Ctrl-C"
+    );
+    shutdown_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn serve(run: &RunArgs) -> anyhow::Result<()> {
+    let config = load_config(run)?;
+    let listener = bind(&config).await?;
+    // With a shared substrate, compute belongs to `fstore worker` processes.
+    let catalog = if config.nats.url.is_some() {
+        Catalog::new()
+    } else {
+        Catalog::builtins()
+    };
+    let substrate = server::substrate(&config).await?;
+    let running = server::start(config, substrate, catalog, listener).await?;
+    eprintln!("fstore serve is listening on {}", running.url());
+    shutdown_signal().await;
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn worker(run: &RunArgs, flows: Vec<String>) -> anyhow::Result<()> {
+    let config = load_config(run)?;
+    if config.nats.url.is_none() {
+        return Err(usage(
+            "a worker process needs the shared substrate: pass --nats URL (or set nats.url). \
+             The embedded substrate lives inside one process; `fstore dev` runs its own workers",
+        ));
+    }
+    let mut catalog = Catalog::builtins();
+    if !flows.is_empty() {
+        catalog = catalog.only(&flows);
+        if catalog.is_empty() {
+            return Err(usage(format!(
+                "none of the flows {flows:?} is built in; `fstore ls --flows` on a dev server lists them"
+            )));
+        }
+    }
+    let substrate = server::substrate(&config).await?;
+    let token = tokio_util::sync::CancellationToken::new();
+    let worker = server::run_worker(&config, substrate, catalog, token.clone());
+    tokio::pin!(worker);
+    tokio::select! {
+        ended = &mut worker => ended?,
+        () = shutdown_signal() => {
+            token.cancel();
+            worker.await?;
+        }
+    }
+    Ok(())
+}
+
+/// Defaults, the file, the environment, then the flags.
+fn load_config(run: &RunArgs) -> anyhow::Result<Config> {
+    let flags = fstore::config::Flags {
+        listen: run.listen.clone(),
+        nats_url: run.nats.clone(),
+        default_tenant: None,
+    };
+    Config::load(run.config.as_deref(), &flags).map_err(|e| usage(e.to_string()))
+}
+
+async fn bind(config: &Config) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))
+}
+
+/// Ctrl-C, or SIGTERM on unix.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

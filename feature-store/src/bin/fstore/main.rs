@@ -1,0 +1,98 @@
+//! `fstore`: run the feature store (`dev`, `serve`, `worker`, `demo`) or talk to one
+//! (`register`, `get`, `fetch`, `watch`, `describe`, `ls`, `dlq`, `invalidate`).
+//!
+//! Layout: this file parses the arguments, starts telemetry, calls the verb and reports
+//! its failure ([`error`]: the gRPC code and message, and the exit codes).
+//! - [`cmd::run`]: `dev`, `serve`, `worker`
+//! - [`cmd::client`]: the verbs that call a server, over [`cmd::Store`]
+//! - [`cmd::dlq`], [`cmd::flow`], [`cmd::demo`]
+//! - [`output`]: tables and JSON; [`input`]: `-i name:TYPE=value` arguments
+
+mod cmd;
+mod error;
+mod input;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fstore",
+    version,
+    about = "an on-demand feature store",
+    after_long_help = error::EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Feature store address for client verbs.
+    #[arg(
+        long,
+        global = true,
+        env = "FSTORE_ADDR",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    addr: String,
+    /// Tenant for client verbs (the server's default tenant when absent).
+    #[arg(long, global = true, env = "FSTORE_TENANT")]
+    tenant: Option<String>,
+    /// Print JSON instead of tables (and errors as JSON on stderr).
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    #[command(flatten)]
+    Run(cmd::run::Verb),
+    /// Runs a scripted session against an in-process server and prints every step.
+    Demo,
+    /// Works with flows locally, without a server or queue.
+    #[command(subcommand)]
+    Flow(cmd::flow::Verb),
+    #[command(flatten)]
+    Client(cmd::client::Verb),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own story; servers log their lifecycle.
+    let default_level = if matches!(cli.cmd, Cmd::Demo) {
+        "warn"
+    } else {
+        "info"
+    };
+    let filter = std::env::var("FSTORE_LOG").unwrap_or_else(|_| default_level.to_string());
+    let otlp = std::env::var("FSTORE_OTLP_ENDPOINT")
+        .ok()
+        .filter(|e| !e.is_empty());
+    let _telemetry = match fstore::telemetry::init(&filter, otlp.as_deref(), "fstore") {
+        Ok(t) => Some(t),
+        Err(e) => {
+            eprintln!("warning: tracing is off: {e}");
+            None
+        }
+    };
+    let json = cli.json;
+    let outcome = match cli.cmd {
+        Cmd::Run(verb) => cmd::run::run(verb).await,
+        Cmd::Demo => cmd::demo::run().await,
+        Cmd::Flow(verb) => cmd::flow::run(verb, json),
+        Cmd::Client(verb) => cmd::client::run(&cli.addr, cli.tenant, json, verb).await,
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let report = error::Report::of(&e);
+            if json {
+                eprintln!("{}", report.json());
+            } else {
+                eprintln!("{}", report.text());
+            }
+            ExitCode::from(report.exit_code)
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! A typed gRPC client for the feature store: it connects, names the tenant on every call
+//! and registers a definitions file. The `fstore` binary, the example flow and tests use it.
+
+use fstore_proto::api::{self, feature_store_client::FeatureStoreClient};
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// Why a client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No connection could be made to the address.
+    #[error("cannot reach the feature store at {addr} (start one with `fstore dev`)")]
+    Connect {
+        addr: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    /// The registration file does not parse; nothing of it was registered.
+    #[error("{0}")]
+    Definitions(String),
+    /// The server refused the file, with this status (its message names the definition);
+    /// nothing of the file was registered.
+    #[error("cannot register the file's {count} definitions (none was registered)")]
+    Register {
+        count: usize,
+        #[source]
+        status: Status,
+    },
+}
+
+impl Error {
+    /// The status the server answered, for errors that come from a call.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            Error::Register { status, .. } => Some(status),
+            Error::Connect { .. } | Error::Definitions(_) => None,
+        }
+    }
+}
+
+/// A connected client that sets the tenant on every call.
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: FeatureStoreClient<Channel>,
+    tenant: Option<String>,
+}
+
+impl Client {
+    /// Connects to `addr` (e.g. `http://127.0.0.1:50051`); without a tenant, calls get the
+    /// server's default tenant.
+    pub async fn connect(addr: &str, tenant: Option<String>) -> Result<Self, Error> {
+        let inner = FeatureStoreClient::connect(addr.to_string())
+            .await
+            .map_err(|source| Error::Connect {
+                addr: addr.to_string(),
+                source,
+            })?;
+        Ok(Client {
+            inner: inner
+                .max_decoding_message_size(64 * 1024 * 1024)
+                .max_encoding_message_size(16 * 1024 * 1024),
+            tenant,
+        })
+    }
+
+    /// A request carrying the tenant header, if this client has a tenant.
+    pub fn request<T>(&self, body: T) -> Request<T> {
+        let mut r = Request::new(body);
+        if let Some(t) = &self.tenant
+            && let Ok(v) = t.parse()
+        {
+            r.metadata_mut().insert(fstore_proto::TENANT_HEADER, v);
+        }
+        r
+    }
+
+    /// The generated client (a cheap clone sharing the connection).
+    pub fn raw(&self) -> FeatureStoreClient<Channel> {
+        self.inner.clone()
+    }
+
+    /// Registers the features of a registration file ([`crate::definitions`]) in file
+    /// order, all or nothing: if the server refuses one, none is registered.
+    pub async fn register_file(
+        &mut self,
+        text: &str,
+    ) -> Result<Vec<api::RegisterFeatureResponse>, Error> {
+        let definitions = crate::definitions::parse(text).map_err(Error::Definitions)?;
+        let count = definitions.len();
+        let r = self
+            .inner
+            .register_features(self.request(api::RegisterFeaturesRequest {
+                definitions,
+                force: false,
+            }))
+            .await
+            .map_err(|status| Error::Register { count, status })?;
+        Ok(r.into_inner().registered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tenant_goes_into_the_header() {
+        let channel = Channel::from_static("http://127.0.0.1:1").connect_lazy();
+        let client = Client {
+            inner: FeatureStoreClient::new(channel),
+            tenant: Some("acme".into()),
+        };
+        let r = client.request(());
+        assert_eq!(
+            r.metadata()
+                .get(fstore_proto::TENANT_HEADER)
+                .and_then(|v| v.to_str().ok()),
+            Some("acme")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_bad_file_is_refused_before_any_call() {
+        let channel = Channel::from_static("http://127.0.0.1:1").connect_lazy();
+        let mut client = Client {
+            inner: FeatureStoreClient::new(channel),
+            tenant: None,
+        };
+        let e = client.register_file("[[feature]]\nname = 3\n").await;
+        assert!(matches!(e, Err(Error::Definitions(_))), "{e:?}");
+    }
+}
