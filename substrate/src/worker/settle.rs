@@ -13,7 +13,7 @@ use tracing::{debug, warn};
 
 use super::retry::{RetryPolicy, Verdict};
 use super::{Worker, job_flow};
-use crate::time::now_ms;
+use crate::time::{expires_at_ms, now_ms};
 use crate::{ComputeJob, Delivery, ValueEnvelope};
 
 /// How long a job waits before it is delivered again when the backend could not store
@@ -22,12 +22,12 @@ use crate::{ComputeJob, Delivery, ValueEnvelope};
 const BACKEND_RETRY: Duration = Duration::from_secs(1);
 
 /// The envelope of a value computed at `now_ms` by attempt `attempt` of `job`; it
-/// expires `job.ttl_ms` later.
+/// expires `job.ttl_ms` later, at the end of time at the latest.
 fn value_envelope(job: &ComputeJob, value: Value, attempt: u32, now_ms: i64) -> ValueEnvelope {
     ValueEnvelope {
         value: Some(value),
         computed_at_ms: now_ms,
-        expires_at_ms: now_ms + job.ttl_ms as i64,
+        expires_at_ms: expires_at_ms(now_ms, job.ttl_ms),
         planned_at_ms: job.planned_at_ms,
         feature: job.feature.clone(),
         feature_version: job.feature_version,
@@ -170,5 +170,13 @@ mod tests {
         assert_eq!(env.expires_at_ms, 11_000);
         assert_eq!((env.attempts, env.generation, env.planned_at_ms), (2, 3, 5));
         assert!(env.error.is_empty());
+    }
+
+    #[test]
+    fn a_huge_ttl_saturates_instead_of_wrapping() {
+        let env = value_envelope(&job(u64::MAX), Value::default(), 1, 10_000);
+        assert_eq!(env.expires_at_ms, i64::MAX);
+        let env = value_envelope(&job(i64::MAX as u64), Value::default(), 1, i64::MAX - 1);
+        assert_eq!(env.expires_at_ms, i64::MAX);
     }
 }
