@@ -12,7 +12,7 @@ use crate::{DeadLetter, DeadLetters, Error};
 pub struct NatsDeadLetters {
     js: jetstream::Context,
     stream: stream::Stream,
-    prefix: String,
+    layout: Layout,
 }
 
 impl NatsDeadLetters {
@@ -23,8 +23,8 @@ impl NatsDeadLetters {
     ) -> Result<Self, Error> {
         let stream = js
             .get_or_create_stream(stream::Config {
-                name: format!("{}_DLQ", layout.prefix.to_uppercase()),
-                subjects: vec![format!("{}.dlq.>", layout.prefix)],
+                name: layout.dlq_stream(),
+                subjects: vec![layout.dlq_filter()],
                 storage: stream::StorageType::File,
                 num_replicas: options.replicas,
                 allow_direct: true,
@@ -35,12 +35,8 @@ impl NatsDeadLetters {
         Ok(NatsDeadLetters {
             js,
             stream,
-            prefix: layout.prefix.clone(),
+            layout: layout.clone(),
         })
-    }
-
-    fn tenant_filter(&self, tenant: &str) -> String {
-        format!("{}.dlq.{}.*", self.prefix, crate::token::encode(tenant))
     }
 }
 
@@ -52,12 +48,7 @@ impl DeadLetters for NatsDeadLetters {
             .as_ref()
             .map(|j| (j.tenant.clone(), format!("{}@{}", j.flow, j.flow_version)))
             .unwrap_or_default();
-        let subject = format!(
-            "{}.dlq.{}.{}",
-            self.prefix,
-            crate::token::encode(&tenant),
-            crate::token::encode(&flow)
-        );
+        let subject = self.layout.dlq_subject(&tenant, &flow);
         let ack = self
             .js
             .publish(subject, letter.encode_to_vec().into())
@@ -69,7 +60,7 @@ impl DeadLetters for NatsDeadLetters {
     }
 
     async fn list(&self, tenant: &str, limit: usize) -> Result<(Vec<DeadLetter>, u64), Error> {
-        let filter = self.tenant_filter(tenant);
+        let filter = self.layout.dlq_tenant_filter(tenant);
         let info = self.stream.clone();
         let mut subjects = info
             .info_with_subjects(filter.clone())

@@ -62,7 +62,7 @@ impl NatsQueue {
     ) -> Result<Self, Error> {
         let config = stream::Config {
             name: layout.jobs_stream(),
-            subjects: vec![format!("{}.jobs.>", layout.prefix)],
+            subjects: vec![layout.jobs_filter()],
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,
             num_replicas: options.replicas,
@@ -91,26 +91,9 @@ impl NatsQueue {
         })
     }
 
-    /// `c__<flow>__<tenant>`: tokens never contain `__`, so the name splits back.
-    fn consumer_name(flow: &str, tenant: &str) -> String {
-        format!(
-            "{}{}",
-            Self::flow_prefix(flow),
-            crate::token::encode(tenant)
-        )
-    }
-
-    fn flow_prefix(flow: &str) -> String {
-        format!("c__{}__", crate::token::encode(flow))
-    }
-
-    fn wake_subject(&self, flow: &str) -> String {
-        format!("{}.wake.{}", self.layout.prefix, crate::token::encode(flow))
-    }
-
     /// The durable consumer of one (flow, tenant), created if needed.
     async fn consumer(&self, flow: &str, tenant: &str) -> Result<Consumer<pull::Config>, Error> {
-        let name = Self::consumer_name(flow, tenant);
+        let name = self.layout.consumer(flow, tenant);
         if let Some(c) = lock(&self.known).get(&name) {
             return Ok(c.clone());
         }
@@ -142,7 +125,7 @@ impl NatsQueue {
         // instead of polling. A lost wake-up costs at most one REFRESH.
         let mut sub = self
             .client
-            .subscribe(self.wake_subject(&flow.to_string()))
+            .subscribe(self.layout.wake_subject(&flow.to_string()))
             .await
             .map_err(unavailable)?;
         let (tx, rx) = watch::channel(0u64);
@@ -190,7 +173,7 @@ impl NatsQueue {
     }
 
     async fn list_consumers(&self, flow: &FlowId) -> Result<Vec<Consumer<pull::Config>>, Error> {
-        let prefix = Self::flow_prefix(&flow.to_string());
+        let prefix = self.layout.consumers_of(&flow.to_string());
         let mut names = self.stream.consumer_names();
         let mut mine = Vec::new();
         while let Some(name) = names.next().await {
@@ -277,7 +260,9 @@ impl NatsQueue {
                     .collect()
             })
             .unwrap_or_default();
-        let wake = self.wake_subject(&format!("{}@{}", job.flow, job.flow_version));
+        let wake = self
+            .layout
+            .wake_subject(&format!("{}@{}", job.flow, job.flow_version));
         let settle = NatsSettle {
             message,
             client: self.client.clone(),
@@ -346,7 +331,7 @@ impl JobQueue for NatsQueue {
         // Best effort: a lost wake-up costs an idle worker one REFRESH.
         let _ = self
             .client
-            .publish(self.wake_subject(&flow), bytes::Bytes::new())
+            .publish(self.layout.wake_subject(&flow), bytes::Bytes::new())
             .await;
         Ok(Enqueued::Added)
     }
