@@ -16,6 +16,7 @@ use prost::Message;
 use tracing::warn;
 
 use super::{Layout, unavailable};
+use crate::task::Background;
 use crate::{
     ClaimStore, ComputeJob, Definitions, Error, ResultStore, Ticket, TicketStore, ValueEnvelope,
     WaiterStore, Watermarks,
@@ -286,10 +287,13 @@ pub struct NatsWatermarks {
 }
 
 impl NatsWatermarks {
+    /// Mirrors the bucket into memory; the watch runs on `background` until the
+    /// backend closes (or the watch fails).
     pub(crate) async fn start(
         js: jetstream::Context,
         layout: Layout,
         store: kv::Store,
+        background: &Background,
     ) -> Result<Self, Error> {
         let mirror = Arc::new(RwLock::new(HashMap::new()));
         let mut watch = store
@@ -297,8 +301,16 @@ impl NatsWatermarks {
             .await
             .map_err(unavailable)?;
         let m = mirror.clone();
-        tokio::spawn(async move {
-            while let Some(entry) = watch.next().await {
+        let stop = background.token().clone();
+        background.spawn("nats watermark watch", async move {
+            loop {
+                let entry = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    entry = watch.next() => match entry {
+                        Some(entry) => entry,
+                        None => break,
+                    },
+                };
                 match entry {
                     Ok(e) => {
                         let mut map = m.write().unwrap_or_else(|p| p.into_inner());

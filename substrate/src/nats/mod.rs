@@ -40,6 +40,7 @@ use futures::stream::BoxStream;
 use tracing::{info, warn};
 
 use crate::embedded::EmbeddedResults;
+use crate::task::Background;
 use crate::{Error, Notifier, Substrate};
 
 pub(crate) use layout::Layout;
@@ -135,7 +136,8 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
     }
     let js = jetstream::new(client.clone());
     let layout = Layout::new(&options.prefix);
-    let queue = NatsQueue::open(js.clone(), &layout, options).await?;
+    let background = Background::default();
+    let queue = NatsQueue::open(js.clone(), &layout, options, background.clone()).await?;
     let bucket = |name: String, max_age: Duration| jskv::Config {
         bucket: name,
         history: 1,
@@ -169,7 +171,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             layout: layout.clone(),
         }),
         watermarks: Arc::new(
-            kv::NatsWatermarks::start(js.clone(), layout.clone(), watermarks).await?,
+            kv::NatsWatermarks::start(js.clone(), layout.clone(), watermarks, &background).await?,
         ),
         directory: Arc::new(directory::NatsDirectory::new(
             js.clone(),
@@ -182,7 +184,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
         dead_letters: Arc::new(
             dead_letters::NatsDeadLetters::open(js.clone(), &layout, options).await?,
         ),
-        connection: Arc::new(NatsConnection(client.clone())),
+        connection: Arc::new(NatsConnection { client, background }),
     })
 }
 
@@ -211,16 +213,22 @@ fn version_at_least(version: &str, min: (u64, u64)) -> bool {
     (major, minor) >= min
 }
 
-struct NatsConnection(async_nats::Client);
+/// The connection, and the backend's background tasks (watchers, wake-up timers).
+struct NatsConnection {
+    client: async_nats::Client,
+    background: Background,
+}
 
 #[async_trait]
 impl crate::Connection for NatsConnection {
     fn is_up(&self) -> bool {
-        self.0.connection_state() == async_nats::connection::State::Connected
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    /// Stops and joins the background tasks, then drains the connection.
     async fn close(&self) {
-        if let Err(e) = self.0.drain().await {
+        self.background.shutdown().await;
+        if let Err(e) = self.client.drain().await {
             warn!(error = %e, "draining the NATS connection failed");
         }
     }

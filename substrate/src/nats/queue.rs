@@ -19,10 +19,11 @@ use fstore_flows::FlowId;
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{Layout, Options, unavailable};
 use crate::queue::{Enqueued, Settle};
+use crate::task::Background;
 use crate::{ComputeJob, Delivery, Error, Headers, JobQueue, message_id};
 
 pub struct NatsQueue {
@@ -37,6 +38,8 @@ pub struct NatsQueue {
     /// Consumers this process made sure exist, by name (the enqueue side).
     known: Mutex<HashMap<String, Consumer<pull::Config>>>,
     flows: Mutex<HashMap<FlowId, Arc<FlowState>>>,
+    /// The wake-up forwarders and nak timers; stopped when the backend closes.
+    background: Background,
 }
 
 /// What a process knows of one flow: its tenants' consumers, a wake-up signal and a
@@ -59,6 +62,7 @@ impl NatsQueue {
         js: jetstream::Context,
         layout: &Layout,
         options: &Options,
+        background: Background,
     ) -> Result<Self, Error> {
         let config = stream::Config {
             name: layout.jobs_stream(),
@@ -88,6 +92,7 @@ impl NatsQueue {
             max_queued_per_flow: u64::try_from(options.max_queued).unwrap_or(u64::MAX),
             known: Mutex::new(HashMap::new()),
             flows: Mutex::new(HashMap::new()),
+            background,
         })
     }
 
@@ -129,8 +134,13 @@ impl NatsQueue {
             .await
             .map_err(unavailable)?;
         let (tx, rx) = watch::channel(0u64);
-        tokio::spawn(async move {
-            while sub.next().await.is_some() {
+        let stop = self.background.token().clone();
+        self.background.spawn("nats wake-up forwarder", async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    m = sub.next() => if m.is_none() { break },
+                }
                 tx.send_modify(|n| *n += 1);
                 if tx.is_closed() {
                     break;
@@ -228,7 +238,7 @@ impl NatsQueue {
                 .map_err(unavailable)?;
             while let Some(m) = batch.next().await {
                 match m {
-                    Ok(m) => out.extend(self.delivery(m)),
+                    Ok(m) => out.extend(self.delivery(m).await),
                     Err(_) => break,
                 }
             }
@@ -236,7 +246,8 @@ impl NatsQueue {
         Ok(out)
     }
 
-    fn delivery(&self, message: jetstream::Message) -> Option<Delivery> {
+    /// The delivery of a pulled message; an undecodable job is terminated instead.
+    async fn delivery(&self, message: jetstream::Message) -> Option<Delivery> {
         let attempt = message
             .info()
             .map(|i| i.delivered.max(1) as u32)
@@ -245,9 +256,9 @@ impl NatsQueue {
             Ok(job) => job,
             Err(e) => {
                 warn!(error = %e, subject = %message.subject, "undecodable job; terminating it");
-                tokio::spawn(async move {
-                    let _ = message.ack_with(AckKind::Term).await;
-                });
+                if let Err(e) = message.ack_with(AckKind::Term).await {
+                    debug!(error = %e, "terminating an undecodable job failed; it comes back");
+                }
                 return None;
             }
         };
@@ -267,6 +278,7 @@ impl NatsQueue {
             message,
             client: self.client.clone(),
             wake,
+            background: self.background.clone(),
         };
         Some(Delivery::new(job, headers, attempt, Box::new(settle)))
     }
@@ -404,6 +416,7 @@ struct NatsSettle {
     client: async_nats::Client,
     /// Idle pullers wait for wake-ups; a nak'ed job sends one when its delay ends.
     wake: String,
+    background: Background,
 }
 
 #[async_trait]
@@ -420,9 +433,15 @@ impl Settle for NatsSettle {
             .map_err(unavailable)?;
         let client = self.client.clone();
         let wake = self.wake.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay + Duration::from_millis(5)).await;
-            let _ = client.publish(wake, bytes::Bytes::new()).await;
+        let stop = self.background.token().clone();
+        self.background.spawn("nats nak wake-up", async move {
+            tokio::select! {
+                // Best effort: a lost wake-up costs an idle puller one REFRESH.
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(delay + Duration::from_millis(5)) => {
+                    let _ = client.publish(wake, bytes::Bytes::new()).await;
+                }
+            }
         });
         Ok(())
     }

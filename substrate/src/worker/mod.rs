@@ -272,3 +272,47 @@ pub fn adverts(catalog: &Catalog) -> Vec<Advert> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[tokio::test]
+    async fn shutdown_joins_slots_and_autoscalers_then_withdraws() {
+        let substrate = crate::embedded::substrate(&Default::default());
+        let catalog = Catalog::builtins().only(&["num.affine".to_string()]);
+        let worker = Worker::new(
+            substrate.clone(),
+            catalog,
+            WorkerOptions {
+                worker_id: "w1".to_string(),
+                scaling: ScalingOptions {
+                    tick: Duration::from_millis(10),
+                    ..ScalingOptions::default()
+                },
+                ..WorkerOptions::default()
+            },
+        );
+        let stats = worker.stats();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        let flow = stats.flow("num.affine@1");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while flow.slots.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the flow's minimum slot starts");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("run returns once every task has ended")
+            .expect("the worker task does not panic")
+            .expect("the worker stops cleanly");
+        assert_eq!(flow.slots.load(Ordering::Relaxed), 0);
+        let listed = substrate.directory.list().await.expect("directory");
+        assert!(listed.iter().all(|f| f.live_workers == 0), "{listed:?}");
+    }
+}
