@@ -1,7 +1,7 @@
 //! Dead letters on a limits stream `<PREFIX>_DLQ`, subjects `<prefix>.dlq.<tenant>.<flow>`;
 //! a dead letter's id is its stream sequence. File storage, so they survive restarts.
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, ErrorCode, stream};
 use async_trait::async_trait;
 use futures::StreamExt;
 use prost::Message;
@@ -111,8 +111,48 @@ impl DeadLetters for NatsDeadLetters {
         };
         match self.stream.delete_message(seq).await {
             Ok(deleted) => Ok(deleted),
-            Err(e) if e.to_string().contains("no message found") => Ok(false),
+            // The store may have failed to delete it, or had nothing to delete: ask.
+            Err(e) if maybe_absent(&e) => match self.get(id).await? {
+                None => Ok(false),
+                Some(_) => Err(unavailable(e)),
+            },
             Err(e) => Err(unavailable(e)),
         }
+    }
+}
+
+/// Whether a failed delete may mean the dead letter is not there: JetStream answers a
+/// missing sequence with SEQUENCE_NOT_FOUND, or with STREAM_MESSAGE_DELETE_FAILED when
+/// its store reports no such message (deleted before, or past the end) — the code it
+/// also uses when the store could not delete a message that is there.
+fn maybe_absent(e: &stream::DeleteMessageError) -> bool {
+    match e.kind() {
+        stream::DeleteMessageErrorKind::JetStream(js) => matches!(
+            js.error_code(),
+            ErrorCode::SEQUENCE_NOT_FOUND | ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+        ),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nats::tests::api_error;
+    use stream::{DeleteMessageError, DeleteMessageErrorKind};
+
+    #[test]
+    fn only_missing_sequence_answers_may_mean_absent() {
+        let answer = |code: ErrorCode| {
+            DeleteMessageError::new(DeleteMessageErrorKind::JetStream(api_error(code.0)))
+        };
+        assert!(maybe_absent(&answer(ErrorCode::SEQUENCE_NOT_FOUND)));
+        assert!(maybe_absent(&answer(
+            ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+        )));
+        assert!(!maybe_absent(&answer(ErrorCode::STREAM_NOT_FOUND)));
+        assert!(!maybe_absent(&DeleteMessageError::new(
+            DeleteMessageErrorKind::TimedOut
+        )));
     }
 }

@@ -202,7 +202,8 @@ impl ClaimStore for NatsClaims {
             .await
         {
             Ok(()) => Ok(()),
-            Err(e) if e.to_string().contains("wrong last sequence") => Ok(()),
+            // Another generation's claim is there now: it stays.
+            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(()),
             Err(e) => Err(unavailable(e)),
         }
     }

@@ -101,6 +101,21 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> Error {
     ))
 }
 
+/// The JetStream API error code behind `e`, found down its `source()` chain; None when
+/// the failure is not an answer from the server (a timeout, a broken connection).
+pub(crate) fn jetstream_code(
+    e: &(dyn std::error::Error + 'static),
+) -> Option<jetstream::ErrorCode> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(js) = err.downcast_ref::<jetstream::Error>() {
+            return Some(js.error_code());
+        }
+        next = err.source();
+    }
+    None
+}
+
 /// Connects, checks the server version, and creates (or opens) the streams and buckets.
 pub async fn connect(options: &Options) -> Result<Substrate, Error> {
     let client = async_nats::ConnectOptions::new()
@@ -265,8 +280,32 @@ impl Notifier for NatsNotifier {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An error answer of the JetStream API, as the server sends it.
+    pub(crate) fn api_error(err_code: u64) -> jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 503,
+            "err_code": err_code,
+            "description": "a description nothing may depend on",
+        }))
+        .expect("a JetStream API error")
+    }
+
+    #[test]
+    fn error_codes_are_found_down_the_source_chain() {
+        use jetstream::context::{PublishError, PublishErrorKind};
+        let code = jetstream::ErrorCode::STREAM_STORE_FAILED;
+        let e = PublishError::with_source(PublishErrorKind::Other, api_error(code.0));
+        assert_eq!(jetstream_code(&e), Some(code));
+        let outer = jskv::UpdateError::from(e);
+        assert_eq!(jetstream_code(&outer), Some(code));
+        assert_eq!(
+            jetstream_code(&PublishError::new(PublishErrorKind::TimedOut)),
+            None
+        );
+    }
 
     #[test]
     fn versions() {

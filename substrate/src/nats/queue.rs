@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::{AckPolicy, Consumer, pull};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_trait::async_trait;
@@ -292,6 +293,16 @@ impl NatsQueue {
     }
 }
 
+/// Whether JetStream refused a job because the stream is at a limit: with discard new,
+/// a stream at `max_queued` jobs, or a subject at `max_queued_per_subject`, answers the
+/// publish with STREAM_STORE_FAILED. Other store failures are not answered at all (the
+/// publish times out), except a stream's store closing under it, which this also
+/// reports as full: either way the caller should retry later.
+fn refused_by_limits(e: &PublishError) -> bool {
+    e.kind() == PublishErrorKind::Other
+        && super::jetstream_code(e) == Some(jetstream::ErrorCode::STREAM_STORE_FAILED)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -326,7 +337,7 @@ impl JobQueue for NatsQueue {
             .await;
         let ack = match ack {
             Ok(ack) => ack,
-            Err(e) if e.to_string().contains("maximum messages") => {
+            Err(e) if refused_by_limits(&e) => {
                 let scope = format!("flow {flow}, tenant {}", job.tenant);
                 return Err(Self::queue_full(&scope, self.max_queued_per_subject as u64));
             }
@@ -458,5 +469,28 @@ impl Settle for NatsSettle {
             .ack_with(AckKind::Progress)
             .await
             .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nats::tests::api_error;
+
+    #[test]
+    fn a_stream_at_its_limits_is_full_and_anything_else_unavailable() {
+        let full = PublishError::with_source(
+            PublishErrorKind::Other,
+            api_error(jetstream::ErrorCode::STREAM_STORE_FAILED.0),
+        );
+        assert!(refused_by_limits(&full));
+        let other = PublishError::with_source(
+            PublishErrorKind::Other,
+            api_error(jetstream::ErrorCode::STREAM_NOT_FOUND.0),
+        );
+        assert!(!refused_by_limits(&other));
+        assert!(!refused_by_limits(&PublishError::new(
+            PublishErrorKind::TimedOut
+        )));
     }
 }
