@@ -171,6 +171,11 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
     let flows = kv::open(&js, bucket(layout.flows_bucket(), Duration::ZERO)).await?;
     let workers = kv::open(&js, bucket(layout.workers_bucket(), Duration::ZERO)).await?;
 
+    let dead_letters = dead_letters::NatsDeadLetters::open(js.clone(), &layout, options).await?;
+    // Last, as it starts a background task: nothing after it can fail.
+    let watermarks =
+        kv::NatsWatermarks::start(js.clone(), layout.clone(), watermarks, &background).await?;
+
     let shared = Arc::new(kv::NatsValues::new(js.clone(), layout.clone(), values));
     Ok(Substrate {
         queue: Arc::new(queue),
@@ -185,9 +190,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             client: client.clone(),
             layout: layout.clone(),
         }),
-        watermarks: Arc::new(
-            kv::NatsWatermarks::start(js.clone(), layout.clone(), watermarks, &background).await?,
-        ),
+        watermarks: Arc::new(watermarks),
         directory: Arc::new(directory::NatsDirectory::new(
             js.clone(),
             layout.clone(),
@@ -196,9 +199,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             options.heartbeat,
         )),
         definitions: Arc::new(kv::NatsDefinitions::new(layout.clone(), registry)),
-        dead_letters: Arc::new(
-            dead_letters::NatsDeadLetters::open(js.clone(), &layout, options).await?,
-        ),
+        dead_letters: Arc::new(dead_letters),
         connection: Arc::new(NatsConnection { client, background }),
     })
 }
