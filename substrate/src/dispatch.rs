@@ -106,7 +106,7 @@ impl Dispatcher {
             let envelope = ValueEnvelope {
                 value: None,
                 computed_at_ms: now,
-                expires_at_ms: now + self.failure_ttl.as_millis() as i64,
+                expires_at_ms: crate::time::expires_after(now, self.failure_ttl),
                 planned_at_ms: job.planned_at_ms,
                 feature: job.feature.clone(),
                 feature_version: job.feature_version,

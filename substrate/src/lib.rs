@@ -16,11 +16,12 @@
 //!   [`Watermarks`], [`FlowDirectory`])
 //! - [`notify`]: ready notifications ([`Notifier`])
 //! - [`worker`]: pulls jobs, runs flows off the reactor, stores, notifies, continues
-//!   dependents, acks
+//!   dependents, acks (`worker/`: the autoscaler, slots, settlement, the retry policy)
 //! - [`convert`]: wire values <-> flow values
 //! - [`embedded`]: the in-process backend
 //! - [`nats`]: the JetStream backend
 //! - [`token`]: user names made safe for subjects and KV keys
+//! - `task`: every spawned task, tracked and named
 
 pub mod convert;
 pub mod dispatch;
@@ -31,6 +32,7 @@ pub mod nats;
 pub mod notify;
 pub mod queue;
 pub mod store;
+mod task;
 pub mod time;
 pub mod token;
 pub mod trace;

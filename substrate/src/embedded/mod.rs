@@ -45,8 +45,9 @@ impl Default for Options {
 
 /// A complete in-process substrate.
 pub fn substrate(options: &Options) -> Substrate {
+    let queue = EmbeddedQueue::new(options);
     Substrate {
-        queue: Arc::new(EmbeddedQueue::new(options)),
+        queue: Arc::new(queue.clone()),
         results: Arc::new(EmbeddedResults::new(options.cache_max_bytes)),
         tickets: Arc::new(EmbeddedTickets::new(options.ticket_ttl)),
         claims: Arc::new(EmbeddedClaims::default()),
@@ -56,12 +57,15 @@ pub fn substrate(options: &Options) -> Substrate {
         directory: Arc::new(EmbeddedDirectory::default()),
         definitions: Arc::new(EmbeddedDefinitions::default()),
         dead_letters: Arc::new(EmbeddedDeadLetters::default()),
-        connection: Arc::new(InProcess),
+        connection: Arc::new(InProcess { queue }),
     }
 }
 
-/// The embedded backend lives in this process: always up, nothing to close.
-struct InProcess;
+/// The embedded backend lives in this process: always up; closing it stops the
+/// queue's timers.
+struct InProcess {
+    queue: EmbeddedQueue,
+}
 
 #[async_trait::async_trait]
 impl crate::Connection for InProcess {
@@ -69,5 +73,7 @@ impl crate::Connection for InProcess {
         true
     }
 
-    async fn close(&self) {}
+    async fn close(&self) {
+        self.queue.shutdown().await;
+    }
 }

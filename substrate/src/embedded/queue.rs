@@ -11,6 +11,7 @@ use tokio::sync::Notify;
 use super::Options;
 use crate::error::QueueLimit;
 use crate::queue::{Enqueued, Settle};
+use crate::task::Background;
 use crate::{ComputeJob, Delivery, Error, Headers, JobQueue, message_id};
 
 #[derive(Clone)]
@@ -76,6 +77,8 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     options: Options,
+    /// Timers of nak'ed jobs waiting out their delay.
+    background: Background,
 }
 
 impl Shared {
@@ -123,8 +126,15 @@ impl EmbeddedQueue {
             shared: Arc::new(Shared {
                 state: Mutex::new(State::default()),
                 options: options.clone(),
+                background: Background::default(),
             }),
         }
+    }
+
+    /// Ends the delays of nak'ed jobs (each is queued again at once) and waits until
+    /// every timer has ended.
+    pub async fn shutdown(&self) {
+        self.shared.background.shutdown().await;
     }
 }
 
@@ -261,10 +271,17 @@ impl Settle for EmbeddedSettle {
             if delay.is_zero() {
                 shared.requeue(e);
             } else {
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    shared.requeue(e);
-                });
+                let stop = shared.background.token().clone();
+                self.shared
+                    .background
+                    .spawn("embedded nak delay", async move {
+                        // Shut down early, the job is queued at once rather than lost.
+                        tokio::select! {
+                            _ = stop.cancelled() => {}
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        shared.requeue(e);
+                    });
             }
         }
         Ok(())
@@ -365,6 +382,29 @@ mod tests {
                 .expect("pull")
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn shutdown_ends_nak_delays_and_keeps_the_job() {
+        let q = EmbeddedQueue::new(&Options::default());
+        q.enqueue(&job("k", "t"), &Headers::new())
+            .await
+            .expect("enqueue");
+        let d = q
+            .pull(&flow(), 1, Duration::from_millis(10))
+            .await
+            .expect("pull")
+            .remove(0);
+        d.nak(Duration::from_secs(3600)).await.expect("nak");
+        tokio::time::timeout(Duration::from_secs(5), q.shutdown())
+            .await
+            .expect("shutdown joins the nak timer at once");
+        let d = q
+            .pull(&flow(), 1, Duration::from_millis(10))
+            .await
+            .expect("pull");
+        assert_eq!(d.len(), 1, "the nak'ed job is queued again, not lost");
+        assert_eq!(d[0].attempt, 2);
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! Dead letters on a limits stream `<PREFIX>_DLQ`, subjects `<prefix>.dlq.<tenant>.<flow>`;
 //! a dead letter's id is its stream sequence. File storage, so they survive restarts.
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream::{self, ErrorCode, stream};
 use async_trait::async_trait;
 use futures::StreamExt;
 use prost::Message;
@@ -12,7 +12,7 @@ use crate::{DeadLetter, DeadLetters, Error};
 pub struct NatsDeadLetters {
     js: jetstream::Context,
     stream: stream::Stream,
-    prefix: String,
+    layout: Layout,
 }
 
 impl NatsDeadLetters {
@@ -23,8 +23,8 @@ impl NatsDeadLetters {
     ) -> Result<Self, Error> {
         let stream = js
             .get_or_create_stream(stream::Config {
-                name: format!("{}_DLQ", layout.prefix.to_uppercase()),
-                subjects: vec![format!("{}.dlq.>", layout.prefix)],
+                name: layout.dlq_stream(),
+                subjects: vec![layout.dlq_filter()],
                 storage: stream::StorageType::File,
                 num_replicas: options.replicas,
                 allow_direct: true,
@@ -35,12 +35,8 @@ impl NatsDeadLetters {
         Ok(NatsDeadLetters {
             js,
             stream,
-            prefix: layout.prefix.clone(),
+            layout: layout.clone(),
         })
-    }
-
-    fn tenant_filter(&self, tenant: &str) -> String {
-        format!("{}.dlq.{}.*", self.prefix, crate::token::encode(tenant))
     }
 }
 
@@ -52,12 +48,7 @@ impl DeadLetters for NatsDeadLetters {
             .as_ref()
             .map(|j| (j.tenant.clone(), format!("{}@{}", j.flow, j.flow_version)))
             .unwrap_or_default();
-        let subject = format!(
-            "{}.dlq.{}.{}",
-            self.prefix,
-            crate::token::encode(&tenant),
-            crate::token::encode(&flow)
-        );
+        let subject = self.layout.dlq_subject(&tenant, &flow);
         let ack = self
             .js
             .publish(subject, letter.encode_to_vec().into())
@@ -69,7 +60,7 @@ impl DeadLetters for NatsDeadLetters {
     }
 
     async fn list(&self, tenant: &str, limit: usize) -> Result<(Vec<DeadLetter>, u64), Error> {
-        let filter = self.tenant_filter(tenant);
+        let filter = self.layout.dlq_tenant_filter(tenant);
         let info = self.stream.clone();
         let mut subjects = info
             .info_with_subjects(filter.clone())
@@ -120,8 +111,48 @@ impl DeadLetters for NatsDeadLetters {
         };
         match self.stream.delete_message(seq).await {
             Ok(deleted) => Ok(deleted),
-            Err(e) if e.to_string().contains("no message found") => Ok(false),
+            // The store may have failed to delete it, or had nothing to delete: ask.
+            Err(e) if maybe_absent(&e) => match self.get(id).await? {
+                None => Ok(false),
+                Some(_) => Err(unavailable(e)),
+            },
             Err(e) => Err(unavailable(e)),
         }
+    }
+}
+
+/// Whether a failed delete may mean the dead letter is not there: JetStream answers a
+/// missing sequence with SEQUENCE_NOT_FOUND, or with STREAM_MESSAGE_DELETE_FAILED when
+/// its store reports no such message (deleted before, or past the end) — the code it
+/// also uses when the store could not delete a message that is there.
+fn maybe_absent(e: &stream::DeleteMessageError) -> bool {
+    match e.kind() {
+        stream::DeleteMessageErrorKind::JetStream(js) => matches!(
+            js.error_code(),
+            ErrorCode::SEQUENCE_NOT_FOUND | ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+        ),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nats::tests::api_error;
+    use stream::{DeleteMessageError, DeleteMessageErrorKind};
+
+    #[test]
+    fn only_missing_sequence_answers_may_mean_absent() {
+        let answer = |code: ErrorCode| {
+            DeleteMessageError::new(DeleteMessageErrorKind::JetStream(api_error(code.0)))
+        };
+        assert!(maybe_absent(&answer(ErrorCode::SEQUENCE_NOT_FOUND)));
+        assert!(maybe_absent(&answer(
+            ErrorCode::STREAM_MESSAGE_DELETE_FAILED
+        )));
+        assert!(!maybe_absent(&answer(ErrorCode::STREAM_NOT_FOUND)));
+        assert!(!maybe_absent(&DeleteMessageError::new(
+            DeleteMessageErrorKind::TimedOut
+        )));
     }
 }

@@ -10,26 +10,29 @@ use async_trait::async_trait;
 use fstore_flows::{FlowSpec, ModelInfo};
 use futures::StreamExt;
 
-use super::unavailable;
+use super::{Layout, unavailable};
 use crate::store::{Advert, FlowEntry};
 use crate::{Error, FlowDirectory};
 
 pub struct NatsDirectory {
     js: jetstream::Context,
+    layout: Layout,
     flows: kv::Store,
     workers: kv::Store,
     heartbeat: Duration,
 }
 
 impl NatsDirectory {
-    pub fn new(
+    pub(crate) fn new(
         js: jetstream::Context,
+        layout: Layout,
         flows: kv::Store,
         workers: kv::Store,
         heartbeat: Duration,
     ) -> Self {
         NatsDirectory {
             js,
+            layout,
             flows,
             workers,
             heartbeat,
@@ -42,13 +45,13 @@ impl FlowDirectory for NatsDirectory {
     async fn advertise(&self, worker_id: &str, adverts: &[Advert]) -> Result<(), Error> {
         for advert in adverts {
             let spec = &advert.spec;
-            let flow = crate::token::encode(&spec.id.to_string());
+            let flow = spec.id.to_string();
             let json = serde_json::to_vec(spec).map_err(|e| Error::Codec(e.to_string()))?;
             self.flows
-                .put(&flow, json.into())
+                .put(self.layout.flow_key(&flow), json.into())
                 .await
                 .map_err(unavailable)?;
-            let key = format!("{flow}.{}", crate::token::encode(worker_id));
+            let key = self.layout.worker_key(&flow, worker_id);
             let model =
                 serde_json::to_vec(&advert.model).map_err(|e| Error::Codec(e.to_string()))?;
             let mut h = async_nats::HeaderMap::new();
@@ -58,7 +61,11 @@ impl FlowDirectory for NatsDirectory {
                 ttl.to_string().as_str(),
             );
             self.js
-                .publish_with_headers(format!("$KV.{}.{key}", self.workers.name), h, model.into())
+                .publish_with_headers(
+                    self.layout.kv_subject(&self.workers.name, &key),
+                    h,
+                    model.into(),
+                )
                 .await
                 .map_err(unavailable)?
                 .await
@@ -68,12 +75,11 @@ impl FlowDirectory for NatsDirectory {
     }
 
     async fn withdraw(&self, worker_id: &str) -> Result<(), Error> {
-        let suffix = format!(".{}", crate::token::encode(worker_id));
         let mut keys = self.workers.keys().await.map_err(unavailable)?;
         let mut mine = Vec::new();
         while let Some(k) = keys.next().await {
             let k = k.map_err(unavailable)?;
-            if k.ends_with(&suffix) {
+            if self.layout.is_key_of_worker(&k, worker_id) {
                 mine.push(k);
             }
         }
@@ -92,18 +98,14 @@ impl FlowDirectory for NatsDirectory {
             worker_keys.push(k.map_err(unavailable)?);
         }
         for k in worker_keys {
-            let Some((flow, worker)) = k.split_once('.') else {
+            let Some((flow, worker)) = self.layout.parse_worker_key(&k) else {
                 continue;
             };
-            *live.entry(flow.to_string()).or_default() += 1;
+            *live.entry(flow.clone()).or_default() += 1;
             if let Some(bytes) = self.workers.get(&k).await.map_err(unavailable)?
                 && let Ok(Some(model)) = serde_json::from_slice::<Option<ModelInfo>>(&bytes)
             {
-                let worker = crate::token::decode(worker).unwrap_or_else(|| worker.to_string());
-                models
-                    .entry(flow.to_string())
-                    .or_default()
-                    .push((worker, model));
+                models.entry(flow).or_default().push((worker, model));
             }
         }
         let mut out = Vec::new();

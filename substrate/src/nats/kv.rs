@@ -15,7 +15,8 @@ use futures::stream::BoxStream;
 use prost::Message;
 use tracing::warn;
 
-use super::unavailable;
+use super::{Layout, unavailable};
+use crate::task::Background;
 use crate::{
     ClaimStore, ComputeJob, Definitions, Error, ResultStore, Ticket, TicketStore, ValueEnvelope,
     WaiterStore, Watermarks,
@@ -36,6 +37,7 @@ pub(crate) async fn open(js: &jetstream::Context, config: kv::Config) -> Result<
 /// Publishes a value under a key with a per-message TTL and optional expected revision.
 async fn put_with_ttl(
     js: &jetstream::Context,
+    layout: &Layout,
     store: &kv::Store,
     key: &str,
     value: Bytes,
@@ -55,7 +57,7 @@ async fn put_with_ttl(
         );
     }
     let ack = js
-        .publish_with_headers(format!("$KV.{}.{key}", store.name), h, value)
+        .publish_with_headers(layout.kv_subject(&store.name, key), h, value)
         .await?
         .await?;
     Ok(ack.sequence)
@@ -74,12 +76,13 @@ fn connected(js: &jetstream::Context) -> Result<(), Error> {
 
 pub struct NatsValues {
     js: jetstream::Context,
+    layout: Layout,
     store: kv::Store,
 }
 
 impl NatsValues {
-    pub fn new(js: jetstream::Context, store: kv::Store) -> Self {
-        NatsValues { js, store }
+    pub(crate) fn new(js: jetstream::Context, layout: Layout, store: kv::Store) -> Self {
+        NatsValues { js, layout, store }
     }
 }
 
@@ -104,6 +107,7 @@ impl ResultStore for NatsValues {
         let ttl_ms = (envelope.expires_at_ms - crate::time::now_ms()).max(1) as u64;
         put_with_ttl(
             &self.js,
+            &self.layout,
             &self.store,
             key,
             envelope.encode_to_vec().into(),
@@ -152,12 +156,13 @@ impl TicketStore for NatsTickets {
 /// the revision of a delete marker) and a TTL; the revision is the generation.
 pub struct NatsClaims {
     js: jetstream::Context,
+    layout: Layout,
     store: kv::Store,
 }
 
 impl NatsClaims {
-    pub fn new(js: jetstream::Context, store: kv::Store) -> Self {
-        NatsClaims { js, store }
+    pub(crate) fn new(js: jetstream::Context, layout: Layout, store: kv::Store) -> Self {
+        NatsClaims { js, layout, store }
     }
 }
 
@@ -172,6 +177,7 @@ impl ClaimStore for NatsClaims {
         };
         match put_with_ttl(
             &self.js,
+            &self.layout,
             &self.store,
             key,
             Bytes::from_static(b"1"),
@@ -196,7 +202,8 @@ impl ClaimStore for NatsClaims {
             .await
         {
             Ok(()) => Ok(()),
-            Err(e) if e.to_string().contains("wrong last sequence") => Ok(()),
+            // Another generation's claim is there now: it stays.
+            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(()),
             Err(e) => Err(unavailable(e)),
         }
     }
@@ -275,33 +282,36 @@ impl WaiterStore for NatsWaiters {
 /// Invalidate on any replica reaches every replica.
 pub struct NatsWatermarks {
     js: jetstream::Context,
+    layout: Layout,
     store: kv::Store,
     mirror: Arc<RwLock<HashMap<String, i64>>>,
 }
 
-fn watermark_key(tenant: &str, feature: &str, entity: Option<&str>) -> String {
-    let base = format!(
-        "{}.{}",
-        crate::token::encode(tenant),
-        crate::token::encode(feature)
-    );
-    match entity {
-        None => base,
-        // Entity ids may be long: a hash keeps the key short and still exact enough.
-        Some(e) => format!("{base}.{}", &blake3::hash(e.as_bytes()).to_hex()[..32]),
-    }
-}
-
 impl NatsWatermarks {
-    pub async fn start(js: jetstream::Context, store: kv::Store) -> Result<Self, Error> {
+    /// Mirrors the bucket into memory; the watch runs on `background` until the
+    /// backend closes (or the watch fails).
+    pub(crate) async fn start(
+        js: jetstream::Context,
+        layout: Layout,
+        store: kv::Store,
+        background: &Background,
+    ) -> Result<Self, Error> {
         let mirror = Arc::new(RwLock::new(HashMap::new()));
         let mut watch = store
             .watch_all_from_revision(1)
             .await
             .map_err(unavailable)?;
         let m = mirror.clone();
-        tokio::spawn(async move {
-            while let Some(entry) = watch.next().await {
+        let stop = background.token().clone();
+        background.spawn("nats watermark watch", async move {
+            loop {
+                let entry = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    entry = watch.next() => match entry {
+                        Some(entry) => entry,
+                        None => break,
+                    },
+                };
                 match entry {
                     Ok(e) => {
                         let mut map = m.write().unwrap_or_else(|p| p.into_inner());
@@ -325,7 +335,12 @@ impl NatsWatermarks {
                 }
             }
         });
-        Ok(NatsWatermarks { js, store, mirror })
+        Ok(NatsWatermarks {
+            js,
+            layout,
+            store,
+            mirror,
+        })
     }
 }
 
@@ -339,10 +354,11 @@ impl Watermarks for NatsWatermarks {
         at_ms: i64,
         ttl: Duration,
     ) -> Result<(), Error> {
-        let key = watermark_key(tenant, feature, entity);
+        let key = self.layout.watermark_key(tenant, feature, entity);
         let ttl = entity.map(|_| ttl.max(Duration::from_secs(1)));
         put_with_ttl(
             &self.js,
+            &self.layout,
             &self.store,
             &key,
             at_ms.to_string().into(),
@@ -363,11 +379,11 @@ impl Watermarks for NatsWatermarks {
             return Ok(0);
         }
         let all = map
-            .get(&watermark_key(tenant, feature, None))
+            .get(&self.layout.watermark_key(tenant, feature, None))
             .copied()
             .unwrap_or(0);
         let one = map
-            .get(&watermark_key(tenant, feature, Some(entity)))
+            .get(&self.layout.watermark_key(tenant, feature, Some(entity)))
             .copied()
             .unwrap_or(0);
         Ok(all.max(one))
@@ -376,17 +392,14 @@ impl Watermarks for NatsWatermarks {
 
 /// Definitions under `<name token>.<version>`; creating the key takes the version.
 pub struct NatsDefinitions {
+    layout: Layout,
     store: kv::Store,
 }
 
 impl NatsDefinitions {
-    pub fn new(store: kv::Store) -> Self {
-        NatsDefinitions { store }
+    pub(crate) fn new(layout: Layout, store: kv::Store) -> Self {
+        NatsDefinitions { layout, store }
     }
-}
-
-fn definition_key(def: &FeatureDefinition) -> String {
-    format!("{}.{}", crate::token::encode(&def.name), def.version)
 }
 
 #[async_trait]
@@ -394,7 +407,10 @@ impl Definitions for NatsDefinitions {
     async fn create(&self, def: &FeatureDefinition) -> Result<bool, Error> {
         match self
             .store
-            .create(definition_key(def), def.encode_to_vec().into())
+            .create(
+                self.layout.definition_key(&def.name, def.version),
+                def.encode_to_vec().into(),
+            )
             .await
         {
             Ok(_) => Ok(true),

@@ -2,24 +2,31 @@
 //! cluster, so any number of `fstore serve` replicas and `fstore worker` processes on
 //! any machines cooperate through it.
 //!
+//! Every name below is built by `Layout` (`layout.rs`), whose test pins them.
+//! `<prefix>` is the configured prefix as a token, `<PREFIX>` the same in capitals,
+//! `<flow>` a flow's `name@version`; user names (flows, tenants, features, workers) go
+//! through [`crate::token`] before they reach a subject or key.
+//!
 //! | what | where |
 //! |---|---|
-//! | jobs | work-queue stream `<PREFIX>_JOBS`, subjects `<prefix>.jobs.<flow>.<tenant>`, one durable pull consumer per flow shared by its workers; message id `key.generation` |
-//! | values | KV `<prefix>_values`, per-key TTL (`Nats-TTL`) from the feature's TTL; `expires_at` checked on every read; an L1 moka in front |
-//! | tickets | KV `<prefix>_tickets`, bucket TTL |
-//! | in-flight claims | KV `<prefix>_claims`, created with an expected last sequence and a TTL |
-//! | waiting jobs | KV `<prefix>_waiters`, one list per input key, updated by compare-and-set |
-//! | invalidation watermarks | KV `<prefix>_watermarks`, watched into memory by every replica |
-//! | registry | KV `<prefix>_registry`, one key per (feature, version), watched by every replica |
-//! | flows and workers | KV `<prefix>_flows` (specs ever advertised), `<prefix>_workers` (heartbeats with a TTL) |
-//! | dead letters | limits stream `<PREFIX>_DLQ`, subjects `<prefix>.dlq.<tenant>.<flow>`; id = sequence |
-//! | ready notifications | core subject `<prefix>.ready.<key>` |
+//! | jobs | work-queue stream `<PREFIX>_JOBS` on `<prefix>.jobs.>`, file storage, discard new past `max_queued_per_tenant` per subject (jobs waiting or running for one tenant of one flow), and enqueue refuses once a flow's consumers hold `max_queued_per_flow` (pending + unacked); subjects `<prefix>.jobs.<flow>.<tenant>`; message id `key.generation` (de-duplicated within `duplicate_window`); one durable pull consumer per (flow, tenant), named `c__<flow>__<tenant>`, shared by every worker serving the flow |
+//! | wake-ups | core subject `<prefix>.wake.<flow>`: one per enqueue and per nak'ed job when its delay ends; idle pullers wait for it |
+//! | values | KV `<prefix>_values`, keyed by value key, per-key TTL (`Nats-TTL`) from the feature's TTL; `expires_at` checked on every read; an L1 moka in front |
+//! | tickets | KV `<prefix>_tickets`, keyed by ticket id, bucket TTL `ticket_ttl` |
+//! | in-flight claims | KV `<prefix>_claims`, keyed by value key, created with an expected last sequence and a per-key TTL (the revision is the generation); bucket TTL `claim_ttl` |
+//! | waiting jobs | KV `<prefix>_waiters`, one job list per input value key, updated by compare-and-set; bucket TTL `claim_ttl` |
+//! | invalidation watermarks | KV `<prefix>_watermarks`, keys `<tenant>.<feature>` and `<tenant>.<feature>.<entity hash>` (per-key TTL), watched into memory by every replica |
+//! | registry | KV `<prefix>_registry`, one key `<feature>.<version>` per definition, created once; watched by every replica |
+//! | flows and workers | KV `<prefix>_flows`, key `<flow>` (specs ever advertised); `<prefix>_workers`, key `<flow>.<worker>` (heartbeats with a TTL of three beats, carrying the model state) |
+//! | dead letters | limits stream `<PREFIX>_DLQ` on `<prefix>.dlq.>`, file storage, direct get; subjects `<prefix>.dlq.<tenant>.<flow>`; id = sequence |
+//! | ready notifications | core subject `<prefix>.ready.<value key>` |
 //!
-//! User names go through [`crate::token`] before they reach a subject or key.
+//! Every bucket keeps one revision per key, file storage, `replicas` copies.
 
 mod dead_letters;
 mod directory;
 mod kv;
+mod layout;
 mod queue;
 mod tiered;
 
@@ -33,8 +40,10 @@ use futures::stream::BoxStream;
 use tracing::{info, warn};
 
 use crate::embedded::EmbeddedResults;
+use crate::task::Background;
 use crate::{Error, Notifier, Substrate};
 
+pub(crate) use layout::Layout;
 pub use queue::NatsQueue;
 
 /// How to reach NATS and how to lay out the streams and buckets.
@@ -92,6 +101,21 @@ pub(crate) fn unavailable(e: impl std::fmt::Display) -> Error {
     ))
 }
 
+/// The JetStream API error code behind `e`, found down its `source()` chain; None when
+/// the failure is not an answer from the server (a timeout, a broken connection).
+pub(crate) fn jetstream_code(
+    e: &(dyn std::error::Error + 'static),
+) -> Option<jetstream::ErrorCode> {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if let Some(js) = err.downcast_ref::<jetstream::Error>() {
+            return Some(js.error_code());
+        }
+        next = err.source();
+    }
+    None
+}
+
 /// Connects, checks the server version, and creates (or opens) the streams and buckets.
 pub async fn connect(options: &Options) -> Result<Substrate, Error> {
     let client = async_nats::ConnectOptions::new()
@@ -126,10 +150,11 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
         )));
     }
     let js = jetstream::new(client.clone());
-    let layout = Layout::new(options);
-    let queue = NatsQueue::open(js.clone(), &layout, options).await?;
-    let bucket = |name: &str, max_age: Duration| jskv::Config {
-        bucket: layout.bucket(name),
+    let layout = Layout::new(&options.prefix);
+    let background = Background::default();
+    let queue = NatsQueue::open(js.clone(), &layout, options, background.clone()).await?;
+    let bucket = |name: String, max_age: Duration| jskv::Config {
+        bucket: name,
         history: 1,
         max_age,
         storage: StorageType::File,
@@ -137,16 +162,21 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
         limit_markers: Some(Duration::from_secs(1)),
         ..Default::default()
     };
-    let values = kv::open(&js, bucket("values", Duration::ZERO)).await?;
-    let tickets = kv::open(&js, bucket("tickets", options.ticket_ttl)).await?;
-    let claims = kv::open(&js, bucket("claims", options.claim_ttl)).await?;
-    let waiters = kv::open(&js, bucket("waiters", options.claim_ttl)).await?;
-    let watermarks = kv::open(&js, bucket("watermarks", Duration::ZERO)).await?;
-    let registry = kv::open(&js, bucket("registry", Duration::ZERO)).await?;
-    let flows = kv::open(&js, bucket("flows", Duration::ZERO)).await?;
-    let workers = kv::open(&js, bucket("workers", Duration::ZERO)).await?;
+    let values = kv::open(&js, bucket(layout.values_bucket(), Duration::ZERO)).await?;
+    let tickets = kv::open(&js, bucket(layout.tickets_bucket(), options.ticket_ttl)).await?;
+    let claims = kv::open(&js, bucket(layout.claims_bucket(), options.claim_ttl)).await?;
+    let waiters = kv::open(&js, bucket(layout.waiters_bucket(), options.claim_ttl)).await?;
+    let watermarks = kv::open(&js, bucket(layout.watermarks_bucket(), Duration::ZERO)).await?;
+    let registry = kv::open(&js, bucket(layout.registry_bucket(), Duration::ZERO)).await?;
+    let flows = kv::open(&js, bucket(layout.flows_bucket(), Duration::ZERO)).await?;
+    let workers = kv::open(&js, bucket(layout.workers_bucket(), Duration::ZERO)).await?;
 
-    let shared = Arc::new(kv::NatsValues::new(js.clone(), values));
+    let dead_letters = dead_letters::NatsDeadLetters::open(js.clone(), &layout, options).await?;
+    // Last, as it starts a background task: nothing after it can fail.
+    let watermarks =
+        kv::NatsWatermarks::start(js.clone(), layout.clone(), watermarks, &background).await?;
+
+    let shared = Arc::new(kv::NatsValues::new(js.clone(), layout.clone(), values));
     Ok(Substrate {
         queue: Arc::new(queue),
         results: Arc::new(tiered::Tiered::new(
@@ -154,24 +184,23 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             shared,
         )),
         tickets: Arc::new(kv::NatsTickets::new(tickets)),
-        claims: Arc::new(kv::NatsClaims::new(js.clone(), claims)),
+        claims: Arc::new(kv::NatsClaims::new(js.clone(), layout.clone(), claims)),
         waiters: Arc::new(kv::NatsWaiters::new(waiters)),
         notifier: Arc::new(NatsNotifier {
             client: client.clone(),
-            subject: format!("{}.ready", layout.prefix),
+            layout: layout.clone(),
         }),
-        watermarks: Arc::new(kv::NatsWatermarks::start(js.clone(), watermarks).await?),
+        watermarks: Arc::new(watermarks),
         directory: Arc::new(directory::NatsDirectory::new(
             js.clone(),
+            layout.clone(),
             flows,
             workers,
             options.heartbeat,
         )),
-        definitions: Arc::new(kv::NatsDefinitions::new(registry)),
-        dead_letters: Arc::new(
-            dead_letters::NatsDeadLetters::open(js.clone(), &layout, options).await?,
-        ),
-        connection: Arc::new(NatsConnection(client.clone())),
+        definitions: Arc::new(kv::NatsDefinitions::new(layout.clone(), registry)),
+        dead_letters: Arc::new(dead_letters),
+        connection: Arc::new(NatsConnection { client, background }),
     })
 }
 
@@ -200,47 +229,22 @@ fn version_at_least(version: &str, min: (u64, u64)) -> bool {
     (major, minor) >= min
 }
 
-/// Names of streams, buckets and subjects under one prefix.
-#[derive(Debug, Clone)]
-pub(crate) struct Layout {
-    pub prefix: String,
+/// The connection, and the backend's background tasks (watchers, wake-up timers).
+struct NatsConnection {
+    client: async_nats::Client,
+    background: Background,
 }
-
-impl Layout {
-    fn new(options: &Options) -> Self {
-        Layout {
-            prefix: crate::token::encode(&options.prefix),
-        }
-    }
-
-    pub fn bucket(&self, name: &str) -> String {
-        format!("{}_{name}", self.prefix)
-    }
-
-    pub fn jobs_stream(&self) -> String {
-        format!("{}_JOBS", self.prefix.to_uppercase())
-    }
-
-    pub fn jobs_subject(&self, flow: &str, tenant: &str) -> String {
-        format!(
-            "{}.jobs.{}.{}",
-            self.prefix,
-            crate::token::encode(flow),
-            crate::token::encode(tenant)
-        )
-    }
-}
-
-struct NatsConnection(async_nats::Client);
 
 #[async_trait]
 impl crate::Connection for NatsConnection {
     fn is_up(&self) -> bool {
-        self.0.connection_state() == async_nats::connection::State::Connected
+        self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    /// Stops and joins the background tasks, then drains the connection.
     async fn close(&self) {
-        if let Err(e) = self.0.drain().await {
+        self.background.shutdown().await;
+        if let Err(e) = self.client.drain().await {
             warn!(error = %e, "draining the NATS connection failed");
         }
     }
@@ -248,14 +252,14 @@ impl crate::Connection for NatsConnection {
 
 struct NatsNotifier {
     client: async_nats::Client,
-    subject: String,
+    layout: Layout,
 }
 
 #[async_trait]
 impl Notifier for NatsNotifier {
     async fn publish(&self, key: &str) -> Result<(), Error> {
         self.client
-            .publish(format!("{}.{key}", self.subject), bytes::Bytes::new())
+            .publish(self.layout.ready_subject(key), bytes::Bytes::new())
             .await
             .map_err(unavailable)
     }
@@ -263,13 +267,13 @@ impl Notifier for NatsNotifier {
     async fn subscribe(&self) -> Result<BoxStream<'static, String>, Error> {
         let sub = self
             .client
-            .subscribe(format!("{}.>", self.subject))
+            .subscribe(self.layout.ready_filter())
             .await
             .map_err(unavailable)?;
-        let prefix = format!("{}.", self.subject);
+        let layout = self.layout.clone();
         Ok(sub
             .filter_map(move |m| {
-                let key = m.subject.as_str().strip_prefix(&prefix).map(str::to_string);
+                let key = layout.ready_key(m.subject.as_str());
                 async move { key }
             })
             .boxed())
@@ -277,8 +281,32 @@ impl Notifier for NatsNotifier {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// An error answer of the JetStream API, as the server sends it.
+    pub(crate) fn api_error(err_code: u64) -> jetstream::Error {
+        serde_json::from_value(serde_json::json!({
+            "code": 503,
+            "err_code": err_code,
+            "description": "a description nothing may depend on",
+        }))
+        .expect("a JetStream API error")
+    }
+
+    #[test]
+    fn error_codes_are_found_down_the_source_chain() {
+        use jetstream::context::{PublishError, PublishErrorKind};
+        let code = jetstream::ErrorCode::STREAM_STORE_FAILED;
+        let e = PublishError::with_source(PublishErrorKind::Other, api_error(code.0));
+        assert_eq!(jetstream_code(&e), Some(code));
+        let outer = jskv::UpdateError::from(e);
+        assert_eq!(jetstream_code(&outer), Some(code));
+        assert_eq!(
+            jetstream_code(&PublishError::new(PublishErrorKind::TimedOut)),
+            None
+        );
+    }
 
     #[test]
     fn versions() {
@@ -286,15 +314,5 @@ mod tests {
         assert!(version_at_least("v2.11.0-beta", (2, 11)));
         assert!(!version_at_least("2.9.10", (2, 11)));
         assert!(!version_at_least("garbage", (2, 11)));
-    }
-
-    #[test]
-    fn subjects_encode_user_names() {
-        let l = Layout::new(&Options::default());
-        assert_eq!(
-            l.jobs_subject("text.stats@1", "a*b"),
-            "fstore.jobs.text_2Estats_401.a_2Ab"
-        );
-        assert_eq!(l.jobs_stream(), "FSTORE_JOBS");
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use async_nats::jetstream::consumer::{AckPolicy, Consumer, pull};
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::stream::{self, DiscardPolicy, RetentionPolicy, StorageType};
 use async_trait::async_trait;
@@ -19,11 +20,12 @@ use fstore_flows::FlowId;
 use futures::StreamExt;
 use prost::Message as _;
 use tokio::sync::watch;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use super::{Layout, Options, unavailable};
 use crate::error::QueueLimit;
 use crate::queue::{Enqueued, Settle};
+use crate::task::Background;
 use crate::{ComputeJob, Delivery, Error, Headers, JobQueue, message_id};
 
 pub struct NatsQueue {
@@ -38,6 +40,8 @@ pub struct NatsQueue {
     /// Consumers this process made sure exist, by name (the enqueue side).
     known: Mutex<HashMap<String, Consumer<pull::Config>>>,
     flows: Mutex<HashMap<FlowId, Arc<FlowState>>>,
+    /// The wake-up forwarders and nak timers; stopped when the backend closes.
+    background: Background,
 }
 
 /// What a process knows of one flow: its tenants' consumers, a wake-up signal and a
@@ -60,10 +64,11 @@ impl NatsQueue {
         js: jetstream::Context,
         layout: &Layout,
         options: &Options,
+        background: Background,
     ) -> Result<Self, Error> {
         let config = stream::Config {
             name: layout.jobs_stream(),
-            subjects: vec![format!("{}.jobs.>", layout.prefix)],
+            subjects: vec![layout.jobs_filter()],
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,
             num_replicas: options.replicas,
@@ -91,29 +96,13 @@ impl NatsQueue {
             max_queued_per_flow: options.max_queued_per_flow,
             known: Mutex::new(HashMap::new()),
             flows: Mutex::new(HashMap::new()),
+            background,
         })
-    }
-
-    /// `c__<flow>__<tenant>`: tokens never contain `__`, so the name splits back.
-    fn consumer_name(flow: &str, tenant: &str) -> String {
-        format!(
-            "{}{}",
-            Self::flow_prefix(flow),
-            crate::token::encode(tenant)
-        )
-    }
-
-    fn flow_prefix(flow: &str) -> String {
-        format!("c__{}__", crate::token::encode(flow))
-    }
-
-    fn wake_subject(&self, flow: &str) -> String {
-        format!("{}.wake.{}", self.layout.prefix, crate::token::encode(flow))
     }
 
     /// The durable consumer of one (flow, tenant), created if needed.
     async fn consumer(&self, flow: &str, tenant: &str) -> Result<Consumer<pull::Config>, Error> {
-        let name = Self::consumer_name(flow, tenant);
+        let name = self.layout.consumer(flow, tenant);
         if let Some(c) = lock(&self.known).get(&name) {
             return Ok(c.clone());
         }
@@ -145,12 +134,17 @@ impl NatsQueue {
         // instead of polling. A lost wake-up costs at most one REFRESH.
         let mut sub = self
             .client
-            .subscribe(self.wake_subject(&flow.to_string()))
+            .subscribe(self.layout.wake_subject(&flow.to_string()))
             .await
             .map_err(unavailable)?;
         let (tx, rx) = watch::channel(0u64);
-        tokio::spawn(async move {
-            while sub.next().await.is_some() {
+        let stop = self.background.token().clone();
+        self.background.spawn("nats wake-up forwarder", async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    m = sub.next() => if m.is_none() { break },
+                }
                 tx.send_modify(|n| *n += 1);
                 if tx.is_closed() {
                     break;
@@ -193,7 +187,7 @@ impl NatsQueue {
     }
 
     async fn list_consumers(&self, flow: &FlowId) -> Result<Vec<Consumer<pull::Config>>, Error> {
-        let prefix = Self::flow_prefix(&flow.to_string());
+        let prefix = self.layout.consumers_of(&flow.to_string());
         let mut names = self.stream.consumer_names();
         let mut mine = Vec::new();
         while let Some(name) = names.next().await {
@@ -248,7 +242,7 @@ impl NatsQueue {
                 .map_err(unavailable)?;
             while let Some(m) = batch.next().await {
                 match m {
-                    Ok(m) => out.extend(self.delivery(m)),
+                    Ok(m) => out.extend(self.delivery(m).await),
                     Err(_) => break,
                 }
             }
@@ -256,7 +250,8 @@ impl NatsQueue {
         Ok(out)
     }
 
-    fn delivery(&self, message: jetstream::Message) -> Option<Delivery> {
+    /// The delivery of a pulled message; an undecodable job is terminated instead.
+    async fn delivery(&self, message: jetstream::Message) -> Option<Delivery> {
         let attempt = message
             .info()
             .map(|i| i.delivered.max(1) as u32)
@@ -265,9 +260,9 @@ impl NatsQueue {
             Ok(job) => job,
             Err(e) => {
                 warn!(error = %e, subject = %message.subject, "undecodable job; terminating it");
-                tokio::spawn(async move {
-                    let _ = message.ack_with(AckKind::Term).await;
-                });
+                if let Err(e) = message.ack_with(AckKind::Term).await {
+                    debug!(error = %e, "terminating an undecodable job failed; it comes back");
+                }
                 return None;
             }
         };
@@ -280,11 +275,14 @@ impl NatsQueue {
                     .collect()
             })
             .unwrap_or_default();
-        let wake = self.wake_subject(&format!("{}@{}", job.flow, job.flow_version));
+        let wake = self
+            .layout
+            .wake_subject(&format!("{}@{}", job.flow, job.flow_version));
         let settle = NatsSettle {
             message,
             client: self.client.clone(),
             wake,
+            background: self.background.clone(),
         };
         Some(Delivery::new(job, headers, attempt, Box::new(settle)))
     }
@@ -297,6 +295,16 @@ impl NatsQueue {
             retry_after_ms: 1000,
         }
     }
+}
+
+/// Whether JetStream refused a job because the stream is at a limit: with discard new,
+/// a subject at `max_queued_per_tenant` jobs answers the
+/// publish with STREAM_STORE_FAILED. Other store failures are not answered at all (the
+/// publish times out), except a stream's store closing under it, which this also
+/// reports as full: either way the caller should retry later.
+fn refused_by_limits(e: &PublishError) -> bool {
+    e.kind() == PublishErrorKind::Other
+        && super::jetstream_code(e) == Some(jetstream::ErrorCode::STREAM_STORE_FAILED)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -334,7 +342,7 @@ impl JobQueue for NatsQueue {
             .await;
         let ack = match ack {
             Ok(ack) => ack,
-            Err(e) if e.to_string().contains("maximum messages") => {
+            Err(e) if refused_by_limits(&e) => {
                 let scope = format!("flow {flow} for tenant {}", job.tenant);
                 return Err(Self::queue_full(
                     QueueLimit::PerTenant,
@@ -355,7 +363,7 @@ impl JobQueue for NatsQueue {
         // Best effort: a lost wake-up costs an idle worker one REFRESH.
         let _ = self
             .client
-            .publish(self.wake_subject(&flow), bytes::Bytes::new())
+            .publish(self.layout.wake_subject(&flow), bytes::Bytes::new())
             .await;
         Ok(Enqueued::Added)
     }
@@ -428,6 +436,7 @@ struct NatsSettle {
     client: async_nats::Client,
     /// Idle pullers wait for wake-ups; a nak'ed job sends one when its delay ends.
     wake: String,
+    background: Background,
 }
 
 #[async_trait]
@@ -444,9 +453,15 @@ impl Settle for NatsSettle {
             .map_err(unavailable)?;
         let client = self.client.clone();
         let wake = self.wake.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay + Duration::from_millis(5)).await;
-            let _ = client.publish(wake, bytes::Bytes::new()).await;
+        let stop = self.background.token().clone();
+        self.background.spawn("nats nak wake-up", async move {
+            tokio::select! {
+                // Best effort: a lost wake-up costs an idle puller one REFRESH.
+                _ = stop.cancelled() => {}
+                _ = tokio::time::sleep(delay + Duration::from_millis(5)) => {
+                    let _ = client.publish(wake, bytes::Bytes::new()).await;
+                }
+            }
         });
         Ok(())
     }
@@ -463,5 +478,28 @@ impl Settle for NatsSettle {
             .ack_with(AckKind::Progress)
             .await
             .map_err(unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nats::tests::api_error;
+
+    #[test]
+    fn a_stream_at_its_limits_is_full_and_anything_else_unavailable() {
+        let full = PublishError::with_source(
+            PublishErrorKind::Other,
+            api_error(jetstream::ErrorCode::STREAM_STORE_FAILED.0),
+        );
+        assert!(refused_by_limits(&full));
+        let other = PublishError::with_source(
+            PublishErrorKind::Other,
+            api_error(jetstream::ErrorCode::STREAM_NOT_FOUND.0),
+        );
+        assert!(!refused_by_limits(&other));
+        assert!(!refused_by_limits(&PublishError::new(
+            PublishErrorKind::TimedOut
+        )));
     }
 }

@@ -1,0 +1,318 @@
+//! The worker: serves the flows of a catalog until shutdown. Per flow an autoscaler
+//! ([`autoscaler`]) keeps a number of slots that follows the queue depth; each slot
+//! ([`slot`]) pulls a batch, runs the flow once on the blocking pool and settles every
+//! job on its own ([`settle`]): store the value or the failure, release the claim,
+//! notify, continue dependents, and only then ack. How a failed job is tried again is
+//! the retry policy ([`retry`]).
+//!
+//! Shutdown joins every task the worker started, in this order: the slots stop pulling
+//! and finish (or nak) the jobs they hold, then each autoscaler stops, then the worker
+//! withdraws from the flow directory.
+
+mod autoscaler;
+mod retry;
+mod settle;
+mod slot;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fstore_flows::{Catalog, FlowId};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::dispatch::Dispatcher;
+use crate::task::spawn_named;
+use crate::{Advert, Error, Substrate};
+
+pub use retry::backoff;
+
+/// Bounds of one flow's slots (concurrent pull-compute loops).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotBounds {
+    /// 0 lets the flow scale to zero when idle, unloading its model.
+    pub min: usize,
+    pub max: usize,
+}
+
+/// How a worker follows the queue: desired slots = ceil(depth / jobs_per_slot),
+/// within the flow's bounds; up at once, down after `scale_down_after`.
+#[derive(Debug, Clone)]
+pub struct ScalingOptions {
+    pub jobs_per_slot: u64,
+    pub scale_down_after: Duration,
+    /// How often the queue depth is read.
+    pub tick: Duration,
+    /// Per flow (`name` or `name@version`), overriding the worker's bounds.
+    pub flows: Vec<(String, SlotBounds)>,
+}
+
+impl Default for ScalingOptions {
+    fn default() -> Self {
+        ScalingOptions {
+            jobs_per_slot: 16,
+            scale_down_after: Duration::from_secs(30),
+            tick: Duration::from_millis(250),
+            flows: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub worker_id: String,
+    /// Most concurrent pull-compute loops per flow.
+    pub slots: usize,
+    /// Fewest loops per flow; 0 allows scale to zero.
+    pub min_slots: usize,
+    pub scaling: ScalingOptions,
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    /// Tries before a transient failure becomes final.
+    pub max_attempts: u32,
+    /// Deliveries after which a job that never finishes (crashes, lease timeouts, a
+    /// backend that cannot store its result) is dead-lettered without running; at most
+    /// the queue's own delivery limit.
+    pub max_deliveries: u32,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// How long a failure is remembered (and answered) before a request recomputes.
+    pub failure_ttl: Duration,
+    /// How often the worker renews its presence in the flow directory.
+    pub heartbeat: Duration,
+    /// How often a running batch extends its jobs' leases (in-progress acks); keep it
+    /// well under the queue's ack wait.
+    pub progress_interval: Duration,
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            worker_id: format!("worker-{}", std::process::id()),
+            slots: 2,
+            min_slots: 1,
+            scaling: ScalingOptions::default(),
+            max_batch: 16,
+            max_wait: Duration::ZERO,
+            max_attempts: 5,
+            max_deliveries: 20,
+            retry_base: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
+            failure_ttl: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(2),
+            progress_interval: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Slots and cold starts of one flow.
+#[derive(Debug, Default)]
+pub struct FlowStats {
+    pub slots: AtomicU64,
+    pub cold_starts: AtomicU64,
+    /// Milliseconds from the last wake (0 -> 1 slot) to its first finished batch.
+    pub last_cold_start_ms: AtomicU64,
+    woke_at: Mutex<Option<std::time::Instant>>,
+}
+
+/// What a worker has done, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    computes: Mutex<HashMap<String, u64>>,
+    flows: Mutex<HashMap<String, Arc<FlowStats>>>,
+    pub completed: AtomicU64,
+    pub failed: AtomicU64,
+    pub retried: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+impl WorkerStats {
+    /// How many items were computed for a feature (`name@version`), failures included.
+    pub fn computes_of(&self, feature: &str) -> u64 {
+        self.computes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(feature)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Slots and cold starts of a flow (`name@version`).
+    pub fn flow(&self, flow: &str) -> Arc<FlowStats> {
+        self.flows
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(flow.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn count(&self, feature: String) {
+        *self
+            .computes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(feature)
+            .or_default() += 1;
+    }
+}
+
+pub struct Worker {
+    dispatcher: Dispatcher,
+    catalog: Catalog,
+    options: WorkerOptions,
+    stats: Arc<WorkerStats>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("flows", &self.catalog)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl Worker {
+    pub fn new(substrate: Substrate, catalog: Catalog, options: WorkerOptions) -> Self {
+        Worker {
+            dispatcher: Dispatcher::new(substrate, options.failure_ttl),
+            catalog,
+            options,
+            stats: Arc::new(WorkerStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<WorkerStats> {
+        self.stats.clone()
+    }
+
+    /// Advertises the flows, then serves them until `shutdown`; batches in progress
+    /// finish, and every task the worker started has ended when this returns.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
+        let substrate = self.dispatcher.substrate().clone();
+        substrate
+            .directory
+            .advertise(&self.options.worker_id, &adverts(&self.catalog))
+            .await?;
+        info!(worker = %self.options.worker_id, flows = ?self.catalog.ids().map(ToString::to_string).collect::<Vec<_>>(), "worker serving");
+        let this = Arc::new(self);
+        let tasks = TaskTracker::new();
+        {
+            let directory = substrate.directory.clone();
+            let id = this.options.worker_id.clone();
+            let catalog = this.catalog.clone();
+            let every = this.options.heartbeat;
+            let shutdown = shutdown.clone();
+            spawn_named(&tasks, "worker heartbeat", async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                    if let Err(e) = directory.advertise(&id, &adverts(&catalog)).await {
+                        warn!(error = %e, "heartbeat failed; retrying");
+                    }
+                }
+            });
+        }
+        for id in this.catalog.ids().cloned().collect::<Vec<_>>() {
+            let this = this.clone();
+            let shutdown = shutdown.clone();
+            let name = format!("autoscaler {id}");
+            spawn_named(&tasks, &name, async move { this.scale(id, shutdown).await });
+        }
+        // Each autoscaler returns only after its slots have settled what they held.
+        tasks.close();
+        tasks.wait().await;
+        substrate
+            .directory
+            .withdraw(&this.options.worker_id)
+            .await?;
+        info!(worker = %this.options.worker_id, "worker stopped");
+        Ok(())
+    }
+
+    /// The slot bounds of a flow: its own entry in the scaling options, else the
+    /// worker's; at least one slot at most, and `min <= max`.
+    fn bounds(&self, id: &FlowId) -> SlotBounds {
+        let default = SlotBounds {
+            min: self.options.min_slots,
+            max: self.options.slots.max(1),
+        };
+        let mut b = self
+            .options
+            .scaling
+            .flows
+            .iter()
+            .find(|(name, _)| *name == id.name || *name == id.to_string())
+            .map_or(default, |(_, b)| *b);
+        b.max = b.max.max(1);
+        b.min = b.min.min(b.max);
+        b
+    }
+}
+
+/// The metrics label of a job's flow (`name@version`).
+fn job_flow(job: &crate::ComputeJob) -> crate::metrics::FlowLabel {
+    crate::metrics::flow(&format!("{}@{}", job.flow, job.flow_version))
+}
+
+/// What a worker advertises for each flow of its catalog: spec and model state.
+pub fn adverts(catalog: &Catalog) -> Vec<Advert> {
+    catalog
+        .ids()
+        .filter_map(|id| catalog.get(id))
+        .map(|f| Advert {
+            spec: f.spec().clone(),
+            model: f.model(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+
+    #[tokio::test]
+    async fn shutdown_joins_slots_and_autoscalers_then_withdraws() {
+        let substrate = crate::embedded::substrate(&Default::default());
+        let catalog = Catalog::builtins().only(&["num.affine".to_string()]);
+        let worker = Worker::new(
+            substrate.clone(),
+            catalog,
+            WorkerOptions {
+                worker_id: "w1".to_string(),
+                scaling: ScalingOptions {
+                    tick: Duration::from_millis(10),
+                    ..ScalingOptions::default()
+                },
+                ..WorkerOptions::default()
+            },
+        );
+        let stats = worker.stats();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        let flow = stats.flow("num.affine@1");
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while flow.slots.load(Ordering::Relaxed) == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the flow's minimum slot starts");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("run returns once every task has ended")
+            .expect("the worker task does not panic")
+            .expect("the worker stops cleanly");
+        assert_eq!(flow.slots.load(Ordering::Relaxed), 0);
+        let listed = substrate.directory.list().await.expect("directory");
+        assert!(listed.iter().all(|f| f.live_workers == 0), "{listed:?}");
+    }
+}

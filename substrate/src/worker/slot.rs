@@ -1,0 +1,221 @@
+//! A slot: one pull-compute loop of a flow. It pulls up to `max_batch` jobs, keeps
+//! filling the batch for at most `max_wait` (dynamic batching), reads the jobs' key
+//! inputs, runs one `Flow::run` on the blocking pool while extending the jobs' leases,
+//! and hands each job's outcome to settlement.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fstore_flows::{Flow, FlowId, FlowInput, Params};
+use fstore_proto::wire_v1::job_input::Source;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, warn};
+
+use super::Worker;
+use crate::convert::{to_flow, to_wire, wire_type};
+use crate::time::now_ms;
+use crate::{Delivery, JobQueue};
+
+/// How long a slot waits before pulling again after a failed pull.
+const PULL_RETRY: Duration = Duration::from_millis(500);
+
+/// How long one pull waits for a first job before the slot checks for shutdown again.
+const PULL_WAIT: Duration = Duration::from_secs(1);
+
+impl Worker {
+    /// Pulls and computes batches of flow `id` until `shutdown`; a batch in progress
+    /// is finished and settled first.
+    pub(super) async fn serve(&self, id: FlowId, shutdown: CancellationToken) {
+        let Some(flow) = self.catalog.get(&id).cloned() else {
+            return;
+        };
+        let queue = self.dispatcher.substrate().queue.clone();
+        loop {
+            let pulled = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = queue.pull(&id, self.options.max_batch, PULL_WAIT) => r,
+            };
+            match pulled {
+                Ok(batch) if batch.is_empty() => {}
+                Ok(mut batch) => {
+                    if flow.spec().batchable && !self.options.max_wait.is_zero() {
+                        self.fill(queue.as_ref(), &id, &mut batch).await;
+                    }
+                    self.process(&flow, batch).await;
+                }
+                Err(e) => {
+                    warn!(flow = %id, error = %e, "pull failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(PULL_RETRY) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Dynamic batching: keeps pulling until the batch is full or `max_wait` has passed
+    /// since its first job arrived.
+    async fn fill(&self, queue: &dyn JobQueue, id: &FlowId, batch: &mut Vec<Delivery>) {
+        let until = tokio::time::Instant::now() + self.options.max_wait;
+        while batch.len() < self.options.max_batch {
+            let left = until.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let room = self.options.max_batch - batch.len();
+            match queue.pull(id, room, left).await {
+                Ok(more) if !more.is_empty() => batch.extend(more),
+                _ => break,
+            }
+        }
+    }
+
+    /// Computes and settles one batch, in a `compute` span that continues the trace of
+    /// its first job and records how long that job waited in the queue.
+    async fn process(&self, flow: &Arc<dyn Flow>, deliveries: Vec<Delivery>) {
+        let span = tracing::info_span!(
+            "compute",
+            flow = %flow.spec().id,
+            batch = deliveries.len(),
+            queue_wait_ms = tracing::field::Empty
+        );
+        if let Some(first) = deliveries.first() {
+            crate::trace::adopt(&span, &first.headers);
+            span.record(
+                "queue_wait_ms",
+                now_ms().saturating_sub(first.job.planned_at_ms).max(0),
+            );
+        }
+        self.process_batch(flow, deliveries).instrument(span).await
+    }
+
+    async fn process_batch(&self, flow: &Arc<dyn Flow>, deliveries: Vec<Delivery>) {
+        let policy = self.retry_policy();
+        let mut runnable = Vec::with_capacity(deliveries.len());
+        let mut inputs = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            if let Some(message) = policy.crash_looped(d.attempt) {
+                self.dead_letter(d, &message).await;
+                continue;
+            }
+            match self.flow_input(&d).await {
+                Ok(input) => {
+                    inputs.push(input);
+                    runnable.push(d);
+                }
+                Err(message) => self.settle_failed(d, &message).await,
+            }
+        }
+        if runnable.is_empty() {
+            return;
+        }
+        let outputs = self.compute(flow, inputs, &runnable).await;
+        let spec = flow.spec();
+        self.stats
+            .flow(&spec.id.to_string())
+            .batch_finished(&spec.id);
+        for (d, out) in runnable.into_iter().zip(outputs) {
+            self.stats
+                .count(format!("{}@{}", d.job.feature, d.job.feature_version));
+            let out = out.and_then(|v| {
+                let w = to_wire(&v)?;
+                match wire_type(&w) {
+                    Some(t) if t == spec.output => Ok(w),
+                    t => Err(fstore_flows::Error::Permanent(format!(
+                        "flow {} returned a {t:?} value but declares {}",
+                        spec.id, spec.output
+                    ))),
+                }
+            });
+            self.settle(d, out, &policy).await;
+        }
+    }
+
+    /// Runs the flow on the blocking pool, sending in-progress acks for `running`
+    /// meanwhile so long computations are not redelivered. One result per input: a
+    /// panic or a wrong count fails every job of the batch permanently.
+    async fn compute(
+        &self,
+        flow: &Arc<dyn Flow>,
+        inputs: Vec<FlowInput>,
+        running: &[Delivery],
+    ) -> Vec<Result<fstore_flows::Value, fstore_flows::Error>> {
+        let f = flow.clone();
+        let n = inputs.len();
+        let started = std::time::Instant::now();
+        // Awaited below, so the blocking task never outlives the slot's batch.
+        let mut compute = tokio::task::spawn_blocking(move || f.run(&inputs));
+        let joined = loop {
+            tokio::select! {
+                r = &mut compute => break r,
+                _ = tokio::time::sleep(self.options.progress_interval) => {
+                    for d in running {
+                        if let Err(e) = d.in_progress().await {
+                            debug!(error = %e, "in-progress ack failed");
+                        }
+                    }
+                }
+            }
+        };
+        crate::metrics::global()
+            .compute_seconds
+            .get_or_create(&crate::metrics::flow(&flow.spec().id.to_string()))
+            .observe(started.elapsed().as_secs_f64());
+        let failed = |msg: String| {
+            (0..n)
+                .map(|_| Err(fstore_flows::Error::Permanent(msg.clone())))
+                .collect()
+        };
+        match joined {
+            Ok(out) if out.len() == n => out,
+            Ok(out) => failed(format!(
+                "flow returned {} results for {n} inputs",
+                out.len()
+            )),
+            Err(e) => failed(format!("flow panicked: {e}")),
+        }
+    }
+
+    /// The flow input of a job, reading dependency values from the result store.
+    async fn flow_input(&self, d: &Delivery) -> Result<FlowInput, String> {
+        let job = &d.job;
+        let mut values = BTreeMap::new();
+        let now = now_ms();
+        for input in &job.inputs {
+            let wire = match &input.source {
+                Some(Source::Value(v)) => v.clone(),
+                Some(Source::ValueKey(key)) => {
+                    let env = self
+                        .dispatcher
+                        .substrate()
+                        .results
+                        .get(key, 0)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    match env {
+                        Some(env) if env.expires_at_ms > now && env.error.is_empty() => {
+                            env.value.clone().unwrap_or_default()
+                        }
+                        _ => {
+                            return Err(format!(
+                                "input `{}` expired before the compute ran; request the feature again",
+                                input.name
+                            ));
+                        }
+                    }
+                }
+                None => return Err(format!("input `{}` has no source", input.name)),
+            };
+            let v = to_flow(&wire).map_err(|e| format!("input `{}`: {e}", input.name))?;
+            values.insert(input.name.clone(), v);
+        }
+        Ok(FlowInput {
+            entity_id: job.entity_id.clone(),
+            params: job.params.clone().into_iter().collect::<Params>(),
+            values,
+            attempt: d.attempt,
+        })
+    }
+}
