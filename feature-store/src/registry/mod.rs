@@ -251,7 +251,8 @@ mod tests {
     use fstore_flows::Catalog;
 
     async fn registry() -> Registry {
-        let substrate = fstore_substrate::embedded::substrate(&Default::default());
+        let substrate =
+            fstore_substrate::embedded::substrate(&crate::Config::default().embedded_options());
         let adverts = fstore_substrate::worker::adverts(&Catalog::builtins());
         substrate
             .directory

@@ -31,13 +31,16 @@ pub struct Options {
     pub duplicate_window: Duration,
 }
 
-impl Default for Options {
-    fn default() -> Self {
+#[cfg(test)]
+impl Options {
+    /// Options for tests: small, explicit numbers. The defaults users get live in the
+    /// feature store's configuration, the only place defaults are defined.
+    pub(crate) fn for_tests() -> Self {
         Options {
-            cache_max_bytes: 256 * 1024 * 1024,
+            cache_max_bytes: 16 * 1024 * 1024,
             ticket_ttl: Duration::from_secs(3600),
-            max_queued_per_flow: 100_000,
-            max_queued_per_tenant: 50_000,
+            max_queued_per_flow: 10_000,
+            max_queued_per_tenant: 5_000,
             duplicate_window: Duration::from_secs(120),
         }
     }

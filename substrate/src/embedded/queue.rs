@@ -326,7 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn duplicates_are_dropped_and_tenants_take_turns() {
-        let q = EmbeddedQueue::new(&Options::default());
+        let q = EmbeddedQueue::new(&Options::for_tests());
         let h = Headers::new();
         for i in 0..3 {
             assert_eq!(
@@ -350,7 +350,7 @@ mod tests {
 
     #[tokio::test]
     async fn nak_redelivers_with_attempt_count_and_drop_hands_back() {
-        let q = EmbeddedQueue::new(&Options::default());
+        let q = EmbeddedQueue::new(&Options::for_tests());
         q.enqueue(&job("k", "t"), &Headers::new())
             .await
             .expect("enqueue");
@@ -386,7 +386,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_ends_nak_delays_and_keeps_the_job() {
-        let q = EmbeddedQueue::new(&Options::default());
+        let q = EmbeddedQueue::new(&Options::for_tests());
         q.enqueue(&job("k", "t"), &Headers::new())
             .await
             .expect("enqueue");
@@ -411,7 +411,7 @@ mod tests {
     async fn full_queue_refuses() {
         let q = EmbeddedQueue::new(&Options {
             max_queued_per_tenant: 1,
-            ..Options::default()
+            ..Options::for_tests()
         });
         q.enqueue(&job("x", "t"), &Headers::new())
             .await

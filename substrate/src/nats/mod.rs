@@ -73,25 +73,6 @@ pub struct Options {
     pub heartbeat: Duration,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            url: "nats://127.0.0.1:4222".to_string(),
-            prefix: "fstore".to_string(),
-            replicas: 1,
-            ack_wait: Duration::from_secs(30),
-            max_deliver: 20,
-            duplicate_window: Duration::from_secs(120),
-            max_queued_per_flow: 100_000,
-            max_queued_per_tenant: 50_000,
-            ticket_ttl: Duration::from_secs(3600),
-            claim_ttl: Duration::from_secs(600),
-            l1_max_bytes: 64 * 1024 * 1024,
-            heartbeat: Duration::from_secs(2),
-        }
-    }
-}
-
 /// Lowest nats-server with per-key TTL and `sync_interval: always`.
 const MIN_SERVER: (u64, u64) = (2, 11);
 

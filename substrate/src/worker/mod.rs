@@ -50,17 +50,6 @@ pub struct ScalingOptions {
     pub flows: Vec<(String, SlotBounds)>,
 }
 
-impl Default for ScalingOptions {
-    fn default() -> Self {
-        ScalingOptions {
-            jobs_per_slot: 16,
-            scale_down_after: Duration::from_secs(30),
-            tick: Duration::from_millis(250),
-            flows: Vec::new(),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
     pub worker_id: String,
@@ -88,23 +77,29 @@ pub struct WorkerOptions {
     pub progress_interval: Duration,
 }
 
-impl Default for WorkerOptions {
-    fn default() -> Self {
-        WorkerOptions {
-            worker_id: format!("worker-{}", std::process::id()),
-            slots: 2,
-            min_slots: 1,
-            scaling: ScalingOptions::default(),
-            max_batch: 16,
-            max_wait: Duration::ZERO,
-            max_attempts: 5,
-            max_deliveries: 20,
-            retry_base: Duration::from_millis(200),
-            retry_max: Duration::from_secs(30),
-            failure_ttl: Duration::from_secs(60),
-            heartbeat: Duration::from_secs(2),
-            progress_interval: Duration::from_secs(10),
-        }
+/// Options for unit tests: small, explicit numbers. The defaults users get live in
+/// the feature store's configuration, the only place defaults are defined.
+#[cfg(test)]
+pub(crate) fn test_options() -> WorkerOptions {
+    WorkerOptions {
+        worker_id: "test-worker".to_string(),
+        slots: 2,
+        min_slots: 1,
+        scaling: ScalingOptions {
+            jobs_per_slot: 16,
+            scale_down_after: Duration::from_secs(30),
+            tick: Duration::from_millis(250),
+            flows: Vec::new(),
+        },
+        max_batch: 16,
+        max_wait: Duration::ZERO,
+        max_attempts: 5,
+        max_deliveries: 20,
+        retry_base: Duration::from_millis(200),
+        retry_max: Duration::from_secs(30),
+        failure_ttl: Duration::from_secs(60),
+        heartbeat: Duration::from_secs(2),
+        progress_interval: Duration::from_secs(10),
     }
 }
 
@@ -280,7 +275,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_joins_slots_and_autoscalers_then_withdraws() {
-        let substrate = crate::embedded::substrate(&Default::default());
+        let substrate = crate::embedded::substrate(&crate::embedded::Options::for_tests());
         let catalog = Catalog::builtins().only(&["num.affine".to_string()]);
         let worker = Worker::new(
             substrate.clone(),
@@ -289,9 +284,9 @@ mod tests {
                 worker_id: "w1".to_string(),
                 scaling: ScalingOptions {
                     tick: Duration::from_millis(10),
-                    ..ScalingOptions::default()
+                    ..test_options().scaling
                 },
-                ..WorkerOptions::default()
+                ..test_options()
             },
         );
         let stats = worker.stats();

@@ -106,7 +106,7 @@ mod tests {
             retry_max: Duration::from_secs(1),
             max_attempts: 3,
             max_deliveries: 10,
-            ..WorkerOptions::default()
+            ..crate::worker::test_options()
         }
     }
 
