@@ -9,6 +9,7 @@
 //! - [`status`]: the one place errors become gRPC statuses
 //! - [`ready`]: fan-out of ready notifications to waiting calls
 //! - [`server`]: assembling substrate, workers and service on a listener
+//! - [`metrics`]: the Prometheus `/metrics` endpoint
 //! - [`config`]: layered configuration
 //! - [`names`]: validation of names users send
 //! - [`definitions`]: the TOML registration file format
@@ -19,6 +20,7 @@ pub mod cli;
 pub mod config;
 pub mod definitions;
 pub mod error;
+pub mod metrics;
 pub mod names;
 pub mod planner;
 pub mod ready;

@@ -61,61 +61,6 @@ impl Running {
     }
 }
 
-/// Serves the process's Prometheus metrics at `GET /metrics` (text format) until
-/// `shutdown`: a one-route HTTP/1.1 responder, so scraping needs no extra stack.
-pub async fn serve_metrics(at: &str, shutdown: CancellationToken) -> Result<SocketAddr, Error> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind(at)
-        .await
-        .map_err(|e| Error::InvalidArgument(format!("cannot serve metrics on {at}: {e}")))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::InvalidArgument(format!("metrics listener: {e}")))?;
-    tokio::spawn(async move {
-        loop {
-            let (mut socket, _) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(_) => continue,
-                },
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut len = 0;
-                // Read the request head (bounded), then answer.
-                while len < buf.len() {
-                    match tokio::time::timeout(
-                        std::time::Duration::from_secs(5),
-                        socket.read(&mut buf[len..]),
-                    )
-                    .await
-                    {
-                        Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                        Ok(Ok(n)) => len += n,
-                    }
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..len]);
-                let (status, body) = if head.starts_with("GET /metrics") {
-                    ("200 OK", fstore_substrate::metrics::global().encode())
-                } else {
-                    ("404 Not Found", "try GET /metrics\n".to_string())
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    Ok(addr)
-}
-
 /// The health of the whole server ("") and of the feature store service.
 async fn set_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
     let status = if serving {
@@ -178,7 +123,7 @@ pub async fn run_worker(
     crate::telemetry::install_propagator();
     let id = format!("worker-{}-{}", hostname(), std::process::id());
     if let Some(at) = &config.server.metrics_listen {
-        let addr = serve_metrics(at, shutdown.clone()).await?;
+        let addr = crate::metrics::serve(at, shutdown.clone()).await?;
         info!(%addr, "metrics on /metrics");
     }
     let worker = Worker::new(substrate.clone(), catalog, config.worker_options(id));
@@ -255,7 +200,7 @@ pub async fn start(
         .build_v1()
         .map_err(|e| Error::InvalidArgument(format!("reflection descriptors: {e}")))?;
     let metrics_addr = match &config.server.metrics_listen {
-        Some(at) => Some(serve_metrics(at, work_token.clone()).await?),
+        Some(at) => Some(crate::metrics::serve(at, work_token.clone()).await?),
         None => None,
     };
     let hub = ReadyHub::start(&substrate, work_token.clone()).await?;
