@@ -7,7 +7,7 @@
 #   benches/soak.sh                  # 5 minutes (SOAK_SECS=300), the full length
 #   SOAK_SECS=60 benches/soak.sh     # shorter, e.g. in CI
 #
-# Every SOAK_* variable of benches/benches/soak.rs passes through (SOAK_CLIENTS,
+# Every SOAK_* variable of benches/benches/soak/main.rs passes through (SOAK_CLIENTS,
 # SOAK_WARMUP_SECS, SOAK_LOG_DIR, ...). Installs the pinned nats-server unless
 # NATS_SERVER_BIN is set, and builds the release `fstore` binary the bench starts.
 set -euo pipefail

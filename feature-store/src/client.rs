@@ -1,7 +1,8 @@
-//! A typed gRPC client for the feature store: it connects, names the tenant on every call
-//! and registers a definitions file. The `fstore` binary, the example flow and tests use it.
+//! A typed gRPC client for the feature store: it connects, names the tenant on every call,
+//! has one method per call and registers a definitions file. The `fstore` binary, the example flow and tests use it.
 
 use fstore_proto::api::{self, feature_store_client::FeatureStoreClient};
+use tonic::codec::Streaming;
 use tonic::transport::Channel;
 use tonic::{Request, Status};
 
@@ -96,6 +97,92 @@ impl Client {
             .await
             .map_err(|status| Error::Register { count, status })?;
         Ok(r.into_inner().registered)
+    }
+}
+
+/// One method per call, each with the tenant header, answering the server's message or
+/// the status it sent, unchanged.
+impl Client {
+    pub async fn get_features(
+        &self,
+        req: api::GetFeaturesRequest,
+    ) -> Result<api::GetFeaturesResponse, Status> {
+        let c = self;
+        Ok(c.raw().get_features(c.request(req)).await?.into_inner())
+    }
+
+    pub async fn get_ticket(&self, ticket: String) -> Result<api::GetFeaturesResponse, Status> {
+        let c = self;
+        let req = c.request(api::GetTicketRequest { ticket });
+        Ok(c.raw().get_ticket(req).await?.into_inner())
+    }
+
+    pub async fn watch_features(
+        &self,
+        req: api::WatchFeaturesRequest,
+    ) -> Result<Streaming<api::WatchEvent>, Status> {
+        let c = self;
+        Ok(c.raw().watch_features(c.request(req)).await?.into_inner())
+    }
+
+    pub async fn describe_feature(
+        &self,
+        feature: String,
+    ) -> Result<api::DescribeFeatureResponse, Status> {
+        let c = self;
+        let req = c.request(api::DescribeFeatureRequest { feature });
+        Ok(c.raw().describe_feature(req).await?.into_inner())
+    }
+
+    pub async fn list_features(&self, prefix: String) -> Result<api::ListFeaturesResponse, Status> {
+        let c = self;
+        let req = c.request(api::ListFeaturesRequest { prefix });
+        Ok(c.raw().list_features(req).await?.into_inner())
+    }
+
+    pub async fn list_flows(&self) -> Result<api::ListFlowsResponse, Status> {
+        let c = self;
+        let req = c.request(api::ListFlowsRequest {});
+        Ok(c.raw().list_flows(req).await?.into_inner())
+    }
+
+    /// Invalidates a feature for one entity, or for all when `entity_id` is empty.
+    pub async fn invalidate(
+        &self,
+        feature: String,
+        entity_id: String,
+    ) -> Result<api::InvalidateResponse, Status> {
+        let c = self;
+        let req = c.request(api::InvalidateRequest { feature, entity_id });
+        Ok(c.raw().invalidate(req).await?.into_inner())
+    }
+
+    pub async fn list_dead_letters(
+        &self,
+        limit: u32,
+    ) -> Result<api::ListDeadLettersResponse, Status> {
+        let c = self;
+        let req = c.request(api::ListDeadLettersRequest { limit });
+        Ok(c.raw().list_dead_letters(req).await?.into_inner())
+    }
+
+    pub async fn replay_dead_letter(
+        &self,
+        id: String,
+    ) -> Result<api::ReplayDeadLetterResponse, Status> {
+        let c = self;
+        let req = c.request(api::ReplayDeadLetterRequest { id });
+        Ok(c.raw().replay_dead_letter(req).await?.into_inner())
+    }
+
+    /// Drops one dead letter, or all of the tenant's when `id` is empty.
+    pub async fn purge_dead_letters(
+        &self,
+        id: String,
+    ) -> Result<api::PurgeDeadLettersResponse, Status> {
+        let c = self;
+        let req = c.request(api::PurgeDeadLettersRequest { id });
+        Ok(c.raw().purge_dead_letters(req).await?.into_inner())
     }
 }
 

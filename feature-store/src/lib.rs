@@ -17,6 +17,7 @@
 //! - [`describe`]: feature and flow listings
 //! - [`ready`]: fan-out of ready notifications to waiting calls
 //! - [`server`]: assembling substrate, workers and service; tasks and shutdown
+//! - [`metrics`]: the Prometheus `/metrics` endpoint
 //! - [`config`]: layered configuration, every default
 //! - [`names`]: validation of names users send
 //! - [`definitions`]: the TOML registration file format
@@ -31,6 +32,7 @@ pub mod describe;
 pub mod error;
 pub mod follow;
 pub mod keys;
+pub mod metrics;
 pub mod names;
 pub mod planner;
 pub mod ready;

@@ -26,7 +26,7 @@ impl ReadyHub {
         let (tx, _) = broadcast::channel(64 * 1024);
         let mut stream = substrate.notifier.subscribe().await?;
         let fwd = tx.clone();
-        crate::server::spawn(tasks, "ready-hub", async move {
+        fstore_substrate::task::spawn_named(tasks, "ready-hub", async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,

@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use fstore_flows::Catalog;
 use fstore_proto::api::feature_store_server::FeatureStoreServer;
+use fstore_substrate::task::spawn_named as spawn;
 use fstore_substrate::{Substrate, Worker, WorkerStats, embedded};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, info};
+use tracing::info;
 
 use crate::Error;
 use crate::config::Config;
@@ -23,16 +24,6 @@ use crate::ready::ReadyHub;
 use crate::registry::Registry;
 use crate::service::Service;
 use crate::store::Store;
-
-/// Spawns `task` on `tasks` under a span naming it, so every task of a process is
-/// tracked (shutdown waits for it) and its logs say which task wrote them.
-pub fn spawn<F>(tasks: &TaskTracker, name: &'static str, task: F) -> JoinHandle<F::Output>
-where
-    F: std::future::Future + Send + 'static,
-    F::Output: Send + 'static,
-{
-    tasks.spawn(task.instrument(tracing::info_span!("task", name)))
-}
 
 /// A server running in this process.
 #[derive(Debug)]
@@ -86,65 +77,6 @@ impl Running {
         self.tasks.wait().await;
         self.substrate.connection.close().await;
     }
-}
-
-/// Serves the process's Prometheus metrics at `GET /metrics` (text format) until
-/// `shutdown`: a one-route HTTP/1.1 responder, so scraping needs no extra stack.
-pub async fn serve_metrics(at: &str, shutdown: CancellationToken) -> Result<SocketAddr, Error> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = TcpListener::bind(at)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: at.to_string(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Listen {
-        addr: at.to_string(),
-        source,
-    })?;
-    tokio::spawn(async move {
-        loop {
-            let (mut socket, _) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(_) => continue,
-                },
-            };
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut len = 0;
-                // Read the request head (bounded), then answer.
-                while len < buf.len() {
-                    match tokio::time::timeout(
-                        std::time::Duration::from_secs(5),
-                        socket.read(&mut buf[len..]),
-                    )
-                    .await
-                    {
-                        Ok(Ok(0)) | Err(_) | Ok(Err(_)) => break,
-                        Ok(Ok(n)) => len += n,
-                    }
-                    if buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                        break;
-                    }
-                }
-                let head = String::from_utf8_lossy(&buf[..len]);
-                let (status, body) = if head.starts_with("GET /metrics") {
-                    ("200 OK", fstore_substrate::metrics::global().encode())
-                } else {
-                    ("404 Not Found", "try GET /metrics\n".to_string())
-                };
-                let response = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    Ok(addr)
 }
 
 /// The health of the whole server ("") and of the feature store service.
@@ -208,15 +140,18 @@ pub async fn run_worker(
 ) -> Result<(), Error> {
     crate::telemetry::install_propagator();
     let id = format!("worker-{}-{}", hostname(), std::process::id());
+    let tasks = TaskTracker::new();
     if let Some(at) = &config.server.metrics_listen {
-        let addr = serve_metrics(at, shutdown.clone()).await?;
+        let addr = crate::metrics::serve(at, &tasks, shutdown.clone()).await?;
         info!(%addr, "metrics on /metrics");
     }
     let worker = Worker::new(substrate.clone(), catalog, config.worker_options(id));
-    worker.run(shutdown).await?;
-    // Last: flush and close the backend connection.
+    let ran = worker.run(shutdown).await;
+    // Then the metrics endpoint, and last the backend connection drains.
+    tasks.close();
+    tasks.wait().await;
     substrate.connection.close().await;
-    Ok(())
+    Ok(ran?)
 }
 
 fn hostname() -> String {
@@ -292,7 +227,7 @@ pub async fn start(
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection descriptors: {e}")))?;
     let metrics_addr = match &config.server.metrics_listen {
-        Some(at) => Some(serve_metrics(at, work_token.clone()).await?),
+        Some(at) => Some(crate::metrics::serve(at, &tasks, work_token.clone()).await?),
         None => None,
     };
     let hub = ReadyHub::start(&substrate, &tasks, work_token.clone()).await?;

@@ -1,12 +1,13 @@
 //! `text.minilm@1` against the reference embeddings of sentence-transformers
-//! (`shared/reference/minilm-public.json`): exact token ids, and every embedding component
-//! within 1e-5, one text per call and all texts as one padded batch.
+//! (`flows/tests/data/minilm/minilm-public.json`, provenance in the README beside it):
+//! exact token ids, and every embedding component within 1e-5, one text per call and all
+//! texts as one padded batch.
 //!
 //! Needs the model files: run `scripts/fetch-model` first (the tests fail, not skip,
-//! without them). `FSTORE_REFERENCE_DIR` overrides the folder of the reference file.
+//! without them).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -22,18 +23,9 @@ struct Item {
 }
 
 fn reference() -> Vec<Item> {
-    let dir = std::env::var_os("FSTORE_REFERENCE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/reference")
-        });
-    let path = dir.join("minilm-public.json");
-    let raw = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "cannot read the reference {} ({e}): set FSTORE_REFERENCE_DIR to its folder",
-            path.display()
-        )
-    });
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/minilm/minilm-public.json");
+    let raw = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("cannot read the reference {} ({e})", path.display()));
     let json: serde_json::Value = serde_json::from_slice(&raw).expect("reference is json");
     let items = json["items"].as_array().expect("reference has items");
     assert!(!items.is_empty(), "reference has no items");

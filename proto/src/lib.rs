@@ -27,8 +27,6 @@ mod generated {
 pub use generated::featurestore::v1 as api;
 /// `fstore.wire.v1`: messages between replicas, the substrate and workers.
 pub use generated::fstore::wire::v1 as wire;
-#[doc(hidden)]
-pub use generated::fstore::wire::v1 as wire_v1; // TEMP until the branches merge
 
 /// The encoded file descriptor set, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("fstore_descriptor");

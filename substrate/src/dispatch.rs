@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use fstore_proto::wire_v1::job_input::Source;
+use fstore_proto::wire::job_input::Source;
 
 use crate::queue::Enqueued;
 use crate::time::now_ms;

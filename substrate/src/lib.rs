@@ -32,7 +32,7 @@ pub mod nats;
 pub mod notify;
 pub mod queue;
 pub mod store;
-mod task;
+pub mod task;
 pub mod time;
 pub mod token;
 pub mod trace;
@@ -42,7 +42,7 @@ use std::sync::Arc;
 
 pub use dispatch::{Dispatcher, Submitted};
 pub use error::Error;
-pub use fstore_proto::wire_v1::{ComputeJob, DeadLetter, JobInput, Ticket, ValueEnvelope};
+pub use fstore_proto::wire::{ComputeJob, DeadLetter, JobInput, Ticket, ValueEnvelope};
 pub use notify::Notifier;
 pub use queue::{Delivery, Headers, JobQueue, message_id};
 pub use store::{

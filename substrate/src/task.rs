@@ -12,7 +12,7 @@ use tracing::Instrument;
 
 /// Spawns `task` on `tracker`, inside a `task` span named `name`. The span's parent is
 /// the caller's current span, so a slot's task sits under its flow's autoscaler.
-pub(crate) fn spawn_named<F>(tracker: &TaskTracker, name: &str, task: F) -> JoinHandle<F::Output>
+pub fn spawn_named<F>(tracker: &TaskTracker, name: &str, task: F) -> JoinHandle<F::Output>
 where
     F: Future + Send + 'static,
     F::Output: Send + 'static,

@@ -1,4 +1,5 @@
-//! `/metrics` after a scripted run: the counts match what the run did. Its own test
+//! `/metrics` after a scripted run, read with a real HTTP client: status 200, the
+//! Prometheus text content type, and counts that match what the run did. Its own test
 //! binary, so the process-wide registry holds only this run.
 
 use std::time::Duration;
@@ -6,16 +7,34 @@ use std::time::Duration;
 use fstore_proto::api::Status;
 use fstore_tests::build::{self, feature};
 use fstore_tests::{TestClient, test_config, wait_until};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 
+/// `GET /metrics` with a real HTTP client: status 200, the Prometheus text content type,
+/// and the body.
 async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    let response = client
+        .get(format!("http://{addr}/metrics").parse()?)
         .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    anyhow::ensure!(out.starts_with("HTTP/1.1 200"), "{out}");
-    Ok(out)
+    anyhow::ensure!(
+        response.status().as_u16() == 200,
+        "status {}",
+        response.status()
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    anyhow::ensure!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "content type {content_type:?}"
+    );
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(String::from_utf8(body.to_vec())?)
 }
 
 fn value(text: &str, series: &str) -> f64 {
@@ -71,6 +90,10 @@ async fn metrics_count_a_scripted_run() -> anyhow::Result<()> {
         .filter(|l| !l.starts_with('#') && !l.contains("_bucket{"))
         .collect();
     println!("{}", excerpt.join("\n"));
+    assert!(
+        text.contains("# TYPE fstore_requests counter"),
+        "no fstore_requests family in {text}"
+    );
     assert_eq!(value(&text, "fstore_requests_total{mode=\"sync\"}"), 2.0);
     assert_eq!(value(&text, "fstore_requests_total{mode=\"async\"}"), 1.0);
     assert_eq!(value(&text, "fstore_sync_timeouts_total"), 1.0);

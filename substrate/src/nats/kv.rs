@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
 use bytes::Bytes;
 use fstore_proto::api::FeatureDefinition;
-use fstore_proto::wire_v1::JobList;
+use fstore_proto::wire::JobList;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use prost::Message;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fstore_flows::{Flow, FlowId, FlowInput, Params};
-use fstore_proto::wire_v1::job_input::Source;
+use fstore_proto::wire::job_input::Source;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 

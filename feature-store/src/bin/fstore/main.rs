@@ -4,7 +4,7 @@
 //! Layout: this file parses the arguments, starts telemetry, calls the verb and reports
 //! its failure ([`error`]: the gRPC code and message, and the exit codes).
 //! - [`cmd::run`]: `dev`, `serve`, `worker`
-//! - [`cmd::client`]: the verbs that call a server, over [`cmd::Store`]
+//! - [`cmd::client`]: the verbs that call a server, over [`fstore::client::Client`]
 //! - [`cmd::dlq`], [`cmd::flow`], [`cmd::demo`]
 //! - [`output`]: tables and JSON; [`input`]: `-i name:TYPE=value` arguments
 

@@ -11,8 +11,9 @@ use fstore_proto::api;
 use serde_json::json;
 use tokio_stream::StreamExt;
 
-use super::{Store, dlq};
+use super::dlq;
 use crate::output::{self, millis_text, print_json, table, timestamp_text, type_name};
+use fstore::client::Client;
 
 #[derive(Args, Debug, Clone, Default)]
 pub struct GetArgs {
@@ -112,7 +113,7 @@ pub enum Verb {
 }
 
 pub async fn run(addr: &str, tenant: Option<String>, json: bool, verb: Verb) -> anyhow::Result<()> {
-    let mut store = Store::connect(addr, tenant).await?;
+    let mut store = Client::connect(addr, tenant).await?;
     match verb {
         Verb::Register { file } => register(&mut store, &file, json).await,
         Verb::Get(a) => output::print_response(&store.get_features(a.request()?).await?, json),
@@ -138,7 +139,7 @@ pub async fn run(addr: &str, tenant: Option<String>, json: bool, verb: Verb) -> 
     }
 }
 
-async fn register(store: &mut Store, file: &std::path::Path, json: bool) -> anyhow::Result<()> {
+async fn register(store: &mut Client, file: &std::path::Path, json: bool) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let done = store.register_file(&text).await?;
@@ -173,7 +174,7 @@ async fn register(store: &mut Store, file: &std::path::Path, json: bool) -> anyh
     Ok(())
 }
 
-async fn watch(store: &Store, a: &GetArgs, json: bool) -> anyhow::Result<()> {
+async fn watch(store: &Client, a: &GetArgs, json: bool) -> anyhow::Result<()> {
     let mut stream = store.watch_features(a.watch_request()?).await?;
     while let Some(event) = stream.next().await {
         let Some(r) = event?.result else { continue };

@@ -10,9 +10,9 @@ use fstore_flows::Catalog;
 use fstore_proto::api;
 use tokio_stream::StreamExt;
 
-use super::Store;
 use super::client::GetArgs;
 use crate::output::{response_text, status_name, table, value_text};
+use fstore::client::Client;
 
 pub async fn run() -> anyhow::Result<()> {
     let mut config = Config::default();
@@ -22,7 +22,7 @@ pub async fn run() -> anyhow::Result<()> {
     let running = server::start_embedded(config, Catalog::builtins(), listener).await?;
     let url = running.url();
     println!("== fstore demo: server on {url}, embedded substrate, built-in flows\n");
-    let mut store = Store::connect(&url, None).await?;
+    let mut store = Client::connect(&url, None).await?;
 
     println!("$ fstore register feature-store/examples/demo.toml");
     let done = store.register_file(fstore::definitions::DEMO).await?;

@@ -5,9 +5,9 @@ use clap::Subcommand;
 use fstore_proto::api;
 use serde_json::{Value as Json, json};
 
-use super::Store;
 use crate::error::usage;
 use crate::output::{print_json, table, timestamp_text};
+use fstore::client::Client;
 
 /// How many dead letters `show` looks through.
 const SHOW_WINDOW: u32 = 1000;
@@ -31,7 +31,7 @@ pub enum Verb {
     },
 }
 
-pub async fn run(store: &Store, verb: Verb, json: bool) -> anyhow::Result<()> {
+pub async fn run(store: &Client, verb: Verb, json: bool) -> anyhow::Result<()> {
     match verb {
         Verb::Ls { limit } => {
             let r = store.list_dead_letters(limit).await?;
