@@ -5,9 +5,8 @@
 //! 1. **Module docs.** Every file starts with a `//!` line saying what it is for.
 //! 2. **File size.** A source file has at most 600 lines before its first `#[cfg(test)]`
 //!    line (all its lines when it has none). Files under a crate's `tests/` directory are
-//!    test files and exempt; bench programs in `benches/benches/` are not. Files that were
-//!    already too long when the rule came are listed in `TOO_LONG_FOR_NOW`; the list may
-//!    only shrink (an entry that is no longer needed fails too).
+//!    test files and exempt; bench programs in `benches/benches/` are not. No file is
+//!    exempt by name.
 //! 3. **The code map.** In ARCHITECTURE.md's `## Code map` section (up to the next `## `
 //!    heading), every backticked token that ends in `.rs` or `/` and contains `/src/` is a
 //!    path from the repository root that must exist; and every `.rs` file under
@@ -24,12 +23,6 @@ const MAX_LINES: usize = 600;
 
 /// Source files over [`MAX_LINES`] when this check came, each to be split by concept
 /// ("One module per concept"). Remove an entry when its file is split; never add one.
-const TOO_LONG_FOR_NOW: &[&str] = &[
-    "feature-store/src/main.rs",
-    "feature-store/src/registry.rs",
-    "feature-store/src/service.rs",
-    "substrate/src/worker.rs",
-];
 
 /// Directories the walk never enters, besides hidden ones.
 const SKIPPED_DIRS: &[&str] = &["target", ".tools", ".data"];
@@ -200,23 +193,10 @@ fn source_files_stay_under_600_lines_before_their_tests() {
             continue;
         }
         let n = lines_before_tests(&read(&root, &f));
-        let listed = TOO_LONG_FOR_NOW.contains(&f.as_str());
-        if n > MAX_LINES && !listed {
+        if n > MAX_LINES {
             problems.push(format!(
                 "{f}: {n} lines before `#[cfg(test)]`, over {MAX_LINES}: split it by concept \
                  into sibling modules (and name them in ARCHITECTURE.md's code map)"
-            ));
-        } else if n <= MAX_LINES && listed {
-            problems.push(format!(
-                "{f}: {n} lines, within {MAX_LINES}: remove it from TOO_LONG_FOR_NOW in \
-                 tests/tests/tidy.rs"
-            ));
-        }
-    }
-    for f in TOO_LONG_FOR_NOW {
-        if !root.join(f).is_file() {
-            problems.push(format!(
-                "{f} no longer exists: remove it from TOO_LONG_FOR_NOW in tests/tests/tidy.rs"
             ));
         }
     }
