@@ -21,9 +21,6 @@ use std::path::{Path, PathBuf};
 /// Most lines a source file may have before its `#[cfg(test)]`.
 const MAX_LINES: usize = 600;
 
-/// Source files over [`MAX_LINES`] when this check came, each to be split by concept
-/// ("One module per concept"). Remove an entry when its file is split; never add one.
-
 /// Directories the walk never enters, besides hidden ones.
 const SKIPPED_DIRS: &[&str] = &["target", ".tools", ".data"];
 
