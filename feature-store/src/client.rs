@@ -17,8 +17,8 @@ pub enum Error {
         source: tonic::transport::Error,
     },
     /// The registration file does not parse; nothing of it was registered.
-    #[error("{0}")]
-    Definitions(String),
+    #[error(transparent)]
+    Definitions(#[from] crate::definitions::Error),
     /// The server refused the file, with this status (its message names the definition);
     /// nothing of the file was registered.
     #[error("cannot register the file's {count} definitions (none was registered)")]
@@ -86,7 +86,7 @@ impl Client {
         &mut self,
         text: &str,
     ) -> Result<Vec<api::RegisterFeatureResponse>, Error> {
-        let definitions = crate::definitions::parse(text).map_err(Error::Definitions)?;
+        let definitions = crate::definitions::parse(text)?;
         let count = definitions.len();
         let r = self
             .inner

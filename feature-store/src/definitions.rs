@@ -51,9 +51,20 @@ struct Input {
     request: Option<String>,
 }
 
+/// Why a registration file was refused before anything was sent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Not TOML of the file's shape: a missing field, an unknown key, a bad duration.
+    #[error("registration file: {0}")]
+    Syntax(#[from] toml::de::Error),
+    /// An input bound to both or neither of a feature and a request input.
+    #[error("feature `{feature}`, input `{input}`: give exactly one of `feature` or `request`")]
+    Source { feature: String, input: String },
+}
+
 /// The definitions of a registration file, in file order.
-pub fn parse(text: &str) -> Result<Vec<api::FeatureDefinition>, String> {
-    let file: File = toml::from_str(text).map_err(|e| format!("registration file: {e}"))?;
+pub fn parse(text: &str) -> Result<Vec<api::FeatureDefinition>, Error> {
+    let file: File = toml::from_str(text)?;
     file.feature
         .into_iter()
         .map(|f| {
@@ -65,15 +76,20 @@ pub fn parse(text: &str) -> Result<Vec<api::FeatureDefinition>, String> {
                         (Some(feat), None) => api::input_binding::Source::Feature(feat),
                         (None, Some(req)) => api::input_binding::Source::Request(req),
                         _ => {
-                            return Err(format!(
-                                "feature `{}`, input `{name}`: give exactly one of `feature` or `request`",
-                                f.name
-                            ));
+                            return Err(Error::Source {
+                                feature: f.name.clone(),
+                                input: name,
+                            });
                         }
                     };
-                    Ok((name, api::InputBinding { source: Some(source) }))
+                    Ok((
+                        name,
+                        api::InputBinding {
+                            source: Some(source),
+                        },
+                    ))
                 })
-                .collect::<Result<_, String>>()?;
+                .collect::<Result<_, Error>>()?;
             let params = f
                 .params
                 .into_iter()
@@ -119,6 +135,6 @@ mod tests {
         let e = parse(
             "[[feature]]\nname='a'\nentity_type='d'\nflow='f@1'\nttl='1s'\ninputs={x={feature='b',request='c'}}\n",
         );
-        assert!(e.is_err_and(|e| e.contains("exactly one")));
+        assert!(e.is_err_and(|e| e.to_string().contains("exactly one")));
     }
 }

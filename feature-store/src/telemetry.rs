@@ -37,8 +37,21 @@ where
     tracing_opentelemetry::layer().with_tracer(provider.tracer("fstore"))
 }
 
+/// Why tracing could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot export traces to {endpoint}: {source}")]
+    Exporter {
+        endpoint: String,
+        source: opentelemetry_otlp::ExporterBuildError,
+    },
+    /// A global subscriber was set already (a second `init` in one process).
+    #[error("a tracing subscriber is installed already: {0}")]
+    Installed(#[from] tracing_subscriber::util::TryInitError),
+}
+
 /// Logs at `filter` to stderr; spans to `otlp_endpoint` (gRPC) when given.
-pub fn init(filter: &str, otlp_endpoint: Option<&str>, service: &str) -> Result<Telemetry, String> {
+pub fn init(filter: &str, otlp_endpoint: Option<&str>, service: &str) -> Result<Telemetry, Error> {
     install_propagator();
     let provider = match otlp_endpoint {
         Some(endpoint) => {
@@ -47,7 +60,10 @@ pub fn init(filter: &str, otlp_endpoint: Option<&str>, service: &str) -> Result<
                 .with_tonic()
                 .with_endpoint(endpoint)
                 .build()
-                .map_err(|e| format!("cannot export traces to {endpoint}: {e}"))?;
+                .map_err(|source| Error::Exporter {
+                    endpoint: endpoint.to_string(),
+                    source,
+                })?;
             Some(
                 SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
@@ -65,11 +81,8 @@ pub fn init(filter: &str, otlp_endpoint: Option<&str>, service: &str) -> Result<
     let filter = tracing_subscriber::EnvFilter::new(filter);
     let registry = tracing_subscriber::registry().with(filter).with(fmt);
     match &provider {
-        Some(p) => registry
-            .with(layer(p))
-            .try_init()
-            .map_err(|e| e.to_string())?,
-        None => registry.try_init().map_err(|e| e.to_string())?,
+        Some(p) => registry.with(layer(p)).try_init()?,
+        None => registry.try_init()?,
     }
     Ok(Telemetry { provider })
 }

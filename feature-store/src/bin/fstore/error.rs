@@ -190,7 +190,10 @@ mod tests {
         assert_eq!(r.exit_code, 2);
         assert_eq!(r.json()["error"]["code"], Json::Null);
         let r = Report::of(&anyhow::Error::from(client::Error::Definitions(
-            "registration file: bad".into(),
+            fstore::definitions::Error::Source {
+                feature: "a".into(),
+                input: "x".into(),
+            },
         )));
         assert_eq!(r.exit_code, 2);
         let r = Report::of(&anyhow::anyhow!("the flow failed"));
