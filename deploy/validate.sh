@@ -14,7 +14,7 @@
 #    (a list kept here and compared with config.rs), [worker.flows."…"] included;
 #    FSTORE_SECTION__KEY variables name real keys; each worker's --flows are built-in
 #    flows; every trigger of its ScaledObject watches a consumer `c__<flow>__<tenant>` of
-#    one of those flows on FSTORE_JOBS (names computed as substrate/src/nats/queue.rs
+#    one of those flows on FSTORE_JOBS (names computed as substrate/src/nats/layout.rs
 #    does), and scalingModifiers sums exactly those triggers; the ScaledObjects use only
 #    fields of KEDA's CRD; the NATS chart values enable what fstore needs; the model
 #    hashes match scripts/fetch-model;
@@ -259,7 +259,7 @@ def untoken(t):
 
 
 def flow_prefix(flow):
-    """NatsQueue::flow_prefix (substrate/src/nats/queue.rs): `c__<flow token>__`."""
+    """Layout's consumer names (substrate/src/nats/layout.rs): `c__<flow token>__`."""
     return f"c__{token(flow)}__"
 
 
@@ -393,7 +393,8 @@ CONFIG_KEYS = {
     "server": {"listen": "str", "default_tenant": "str", "recheck_interval": "duration",
                "metrics_listen": "str"},
     "limits": {"max_entities": "int", "max_features": "int", "max_items": "int",
-               "max_input_bytes": "int", "max_wait": "duration", "default_wait": "duration"},
+               "max_input_bytes": "int", "max_request_bytes": "int", "max_wait": "duration",
+               "default_wait": "duration"},
     "cache": {"max_bytes": "int", "ticket_ttl": "duration", "failure_ttl": "duration",
               "claim_ttl": "duration"},
     "queue": {"max_queued_per_flow": "int", "max_queued_per_tenant": "int",
