@@ -77,31 +77,6 @@ pub struct WorkerOptions {
     pub progress_interval: Duration,
 }
 
-/// Options for unit tests: small, explicit numbers. The defaults users get live in
-/// the feature store's configuration, the only place defaults are defined.
-#[cfg(test)]
-pub(crate) fn test_options() -> WorkerOptions {
-    WorkerOptions {
-        worker_id: "test-worker".to_string(),
-        slots: 2,
-        min_slots: 1,
-        scaling: ScalingOptions {
-            jobs_per_slot: 16,
-            scale_down_after: Duration::from_secs(30),
-            tick: Duration::from_millis(250),
-            flows: Vec::new(),
-        },
-        max_batch: 16,
-        max_wait: Duration::ZERO,
-        max_attempts: 5,
-        max_deliveries: 20,
-        retry_base: Duration::from_millis(200),
-        retry_max: Duration::from_secs(30),
-        failure_ttl: Duration::from_secs(60),
-        heartbeat: Duration::from_secs(2),
-        progress_interval: Duration::from_secs(10),
-    }
-}
 
 /// Slots and cold starts of one flow.
 #[derive(Debug, Default)]
@@ -266,6 +241,32 @@ pub fn adverts(catalog: &Catalog) -> Vec<Advert> {
             model: f.model(),
         })
         .collect()
+}
+
+/// Options for unit tests: small, explicit numbers. The defaults users get live in
+/// the feature store's configuration, the only place defaults are defined.
+#[cfg(test)]
+pub(crate) fn test_options() -> WorkerOptions {
+    WorkerOptions {
+        worker_id: "test-worker".to_string(),
+        slots: 2,
+        min_slots: 1,
+        scaling: ScalingOptions {
+            jobs_per_slot: 16,
+            scale_down_after: Duration::from_secs(30),
+            tick: Duration::from_millis(250),
+            flows: Vec::new(),
+        },
+        max_batch: 16,
+        max_wait: Duration::ZERO,
+        max_attempts: 5,
+        max_deliveries: 20,
+        retry_base: Duration::from_millis(200),
+        retry_max: Duration::from_secs(30),
+        failure_ttl: Duration::from_secs(60),
+        heartbeat: Duration::from_secs(2),
+        progress_interval: Duration::from_secs(10),
+    }
 }
 
 #[cfg(test)]
