@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fstore_proto::api;
 use fstore_substrate::time::now_ms;
-use fstore_substrate::{DeadLetter, Substrate};
+use fstore_substrate::{DeadLetter, Submitted, Substrate};
 
 use crate::keys::ValueKey;
 use crate::names::{FeatureRef, check_entity_id, truncate};
@@ -124,9 +124,11 @@ pub async fn replay_dead_letter(
             },
         )
         .await?;
+    // Parked behind a missing input counts as enqueued: its input's completion enqueues
+    // it. Failed at once (an input had failed) does not.
     let enqueued = match claimed {
-        Claimed::Submitted(_) => true,
-        Claimed::Coalesced | Claimed::Found(()) => false,
+        Claimed::Submitted(Submitted::Enqueued | Submitted::Waiting) => true,
+        Claimed::Submitted(Submitted::Failed(_)) | Claimed::Coalesced | Claimed::Found(()) => false,
     };
     substrate.dead_letters.remove(&letter.id).await?;
     Ok(api::ReplayDeadLetterResponse { enqueued })

@@ -142,7 +142,8 @@ impl Default for CacheConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
     /// Jobs of one flow waiting or running, all tenants together, before GetFeatures
-    /// answers RESOURCE_EXHAUSTED (the same on both backends).
+    /// answers RESOURCE_EXHAUSTED (the same on both backends; on NATS checked against a
+    /// depth read at most 500 ms ago, so concurrent enqueues may overshoot it a little).
     pub max_queued_per_flow: u64,
     /// Jobs of one flow waiting or running for one tenant, likewise.
     pub max_queued_per_tenant: u64,

@@ -1,9 +1,10 @@
 //! Following a request to completion: one sequence of plan updates that every way of
 //! asking uses. GetTicket takes the first update, a SYNC call the last one before its
-//! deadline, and WatchFeatures forwards each. The first plan is made at once; each later
-//! one after a ready notification for a pending key, a lost notification, or a periodic
+//! deadline, and WatchFeatures forwards each. The first plan is made at once; if it is
+//! pending, the follower subscribes to ready notifications and plans again at once, and
+//! then after each notification for a pending key, a lost notification, or a periodic
 //! re-check (notifications are a hint, the result store is the truth). The sequence ends
-//! after a plan with nothing pending, or at the deadline.
+//! after a plan with nothing pending or a failed one, or at the deadline.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use futures::Stream;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
+use crate::keys::ValueKey;
 use crate::planner::{Plan, Planner};
 use crate::ready::ReadyHub;
 use crate::request::ValidRequest;
@@ -22,16 +24,28 @@ use crate::{Error, Result};
 #[derive(Debug)]
 pub struct Follower {
     planner: Planner,
+    hub: ReadyHub,
     request: Arc<ValidRequest>,
-    rx: broadcast::Receiver<String>,
+    /// Taken when the first plan is pending: answers that need no wait (cache hits,
+    /// ASYNC, GetTicket) never subscribe.
+    rx: Option<broadcast::Receiver<String>>,
     deadline: Instant,
     recheck: Duration,
-    last: Option<Plan>,
+    state: State,
+}
+
+/// Where a follower stands.
+#[derive(Debug)]
+enum State {
+    /// Nothing planned yet.
+    Start,
+    /// The last plan left these keys pending.
+    Pending(Vec<ValueKey>),
+    /// The last plan had nothing pending, or failed.
+    Done,
 }
 
 impl Follower {
-    /// Subscribes to ready notifications before the first plan, so a value that lands
-    /// after that plan is always noticed.
     pub fn new(
         planner: Planner,
         hub: &ReadyHub,
@@ -41,11 +55,12 @@ impl Follower {
     ) -> Self {
         Follower {
             planner,
+            hub: hub.clone(),
             request,
-            rx: hub.subscribe(),
+            rx: None,
             deadline,
             recheck,
-            last: None,
+            state: State::Start,
         }
     }
 
@@ -53,21 +68,34 @@ impl Follower {
         &self.request
     }
 
-    /// The next plan update, or `None` once a plan had nothing pending or the deadline
-    /// has passed. The first call always plans.
+    /// The next plan update, or `None` once a plan had nothing pending or failed, or the
+    /// deadline has passed. The first call always plans.
     pub async fn next(&mut self) -> Option<Result<Plan>> {
-        if let Some(last) = &self.last {
-            if !last.is_pending() || Instant::now() >= self.deadline {
-                return None;
+        match &self.state {
+            State::Done => return None,
+            State::Start => {}
+            State::Pending(keys) => {
+                if Instant::now() >= self.deadline {
+                    return None;
+                }
+                match &mut self.rx {
+                    // Subscribe, then plan again at once: a value that landed after the
+                    // last plan is seen by this one, and any later one by the
+                    // subscription.
+                    None => self.rx = Some(self.hub.subscribe()),
+                    Some(rx) => {
+                        let pending: HashSet<&str> = keys.iter().map(ValueKey::as_str).collect();
+                        let tick = self.deadline.min(Instant::now() + self.recheck);
+                        wait_for_any(rx, &pending, tick).await;
+                    }
+                }
             }
-            let pending: HashSet<&str> = last.pending_keys.iter().map(|k| k.as_str()).collect();
-            let tick = self.deadline.min(Instant::now() + self.recheck);
-            wait_for_any(&mut self.rx, &pending, tick).await;
         }
         let plan = self.planner.plan(&self.request).await;
-        if let Ok(p) = &plan {
-            self.last = Some(p.clone());
-        }
+        self.state = match &plan {
+            Ok(p) if p.is_pending() => State::Pending(p.pending_keys.clone()),
+            _ => State::Done,
+        };
         Some(plan)
     }
 
@@ -79,16 +107,16 @@ impl Follower {
         }
     }
 
-    /// The last update before the deadline: what a SYNC call answers.
-    pub async fn last(mut self) -> Result<Plan> {
+    /// The last update before the deadline, given the one before it: what a SYNC call
+    /// answers.
+    pub async fn last(mut self, mut latest: Plan) -> Result<Plan> {
         while let Some(plan) = self.next().await {
-            plan?;
+            latest = plan?;
         }
-        self.last
-            .ok_or_else(|| Error::Internal("a request ended without a plan".into()))
+        Ok(latest)
     }
 
-    /// Every update, as a stream (for WatchFeatures).
+    /// Every later update, as a stream (for WatchFeatures).
     pub fn into_stream(self) -> impl Stream<Item = Result<Plan>> + Send {
         futures::stream::unfold(self, |mut f| async move {
             let next = f.next().await?;

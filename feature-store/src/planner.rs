@@ -66,12 +66,12 @@ impl Plan {
         !self.pending_keys.is_empty()
     }
 
-    /// Marks the READY results that `first` (this call's first plan) found stored as
+    /// Marks the READY results that this call's first plan (its `origins`) found stored as
     /// from cache: "stored before this call planned it" is what the first look-up saw,
     /// which a millisecond clock cannot tell when a value was computed the moment the
     /// call started.
-    pub fn mark_cached(&mut self, first: &Plan) {
-        for (r, origin) in self.results.iter_mut().zip(&first.origins) {
+    pub fn mark_cached(&mut self, first: &[Origin]) {
+        for (r, origin) in self.results.iter_mut().zip(first) {
             if *origin == Origin::Stored && r.status() == Status::Ready {
                 r.from_cache = true;
             }
@@ -118,23 +118,20 @@ impl Planner {
         &self.stats
     }
 
-    /// Records what one call was served, once per call: hits, computes and joined
-    /// computes as its first plan found them, ages and failures as it answered.
-    pub fn record(&self, request: &ValidRequest, first: &Plan, answer: &Plan) {
+    /// Records what one GetFeatures call was served, once per call: hits, computes and
+    /// joined computes as its first plan found them (`first`, one per result), ages and
+    /// failures as it answered. Watches and ticket reads are not counted.
+    pub fn record(&self, request: &ValidRequest, first: &[Origin], answer: &Plan) {
         let ids: Vec<&str> = request
             .features
             .iter()
             .map(|w| w.node.id.as_str())
             .collect();
-        let joined = first
-            .origins
-            .iter()
-            .filter(|o| **o == Origin::Joined)
-            .count();
+        let joined = first.iter().filter(|o| **o == Origin::Joined).count();
         fstore_substrate::metrics::global()
             .coalesced
             .inc_by(joined as u64);
-        self.stats.record(&ids, &first.origins, &answer.results);
+        self.stats.record(&ids, first, &answer.results);
     }
 
     #[tracing::instrument(name = "plan", skip_all, fields(entities = request.entities.len(), features = request.features.len()))]

@@ -24,10 +24,10 @@ pub const MAX_DURATION_MS: u64 = 100 * 365 * 24 * 3600 * 1000;
 #[derive(Debug, Clone)]
 pub struct Wanted {
     /// As the caller wrote it.
-    pub requested: String,
-    pub node: Arc<Node>,
+    pub(crate) requested: String,
+    pub(crate) node: Arc<Node>,
     /// A value planned before this is not fresh enough.
-    pub min_planned_at_ms: i64,
+    pub(crate) min_planned_at_ms: i64,
 }
 
 /// How the caller wants the answer.
@@ -40,18 +40,18 @@ pub enum Mode {
 }
 
 /// A request that passed every check; built only by [`ValidRequest::new`] and
-/// [`ValidRequest::from_ticket`].
+/// [`ValidRequest::from_ticket`] (its fields are the crate's alone).
 #[derive(Debug, Clone)]
 pub struct ValidRequest {
-    pub tenant: String,
-    pub entities: Vec<api::EntityRequest>,
-    pub features: Vec<Wanted>,
+    pub(crate) tenant: String,
+    pub(crate) entities: Vec<api::EntityRequest>,
+    pub(crate) features: Vec<Wanted>,
     /// Per feature name, for dependencies named in the request's staleness map.
-    pub dependency_min_planned_at_ms: HashMap<String, i64>,
-    pub allow_stale: bool,
-    pub mode: Mode,
+    pub(crate) dependency_min_planned_at_ms: HashMap<String, i64>,
+    pub(crate) allow_stale: bool,
+    pub(crate) mode: Mode,
     /// When the call (or the ticket's first call) started.
-    pub started_at_ms: i64,
+    pub(crate) started_at_ms: i64,
 }
 
 impl ValidRequest {

@@ -39,7 +39,10 @@ pub struct Running {
     draining: Arc<std::sync::atomic::AtomicBool>,
     serve_token: CancellationToken,
     work_token: CancellationToken,
-    /// Background tasks: health watch, registry follower, ready hub, metrics.
+    /// Stops the background tasks, after the worker.
+    background_token: CancellationToken,
+    /// Every task: the server, the worker and the background ones (health watch,
+    /// registry follower, ready hub, metrics).
     tasks: TaskTracker,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     worker: Option<JoinHandle<Result<(), fstore_substrate::Error>>>,
@@ -73,6 +76,7 @@ impl Running {
                 Err(e) => tracing::warn!(error = %e, "the worker task failed"),
             }
         }
+        self.background_token.cancel();
         self.tasks.close();
         self.tasks.wait().await;
         self.substrate.connection.close().await;
@@ -141,13 +145,16 @@ pub async fn run_worker(
     crate::telemetry::install_propagator();
     let id = format!("worker-{}-{}", hostname(), std::process::id());
     let tasks = TaskTracker::new();
+    // The metrics endpoint outlives the worker's drain, so its last figures can be read.
+    let metrics_token = CancellationToken::new();
     if let Some(at) = &config.server.metrics_listen {
-        let addr = crate::metrics::serve(at, &tasks, shutdown.clone()).await?;
+        let addr = crate::metrics::serve(at, &tasks, metrics_token.clone()).await?;
         info!(%addr, "metrics on /metrics");
     }
     let worker = Worker::new(substrate.clone(), catalog, config.worker_options(id));
     let ran = worker.run(shutdown).await;
     // Then the metrics endpoint, and last the backend connection drains.
+    metrics_token.cancel();
     tasks.close();
     tasks.wait().await;
     substrate.connection.close().await;
@@ -186,7 +193,15 @@ pub async fn start(
     crate::telemetry::install_propagator();
     let serve_token = CancellationToken::new();
     let work_token = CancellationToken::new();
+    let background_token = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // A start that fails halfway stops what it started: the guards cancel every token
+    // unless the start completes.
+    let guards = [
+        serve_token.clone().drop_guard(),
+        work_token.clone().drop_guard(),
+        background_token.clone().drop_guard(),
+    ];
 
     let (worker, worker_stats) = if catalog.is_empty() {
         (None, None)
@@ -218,7 +233,7 @@ pub async fn start(
             health.clone(),
             substrate.clone(),
             draining.clone(),
-            work_token.clone(),
+            background_token.clone(),
         ),
     );
     let reflection = tonic_reflection::server::Builder::configure()
@@ -227,15 +242,15 @@ pub async fn start(
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection descriptors: {e}")))?;
     let metrics_addr = match &config.server.metrics_listen {
-        Some(at) => Some(crate::metrics::serve(at, &tasks, work_token.clone()).await?),
+        Some(at) => Some(crate::metrics::serve(at, &tasks, background_token.clone()).await?),
         None => None,
     };
-    let hub = ReadyHub::start(&substrate, &tasks, work_token.clone()).await?;
+    let hub = ReadyHub::start(&substrate, &tasks, background_token.clone()).await?;
     let registry = Registry::load(&substrate).await?;
     spawn(
         &tasks,
         "registry-follower",
-        registry.clone().follow(work_token.clone()),
+        registry.clone().follow(background_token.clone()),
     );
     let max_request_bytes = config.limits.max_request_bytes;
     let service = Service::new(Store::new(substrate.clone(), registry, hub, config));
@@ -254,6 +269,9 @@ pub async fn start(
             .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned()),
     );
     info!(%addr, "feature store listening");
+    for guard in guards {
+        guard.disarm();
+    }
     Ok(Running {
         metrics_addr,
         health,
@@ -264,6 +282,7 @@ pub async fn start(
         worker_stats,
         serve_token,
         work_token,
+        background_token,
         tasks,
         server,
         worker,

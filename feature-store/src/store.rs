@@ -105,16 +105,17 @@ impl Store {
         let mut follower = self.follow(request, wait);
         let first = follower.first().await?;
         let request = follower.request().clone();
+        let origins = first.origins.clone();
         let mut ticket = String::new();
         if first.is_pending() {
             ticket = self.inner.tickets.create(&request).await?;
         }
         let mut answer = match mode {
-            Mode::Sync if first.is_pending() => follower.last().await?,
-            _ => first.clone(),
+            Mode::Sync if first.is_pending() => follower.last(first).await?,
+            _ => first,
         };
-        answer.mark_cached(&first);
-        self.inner.planner.record(&request, &first, &answer);
+        answer.mark_cached(&origins);
+        self.inner.planner.record(&request, &origins, &answer);
         if !answer.is_pending() {
             ticket.clear();
         }

@@ -70,6 +70,9 @@ pub trait Definitions: Send + Sync + 'static {
     /// Stores a definition under its (name, version); false if that version exists.
     async fn create(&self, def: &FeatureDefinition) -> Result<bool, Error>;
     async fn list(&self) -> Result<Vec<FeatureDefinition>, Error>;
+    /// Takes back a definition this caller created (a registration batch that could not
+    /// be stored whole); `false` if it was not there.
+    async fn remove(&self, name: &str, version: u32) -> Result<bool, Error>;
     /// Definitions created from now on, by any replica.
     async fn watch(&self) -> Result<BoxStream<'static, FeatureDefinition>, Error>;
 }

@@ -184,19 +184,30 @@ impl Registry {
             }
             // Every definition is resolved before any is stored.
             let next = build::build(definitions, &flows)?;
-            let mut raced = false;
+            let mut created = Vec::new();
+            let mut outcome = Ok(true);
             for def in &new {
-                if !self.definitions.create(def).await? {
-                    raced = true;
-                    break;
+                match self.definitions.create(def).await {
+                    Ok(true) => created.push(def),
+                    other => {
+                        outcome = other;
+                        break;
+                    }
                 }
-                stored.insert((def.name.clone(), def.version));
             }
-            if raced {
-                // Another replica took a version first: catch up and resolve again.
-                self.reload().await?;
-                continue;
+            match outcome {
+                Ok(true) => {}
+                // Another replica took a version first, or the store failed: take back
+                // what this round stored, so the batch lands whole or not at all.
+                failed => {
+                    self.take_back(&created).await;
+                    failed?;
+                    // A race: catch up and resolve again.
+                    self.reload().await?;
+                    continue;
+                }
             }
+            stored.extend(created.iter().map(|d| (d.name.clone(), d.version)));
             let answers = ids
                 .into_iter()
                 .map(|(name, version)| {
@@ -218,6 +229,18 @@ impl Registry {
             "could not take versions: too many concurrent registrations of the same features; retry"
                 .into(),
         )))
+    }
+
+    /// Removes definitions this call created, newest first. Best effort: a replica that
+    /// read them in between drops them at its next reload (versions after a gap are not
+    /// taken), and a failure here is logged.
+    async fn take_back(&self, created: &[&api::FeatureDefinition]) {
+        for def in created.iter().rev() {
+            if let Err(e) = self.definitions.remove(&def.name, def.version).await {
+                tracing::warn!(feature = %def.name, version = def.version, error = %e,
+                    "could not take back a definition of a batch that was not stored whole");
+            }
+        }
     }
 
     /// Applies definitions registered on other replicas until `shutdown`.
@@ -435,5 +458,80 @@ mod tests {
             e.contains("ttl_ms 18446744073709551615 is more than the limit"),
             "{e}"
         );
+    }
+
+    /// A definitions store that refuses its `fail_at`-th create as unreachable.
+    struct FailingDefinitions {
+        inner: Arc<dyn Definitions>,
+        creates: std::sync::atomic::AtomicUsize,
+        fail_at: usize,
+    }
+
+    #[async_trait::async_trait]
+    impl Definitions for FailingDefinitions {
+        async fn create(
+            &self,
+            def: &api::FeatureDefinition,
+        ) -> Result<bool, fstore_substrate::Error> {
+            let n = self
+                .creates
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n + 1 == self.fail_at {
+                return Err(fstore_substrate::Error::Unavailable("injected".into()));
+            }
+            self.inner.create(def).await
+        }
+
+        async fn list(&self) -> Result<Vec<api::FeatureDefinition>, fstore_substrate::Error> {
+            self.inner.list().await
+        }
+
+        async fn remove(&self, name: &str, version: u32) -> Result<bool, fstore_substrate::Error> {
+            self.inner.remove(name, version).await
+        }
+
+        async fn watch(
+            &self,
+        ) -> Result<
+            futures::stream::BoxStream<'static, api::FeatureDefinition>,
+            fstore_substrate::Error,
+        > {
+            self.inner.watch().await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_the_store_fails_halfway_is_taken_back() {
+        let mut substrate =
+            fstore_substrate::embedded::substrate(&crate::Config::default().embedded_options());
+        let adverts = fstore_substrate::worker::adverts(&Catalog::builtins());
+        substrate
+            .directory
+            .advertise("w", &adverts)
+            .await
+            .expect("advertise");
+        let store = substrate.definitions.clone();
+        substrate.definitions = Arc::new(FailingDefinitions {
+            inner: store.clone(),
+            creates: Default::default(),
+            fail_at: 3,
+        });
+        let r = Registry::load(&substrate).await.expect("registry");
+        let batch = vec![
+            def("a", "test.probe@1", &[]),
+            def("b", "num.affine@1", &[("x", "a")]),
+            def("c", "num.affine@1", &[("x", "b")]),
+        ];
+        let e = r.register(batch.clone(), false).await;
+        assert!(e.is_err_and(|e| e.to_string().contains("injected")));
+        assert!(
+            store.list().await.expect("list").is_empty(),
+            "the two definitions stored before the failure are taken back"
+        );
+        assert!(r.snapshot().versions("a").is_empty());
+        // The store is back: the same batch lands whole.
+        let done = r.register(batch, false).await.expect("batch");
+        assert_eq!(done.len(), 3);
+        assert_eq!(store.list().await.expect("list").len(), 3);
     }
 }

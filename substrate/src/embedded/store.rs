@@ -385,6 +385,12 @@ impl Definitions for EmbeddedDefinitions {
         Ok(lock(&self.defs).values().cloned().collect())
     }
 
+    async fn remove(&self, name: &str, version: u32) -> Result<bool, Error> {
+        Ok(lock(&self.defs)
+            .remove(&(name.to_string(), version))
+            .is_some())
+    }
+
     async fn watch(&self) -> Result<BoxStream<'static, FeatureDefinition>, Error> {
         Ok(futures::stream::pending().boxed())
     }

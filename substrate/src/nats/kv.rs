@@ -433,6 +433,17 @@ impl Definitions for NatsDefinitions {
         Ok(out)
     }
 
+    async fn remove(&self, name: &str, version: u32) -> Result<bool, Error> {
+        let key = self.layout.definition_key(name, version);
+        let there = self.store.get(&key).await.map_err(unavailable)?;
+        if there.is_none_or(|b| b.is_empty()) {
+            return Ok(false);
+        }
+        // Purge, not delete: a reader never sees a tombstone as a version.
+        self.store.purge(&key).await.map_err(unavailable)?;
+        Ok(true)
+    }
+
     async fn watch(&self) -> Result<BoxStream<'static, FeatureDefinition>, Error> {
         let watch = self.store.watch_all().await.map_err(unavailable)?;
         // Stop at the first error: a failed watch must not be polled again.

@@ -81,10 +81,25 @@ impl NatsQueue {
             discard_new_per_subject: true,
             ..Default::default()
         };
-        let stream = js
-            .get_or_create_stream(config)
+        let mut stream = js
+            .get_or_create_stream(config.clone())
             .await
             .map_err(|e| unavailable(format!("jobs stream: {e}")))?;
+        // A stream made by an older configuration keeps its limits unless told: bring
+        // the ones the queue's meaning depends on up to date.
+        let had = &stream.cached_info().config;
+        if had.max_messages != config.max_messages
+            || had.max_messages_per_subject != config.max_messages_per_subject
+            || had.duplicate_window != config.duplicate_window
+        {
+            js.update_stream(&config)
+                .await
+                .map_err(|e| unavailable(format!("updating the jobs stream's limits: {e}")))?;
+            stream = js
+                .get_stream(&config.name)
+                .await
+                .map_err(|e| unavailable(format!("jobs stream: {e}")))?;
+        }
         Ok(NatsQueue {
             client: js.client(),
             js,

@@ -77,7 +77,6 @@ pub struct WorkerOptions {
     pub progress_interval: Duration,
 }
 
-
 /// Slots and cold starts of one flow.
 #[derive(Debug, Default)]
 pub struct FlowStats {

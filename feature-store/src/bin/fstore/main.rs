@@ -27,14 +27,9 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
-    /// Feature store address for client verbs.
-    #[arg(
-        long,
-        global = true,
-        env = "FSTORE_ADDR",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    addr: String,
+    /// Feature store address for client verbs [default: http://<server.listen's default>].
+    #[arg(long, global = true, env = "FSTORE_ADDR")]
+    addr: Option<String>,
     /// Tenant for client verbs (the server's default tenant when absent).
     #[arg(long, global = true, env = "FSTORE_TENANT")]
     tenant: Option<String>,
@@ -81,7 +76,12 @@ async fn main() -> ExitCode {
         Cmd::Run(verb) => cmd::run::run(verb).await,
         Cmd::Demo => cmd::demo::run().await,
         Cmd::Flow(verb) => cmd::flow::run(verb, json),
-        Cmd::Client(verb) => cmd::client::run(&cli.addr, cli.tenant, json, verb).await,
+        Cmd::Client(verb) => {
+            let addr = cli.addr.unwrap_or_else(|| {
+                format!("http://{}", fstore::config::ServerConfig::default().listen)
+            });
+            cmd::client::run(&addr, cli.tenant, json, verb).await
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

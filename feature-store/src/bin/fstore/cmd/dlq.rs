@@ -16,8 +16,9 @@ const SHOW_WINDOW: u32 = 1000;
 pub enum Verb {
     /// Lists dead letters, oldest first.
     Ls {
-        #[arg(long, default_value_t = 100)]
-        limit: u32,
+        /// How many [default: the server's, 100; at most 1000].
+        #[arg(long)]
+        limit: Option<u32>,
     },
     /// One dead letter in full.
     Show { id: String },
@@ -34,7 +35,8 @@ pub enum Verb {
 pub async fn run(store: &Client, verb: Verb, json: bool) -> anyhow::Result<()> {
     match verb {
         Verb::Ls { limit } => {
-            let r = store.list_dead_letters(limit).await?;
+            // 0 asks for the server's default.
+            let r = store.list_dead_letters(limit.unwrap_or(0)).await?;
             if json {
                 return print_json(&json!(
                     r.dead_letters.iter().map(to_json).collect::<Vec<_>>()
