@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use fstore_proto::api::{self, FeatureResult, Status};
 use fstore_proto::wire::{JobInput, job_input};
+use fstore_substrate::task::spawn_named;
 use fstore_substrate::time::now_ms;
 use fstore_substrate::{ComputeJob, Dispatcher, Submitted, Substrate, ValueEnvelope};
+use tokio_util::task::TaskTracker;
 
 use crate::keys::{FieldHasher, ValueKey};
 use crate::registry::{Node, NodeInput};
@@ -91,6 +93,49 @@ pub struct Planner {
     dispatcher: Dispatcher,
     options: PlannerOptions,
     stats: Arc<ServedStats>,
+    /// Where a claim abandoned by a cancelled call is given back.
+    tasks: TaskTracker,
+}
+
+/// A won claim that nothing was enqueued under yet. Dropped armed — the call was
+/// cancelled (its client went away or its deadline passed) between the claim and the
+/// end of the submission — it gives the claim back on a tracked task, so later callers
+/// never join a compute that nobody started.
+struct ClaimGuard<'a> {
+    planner: &'a Planner,
+    key: &'a ValueKey,
+    generation: u64,
+    armed: bool,
+}
+
+impl ClaimGuard<'_> {
+    /// Gives the claim back now.
+    async fn release(mut self) -> Result<()> {
+        self.armed = false;
+        let claims = &self.planner.substrate.claims;
+        Ok(claims.release(self.key.as_str(), self.generation).await?)
+    }
+
+    /// The claim is settled otherwise (a job holds it): keep it.
+    fn keep(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ClaimGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        let claims = self.planner.substrate.claims.clone();
+        let key = self.key.to_string();
+        let generation = self.generation;
+        spawn_named(&self.planner.tasks, "claim-release", async move {
+            if let Err(e) = claims.release(&key, generation).await {
+                tracing::warn!(%key, error = %e, "could not give back an abandoned claim; it expires with its ttl");
+            }
+        });
+    }
 }
 
 /// What [`Planner::claim_and_submit`] did.
@@ -105,12 +150,20 @@ pub enum Claimed<T> {
 }
 
 impl Planner {
-    pub fn new(substrate: Substrate, dispatcher: Dispatcher, options: PlannerOptions) -> Self {
+    /// A planner; `tasks` is where it gives back claims that cancelled calls abandoned
+    /// (the server's tracker, so shutdown waits for them).
+    pub fn new(
+        substrate: Substrate,
+        dispatcher: Dispatcher,
+        options: PlannerOptions,
+        tasks: TaskTracker,
+    ) -> Self {
         Planner {
             substrate,
             dispatcher,
             options,
             stats: Arc::new(ServedStats::default()),
+            tasks,
         }
     }
 
@@ -310,9 +363,10 @@ impl Planner {
 
     /// Claims `key`; if the claim is won and `recheck` finds nothing, submits the job
     /// `job(generation)` makes. Whenever nothing ends up enqueued under the won claim — the
-    /// re-check found the value, or the submission failed — the claim is given back at
-    /// once, so later callers never coalesce onto a compute that is not running. The one
-    /// way into the queue for planned computes and dead-letter replays alike.
+    /// re-check found the value, the submission failed, or the call was cancelled in
+    /// between — the claim is given back, so later callers never coalesce onto a compute
+    /// that is not running. The one way into the queue for planned computes and
+    /// dead-letter replays alike.
     pub async fn claim_and_submit<T>(
         &self,
         key: &ValueKey,
@@ -323,22 +377,33 @@ impl Planner {
         let Some(generation) = claims.claim(key.as_str(), self.options.claim_ttl).await? else {
             return Ok(Claimed::Coalesced);
         };
+        let guard = ClaimGuard {
+            planner: self,
+            key,
+            generation,
+            armed: true,
+        };
         let found = match recheck().await {
             Ok(found) => found,
             Err(e) => {
-                let _ = claims.release(key.as_str(), generation).await;
+                if let Err(release) = guard.release().await {
+                    tracing::warn!(key = %key, error = %release, "could not give a claim back; it expires with its ttl");
+                }
                 return Err(e);
             }
         };
         if let Some(found) = found {
-            claims.release(key.as_str(), generation).await?;
+            guard.release().await?;
             return Ok(Claimed::Found(found));
         }
         match self.dispatcher.submit(&job(generation)).await {
-            Ok(submitted) => Ok(Claimed::Submitted(submitted)),
+            Ok(submitted) => {
+                guard.keep();
+                Ok(Claimed::Submitted(submitted))
+            }
             Err(e) => {
                 // Nothing was enqueued: give the claim back so a later call can retry.
-                if let Err(release) = claims.release(key.as_str(), generation).await {
+                if let Err(release) = guard.release().await {
                     tracing::warn!(key = %key, error = %release, "could not give a claim back; it expires with its ttl");
                 }
                 Err(e.into())
@@ -470,4 +535,77 @@ fn result(
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use fstore_flows::FlowId;
+    use fstore_substrate::queue::Enqueued;
+    use fstore_substrate::{Delivery, Headers, JobQueue};
+
+    use super::*;
+
+    /// A queue whose enqueue never answers: a call submitting to it is cancelled mid-way.
+    struct StuckQueue;
+
+    #[async_trait::async_trait]
+    impl JobQueue for StuckQueue {
+        async fn enqueue(
+            &self,
+            _job: &ComputeJob,
+            _headers: &Headers,
+        ) -> Result<Enqueued, fstore_substrate::Error> {
+            futures::future::pending().await
+        }
+
+        async fn pull(
+            &self,
+            _flow: &FlowId,
+            _max: usize,
+            _wait: Duration,
+        ) -> Result<Vec<Delivery>, fstore_substrate::Error> {
+            Ok(Vec::new())
+        }
+
+        async fn depth(&self, _flow: &FlowId) -> Result<u64, fstore_substrate::Error> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_gives_its_claim_back() {
+        let mut substrate =
+            fstore_substrate::embedded::substrate(&crate::Config::default().embedded_options());
+        substrate.queue = Arc::new(StuckQueue);
+        let tasks = TaskTracker::new();
+        let planner = Planner::new(
+            substrate.clone(),
+            Dispatcher::new(substrate.clone(), Duration::from_secs(1)),
+            PlannerOptions {
+                claim_ttl: Duration::from_secs(600),
+            },
+            tasks.clone(),
+        );
+        let key = ValueKey::from_wire("k".into());
+        let job = |generation| ComputeJob {
+            value_key: "k".into(),
+            generation,
+            ..Default::default()
+        };
+        // The caller goes away while the submission hangs.
+        let call = planner.claim_and_submit(&key, async || Ok(None::<()>), job);
+        let cancelled = tokio::time::timeout(Duration::from_millis(50), call).await;
+        assert!(cancelled.is_err(), "the submission should still hang");
+        tasks.close();
+        tasks.wait().await;
+        // The abandoned claim is free again: a later caller wins it.
+        let again = substrate
+            .claims
+            .claim("k", Duration::from_secs(600))
+            .await
+            .expect("claim");
+        assert!(again.is_some(), "the cancelled call's claim was given back");
+    }
 }

@@ -253,7 +253,13 @@ pub async fn start(
         registry.clone().follow(background_token.clone()),
     );
     let max_request_bytes = config.limits.max_request_bytes;
-    let service = Service::new(Store::new(substrate.clone(), registry, hub, config));
+    let service = Service::new(Store::new(
+        substrate.clone(),
+        registry,
+        hub,
+        config,
+        tasks.clone(),
+    ));
     let svc = FeatureStoreServer::new(service.clone())
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(64 * 1024 * 1024);

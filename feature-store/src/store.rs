@@ -12,6 +12,7 @@ use fstore_substrate::time::now_ms;
 use fstore_substrate::{Dispatcher, Substrate};
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::follow::Follower;
@@ -42,7 +43,15 @@ struct Inner {
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<api::WatchEvent>> + Send>>;
 
 impl Store {
-    pub fn new(substrate: Substrate, registry: Registry, hub: ReadyHub, config: Config) -> Self {
+    /// The calls over `substrate`; `tasks` holds the work a call leaves behind when it is
+    /// cancelled (giving back abandoned claims).
+    pub fn new(
+        substrate: Substrate,
+        registry: Registry,
+        hub: ReadyHub,
+        config: Config,
+        tasks: TaskTracker,
+    ) -> Self {
         let dispatcher = Dispatcher::new(substrate.clone(), config.cache.failure_ttl);
         let planner = Planner::new(
             substrate.clone(),
@@ -50,6 +59,7 @@ impl Store {
             PlannerOptions {
                 claim_ttl: config.cache.claim_ttl,
             },
+            tasks,
         );
         Store {
             inner: Arc::new(Inner {
