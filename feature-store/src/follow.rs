@@ -23,7 +23,7 @@ use crate::{Error, Result};
 /// The plan updates of one request.
 #[derive(Debug)]
 pub struct Follower {
-    planner: Planner,
+    planner: Arc<Planner>,
     hub: ReadyHub,
     request: Arc<ValidRequest>,
     /// Taken when the first plan is pending: answers that need no wait (cache hits,
@@ -47,7 +47,7 @@ enum State {
 
 impl Follower {
     pub fn new(
-        planner: Planner,
+        planner: Arc<Planner>,
         hub: &ReadyHub,
         request: Arc<ValidRequest>,
         deadline: Instant,

@@ -190,7 +190,12 @@ impl Planner {
     #[tracing::instrument(name = "plan", skip_all, fields(entities = request.entities.len(), features = request.features.len()))]
     pub async fn plan(&self, request: &ValidRequest) -> Result<Plan> {
         let now = now_ms();
-        let mut plan = Plan::default();
+        let n = request.entities.len() * request.features.len();
+        let mut plan = Plan {
+            results: Vec::with_capacity(n),
+            origins: Vec::with_capacity(n),
+            pending_keys: Vec::new(),
+        };
         for entity in &request.entities {
             let mut states: NodeStates = HashMap::new();
             for wanted in &request.features {
@@ -258,18 +263,17 @@ impl Planner {
             .await?;
         let fresh_from = watermark.max(min_planned_at_ms);
         let metrics = fstore_substrate::metrics::global();
-        let stored = |state| Planned {
-            key: key.clone(),
-            state,
-            origin: Origin::Stored,
-        };
         let stale = match self.lookup(&key, watermark, fresh_from, now).await? {
             Lookup::Final(state) => {
                 metrics
                     .cache
                     .get_or_create(&fstore_substrate::metrics::cache("store", true))
                     .inc();
-                return Ok(stored(state));
+                return Ok(Planned {
+                    key,
+                    state,
+                    origin: Origin::Stored,
+                });
             }
             Lookup::Missing { older } => {
                 metrics
@@ -299,10 +303,17 @@ impl Planner {
                             Some(job_input::Source::ValueKey(dep_planned.key.to_string()))
                         }
                         NodeState::Failed { error, attempts } => {
-                            return Ok(stored(NodeState::Failed {
-                                error: format!("input `{name}` ({}) failed: {error}", dep_node.id),
-                                attempts: *attempts,
-                            }));
+                            return Ok(Planned {
+                                key,
+                                state: NodeState::Failed {
+                                    error: format!(
+                                        "input `{name}` ({}) failed: {error}",
+                                        dep_node.id
+                                    ),
+                                    attempts: *attempts,
+                                },
+                                origin: Origin::Stored,
+                            });
                         }
                     };
                     job_inputs.push(JobInput {

@@ -32,7 +32,7 @@ pub struct Store {
 #[derive(Debug)]
 struct Inner {
     registry: Registry,
-    planner: Planner,
+    planner: Arc<Planner>,
     tickets: Tickets,
     substrate: Substrate,
     hub: ReadyHub,
@@ -53,14 +53,14 @@ impl Store {
         tasks: TaskTracker,
     ) -> Self {
         let dispatcher = Dispatcher::new(substrate.clone(), config.cache.failure_ttl);
-        let planner = Planner::new(
+        let planner = Arc::new(Planner::new(
             substrate.clone(),
             dispatcher,
             PlannerOptions {
                 claim_ttl: config.cache.claim_ttl,
             },
             tasks,
-        );
+        ));
         Store {
             inner: Arc::new(Inner {
                 registry,
