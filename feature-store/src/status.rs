@@ -20,6 +20,7 @@ impl From<Error> for Status {
             Error::Listen { .. } | Error::Internal(_) => Code::Internal,
             Error::Substrate(SubstrateError::Unavailable(_)) => Code::Unavailable,
             Error::Substrate(SubstrateError::QueueFull { .. }) => Code::ResourceExhausted,
+            Error::Substrate(SubstrateError::TooLarge { .. }) => Code::InvalidArgument,
             Error::Substrate(SubstrateError::Codec(_)) => Code::Internal,
         };
         let message = match &e {

@@ -18,6 +18,16 @@ pub enum Error {
         limit: u64,
         retry_after_ms: u64,
     },
+    /// A message larger than the backend carries (NATS: the server's `max_payload`):
+    /// nothing was stored, and sending it again cannot help.
+    #[error(
+        "{what} is {bytes} bytes, more than the {limit} bytes a NATS message may carry (the server's max_payload); send less per call, or raise max_payload on the NATS servers"
+    )]
+    TooLarge {
+        what: Message,
+        bytes: usize,
+        limit: usize,
+    },
     /// Stored bytes could not be decoded: a version mismatch or corruption.
     #[error("stored data could not be decoded: {0}")]
     Codec(String),
@@ -43,6 +53,27 @@ impl std::fmt::Display for QueueLimit {
         f.write_str(match self {
             QueueLimit::PerFlow => "per flow",
             QueueLimit::PerTenant => "per tenant of a flow",
+        })
+    }
+}
+
+/// What a backend stores as one message, for [`Error::TooLarge`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message {
+    /// A computed value's envelope.
+    Value,
+    /// A compute job, with its ready inputs inline.
+    Job,
+    /// A pending request's ticket: its entities and their inputs.
+    Ticket,
+}
+
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Message::Value => "the computed value",
+            Message::Job => "the compute job (its ready inputs inline)",
+            Message::Ticket => "the pending request's ticket (its entities and inputs)",
         })
     }
 }

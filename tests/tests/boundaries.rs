@@ -263,9 +263,48 @@ async fn coalesced_callers_count_once(b: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn messages_nats_cannot_carry_are_refused_as_bad_input(b: Backend) -> anyhow::Result<()> {
+    let h = Harness::start(b).await?;
+    h.register(feature(
+        "words",
+        "text.stats@1",
+        &[],
+        &[("text", "request:text")],
+        600_000,
+    ))
+    .await?;
+    let with_text = |ids: &[&str], bytes: usize| {
+        let mut r = build::get(ids, &["words"]);
+        for e in &mut r.entities {
+            e.inputs
+                .insert("text".into(), build::text(&"w ".repeat(bytes / 2)));
+        }
+        r
+    };
+    // Three entities of 600 KB each: every job fits in a NATS message, the pending
+    // request's ticket (1.8 MB) does not.
+    let pending = h.client.get(with_text(&["a", "b", "c"], 600_000)).await;
+    // One entity of just under limits.max_input_bytes: its job does not fit.
+    let big_job = h.client.get(with_text(&["d"], 1_048_000)).await;
+    match b {
+        Backend::Embedded => {
+            assert!(pending.is_ok(), "{pending:?}");
+            assert!(big_job.is_ok(), "{big_job:?}");
+        }
+        Backend::Nats => {
+            // Before: UNAVAILABLE ("NATS did not answer"), which callers retry forever.
+            assert_refused(pending, Code::InvalidArgument, "pending request's ticket");
+            assert_refused(big_job, Code::InvalidArgument, "max_payload");
+        }
+    }
+    h.stop().await;
+    Ok(())
+}
+
 fstore_tests::on_every_backend!(
     requests_out_of_range_are_refused_naming_the_limit,
     registration_is_all_or_nothing,
     a_failed_replay_gives_its_claim_back,
     coalesced_callers_count_once,
+    messages_nats_cannot_carry_are_refused_as_bad_input,
 );

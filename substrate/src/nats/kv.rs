@@ -16,6 +16,7 @@ use prost::Message;
 use tracing::warn;
 
 use super::{Layout, unavailable};
+use crate::error::Message as Stored;
 use crate::task::Background;
 use crate::{
     ClaimStore, ComputeJob, Definitions, Error, ResultStore, Ticket, TicketStore, ValueEnvelope,
@@ -105,12 +106,14 @@ impl ResultStore for NatsValues {
 
     async fn put(&self, key: &str, envelope: ValueEnvelope) -> Result<(), Error> {
         let ttl_ms = (envelope.expires_at_ms - crate::time::now_ms()).max(1) as u64;
+        let bytes = envelope.encode_to_vec();
+        super::fits(&self.js.client(), Stored::Value, bytes.len())?;
         put_with_ttl(
             &self.js,
             &self.layout,
             &self.store,
             key,
-            envelope.encode_to_vec().into(),
+            bytes.into(),
             Some(Duration::from_millis(ttl_ms)),
             None,
         )
@@ -121,20 +124,23 @@ impl ResultStore for NatsValues {
 }
 
 pub struct NatsTickets {
+    client: async_nats::Client,
     store: kv::Store,
 }
 
 impl NatsTickets {
-    pub fn new(store: kv::Store) -> Self {
-        NatsTickets { store }
+    pub fn new(client: async_nats::Client, store: kv::Store) -> Self {
+        NatsTickets { client, store }
     }
 }
 
 #[async_trait]
 impl TicketStore for NatsTickets {
     async fn put(&self, ticket: Ticket) -> Result<(), Error> {
+        let bytes = ticket.encode_to_vec();
+        super::fits(&self.client, Stored::Ticket, bytes.len())?;
         self.store
-            .put(&ticket.id, ticket.encode_to_vec().into())
+            .put(&ticket.id, bytes.into())
             .await
             .map(|_| ())
             .map_err(unavailable)

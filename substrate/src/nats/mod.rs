@@ -76,6 +76,24 @@ pub struct Options {
 /// Lowest nats-server with per-key TTL and `sync_interval: always`.
 const MIN_SERVER: (u64, u64) = (2, 11);
 
+/// Room a message's subject and headers take beside its payload.
+const HEADROOM: usize = 1024;
+
+/// Refuses a payload of `bytes` that, with its subject and headers, would not fit in one
+/// message of `client`'s server; NATS would answer such a publish only with an error
+/// that reads like an outage.
+pub(crate) fn fits(
+    client: &async_nats::Client,
+    what: crate::error::Message,
+    bytes: usize,
+) -> Result<(), Error> {
+    let limit = client.max_payload();
+    if bytes + HEADROOM > limit {
+        return Err(Error::TooLarge { what, bytes, limit });
+    }
+    Ok(())
+}
+
 pub(crate) fn unavailable(e: impl std::fmt::Display) -> Error {
     Error::Unavailable(format!(
         "NATS did not answer ({e}); nothing was lost, retry once the connection is back"
@@ -164,7 +182,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             EmbeddedResults::new(options.l1_max_bytes),
             shared,
         )),
-        tickets: Arc::new(kv::NatsTickets::new(tickets)),
+        tickets: Arc::new(kv::NatsTickets::new(client.clone(), tickets)),
         claims: Arc::new(kv::NatsClaims::new(js.clone(), layout.clone(), claims)),
         waiters: Arc::new(kv::NatsWaiters::new(waiters)),
         notifier: Arc::new(NatsNotifier {

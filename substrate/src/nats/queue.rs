@@ -349,9 +349,11 @@ impl JobQueue for NatsQueue {
         for (k, v) in headers {
             h.insert(k.as_str(), v.as_str());
         }
+        let bytes = job.encode_to_vec();
+        super::fits(&self.client, crate::error::Message::Job, bytes.len())?;
         let ack = self
             .js
-            .publish_with_headers(subject.clone(), h, job.encode_to_vec().into())
+            .publish_with_headers(subject.clone(), h, bytes.into())
             .await
             .map_err(unavailable)?
             .await;

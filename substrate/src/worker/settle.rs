@@ -82,6 +82,15 @@ impl Worker {
                     warn!(error = %e, "ack failed; the job may run again");
                 }
             }
+            // A value the backend cannot carry: computing it again gives the same one.
+            Err(
+                e @ crate::Error::TooLarge {
+                    what: crate::error::Message::Value,
+                    ..
+                },
+            ) => {
+                self.settle_failed(d, &e.to_string()).await;
+            }
             Err(e) => {
                 warn!(key = %job.value_key, error = %e, "storing the value failed; retrying the job");
                 let _ = d.nak(BACKEND_RETRY).await;
