@@ -12,7 +12,7 @@
 //!    path from the repository root that must exist; and every `.rs` file under
 //!    `<crate>/src/` of each workspace member except `lib.rs`, `main.rs` and `build.rs`
 //!    must be named there — a `mod.rs` by naming its directory (`substrate/src/nats/`).
-//! 4. **No skipped tests.** No `#[ignore]` and no `#[should_panic]` attribute anywhere
+//! 4. **No skipped tests.** No `ignore` and no `should_panic` test attribute anywhere
 //!    (STYLE.md): a test that cannot run is deleted or fixed, and a failure is asserted
 //!    on the `Err` it returns.
 

@@ -1,0 +1,58 @@
+//! The behavioural suite every backend must pass: async/sync/watch, dependencies,
+//! coalescing, TTL, versions and invalidation, failures, tenants and bad input — over a
+//! real gRPC server on a loopback port. One module per concept; each case runs once per
+//! backend (`embedded::NAME`, `nats::NAME`).
+
+mod asking;
+mod catalog;
+mod failures;
+mod freshness;
+mod graph;
+mod inputs;
+
+use asking::*;
+use catalog::*;
+use failures::*;
+use freshness::*;
+use graph::*;
+use inputs::*;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use fstore_proto::api::{self, Status};
+use fstore_tests::build::{self, entity, f64_of, feature, text};
+use fstore_tests::harness::{Backend, Harness};
+use fstore_tests::{TestClient, test_config, wait_until};
+use futures::StreamExt;
+use tonic::Code;
+
+const LONG: Duration = Duration::from_secs(20);
+
+fn probe(name: &str, params: &[(&str, &str)]) -> api::FeatureDefinition {
+    feature(name, "test.probe@1", params, &[], 600_000)
+}
+
+fn statuses(r: &api::GetFeaturesResponse) -> Vec<Status> {
+    r.results.iter().map(|x| x.status()).collect()
+}
+
+fstore_tests::on_every_backend!(
+    async_then_ticket_until_ready,
+    sync_waits_and_keeps_its_deadline,
+    watch_delivers_every_result_once,
+    chain_and_diamond_compute_in_order,
+    cycles_and_unknowns_are_refused,
+    concurrent_identical_requests_compute_once,
+    ttl_expiry_recomputes,
+    version_bump_and_invalidate_recompute_downstream,
+    staleness_bounds_and_stale_serving,
+    failures_are_reported_and_retried,
+    failures_expire_and_recompute,
+    request_inputs_are_part_of_the_key,
+    tenants_do_not_share,
+    bad_input_gets_a_status_that_says_what_to_fix,
+    lists_and_describes,
+    dead_letters_keep_exhausted_jobs_for_replay,
+);
