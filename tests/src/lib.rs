@@ -139,6 +139,16 @@ impl TestClient {
             .map(tonic::Response::into_inner)
     }
 
+    pub async fn describe(&self, feature: &str) -> Result<api::DescribeFeatureResponse, Status> {
+        self.raw
+            .clone()
+            .describe_feature(self.req(api::DescribeFeatureRequest {
+                feature: feature.to_string(),
+            }))
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     pub async fn invalidate(
         &self,
         feature: &str,

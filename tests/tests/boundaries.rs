@@ -228,17 +228,7 @@ async fn coalesced_callers_count_once(b: Backend) -> anyhow::Result<()> {
     for answer in futures::future::join_all(calls).await {
         assert_eq!(answer?.results[0].status(), Status::Ready);
     }
-    let stats = h
-        .client
-        .raw
-        .clone()
-        .describe_feature(h.client.req(api::DescribeFeatureRequest {
-            feature: "shared".into(),
-        }))
-        .await?
-        .into_inner()
-        .stats
-        .unwrap_or_default();
+    let stats = h.client.describe("shared").await?.stats.unwrap_or_default();
     println!(
         "200 callers of one compute: {} misses, {} coalesced, {} hits",
         stats.misses, stats.coalesced, stats.hits

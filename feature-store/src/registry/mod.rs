@@ -273,7 +273,8 @@ mod tests {
     use super::*;
     use fstore_flows::Catalog;
 
-    async fn registry() -> Registry {
+    /// An embedded substrate whose directory lists the built-in flows.
+    async fn substrate() -> Substrate {
         let substrate =
             fstore_substrate::embedded::substrate(&crate::Config::default().embedded_options());
         let adverts = fstore_substrate::worker::adverts(&Catalog::builtins());
@@ -282,7 +283,11 @@ mod tests {
             .advertise("w", &adverts)
             .await
             .expect("advertise");
-        Registry::load(&substrate).await.expect("registry")
+        substrate
+    }
+
+    async fn registry() -> Registry {
+        Registry::load(&substrate().await).await.expect("registry")
     }
 
     async fn one(r: &Registry, d: api::FeatureDefinition) -> Result<api::RegisterFeatureResponse> {
@@ -502,14 +507,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_the_store_fails_halfway_is_taken_back() {
-        let mut substrate =
-            fstore_substrate::embedded::substrate(&crate::Config::default().embedded_options());
-        let adverts = fstore_substrate::worker::adverts(&Catalog::builtins());
-        substrate
-            .directory
-            .advertise("w", &adverts)
-            .await
-            .expect("advertise");
+        let mut substrate = substrate().await;
         let store = substrate.definitions.clone();
         substrate.definitions = Arc::new(FailingDefinitions {
             inner: store.clone(),

@@ -324,6 +324,14 @@ mod tests {
         FlowId::new("f", 1)
     }
 
+    /// The one delivery a test expects to be waiting.
+    async fn pull_one(q: &EmbeddedQueue) -> Delivery {
+        q.pull(&flow(), 1, Duration::from_millis(10))
+            .await
+            .expect("pull")
+            .remove(0)
+    }
+
     #[tokio::test]
     async fn duplicates_are_dropped_and_tenants_take_turns() {
         let q = EmbeddedQueue::new(&Options::for_tests());
@@ -354,25 +362,13 @@ mod tests {
         q.enqueue(&job("k", "t"), &Headers::new())
             .await
             .expect("enqueue");
-        let d = q
-            .pull(&flow(), 1, Duration::from_millis(10))
-            .await
-            .expect("pull")
-            .remove(0);
+        let d = pull_one(&q).await;
         assert_eq!(d.attempt, 1);
         d.nak(Duration::ZERO).await.expect("nak");
-        let d = q
-            .pull(&flow(), 1, Duration::from_millis(10))
-            .await
-            .expect("pull")
-            .remove(0);
+        let d = pull_one(&q).await;
         assert_eq!(d.attempt, 2);
         drop(d);
-        let d = q
-            .pull(&flow(), 1, Duration::from_millis(10))
-            .await
-            .expect("pull")
-            .remove(0);
+        let d = pull_one(&q).await;
         assert_eq!(d.attempt, 3);
         d.ack().await.expect("ack");
         assert_eq!(q.depth(&flow()).await.expect("depth"), 0);
@@ -390,11 +386,7 @@ mod tests {
         q.enqueue(&job("k", "t"), &Headers::new())
             .await
             .expect("enqueue");
-        let d = q
-            .pull(&flow(), 1, Duration::from_millis(10))
-            .await
-            .expect("pull")
-            .remove(0);
+        let d = pull_one(&q).await;
         d.nak(Duration::from_secs(3600)).await.expect("nak");
         tokio::time::timeout(Duration::from_secs(5), q.shutdown())
             .await

@@ -37,12 +37,7 @@ pub(crate) async fn lists_and_describes(b: Backend) -> anyhow::Result<()> {
             .collect::<Vec<_>>(),
         vec!["p", "q"]
     );
-    let d = raw
-        .describe_feature(h.client.req(api::DescribeFeatureRequest {
-            feature: "q@1".into(),
-        }))
-        .await?
-        .into_inner();
+    let d = h.client.describe("q@1").await?;
     assert_eq!(d.dependencies, vec!["p@1"]);
     assert_eq!(d.lineage_hash.len(), 32);
     assert_eq!(d.value_type(), api::ValueType::F64);
@@ -50,12 +45,7 @@ pub(crate) async fn lists_and_describes(b: Backend) -> anyhow::Result<()> {
     h.client.get(build::sync(&["s"], &["q"], 5_000)).await?;
     h.client.get(build::get(&["s"], &["q"])).await?;
     h.client.get(build::get(&["s"], &["q"])).await?;
-    let d = raw
-        .describe_feature(h.client.req(api::DescribeFeatureRequest {
-            feature: "q".into(),
-        }))
-        .await?
-        .into_inner();
+    let d = h.client.describe("q").await?;
     let stats = d.stats.unwrap_or_default();
     assert_eq!(
         (stats.hits, stats.misses, stats.failures),

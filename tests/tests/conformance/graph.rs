@@ -108,15 +108,7 @@ pub(crate) async fn cycles_and_unknowns_are_refused(b: Backend) -> anyhow::Resul
         .await;
     assert!(mismatch.is_err_and(|s| s.message().contains("takes tensor but `a@1` is f64")));
 
-    let d = h
-        .client
-        .raw
-        .clone()
-        .describe_feature(h.client.req(api::DescribeFeatureRequest {
-            feature: "a".into(),
-        }))
-        .await?
-        .into_inner();
+    let d = h.client.describe("a").await?;
     assert_eq!(
         d.versions,
         vec![1],
