@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use fstore_proto::wire::job_input::Source;
 
+use crate::log::{record_id, value_record};
 use crate::queue::Enqueued;
 use crate::time::now_ms;
 use crate::{ComputeJob, Error, Headers, Substrate, ValueEnvelope};
@@ -130,11 +131,64 @@ impl Dispatcher {
         self.completed(&job.value_key).await
     }
 
+    /// Stores the envelope, appends the feature log's record (with the requests that
+    /// joined the claim), releases the claim and notifies. A job whose settlement is cut
+    /// short anywhere here is delivered again and settles again: the store takes the
+    /// same key, the log drops the record it already has (same id).
     async fn finish(&self, job: &ComputeJob, envelope: ValueEnvelope) -> Result<(), Error> {
         let s = &self.substrate;
-        s.results.put(&job.value_key, envelope).await?;
+        let mut record = value_record(job, &envelope, Vec::new());
+        let (stored, joined) = tokio::join!(
+            s.results.put(&job.value_key, envelope),
+            s.claims.joiners(&job.value_key, job.generation)
+        );
+        stored?;
+        for t in joined? {
+            if !record.tickets.contains(&t) {
+                record.tickets.push(t);
+            }
+        }
+        crate::fault::point(crate::fault::BEFORE_LOG).await;
+        s.log.append(&record_id(job), record).await?;
         s.claims.release(&job.value_key, job.generation).await?;
         s.notifier.publish(&job.value_key).await
+    }
+
+    /// Settles again a job whose envelope is already stored under its generation (it
+    /// was delivered again after its worker stored it and died): the rest of
+    /// [`Dispatcher::succeed`] or [`Dispatcher::fail`] without computing it twice.
+    pub async fn resettle(&self, job: &ComputeJob, stored: ValueEnvelope) -> Result<(), Error> {
+        if stored.error.is_empty() {
+            self.succeed(job, stored).await
+        } else {
+            let error = stored.error.clone();
+            self.fail(job, &error, stored.attempts).await
+        }
+    }
+
+    /// Drops a job a cancelled ticket gave up, and the jobs parked on its value that
+    /// were given up with it (the rest would wait for a value nobody computes: they
+    /// fail, and can be asked for again).
+    pub async fn drop_abandoned(&self, job: &ComputeJob) -> Result<(), Error> {
+        let mut stack = vec![job.clone()];
+        while let Some(job) = stack.pop() {
+            for waiting in self.substrate.waiters.take(&job.value_key).await? {
+                if self
+                    .substrate
+                    .claims
+                    .is_abandoned(&waiting.value_key, waiting.generation)
+                {
+                    stack.push(waiting);
+                } else {
+                    let error = format!(
+                        "input `{}` was given up by a cancelled ticket; ask again",
+                        job.feature
+                    );
+                    self.fail(&waiting, &error, 0).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn enqueue(&self, job: &ComputeJob) -> Result<Enqueued, Error> {

@@ -28,6 +28,15 @@ pub enum Error {
         bytes: usize,
         limit: usize,
     },
+    /// A log read that starts where the log has nothing to give: ahead of its end, or
+    /// before the oldest record it still keeps. The message says where the log stands.
+    #[error("{0}")]
+    Cursor(String),
+    /// The embedded log's files could not be written or read.
+    #[error(
+        "the feature log's files failed: {0}; check the log directory (`log.dir`) and its disk"
+    )]
+    Storage(String),
     /// Stored bytes could not be decoded: a version mismatch or corruption.
     #[error("stored data could not be decoded: {0}")]
     Codec(String),
@@ -66,6 +75,10 @@ pub enum Message {
     Job,
     /// A pending request's ticket: its entities and their inputs.
     Ticket,
+    /// A feature log record: a value with the request inputs it read.
+    LogRecord,
+    /// An entity's stored request-time inputs.
+    Inputs,
 }
 
 impl std::fmt::Display for Message {
@@ -74,6 +87,8 @@ impl std::fmt::Display for Message {
             Message::Value => "the computed value",
             Message::Job => "the compute job (its ready inputs inline)",
             Message::Ticket => "the pending request's ticket (its entities and inputs)",
+            Message::LogRecord => "the feature log record (the value and the inputs it read)",
+            Message::Inputs => "the entity's stored inputs",
         })
     }
 }

@@ -15,6 +15,7 @@
 //!   directory ([`ResultStore`], [`TicketStore`], [`ClaimStore`], [`WaiterStore`],
 //!   [`Watermarks`], [`FlowDirectory`])
 //! - [`notify`]: ready notifications ([`Notifier`])
+//! - [`log`]: the feature log and result-ready stream ([`FeatureLog`])
 //! - [`worker`]: pulls jobs, runs flows off the reactor, stores, notifies, continues
 //!   dependents, acks (`worker/`: the autoscaler, slots, settlement, the retry policy)
 //! - [`convert`]: wire values <-> flow values
@@ -27,6 +28,8 @@ pub mod convert;
 pub mod dispatch;
 pub mod embedded;
 pub mod error;
+pub mod fault;
+pub mod log;
 pub mod metrics;
 pub mod nats;
 pub mod notify;
@@ -43,11 +46,12 @@ use std::sync::Arc;
 pub use dispatch::{Dispatcher, Submitted};
 pub use error::Error;
 pub use fstore_proto::wire::{ComputeJob, DeadLetter, JobInput, Ticket, ValueEnvelope};
+pub use log::{FeatureLog, LogOptions, LogQuery, Start};
 pub use notify::Notifier;
 pub use queue::{Delivery, Headers, JobQueue, message_id};
 pub use store::{
-    Advert, ClaimStore, Connection, DeadLetters, Definitions, FlowDirectory, ResultStore,
-    TicketStore, WaiterStore, Watermarks,
+    Advert, Claim, ClaimStore, Connection, DeadLetters, Definitions, FlowDirectory, InputStore,
+    ResultStore, TicketStore, WaiterStore, Watermarks,
 };
 pub use worker::{FlowStats, ScalingOptions, SlotBounds, Worker, WorkerOptions, WorkerStats};
 
@@ -64,6 +68,8 @@ pub struct Substrate {
     pub directory: Arc<dyn FlowDirectory>,
     pub definitions: Arc<dyn Definitions>,
     pub dead_letters: Arc<dyn DeadLetters>,
+    pub log: Arc<dyn FeatureLog>,
+    pub inputs: Arc<dyn InputStore>,
     pub connection: Arc<dyn Connection>,
 }
 

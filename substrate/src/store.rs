@@ -9,6 +9,8 @@ use fstore_flows::{FlowSpec, ModelInfo};
 use fstore_proto::api::FeatureDefinition;
 use futures::stream::BoxStream;
 
+use fstore_proto::wire::StoredInputs;
+
 use crate::{ComputeJob, DeadLetter, Error, Ticket, ValueEnvelope};
 
 /// Value envelopes by value key. A reader must still check `expires_at_ms`.
@@ -29,13 +31,61 @@ pub trait TicketStore: Send + Sync + 'static {
     async fn get(&self, id: &str) -> Result<Option<Arc<Ticket>>, Error>;
 }
 
-/// In-flight markers: the first to claim a value key computes it; the others wait.
+/// What a claim attempt found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The caller computes the key, under this new generation.
+    Won(u64),
+    /// Another caller's compute of this generation is in flight.
+    Held(u64),
+}
+
+/// In-flight markers: the first to claim a value key computes it; the others wait, and
+/// say so (they *join* the claim), so that a cancelled request gives up only computes
+/// nobody else waits on.
 #[async_trait]
 pub trait ClaimStore: Send + Sync + 'static {
-    /// The new generation if the claim was won; None if the key is already claimed.
-    async fn claim(&self, key: &str, ttl: Duration) -> Result<Option<u64>, Error>;
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<Claim, Error>;
     /// Ends the claim of that generation (a later generation's claim stays).
     async fn release(&self, key: &str, generation: u64) -> Result<(), Error>;
+    /// Records that request `holder` waits on compute `generation` of `key`, which
+    /// another request claimed.
+    async fn join(
+        &self,
+        key: &str,
+        generation: u64,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<(), Error>;
+    /// The requests that joined compute `generation` of `key`.
+    async fn joiners(&self, key: &str, generation: u64) -> Result<Vec<String>, Error>;
+    /// Takes `holder` out of the joiners of compute `generation` of `key`; returns
+    /// those left.
+    async fn withdraw(
+        &self,
+        key: &str,
+        generation: u64,
+        holder: &str,
+    ) -> Result<Vec<String>, Error>;
+    /// Gives compute `generation` of `key` up: its claim is released, and a worker
+    /// that reaches its job drops it.
+    async fn abandon(&self, key: &str, generation: u64, ttl: Duration) -> Result<(), Error>;
+    /// Whether compute `generation` of `key` was given up. Answered from memory (NATS:
+    /// a watched copy), as workers ask it for every job.
+    fn is_abandoned(&self, key: &str, generation: u64) -> bool;
+}
+
+/// Request-time inputs stored per (tenant, entity) by PutInputs.
+#[async_trait]
+pub trait InputStore: Send + Sync + 'static {
+    /// Merges `inputs` into what is stored for the entity; returns the merged set.
+    async fn put(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+        inputs: StoredInputs,
+    ) -> Result<StoredInputs, Error>;
+    async fn get(&self, tenant: &str, entity_id: &str) -> Result<Option<StoredInputs>, Error>;
 }
 
 /// Jobs waiting for an input value: enqueued when their last missing input completes.

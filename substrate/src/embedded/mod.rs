@@ -1,21 +1,26 @@
 //! The in-process backend: everything in memory, for dev mode and tests. It keeps the
 //! same contracts as JetStream where they matter to callers — message-id de-duplication,
 //! redelivery with a delay, round-robin between tenants, bounded queues — and is honest
-//! about what it cannot do: nothing survives the process.
+//! about what it cannot do: nothing but the feature log (segment files in a directory)
+//! survives the process.
 
+mod claims;
+mod log;
 mod queue;
 mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use claims::EmbeddedClaims;
+pub use log::EmbeddedLog;
 pub use queue::EmbeddedQueue;
 pub use store::{
-    EmbeddedClaims, EmbeddedDeadLetters, EmbeddedDefinitions, EmbeddedDirectory, EmbeddedNotifier,
+    EmbeddedDeadLetters, EmbeddedDefinitions, EmbeddedDirectory, EmbeddedInputs, EmbeddedNotifier,
     EmbeddedResults, EmbeddedTickets, EmbeddedWaiters, EmbeddedWatermarks,
 };
 
-use crate::Substrate;
+use crate::{Error, LogOptions, Substrate};
 
 /// Sizes and windows of the embedded backend.
 #[derive(Debug, Clone)]
@@ -29,6 +34,8 @@ pub struct Options {
     pub max_queued_per_tenant: u64,
     /// How long a message id is remembered for de-duplication.
     pub duplicate_window: Duration,
+    /// The feature log: its directory (None: in memory) and retention.
+    pub log: LogOptions,
 }
 
 #[cfg(test)]
@@ -42,14 +49,21 @@ impl Options {
             max_queued_per_flow: 10_000,
             max_queued_per_tenant: 5_000,
             duplicate_window: Duration::from_secs(120),
+            log: LogOptions {
+                dir: None,
+                max_age: Duration::ZERO,
+                max_bytes: 64 * 1024 * 1024,
+                segment_bytes: 1024 * 1024,
+            },
         }
     }
 }
 
-/// A complete in-process substrate.
-pub fn substrate(options: &Options) -> Substrate {
+/// A complete in-process substrate; fails only if the log's directory cannot be opened.
+pub fn substrate(options: &Options) -> Result<Substrate, Error> {
+    let log = EmbeddedLog::open(options.log.clone(), options.duplicate_window)?;
     let queue = EmbeddedQueue::new(options);
-    Substrate {
+    Ok(Substrate {
         queue: Arc::new(queue.clone()),
         results: Arc::new(EmbeddedResults::new(options.cache_max_bytes)),
         tickets: Arc::new(EmbeddedTickets::new(options.ticket_ttl)),
@@ -60,8 +74,10 @@ pub fn substrate(options: &Options) -> Substrate {
         directory: Arc::new(EmbeddedDirectory::default()),
         definitions: Arc::new(EmbeddedDefinitions::default()),
         dead_letters: Arc::new(EmbeddedDeadLetters::default()),
+        log: Arc::new(log),
+        inputs: Arc::new(EmbeddedInputs::default()),
         connection: Arc::new(InProcess { queue }),
-    }
+    })
 }
 
 /// The embedded backend lives in this process: always up; closing it stops the

@@ -18,12 +18,14 @@ use crate::store::{Advert, FlowEntry};
 use crate::time::now_ms;
 use fstore_proto::api::FeatureDefinition;
 
+use fstore_proto::wire::StoredInputs;
+
 use crate::{
-    ClaimStore, ComputeJob, DeadLetter, DeadLetters, Definitions, Error, FlowDirectory, Notifier,
+    ComputeJob, DeadLetter, DeadLetters, Definitions, Error, FlowDirectory, InputStore, Notifier,
     ResultStore, Ticket, TicketStore, ValueEnvelope, WaiterStore, Watermarks,
 };
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -122,36 +124,33 @@ impl TicketStore for EmbeddedTickets {
     }
 }
 
+/// Stored request-time inputs, by (tenant, entity).
 #[derive(Default)]
-pub struct EmbeddedClaims {
-    claims: Mutex<HashMap<String, (u64, Instant)>>,
-    generation: std::sync::atomic::AtomicU64,
+pub struct EmbeddedInputs {
+    inputs: Mutex<HashMap<(String, String), StoredInputs>>,
 }
 
 #[async_trait]
-impl ClaimStore for EmbeddedClaims {
-    async fn claim(&self, key: &str, ttl: Duration) -> Result<Option<u64>, Error> {
-        let now = Instant::now();
-        let mut claims = lock(&self.claims);
-        if let Some((_, until)) = claims.get(key)
-            && *until > now
-        {
-            return Ok(None);
-        }
-        let generation = self
-            .generation
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        claims.insert(key.to_string(), (generation, now + ttl));
-        Ok(Some(generation))
+impl InputStore for EmbeddedInputs {
+    async fn put(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+        inputs: StoredInputs,
+    ) -> Result<StoredInputs, Error> {
+        let mut all = lock(&self.inputs);
+        let stored = all
+            .entry((tenant.to_string(), entity_id.to_string()))
+            .or_default();
+        stored.inputs.extend(inputs.inputs);
+        stored.updated_at_ms = inputs.updated_at_ms;
+        Ok(stored.clone())
     }
 
-    async fn release(&self, key: &str, generation: u64) -> Result<(), Error> {
-        let mut claims = lock(&self.claims);
-        if claims.get(key).is_some_and(|(g, _)| *g == generation) {
-            claims.remove(key);
-        }
-        Ok(())
+    async fn get(&self, tenant: &str, entity_id: &str) -> Result<Option<StoredInputs>, Error> {
+        Ok(lock(&self.inputs)
+            .get(&(tenant.to_string(), entity_id.to_string()))
+            .cloned())
     }
 }
 
@@ -411,21 +410,5 @@ mod tests {
         assert!(store.get("k", 0).await.expect("get").is_some());
         tokio::time::sleep(Duration::from_millis(80)).await;
         assert!(store.get("k", 0).await.expect("get").is_none());
-    }
-
-    #[tokio::test]
-    async fn one_claim_per_key_until_released() {
-        let c = EmbeddedClaims::default();
-        let g = c.claim("k", Duration::from_secs(60)).await.expect("claim");
-        assert!(g.is_some());
-        assert_eq!(
-            c.claim("k", Duration::from_secs(60)).await.expect("claim"),
-            None
-        );
-        c.release("k", g.unwrap_or_default())
-            .await
-            .expect("release");
-        let g2 = c.claim("k", Duration::from_secs(60)).await.expect("claim");
-        assert!(g2 > g, "a new claim gets a new generation");
     }
 }

@@ -9,7 +9,7 @@ use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
 use bytes::Bytes;
 use fstore_proto::api::FeatureDefinition;
-use fstore_proto::wire::JobList;
+use fstore_proto::wire::{JobList, StoredInputs};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use prost::Message;
@@ -19,7 +19,7 @@ use super::{Layout, unavailable};
 use crate::error::Message as Stored;
 use crate::task::Background;
 use crate::{
-    ClaimStore, ComputeJob, Definitions, Error, ResultStore, Ticket, TicketStore, ValueEnvelope,
+    ComputeJob, Definitions, Error, InputStore, ResultStore, Ticket, TicketStore, ValueEnvelope,
     WaiterStore, Watermarks,
 };
 
@@ -36,7 +36,7 @@ pub(crate) async fn open(js: &jetstream::Context, config: kv::Config) -> Result<
 }
 
 /// Publishes a value under a key with a per-message TTL and optional expected revision.
-async fn put_with_ttl(
+pub(super) async fn put_with_ttl(
     js: &jetstream::Context,
     layout: &Layout,
     store: &kv::Store,
@@ -65,7 +65,7 @@ async fn put_with_ttl(
 }
 
 /// Fails at once while the connection is down, instead of after the request timeout.
-fn connected(js: &jetstream::Context) -> Result<(), Error> {
+pub(super) fn connected(js: &jetstream::Context) -> Result<(), Error> {
     match js.client().connection_state() {
         async_nats::connection::State::Connected => Ok(()),
         state => Err(Error::Unavailable(format!(
@@ -158,59 +158,63 @@ impl TicketStore for NatsTickets {
     }
 }
 
-/// Claims: a key is created with "expected last sequence" of its current entry (0, or
-/// the revision of a delete marker) and a TTL; the revision is the generation.
-pub struct NatsClaims {
-    js: jetstream::Context,
+/// Stored request-time inputs: one entry per (tenant, entity), merged by
+/// compare-and-set on its revision.
+pub struct NatsInputs {
+    client: async_nats::Client,
     layout: Layout,
     store: kv::Store,
 }
 
-impl NatsClaims {
-    pub(crate) fn new(js: jetstream::Context, layout: Layout, store: kv::Store) -> Self {
-        NatsClaims { js, layout, store }
+impl NatsInputs {
+    pub(crate) fn new(client: async_nats::Client, layout: Layout, store: kv::Store) -> Self {
+        NatsInputs {
+            client,
+            layout,
+            store,
+        }
     }
 }
 
 #[async_trait]
-impl ClaimStore for NatsClaims {
-    async fn claim(&self, key: &str, ttl: Duration) -> Result<Option<u64>, Error> {
-        connected(&self.js)?;
-        let expect = match self.store.entry(key).await.map_err(unavailable)? {
-            Some(e) if e.operation == kv::Operation::Put => return Ok(None),
-            Some(e) => e.revision,
-            None => 0,
-        };
-        match put_with_ttl(
-            &self.js,
-            &self.layout,
-            &self.store,
-            key,
-            Bytes::from_static(b"1"),
-            Some(ttl),
-            Some(expect),
-        )
-        .await
-        {
-            Ok(generation) => Ok(Some(generation)),
-            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
-                Ok(None)
+impl InputStore for NatsInputs {
+    async fn put(
+        &self,
+        tenant: &str,
+        entity_id: &str,
+        inputs: StoredInputs,
+    ) -> Result<StoredInputs, Error> {
+        let key = self.layout.inputs_key(tenant, entity_id);
+        for _ in 0..CAS_TRIES {
+            let entry = self.store.entry(&key).await.map_err(unavailable)?;
+            let (mut merged, revision) = match entry {
+                Some(e) if e.operation == kv::Operation::Put => {
+                    (StoredInputs::decode(e.value)?, Some(e.revision))
+                }
+                _ => (StoredInputs::default(), None),
+            };
+            merged.inputs.extend(inputs.inputs.clone());
+            merged.updated_at_ms = inputs.updated_at_ms;
+            let bytes = merged.encode_to_vec();
+            super::fits(&self.client, Stored::Inputs, bytes.len())?;
+            let done = match revision {
+                Some(r) => self.store.update(&key, bytes.into(), r).await.is_ok(),
+                None => self.store.create(&key, bytes.into()).await.is_ok(),
+            };
+            if done {
+                return Ok(merged);
             }
-            Err(e) => Err(unavailable(e)),
         }
+        Err(Error::Unavailable(format!(
+            "storing the inputs of an entity lost {CAS_TRIES} races with other writers; retry"
+        )))
     }
 
-    async fn release(&self, key: &str, generation: u64) -> Result<(), Error> {
-        // Only our own claim: a later generation's claim stays.
-        match self
-            .store
-            .delete_expect_revision(key, Some(generation))
-            .await
-        {
-            Ok(()) => Ok(()),
-            // Another generation's claim is there now: it stays.
-            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(()),
-            Err(e) => Err(unavailable(e)),
+    async fn get(&self, tenant: &str, entity_id: &str) -> Result<Option<StoredInputs>, Error> {
+        let key = self.layout.inputs_key(tenant, entity_id);
+        match self.store.get(&key).await.map_err(unavailable)? {
+            Some(b) if !b.is_empty() => Ok(Some(StoredInputs::decode(b)?)),
+            _ => Ok(None),
         }
     }
 }
@@ -226,7 +230,7 @@ impl NatsWaiters {
     }
 }
 
-const CAS_TRIES: usize = 50;
+pub(super) const CAS_TRIES: usize = 50;
 
 #[async_trait]
 impl WaiterStore for NatsWaiters {

@@ -189,6 +189,72 @@ impl Layout {
         format!("{}.dlq.{}.*", self.prefix, token::encode(tenant))
     }
 
+    // --- the feature log --------------------------------------------------------------
+
+    /// The limits stream of the feature log (and result-ready events): `<PREFIX>_LOG`.
+    pub(crate) fn log_stream(&self) -> String {
+        format!("{}_LOG", self.stream_prefix())
+    }
+
+    /// The subjects of the log stream: `<prefix>.log.>`.
+    pub(crate) fn log_filter(&self) -> String {
+        format!("{}.log.>", self.prefix)
+    }
+
+    /// The records of one feature version of a tenant:
+    /// `<prefix>.log.<tenant>.<feature>.<version>`; with no version, every version
+    /// (`.*`); with no feature either, every feature (`<prefix>.log.<tenant>.*.*`).
+    pub(crate) fn log_subject(
+        &self,
+        tenant: &str,
+        feature: Option<&str>,
+        version: Option<u32>,
+    ) -> String {
+        let feature = feature.map_or_else(|| "*".to_string(), token::encode);
+        let version = version.map_or_else(|| "*".to_string(), |v| v.to_string());
+        format!(
+            "{}.log.{}.{feature}.{version}",
+            self.prefix,
+            token::encode(tenant)
+        )
+    }
+
+    /// The inputs a tenant stored with PutInputs: `<prefix>.log.<tenant>.inputs` (one
+    /// token fewer than a feature's subjects, so the two never meet).
+    pub(crate) fn log_inputs_subject(&self, tenant: &str) -> String {
+        format!("{}.log.{}.inputs", self.prefix, token::encode(tenant))
+    }
+
+    /// Request-time inputs stored for an entity: `<prefix>_inputs`, keyed
+    /// `<tenant>.<entity hash>` (as watermark keys hash entity ids).
+    pub(crate) fn inputs_bucket(&self) -> String {
+        self.bucket("inputs")
+    }
+
+    pub(crate) fn inputs_key(&self, tenant: &str, entity: &str) -> String {
+        format!(
+            "{}.{}",
+            token::encode(tenant),
+            &blake3::hash(entity.as_bytes()).to_hex()[..32]
+        )
+    }
+
+    /// The requests that joined compute `generation` of a claimed key, in the claims
+    /// bucket: `joined.<key>.<generation>`.
+    pub(crate) fn joined_key(&self, key: &str, generation: u64) -> String {
+        format!("joined.{}.{generation}", token::encode(key))
+    }
+
+    /// A compute given up by a cancelled ticket, in the claims bucket:
+    /// `abandoned.<key>.<generation>`; watched by every worker (`abandoned.>`).
+    pub(crate) fn abandoned_key(&self, key: &str, generation: u64) -> String {
+        format!("abandoned.{}.{generation}", token::encode(key))
+    }
+
+    pub(crate) fn abandoned_filter(&self) -> &'static str {
+        "abandoned.>"
+    }
+
     // --- ready notifications ----------------------------------------------------------
 
     /// The core subject announcing that a value was stored: `<prefix>.ready.<key>`.
@@ -232,6 +298,21 @@ mod tests {
 
         assert_eq!(l.values_bucket(), "fstore_values");
         assert_eq!(l.tickets_bucket(), "fstore_tickets");
+        assert_eq!(l.log_stream(), "FSTORE_LOG");
+        assert_eq!(l.log_filter(), "fstore.log.>");
+        assert_eq!(
+            l.log_subject("acme", Some("user.score"), Some(2)),
+            "fstore.log.acme.user_2Escore.2"
+        );
+        assert_eq!(
+            l.log_subject("acme", Some("f"), None),
+            "fstore.log.acme.f.*"
+        );
+        assert_eq!(l.log_subject("acme", None, None), "fstore.log.acme.*.*");
+        assert_eq!(l.log_inputs_subject("acme"), "fstore.log.acme.inputs");
+        assert_eq!(l.inputs_bucket(), "fstore_inputs");
+        assert_eq!(l.joined_key("k1", 7), "joined.k1.7");
+        assert_eq!(l.abandoned_key("k1", 7), "abandoned.k1.7");
         assert_eq!(l.claims_bucket(), "fstore_claims");
         assert_eq!(l.waiters_bucket(), "fstore_waiters");
         assert_eq!(l.watermarks_bucket(), "fstore_watermarks");

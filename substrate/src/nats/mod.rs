@@ -13,20 +13,25 @@
 //! | wake-ups | core subject `<prefix>.wake.<flow>`: one per enqueue and per nak'ed job when its delay ends; idle pullers wait for it |
 //! | values | KV `<prefix>_values`, keyed by value key, per-key TTL (`Nats-TTL`) from the feature's TTL; `expires_at` checked on every read; an L1 moka in front |
 //! | tickets | KV `<prefix>_tickets`, keyed by ticket id, bucket TTL `ticket_ttl` |
-//! | in-flight claims | KV `<prefix>_claims`, keyed by value key, created with an expected last sequence and a per-key TTL (the revision is the generation); bucket TTL `claim_ttl` |
+//! | in-flight claims | KV `<prefix>_claims`, keyed by value key, created with an expected last sequence and a per-key TTL (the revision is the generation); bucket TTL `claim_ttl` (`nats/claims.rs`) |
 //! | waiting jobs | KV `<prefix>_waiters`, one job list per input value key, updated by compare-and-set; bucket TTL `claim_ttl` |
 //! | invalidation watermarks | KV `<prefix>_watermarks`, keys `<tenant>.<feature>` and `<tenant>.<feature>.<entity hash>` (per-key TTL), watched into memory by every replica |
 //! | registry | KV `<prefix>_registry`, one key `<feature>.<version>` per definition, created once; watched by every replica |
 //! | flows and workers | KV `<prefix>_flows`, key `<flow>` (specs ever advertised); `<prefix>_workers`, key `<flow>.<worker>` (heartbeats with a TTL of three beats, carrying the model state) |
 //! | dead letters | limits stream `<PREFIX>_DLQ` on `<prefix>.dlq.>`, file storage, direct get; subjects `<prefix>.dlq.<tenant>.<flow>`; id = sequence |
 //! | ready notifications | core subject `<prefix>.ready.<value key>` |
+//! | feature log, result-ready events | limits stream `<PREFIX>_LOG` on `<prefix>.log.>`, file storage, retention by `log.max_age` and `log.max_bytes`; subjects `<prefix>.log.<tenant>.<feature>.<version>` and `<prefix>.log.<tenant>.inputs`; one `featurestore.v1.LogRecord` per message, message id `log.<key>.<generation>`; the stream sequence is the event's cursor |
+//! | joined and abandoned computes | in the claims bucket: `joined.<key>.<generation>` (the requests waiting on a compute another claimed), `abandoned.<key>.<generation>` (given up by a cancelled ticket; watched into memory) |
+//! | stored inputs | KV `<prefix>_inputs`, keyed `<tenant>.<entity hash>` (PutInputs) |
 //!
 //! Every bucket keeps one revision per key, file storage, `replicas` copies.
 
+mod claims;
 mod dead_letters;
 mod directory;
 mod kv;
 mod layout;
+mod log;
 mod queue;
 mod tiered;
 
@@ -71,6 +76,8 @@ pub struct Options {
     pub l1_max_bytes: u64,
     /// How often workers renew their presence.
     pub heartbeat: Duration,
+    /// The feature log stream's retention (its `dir` is not used).
+    pub log: crate::LogOptions,
 }
 
 /// Lowest nats-server with per-key TTL and `sync_interval: always`.
@@ -169,11 +176,35 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
     let registry = kv::open(&js, bucket(layout.registry_bucket(), Duration::ZERO)).await?;
     let flows = kv::open(&js, bucket(layout.flows_bucket(), Duration::ZERO)).await?;
     let workers = kv::open(&js, bucket(layout.workers_bucket(), Duration::ZERO)).await?;
+    let inputs = kv::open(&js, bucket(layout.inputs_bucket(), Duration::ZERO)).await?;
+    let log = log::NatsLog::open(
+        js.clone(),
+        &layout,
+        &options.log,
+        options.replicas,
+        options.duplicate_window,
+    )
+    .await?;
 
     let dead_letters = dead_letters::NatsDeadLetters::open(js.clone(), &layout, options).await?;
-    // Last, as it starts a background task: nothing after it can fail.
+    // Last, as they start background tasks: nothing after them can fail.
     let watermarks =
         kv::NatsWatermarks::start(js.clone(), layout.clone(), watermarks, &background).await?;
+    let claims = match claims::NatsClaims::start(
+        js.clone(),
+        layout.clone(),
+        claims,
+        options.claim_ttl,
+        &background,
+    )
+    .await
+    {
+        Ok(claims) => claims,
+        Err(e) => {
+            background.shutdown().await;
+            return Err(e);
+        }
+    };
 
     let shared = Arc::new(kv::NatsValues::new(js.clone(), layout.clone(), values));
     Ok(Substrate {
@@ -183,7 +214,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             shared,
         )),
         tickets: Arc::new(kv::NatsTickets::new(client.clone(), tickets)),
-        claims: Arc::new(kv::NatsClaims::new(js.clone(), layout.clone(), claims)),
+        claims: Arc::new(claims),
         waiters: Arc::new(kv::NatsWaiters::new(waiters)),
         notifier: Arc::new(NatsNotifier {
             client: client.clone(),
@@ -199,6 +230,8 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
         )),
         definitions: Arc::new(kv::NatsDefinitions::new(layout.clone(), registry)),
         dead_letters: Arc::new(dead_letters),
+        log: Arc::new(log),
+        inputs: Arc::new(kv::NatsInputs::new(client.clone(), layout.clone(), inputs)),
         connection: Arc::new(NatsConnection { client, background }),
     })
 }

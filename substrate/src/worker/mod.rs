@@ -275,7 +275,8 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_joins_slots_and_autoscalers_then_withdraws() {
-        let substrate = crate::embedded::substrate(&crate::embedded::Options::for_tests());
+        let substrate =
+            crate::embedded::substrate(&crate::embedded::Options::for_tests()).expect("substrate");
         let catalog = Catalog::builtins().only(&["num.affine".to_string()]);
         let worker = Worker::new(
             substrate.clone(),

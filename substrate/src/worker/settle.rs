@@ -5,6 +5,7 @@
 //! it from the work queue). Whenever the backend cannot store the outcome, the job comes
 //! back after [`BACKEND_RETRY`].
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -65,6 +66,54 @@ impl Worker {
             Verdict::DeadLetter(message) => self.dead_letter(d, &message).await,
             Verdict::Fail(message) => self.settle_failed(d, &message).await,
         }
+    }
+
+    /// Settles a job that needs no compute, and returns the rest: a job a cancelled
+    /// ticket gave up is dropped (with the jobs parked on it that were given up too); a
+    /// job delivered again whose outcome its last worker stored before dying is
+    /// settled from that outcome (logged, released, its dependents continued).
+    pub(super) async fn already_settled(&self, d: Delivery) -> Option<Delivery> {
+        let s = self.dispatcher.substrate();
+        if s.claims.is_abandoned(&d.job.value_key, d.job.generation) {
+            debug!(key = %d.job.value_key, "dropping a job its cancelled ticket gave up");
+            match self.dispatcher.drop_abandoned(&d.job).await {
+                Ok(()) => {
+                    if let Err(e) = d.ack().await {
+                        warn!(error = %e, "ack failed; the job may be delivered again");
+                    }
+                }
+                Err(e) => {
+                    warn!(key = %d.job.value_key, error = %e, "dropping a given-up job failed; retrying");
+                    let _ = d.nak(BACKEND_RETRY).await;
+                }
+            }
+            return None;
+        }
+        if d.attempt <= 1 {
+            return Some(d);
+        }
+        let stored = match s.results.get(&d.job.value_key, d.job.planned_at_ms).await {
+            Ok(Some(env)) if env.generation == d.job.generation => Arc::unwrap_or_clone(env),
+            Ok(_) => return Some(d),
+            Err(e) => {
+                warn!(key = %d.job.value_key, error = %e, "reading a redelivered job's value failed; retrying");
+                let _ = d.nak(BACKEND_RETRY).await;
+                return None;
+            }
+        };
+        debug!(key = %d.job.value_key, "settling again a job whose value was stored before its worker stopped");
+        match self.dispatcher.resettle(&d.job, stored).await {
+            Ok(()) => {
+                if let Err(e) = d.ack().await {
+                    warn!(error = %e, "ack failed; the job may run again");
+                }
+            }
+            Err(e) => {
+                warn!(key = %d.job.value_key, error = %e, "settling a redelivered job failed; retrying");
+                let _ = d.nak(BACKEND_RETRY).await;
+            }
+        }
+        None
     }
 
     #[tracing::instrument(name = "store", skip_all, fields(key = %d.job.value_key))]

@@ -96,6 +96,9 @@ impl Worker {
         let mut runnable = Vec::with_capacity(deliveries.len());
         let mut inputs = Vec::with_capacity(deliveries.len());
         for d in deliveries {
+            let Some(d) = self.already_settled(d).await else {
+                continue;
+            };
             if let Some(message) = policy.crash_looped(d.attempt) {
                 self.dead_letter(d, &message).await;
                 continue;

@@ -1,0 +1,233 @@
+//! Claims on the KV bucket `<prefix>_claims`. A claim is a key created with "expected
+//! last sequence" of its current entry (0, or the revision of a delete marker) and a
+//! TTL; its revision is the generation. Beside the claims, in the same bucket: the
+//! requests that joined a compute (`joined.<key>.<generation>`, a list changed by
+//! compare-and-set) and the computes a cancelled ticket gave up
+//! (`abandoned.<key>.<generation>`), which every process watches into memory so that a
+//! worker checks each job without a round trip.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use async_trait::async_trait;
+use bytes::Bytes;
+use fstore_proto::wire::Joiners;
+use futures::StreamExt;
+use prost::Message;
+use tracing::warn;
+
+use super::kv::{CAS_TRIES, connected, put_with_ttl};
+use super::{Layout, unavailable};
+use crate::task::Background;
+use crate::{Claim, ClaimStore, Error};
+
+pub struct NatsClaims {
+    js: jetstream::Context,
+    layout: Layout,
+    store: kv::Store,
+    /// The abandoned keys the watch has seen, until their TTL.
+    abandoned: Arc<moka::sync::Cache<String, ()>>,
+}
+
+impl NatsClaims {
+    /// The claims over `store`; the watch of abandoned computes runs on `background`.
+    pub(crate) async fn start(
+        js: jetstream::Context,
+        layout: Layout,
+        store: kv::Store,
+        ttl: Duration,
+        background: &Background,
+    ) -> Result<Self, Error> {
+        let abandoned = Arc::new(
+            moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(ttl)
+                .build(),
+        );
+        let mut watch = store
+            .watch_with_history(layout.abandoned_filter())
+            .await
+            .map_err(unavailable)?;
+        let seen = abandoned.clone();
+        let stop = background.token().clone();
+        background.spawn("nats abandoned-claims watch", async move {
+            loop {
+                let entry = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    entry = watch.next() => match entry {
+                        Some(entry) => entry,
+                        None => break,
+                    },
+                };
+                match entry {
+                    Ok(e) if e.operation == kv::Operation::Put => seen.insert(e.key, ()),
+                    Ok(_) => {}
+                    Err(err) => {
+                        warn!(error = %err, "abandoned-claims watch ended");
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(NatsClaims {
+            js,
+            layout,
+            store,
+            abandoned,
+        })
+    }
+
+    /// Changes the joiners of (key, generation) by compare-and-set.
+    async fn change_joiners(
+        &self,
+        key: &str,
+        generation: u64,
+        ttl: Option<Duration>,
+        change: impl Fn(&mut Vec<String>) -> bool,
+    ) -> Result<Vec<String>, Error> {
+        let k = self.layout.joined_key(key, generation);
+        for _ in 0..CAS_TRIES {
+            let entry = self.store.entry(&k).await.map_err(unavailable)?;
+            let (mut joiners, expect) = match entry {
+                Some(e) if e.operation == kv::Operation::Put => {
+                    (Joiners::decode(e.value)?, e.revision)
+                }
+                Some(e) => (Joiners::default(), e.revision),
+                None => (Joiners::default(), 0),
+            };
+            joiners.generation = generation;
+            if !change(&mut joiners.tickets) {
+                return Ok(joiners.tickets);
+            }
+            let bytes = Bytes::from(joiners.encode_to_vec());
+            match put_with_ttl(
+                &self.js,
+                &self.layout,
+                &self.store,
+                &k,
+                bytes,
+                ttl,
+                Some(expect),
+            )
+            .await
+            {
+                Ok(_) => return Ok(joiners.tickets),
+                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {}
+                Err(e) => return Err(unavailable(e)),
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "the waiters of a compute lost {CAS_TRIES} races with other writers; retry"
+        )))
+    }
+}
+
+#[async_trait]
+impl ClaimStore for NatsClaims {
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<Claim, Error> {
+        connected(&self.js)?;
+        let expect = match self.store.entry(key).await.map_err(unavailable)? {
+            Some(e) if e.operation == kv::Operation::Put => return Ok(Claim::Held(e.revision)),
+            Some(e) => e.revision,
+            None => 0,
+        };
+        match put_with_ttl(
+            &self.js,
+            &self.layout,
+            &self.store,
+            key,
+            Bytes::from_static(b"1"),
+            Some(ttl),
+            Some(expect),
+        )
+        .await
+        {
+            Ok(generation) => Ok(Claim::Won(generation)),
+            // Someone else won it meanwhile: join theirs (its generation is read back).
+            Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {
+                match self.store.entry(key).await.map_err(unavailable)? {
+                    Some(e) if e.operation == kv::Operation::Put => Ok(Claim::Held(e.revision)),
+                    _ => Ok(Claim::Held(0)),
+                }
+            }
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn release(&self, key: &str, generation: u64) -> Result<(), Error> {
+        // Only our own claim: a later generation's claim stays.
+        match self
+            .store
+            .delete_expect_revision(key, Some(generation))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Another generation's claim is there now: it stays.
+            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(()),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn join(
+        &self,
+        key: &str,
+        generation: u64,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        self.change_joiners(key, generation, Some(ttl), |h| {
+            let new = !h.iter().any(|x| x == holder);
+            if new {
+                h.push(holder.to_string());
+            }
+            new
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn joiners(&self, key: &str, generation: u64) -> Result<Vec<String>, Error> {
+        let k = self.layout.joined_key(key, generation);
+        match self.store.get(&k).await.map_err(unavailable)? {
+            Some(b) if !b.is_empty() => Ok(Joiners::decode(b)?.tickets),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    async fn withdraw(
+        &self,
+        key: &str,
+        generation: u64,
+        holder: &str,
+    ) -> Result<Vec<String>, Error> {
+        self.change_joiners(key, generation, None, |h| {
+            let before = h.len();
+            h.retain(|x| x != holder);
+            h.len() != before
+        })
+        .await
+    }
+
+    async fn abandon(&self, key: &str, generation: u64, ttl: Duration) -> Result<(), Error> {
+        let k = self.layout.abandoned_key(key, generation);
+        put_with_ttl(
+            &self.js,
+            &self.layout,
+            &self.store,
+            &k,
+            Bytes::from_static(b"1"),
+            Some(ttl),
+            None,
+        )
+        .await
+        .map_err(unavailable)?;
+        self.abandoned.insert(k, ());
+        self.release(key, generation).await
+    }
+
+    fn is_abandoned(&self, key: &str, generation: u64) -> bool {
+        self.abandoned
+            .contains_key(&self.layout.abandoned_key(key, generation))
+    }
+}
