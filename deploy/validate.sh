@@ -395,8 +395,9 @@ CONFIG_KEYS = {
     "limits": {"max_entities": "int", "max_features": "int", "max_items": "int",
                "max_input_bytes": "int", "max_request_bytes": "int", "max_wait": "duration",
                "default_wait": "duration"},
-    "cache": {"max_bytes": "int", "ticket_ttl": "duration", "failure_ttl": "duration",
-              "claim_ttl": "duration"},
+    "cache": {"max_bytes": "int", "failure_ttl": "duration", "claim_ttl": "duration"},
+    "tickets": {"retention": "duration"},
+    "log": {"dir": "str", "max_age": "duration", "max_bytes": "int", "segment_bytes": "int"},
     "queue": {"max_queued_per_flow": "int", "max_queued_per_tenant": "int",
               "duplicate_window": "duration"},
     "worker": {"slots": "int", "min_slots": "int", "jobs_per_slot": "int",
@@ -447,7 +448,7 @@ def check_config_rs():
         inner = re.fullmatch(r"Option<(.+)>", rust)
         if inner:
             rust = inner.group(1)
-        if rust == "String":
+        if rust in ("String", "PathBuf"):
             return "str"
         if rust in INTS:
             return "int"

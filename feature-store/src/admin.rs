@@ -127,8 +127,10 @@ pub async fn replay_dead_letter(
     // Parked behind a missing input counts as enqueued: its input's completion enqueues
     // it. Failed at once (an input had failed) does not.
     let enqueued = match claimed {
-        Claimed::Submitted(Submitted::Enqueued | Submitted::Waiting) => true,
-        Claimed::Submitted(Submitted::Failed(_)) | Claimed::Coalesced | Claimed::Found(()) => false,
+        Claimed::Submitted(Submitted::Enqueued | Submitted::Waiting, _) => true,
+        Claimed::Submitted(Submitted::Failed(_), _)
+        | Claimed::Coalesced(_)
+        | Claimed::Found(()) => false,
     };
     substrate.dead_letters.remove(&letter.id).await?;
     Ok(api::ReplayDeadLetterResponse { enqueued })

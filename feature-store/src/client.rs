@@ -184,6 +184,37 @@ impl Client {
         let req = c.request(api::PurgeDeadLettersRequest { id });
         Ok(c.raw().purge_dead_letters(req).await?.into_inner())
     }
+
+    pub async fn put_inputs(
+        &self,
+        entities: Vec<api::EntityRequest>,
+    ) -> Result<api::PutInputsResponse, Status> {
+        let c = self;
+        let req = c.request(api::PutInputsRequest { entities });
+        Ok(c.raw().put_inputs(req).await?.into_inner())
+    }
+
+    pub async fn cancel_ticket(&self, ticket: String) -> Result<api::CancelTicketResponse, Status> {
+        let c = self;
+        let req = c.request(api::CancelTicketRequest { ticket });
+        Ok(c.raw().cancel_ticket(req).await?.into_inner())
+    }
+
+    pub async fn subscribe_events(
+        &self,
+        req: api::SubscribeEventsRequest,
+    ) -> Result<Streaming<api::LogEvent>, Status> {
+        let c = self;
+        Ok(c.raw().subscribe_events(c.request(req)).await?.into_inner())
+    }
+
+    pub async fn read_log(
+        &self,
+        req: api::ReadLogRequest,
+    ) -> Result<Streaming<api::LogEvent>, Status> {
+        let c = self;
+        Ok(c.raw().read_log(c.request(req)).await?.into_inner())
+    }
 }
 
 #[cfg(test)]

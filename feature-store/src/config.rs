@@ -17,6 +17,55 @@ pub struct Config {
     pub queue: QueueConfig,
     pub worker: WorkerConfig,
     pub nats: NatsConfig,
+    pub tickets: TicketsConfig,
+    pub log: LogConfig,
+}
+
+/// Where `fstore dev` keeps its feature log when `log.dir` is not set.
+pub const DEV_LOG_DIR: &str = ".fstore/log";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TicketsConfig {
+    /// How long a ticket stays readable after it was issued (its results once final,
+    /// or its pending request); then GetTicket says it expired.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for TicketsConfig {
+    fn default() -> Self {
+        TicketsConfig {
+            retention: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// The feature log (and result-ready events).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// The embedded backend's log directory; none: in memory (`fstore dev` uses
+    /// `.fstore/log` then). The NATS backend keeps the log in a stream.
+    pub dir: Option<PathBuf>,
+    /// Records older than this are dropped; `0s` keeps them regardless of age.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// The log's size bound in bytes: the oldest records go first.
+    pub max_bytes: u64,
+    /// The embedded log's segment size: retention drops whole segments.
+    pub segment_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            dir: None,
+            max_age: Duration::from_secs(30 * 24 * 3600),
+            max_bytes: 10 * 1024 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// The JetStream backend; without `url` the embedded substrate is used.
@@ -117,8 +166,6 @@ impl Default for Limits {
 pub struct CacheConfig {
     /// Memory bound of the value cache, in bytes.
     pub max_bytes: u64,
-    #[serde(with = "humantime_serde")]
-    pub ticket_ttl: Duration,
     /// How long a failure is answered before a request recomputes.
     #[serde(with = "humantime_serde")]
     pub failure_ttl: Duration,
@@ -131,7 +178,6 @@ impl Default for CacheConfig {
     fn default() -> Self {
         CacheConfig {
             max_bytes: 256 * 1024 * 1024,
-            ticket_ttl: Duration::from_secs(3600),
             failure_ttl: Duration::from_secs(60),
             claim_ttl: Duration::from_secs(600),
         }
@@ -355,20 +401,31 @@ impl Config {
             duplicate_window: self.queue.duplicate_window,
             max_queued_per_flow: self.queue.max_queued_per_flow,
             max_queued_per_tenant: self.queue.max_queued_per_tenant,
-            ticket_ttl: self.cache.ticket_ttl,
+            ticket_ttl: self.tickets.retention,
             claim_ttl: self.cache.claim_ttl,
             l1_max_bytes: self.nats.l1_max_bytes,
             heartbeat: self.nats.heartbeat,
+            log: self.log_options(),
         }
     }
 
     pub fn embedded_options(&self) -> fstore_substrate::embedded::Options {
         fstore_substrate::embedded::Options {
             cache_max_bytes: self.cache.max_bytes,
-            ticket_ttl: self.cache.ticket_ttl,
+            ticket_ttl: self.tickets.retention,
             max_queued_per_flow: self.queue.max_queued_per_flow,
             max_queued_per_tenant: self.queue.max_queued_per_tenant,
             duplicate_window: self.queue.duplicate_window,
+            log: self.log_options(),
+        }
+    }
+
+    fn log_options(&self) -> fstore_substrate::LogOptions {
+        fstore_substrate::LogOptions {
+            dir: self.log.dir.clone(),
+            max_age: self.log.max_age,
+            max_bytes: self.log.max_bytes,
+            segment_bytes: self.log.segment_bytes,
         }
     }
 }

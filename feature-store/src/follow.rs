@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::keys::ValueKey;
-use crate::planner::{Plan, Planner};
+use crate::planner::{Plan, Planner, Planning};
 use crate::ready::ReadyHub;
 use crate::request::ValidRequest;
 use crate::{Error, Result};
@@ -91,7 +91,13 @@ impl Follower {
                 }
             }
         }
-        let plan = self.planner.plan(&self.request).await;
+        // A call's first plan says which computes it joined; a ticket's reads do not.
+        let how = if matches!(self.state, State::Start) && self.request.first_call {
+            Planning::First
+        } else {
+            Planning::Again
+        };
+        let plan = self.planner.plan(&self.request, how).await;
         self.state = match &plan {
             Ok(p) if p.is_pending() => State::Pending(p.pending_keys.clone()),
             _ => State::Done,

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fstore_proto::api::{self, FeatureResult, Status};
-use fstore_proto::wire::{JobInput, job_input};
+use fstore_proto::wire::{ClaimRef, JobInput, job_input};
 use fstore_substrate::task::spawn_named;
 use fstore_substrate::time::now_ms;
-use fstore_substrate::{ComputeJob, Dispatcher, Submitted, Substrate, ValueEnvelope};
+use fstore_substrate::{Claim, ComputeJob, Dispatcher, Submitted, Substrate, ValueEnvelope};
 use tokio_util::task::TaskTracker;
 
 use crate::keys::{FieldHasher, ValueKey};
@@ -42,12 +42,14 @@ pub enum Origin {
     Joined,
 }
 
-/// A planned node: its key, state and origin.
+/// A planned node: its key, state and origin, and the generation of the compute it
+/// claimed or joined.
 #[derive(Debug, Clone)]
 struct Planned {
     key: ValueKey,
     state: NodeState,
     origin: Origin,
+    generation: Option<u64>,
 }
 
 /// Planned nodes of one entity, by node identity (the registry's `Arc<Node>` address).
@@ -61,6 +63,10 @@ pub struct Plan {
     /// One per result.
     pub origins: Vec<Origin>,
     pub pending_keys: Vec<ValueKey>,
+    /// Every compute (of the requested features and their dependencies) this plan
+    /// claimed, and those of others it joined: what cancelling its ticket gives up.
+    pub claimed: Vec<ClaimRef>,
+    pub joined: Vec<ClaimRef>,
 }
 
 impl Plan {
@@ -79,6 +85,19 @@ impl Plan {
             }
         }
     }
+}
+
+/// How a plan treats what is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planning {
+    /// A call's first plan: claims and submits, and records the computes of others it
+    /// joins (so cancelling its ticket keeps what they wait on).
+    First,
+    /// A later plan of the same call, or a ticket read: claims and submits.
+    Again,
+    /// Only looks: what is missing reads as pending and nothing is submitted (a
+    /// cancelled ticket's last answer).
+    Look,
 }
 
 #[derive(Debug, Clone)]
@@ -141,12 +160,12 @@ impl Drop for ClaimGuard<'_> {
 /// What [`Planner::claim_and_submit`] did.
 #[derive(Debug)]
 pub enum Claimed<T> {
-    /// Someone else holds the claim: their compute will fill the key.
-    Coalesced,
+    /// Someone else holds the claim (of this generation): their compute will fill the key.
+    Coalesced(u64),
     /// The re-check after winning the claim found what it looks for; the claim is back.
     Found(T),
-    /// The job was submitted under the won claim.
-    Submitted(Submitted),
+    /// The job was submitted under the won claim of this generation.
+    Submitted(Submitted, u64),
 }
 
 impl Planner {
@@ -187,14 +206,18 @@ impl Planner {
         self.stats.record(&ids, first, &answer.results);
     }
 
+    /// Plans every requested node of every entity, as `how` says.
     #[tracing::instrument(name = "plan", skip_all, fields(entities = request.entities.len(), features = request.features.len()))]
-    pub async fn plan(&self, request: &ValidRequest) -> Result<Plan> {
+    pub async fn plan(&self, request: &ValidRequest, how: Planning) -> Result<Plan> {
+        let join = how == Planning::First;
         let now = now_ms();
         let n = request.entities.len() * request.features.len();
         let mut plan = Plan {
             results: Vec::with_capacity(n),
             origins: Vec::with_capacity(n),
             pending_keys: Vec::new(),
+            claimed: Vec::new(),
+            joined: Vec::new(),
         };
         for entity in &request.entities {
             let mut states: NodeStates = HashMap::new();
@@ -218,7 +241,31 @@ impl Planner {
                             .copied()
                             .unwrap_or(0)
                     };
-                    let planned = self.node(request, entity, node, min, &states, now).await?;
+                    let planned = self
+                        .node(request, entity, node, min, &states, now, how)
+                        .await?;
+                    if let Some(generation) = planned.generation {
+                        let claim = ClaimRef {
+                            key: planned.key.to_string(),
+                            generation,
+                        };
+                        match planned.origin {
+                            Origin::Computed => plan.claimed.push(claim),
+                            Origin::Joined if join => {
+                                self.substrate
+                                    .claims
+                                    .join(
+                                        &claim.key,
+                                        generation,
+                                        &request.id,
+                                        self.options.claim_ttl,
+                                    )
+                                    .await?;
+                                plan.joined.push(claim);
+                            }
+                            _ => {}
+                        }
+                    }
                     states.insert(id, planned);
                 }
             }
@@ -253,6 +300,7 @@ impl Planner {
         min_planned_at_ms: i64,
         states: &NodeStates,
         now: i64,
+        how: Planning,
     ) -> Result<Planned> {
         let dep = |n: &Node| states.get(&(std::ptr::from_ref(n) as usize));
         let key = value_key(&request.tenant, node, entity, |n| dep(n).map(|p| &p.key))?;
@@ -273,6 +321,7 @@ impl Planner {
                     key,
                     state,
                     origin: Origin::Stored,
+                    generation: None,
                 });
             }
             Lookup::Missing { older } => {
@@ -283,6 +332,14 @@ impl Planner {
                 older.filter(|_| request.allow_stale)
             }
         };
+        if how == Planning::Look {
+            return Ok(Planned {
+                key,
+                state: NodeState::Pending { stale },
+                origin: Origin::Joined,
+                generation: None,
+            });
+        }
         // Missing: refuse to compute behind a failed input, else claim and submit.
         let mut job_inputs = Vec::with_capacity(node.inputs.len());
         for i in &node.inputs {
@@ -313,12 +370,15 @@ impl Planner {
                                     attempts: *attempts,
                                 },
                                 origin: Origin::Stored,
+                                generation: None,
                             });
                         }
                     };
                     job_inputs.push(JobInput {
                         name: name.clone(),
                         source,
+                        request_input: String::new(),
+                        key: dep_planned.key.to_string(),
                     });
                 }
                 NodeInput::Request {
@@ -334,6 +394,8 @@ impl Planner {
                     job_inputs.push(JobInput {
                         name: name.clone(),
                         source: Some(job_input::Source::Value(value)),
+                        request_input: request_input.clone(),
+                        key: String::new(),
                     });
                 }
             }
@@ -352,6 +414,7 @@ impl Planner {
             inputs: job_inputs,
             ttl_ms: node.ttl_ms,
             planned_at_ms: now,
+            tickets: vec![request.id.clone()],
         };
         // The value may have landed between the look-up and the claim (its computer
         // stores it before releasing its claim): look again before computing it twice.
@@ -359,17 +422,24 @@ impl Planner {
             Lookup::Final(state) => Ok(Some(state)),
             Lookup::Missing { .. } => Ok(None),
         };
-        let (state, origin) = match self.claim_and_submit(&key, recheck, job).await? {
-            Claimed::Coalesced => (NodeState::Pending { stale }, Origin::Joined),
-            Claimed::Found(state) => (state, Origin::Stored),
-            Claimed::Submitted(Submitted::Enqueued | Submitted::Waiting) => {
-                (NodeState::Pending { stale }, Origin::Computed)
+        let (state, origin, generation) = match self.claim_and_submit(&key, recheck, job).await? {
+            Claimed::Coalesced(g) => (NodeState::Pending { stale }, Origin::Joined, Some(g)),
+            Claimed::Found(state) => (state, Origin::Stored, None),
+            Claimed::Submitted(Submitted::Enqueued | Submitted::Waiting, g) => {
+                (NodeState::Pending { stale }, Origin::Computed, Some(g))
             }
-            Claimed::Submitted(Submitted::Failed(error)) => {
-                (NodeState::Failed { error, attempts: 0 }, Origin::Computed)
-            }
+            Claimed::Submitted(Submitted::Failed(error), _) => (
+                NodeState::Failed { error, attempts: 0 },
+                Origin::Computed,
+                None,
+            ),
         };
-        Ok(Planned { key, state, origin })
+        Ok(Planned {
+            key,
+            state,
+            origin,
+            generation,
+        })
     }
 
     /// Claims `key`; if the claim is won and `recheck` finds nothing, submits the job
@@ -385,8 +455,9 @@ impl Planner {
         job: impl FnOnce(u64) -> ComputeJob,
     ) -> Result<Claimed<T>> {
         let claims = &self.substrate.claims;
-        let Some(generation) = claims.claim(key.as_str(), self.options.claim_ttl).await? else {
-            return Ok(Claimed::Coalesced);
+        let generation = match claims.claim(key.as_str(), self.options.claim_ttl).await? {
+            Claim::Won(g) => g,
+            Claim::Held(g) => return Ok(Claimed::Coalesced(g)),
         };
         let guard = ClaimGuard {
             planner: self,
@@ -410,7 +481,7 @@ impl Planner {
         match self.dispatcher.submit(&job(generation)).await {
             Ok(submitted) => {
                 guard.keep();
-                Ok(Claimed::Submitted(submitted))
+                Ok(Claimed::Submitted(submitted, generation))
             }
             Err(e) => {
                 // Nothing was enqueued: give the claim back so a later call can retry.
@@ -588,7 +659,8 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_call_gives_its_claim_back() {
         let mut substrate =
-            fstore_substrate::embedded::substrate(&crate::Config::default().embedded_options());
+            fstore_substrate::embedded::substrate(&crate::Config::default().embedded_options())
+                .expect("substrate");
         substrate.queue = Arc::new(StuckQueue);
         let tasks = TaskTracker::new();
         let planner = Planner::new(
@@ -617,6 +689,9 @@ mod tests {
             .claim("k", Duration::from_secs(600))
             .await
             .expect("claim");
-        assert!(again.is_some(), "the cancelled call's claim was given back");
+        assert!(
+            matches!(again, Claim::Won(_)),
+            "the cancelled call's claim was given back"
+        );
     }
 }

@@ -4,11 +4,12 @@
 //! versions, every request input a node reads is present and typed right, and staleness
 //! and wait bounds are in range.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use fstore_proto::api;
+use fstore_substrate::InputStore;
 use prost::Message;
 
 use crate::config::Limits;
@@ -43,6 +44,9 @@ pub enum Mode {
 /// [`ValidRequest::from_ticket`] (its fields are the crate's alone).
 #[derive(Debug, Clone)]
 pub struct ValidRequest {
+    /// The request's id: its ticket's id if it gets one. A UUID v7, so the time it was
+    /// issued can be read back from it.
+    pub(crate) id: String,
     pub(crate) tenant: String,
     pub(crate) entities: Vec<api::EntityRequest>,
     pub(crate) features: Vec<Wanted>,
@@ -52,16 +56,22 @@ pub struct ValidRequest {
     pub(crate) mode: Mode,
     /// When the call (or the ticket's first call) started.
     pub(crate) started_at_ms: i64,
+    /// A call of its own, not a ticket read back: its first plan records the computes
+    /// of others it joins.
+    pub(crate) first_call: bool,
 }
 
 impl ValidRequest {
-    /// Checks `req` against the limits and the registry as of `snapshot`.
-    pub fn new(
+    /// Checks `req` against the limits and the registry as of `snapshot`. Request
+    /// inputs the call did not send are looked up among the inputs stored for the
+    /// entity (PutInputs) in `stored` before they are checked.
+    pub async fn new(
         tenant: String,
         req: &api::GetFeaturesRequest,
         snapshot: &Snapshot,
         limits: &Limits,
         now_ms: i64,
+        stored: &dyn InputStore,
     ) -> Result<Self> {
         let mode = match api::Mode::try_from(req.mode) {
             Ok(api::Mode::Async) => Mode::Async,
@@ -98,7 +108,8 @@ impl ValidRequest {
             snapshot.resolve(&r)?;
             dependency_min.insert(r.name, min_for(Some(*staleness)));
         }
-        let valid = ValidRequest {
+        let mut valid = ValidRequest {
+            id: uuid::Uuid::now_v7().simple().to_string(),
             tenant,
             entities: req.entities.clone(),
             features,
@@ -106,9 +117,40 @@ impl ValidRequest {
             allow_stale: req.allow_stale,
             mode,
             started_at_ms: now_ms,
+            first_call: true,
         };
+        valid.complete_inputs(stored).await?;
         valid.check_inputs()?;
         Ok(valid)
+    }
+
+    /// Fills the request inputs an entity lacks from those stored for it; what the call
+    /// sent wins. Reads the store only for entities that lack one.
+    async fn complete_inputs(&mut self, stored: &dyn InputStore) -> Result<()> {
+        let mut needed = BTreeSet::new();
+        for w in &self.features {
+            for n in w.node.upstream.iter().chain(std::iter::once(&w.node)) {
+                for i in &n.inputs {
+                    if let NodeInput::Request { name, .. } = i {
+                        needed.insert(name.as_str());
+                    }
+                }
+            }
+        }
+        for e in &mut self.entities {
+            if needed.iter().all(|n| e.inputs.contains_key(*n)) {
+                continue;
+            }
+            let Some(found) = stored.get(&self.tenant, &e.entity_id).await? else {
+                continue;
+            };
+            for (name, value) in found.inputs {
+                if needed.contains(name.as_str()) {
+                    e.inputs.entry(name).or_insert(value);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The request a stored ticket holds, resolved against the registry as it is now. The
@@ -130,6 +172,7 @@ impl ValidRequest {
             })
             .collect::<Result<Vec<_>>>()?;
         let valid = ValidRequest {
+            id: ticket.id,
             tenant: ticket.tenant,
             entities: ticket.entities,
             features,
@@ -137,6 +180,7 @@ impl ValidRequest {
             allow_stale: ticket.allow_stale,
             mode: Mode::Async,
             started_at_ms: ticket.created_at_ms,
+            first_call: false,
         };
         valid.check_inputs()?;
         Ok(valid)
@@ -262,6 +306,8 @@ pub fn wait_bound(limits: &Limits, wait_ms: u64, grpc_deadline: Option<Duration>
 
 #[cfg(test)]
 mod tests {
+    use fstore_substrate::embedded::EmbeddedInputs;
+
     use super::*;
 
     fn request(mode: i32, staleness: Option<u64>) -> api::GetFeaturesRequest {
@@ -284,51 +330,67 @@ mod tests {
         }
     }
 
-    #[test]
-    fn unknown_mode_is_refused() {
+    #[tokio::test]
+    async fn unknown_mode_is_refused() {
         let snapshot = Snapshot::default();
-        let m = message(ValidRequest::new(
-            "t".into(),
-            &request(99, None),
-            &snapshot,
-            &Limits::default(),
-            1_000,
-        ));
+        let m = message(
+            ValidRequest::new(
+                "t".into(),
+                &request(99, None),
+                &snapshot,
+                &Limits::default(),
+                1_000,
+                &EmbeddedInputs::default(),
+            )
+            .await,
+        );
         assert!(m.contains("mode 99 is unknown"), "{m}");
     }
 
-    #[test]
-    fn huge_staleness_is_refused_not_overflowed() {
+    #[tokio::test]
+    async fn huge_staleness_is_refused_not_overflowed() {
         let snapshot = Snapshot::default();
-        let m = message(ValidRequest::new(
-            "t".into(),
-            &request(0, Some(1 << 63)),
-            &snapshot,
-            &Limits::default(),
-            1_000,
-        ));
+        let m = message(
+            ValidRequest::new(
+                "t".into(),
+                &request(0, Some(1 << 63)),
+                &snapshot,
+                &Limits::default(),
+                1_000,
+                &EmbeddedInputs::default(),
+            )
+            .await,
+        );
         assert!(
             m.contains("max_staleness_ms is 9223372036854775808 ms"),
             "{m}"
         );
         let mut r = request(0, None);
         r.max_staleness_ms_by_feature.insert("f".into(), u64::MAX);
-        let m = message(ValidRequest::new(
-            "t".into(),
-            &r,
-            &snapshot,
-            &Limits::default(),
-            1_000,
-        ));
+        let m = message(
+            ValidRequest::new(
+                "t".into(),
+                &r,
+                &snapshot,
+                &Limits::default(),
+                1_000,
+                &EmbeddedInputs::default(),
+            )
+            .await,
+        );
         assert!(m.contains("max_staleness_ms_by_feature is"), "{m}");
         // At the bound it is accepted (and fails later only because `f` is unknown).
-        let m = message(ValidRequest::new(
-            "t".into(),
-            &request(0, Some(MAX_DURATION_MS)),
-            &snapshot,
-            &Limits::default(),
-            1_000,
-        ));
+        let m = message(
+            ValidRequest::new(
+                "t".into(),
+                &request(0, Some(MAX_DURATION_MS)),
+                &snapshot,
+                &Limits::default(),
+                1_000,
+                &EmbeddedInputs::default(),
+            )
+            .await,
+        );
         assert!(m.contains("no feature named `f`"), "{m}");
     }
 

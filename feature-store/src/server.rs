@@ -130,7 +130,7 @@ fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
 pub async fn substrate(config: &Config) -> Result<Substrate, Error> {
     match &config.nats.url {
         Some(url) => Ok(fstore_substrate::nats::connect(&config.nats_options(url)).await?),
-        None => Ok(embedded::substrate(&config.embedded_options())),
+        None => Ok(embedded::substrate(&config.embedded_options())?),
     }
 }
 
@@ -175,7 +175,7 @@ pub async fn start_embedded(
     catalog: Catalog,
     listener: TcpListener,
 ) -> Result<Running, Error> {
-    let substrate = embedded::substrate(&config.embedded_options());
+    let substrate = embedded::substrate(&config.embedded_options())?;
     start(config, substrate, catalog, listener).await
 }
 
@@ -259,6 +259,7 @@ pub async fn start(
         hub,
         config,
         tasks.clone(),
+        serve_token.clone(),
     ));
     let svc = FeatureStoreServer::new(service.clone())
         .max_decoding_message_size(max_request_bytes)

@@ -83,6 +83,8 @@ fn metadata_pairs<T>(req: &Request<T>) -> impl Iterator<Item = (&str, &str)> {
 
 type WatchStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<api::WatchEvent, Status>> + Send>>;
+type LogStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<api::LogEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl FeatureStore for Service {
@@ -236,5 +238,53 @@ impl FeatureStore for Service {
                 .purge_dead_letters(&tenant, &req.get_ref().id)
                 .await?,
         ))
+    }
+
+    async fn put_inputs(
+        &self,
+        req: Request<api::PutInputsRequest>,
+    ) -> Result<Response<api::PutInputsResponse>, Status> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(
+            self.store.put_inputs(&tenant, req.into_inner()).await?,
+        ))
+    }
+
+    async fn cancel_ticket(
+        &self,
+        req: Request<api::CancelTicketRequest>,
+    ) -> Result<Response<api::CancelTicketResponse>, Status> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(
+            self.store
+                .cancel_ticket(&tenant, &req.get_ref().ticket)
+                .await?,
+        ))
+    }
+
+    type SubscribeEventsStream = LogStream;
+
+    async fn subscribe_events(
+        &self,
+        req: Request<api::SubscribeEventsRequest>,
+    ) -> Result<Response<Self::SubscribeEventsStream>, Status> {
+        let tenant = self.tenant(&req)?;
+        let events = self.store.subscribe_events(tenant, req.get_ref()).await?;
+        Ok(Response::new(Box::pin(
+            events.map(|e| e.map_err(Status::from)),
+        )))
+    }
+
+    type ReadLogStream = LogStream;
+
+    async fn read_log(
+        &self,
+        req: Request<api::ReadLogRequest>,
+    ) -> Result<Response<Self::ReadLogStream>, Status> {
+        let tenant = self.tenant(&req)?;
+        let events = self.store.read_log(tenant, req.get_ref()).await?;
+        Ok(Response::new(Box::pin(
+            events.map(|e| e.map_err(Status::from)),
+        )))
     }
 }

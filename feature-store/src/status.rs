@@ -22,6 +22,8 @@ impl From<Error> for Status {
             Error::Substrate(SubstrateError::QueueFull { .. }) => Code::ResourceExhausted,
             Error::Substrate(SubstrateError::TooLarge { .. }) => Code::InvalidArgument,
             Error::Substrate(SubstrateError::Codec(_)) => Code::Internal,
+            Error::Substrate(SubstrateError::Cursor(_)) => Code::InvalidArgument,
+            Error::Substrate(SubstrateError::Storage(_)) => Code::Unavailable,
         };
         let message = match &e {
             // Name the setting the operator can raise.

@@ -12,16 +12,17 @@ use fstore_substrate::time::now_ms;
 use fstore_substrate::{Dispatcher, Substrate};
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::follow::Follower;
-use crate::planner::{Plan, Planner, PlannerOptions};
+use crate::planner::{Plan, Planner, PlannerOptions, Planning};
 use crate::ready::ReadyHub;
 use crate::registry::Registry;
 use crate::request::{Mode, ValidRequest, wait_bound};
 use crate::tickets::Tickets;
-use crate::{Error, Result, admin, describe};
+use crate::{Error, Result, admin, describe, events, inputs};
 
 /// Everything a call needs. Cheap to clone.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ struct Inner {
     substrate: Substrate,
     hub: ReadyHub,
     config: Config,
+    /// Cancelled when the server drains: live subscriptions end then.
+    shutdown: CancellationToken,
 }
 
 /// Watch events, as the service streams them.
@@ -44,13 +47,15 @@ pub type WatchStream = Pin<Box<dyn Stream<Item = Result<api::WatchEvent>> + Send
 
 impl Store {
     /// The calls over `substrate`; `tasks` holds the work a call leaves behind when it is
-    /// cancelled (giving back abandoned claims).
+    /// cancelled (giving back abandoned claims); `shutdown` ends live subscriptions, so
+    /// a draining server is not held open by them.
     pub fn new(
         substrate: Substrate,
         registry: Registry,
         hub: ReadyHub,
         config: Config,
         tasks: TaskTracker,
+        shutdown: CancellationToken,
     ) -> Self {
         let dispatcher = Dispatcher::new(substrate.clone(), config.cache.failure_ttl);
         let planner = Arc::new(Planner::new(
@@ -65,10 +70,11 @@ impl Store {
             inner: Arc::new(Inner {
                 registry,
                 planner,
-                tickets: Tickets::new(substrate.tickets.clone()),
+                tickets: Tickets::new(substrate.tickets.clone(), config.tickets.retention),
                 substrate,
                 hub,
                 config,
+                shutdown,
             }),
         }
     }
@@ -91,14 +97,20 @@ impl Store {
         )
     }
 
-    fn validate(&self, tenant: String, req: &api::GetFeaturesRequest) -> Result<ValidRequest> {
+    async fn validate(
+        &self,
+        tenant: String,
+        req: &api::GetFeaturesRequest,
+    ) -> Result<ValidRequest> {
         ValidRequest::new(
             tenant,
             req,
             &self.inner.registry.snapshot(),
             &self.inner.config.limits,
             now_ms(),
+            self.inner.substrate.inputs.as_ref(),
         )
+        .await
     }
 
     /// ASYNC answers the first plan; SYNC the last one before its wait runs out. A ticket
@@ -110,7 +122,7 @@ impl Store {
         grpc_deadline: Option<Duration>,
     ) -> Result<api::GetFeaturesResponse> {
         let wait = wait_bound(&self.inner.config.limits, req.wait_ms, grpc_deadline);
-        let request = self.validate(tenant, req)?;
+        let request = self.validate(tenant, req).await?;
         let mode = request.mode;
         let mut follower = self.follow(request, wait);
         let first = follower.first().await?;
@@ -118,7 +130,7 @@ impl Store {
         let origins = first.origins.clone();
         let mut ticket = String::new();
         if first.is_pending() {
-            ticket = self.inner.tickets.create(&request).await?;
+            ticket = self.inner.tickets.create(&request, &first).await?;
         }
         let mut answer = match mode {
             Mode::Sync if first.is_pending() => follower.last(first).await?,
@@ -132,25 +144,119 @@ impl Store {
         Ok(api::GetFeaturesResponse {
             results: answer.results,
             ticket,
+            canceled: false,
         })
     }
 
-    /// The current state of a ticket's results: a fresh plan of its request.
+    /// The current state of a ticket's results: a fresh plan of its request while it
+    /// is pending; once final (or cancelled), the results it ended with.
     pub async fn get_ticket(&self, tenant: &str, id: &str) -> Result<api::GetFeaturesResponse> {
-        let request = self
-            .inner
-            .tickets
-            .read(tenant, id, &self.inner.registry.snapshot())
-            .await?;
+        let ticket = self.inner.tickets.get(tenant, id).await?;
+        if ticket.finished_at_ms != 0 {
+            return Ok(api::GetFeaturesResponse {
+                canceled: ticket.canceled_at_ms != 0,
+                results: ticket.results,
+                ticket: String::new(),
+            });
+        }
+        let request = ValidRequest::from_ticket(ticket.clone(), &self.inner.registry.snapshot())?;
         let plan = self.follow(request, Duration::ZERO).first().await?;
+        if plan.is_pending() {
+            return Ok(api::GetFeaturesResponse {
+                ticket: id.to_string(),
+                results: plan.results,
+                canceled: false,
+            });
+        }
+        self.inner
+            .tickets
+            .finish(ticket, &plan.results, false)
+            .await?;
         Ok(api::GetFeaturesResponse {
-            ticket: if plan.is_pending() {
-                id.to_string()
-            } else {
-                String::new()
-            },
+            ticket: String::new(),
             results: plan.results,
+            canceled: false,
         })
+    }
+
+    /// Gives a ticket up: each compute its first plan claimed is abandoned unless a
+    /// request that joined it still waits; the computes it joined forget it. Its last
+    /// answer is what is stored now, the rest CANCELED.
+    pub async fn cancel_ticket(&self, tenant: &str, id: &str) -> Result<api::CancelTicketResponse> {
+        let ticket = self.inner.tickets.get(tenant, id).await?;
+        if ticket.finished_at_ms != 0 {
+            return Ok(api::CancelTicketResponse {
+                already_complete: true,
+                ..Default::default()
+            });
+        }
+        let claims = &self.inner.substrate.claims;
+        for c in &ticket.joined {
+            claims.withdraw(&c.key, c.generation, id).await?;
+        }
+        let (mut dropped, mut kept) = (0, 0);
+        let ttl = self.inner.config.cache.claim_ttl;
+        for c in &ticket.claimed {
+            if claims.withdraw(&c.key, c.generation, id).await?.is_empty() {
+                claims.abandon(&c.key, c.generation, ttl).await?;
+                dropped += 1;
+            } else {
+                kept += 1;
+            }
+        }
+        let request = ValidRequest::from_ticket(ticket.clone(), &self.inner.registry.snapshot())?;
+        let mut plan = self.inner.planner.plan(&request, Planning::Look).await?;
+        for r in &mut plan.results {
+            if matches!(r.status(), api::Status::Pending | api::Status::Stale) {
+                r.set_status(api::Status::Canceled);
+            }
+        }
+        self.inner
+            .tickets
+            .finish(ticket, &plan.results, true)
+            .await?;
+        Ok(api::CancelTicketResponse {
+            dropped,
+            kept,
+            already_complete: false,
+        })
+    }
+
+    /// Stores request-time inputs of entities (merged into what each has) and logs them.
+    pub async fn put_inputs(
+        &self,
+        tenant: &str,
+        req: api::PutInputsRequest,
+    ) -> Result<api::PutInputsResponse> {
+        inputs::put(
+            &self.inner.substrate,
+            &self.inner.config.limits,
+            tenant,
+            req,
+        )
+        .await
+    }
+
+    /// The result-ready stream of the tenant, live, from the cursor asked for.
+    pub async fn subscribe_events(
+        &self,
+        tenant: String,
+        req: &api::SubscribeEventsRequest,
+    ) -> Result<events::EventStream> {
+        let query = events::subscription(tenant, req, &self.inner.registry.snapshot())?;
+        let events = events::read(&self.inner.substrate, query).await?;
+        let stop = self.inner.shutdown.clone().cancelled_owned();
+        Ok(Box::pin(events.take_until(stop)))
+    }
+
+    /// A time range of the tenant's feature log.
+    pub async fn read_log(
+        &self,
+        tenant: String,
+        req: &api::ReadLogRequest,
+    ) -> Result<events::EventStream> {
+        let query = events::range(tenant, req, &self.inner.registry.snapshot(), now_ms())?;
+        events::read(&self.inner.substrate, query).await
     }
 
     /// Every result once, when it becomes final; at the end of the wait, the rest as
@@ -164,12 +270,22 @@ impl Store {
         let wait = wait_bound(&self.inner.config.limits, req.wait_ms, grpc_deadline);
         let (request, mut ticket) = match &req.target {
             Some(api::watch_features_request::Target::Request(r)) => {
-                (self.validate(tenant, r)?, String::new())
+                (self.validate(tenant, r).await?, String::new())
             }
             Some(api::watch_features_request::Target::Ticket(id)) => {
+                let ticket = self.inner.tickets.get(&tenant, id).await?;
+                if ticket.finished_at_ms != 0 {
+                    // Final (or cancelled): its results, each once.
+                    let events = ticket.results.into_iter().map(|r| {
+                        Ok(api::WatchEvent {
+                            result: Some(r),
+                            ticket: String::new(),
+                        })
+                    });
+                    return Ok(Box::pin(futures::stream::iter(events)));
+                }
                 let snapshot = self.inner.registry.snapshot();
-                let request = self.inner.tickets.read(&tenant, id, &snapshot).await?;
-                (request, id.clone())
+                (ValidRequest::from_ticket(ticket, &snapshot)?, id.clone())
             }
             None => {
                 return Err(Error::InvalidArgument(
@@ -180,7 +296,11 @@ impl Store {
         let mut follower = self.follow(request, wait);
         let first = follower.first().await?;
         if first.is_pending() && ticket.is_empty() {
-            ticket = self.inner.tickets.create(follower.request()).await?;
+            ticket = self
+                .inner
+                .tickets
+                .create(follower.request(), &first)
+                .await?;
         }
         let plans = futures::stream::once(async { Ok(first) }).chain(follower.into_stream());
         Ok(Box::pin(watch_events(Box::pin(plans), ticket)))

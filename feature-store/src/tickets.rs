@@ -2,24 +2,34 @@
 //! so any replica can re-plan it later (GetTicket, WatchFeatures on a ticket). A ticket
 //! holds what the plan needs — tenant, entities with their inputs, exact feature
 //! versions with their freshness bounds — and is read back only by its own tenant.
+//!
+//! A ticket has a lifecycle: pending, then final (a read that found every result final
+//! stores them, and later reads answer those without planning again), or cancelled.
+//! It is kept for `tickets.retention` after its last change. Its id is the request's
+//! UUID v7, which carries the time it was issued: a missing id issued longer ago than
+//! the retention has expired; one issued since never existed (for this tenant).
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use fstore_proto::wire;
+use fstore_proto::{api, wire};
 use fstore_substrate::TicketStore;
+use fstore_substrate::time::now_ms;
 
 use crate::names::truncate;
+use crate::planner::Plan;
 use crate::registry::Snapshot;
 use crate::request::ValidRequest;
 use crate::{Error, Result};
 
-/// Ticket ids are 32 hex characters (a v4 UUID); anything longer was never issued.
+/// Ticket ids are 32 hex characters (a v7 UUID); anything longer was never issued.
 const MAX_ID_LEN: usize = 64;
 
 /// Creates and reads tickets. Cheap to clone.
 #[derive(Clone)]
 pub struct Tickets {
     store: Arc<dyn TicketStore>,
+    retention: Duration,
 }
 
 impl std::fmt::Debug for Tickets {
@@ -29,34 +39,80 @@ impl std::fmt::Debug for Tickets {
 }
 
 impl Tickets {
-    pub fn new(store: Arc<dyn TicketStore>) -> Self {
-        Tickets { store }
+    pub fn new(store: Arc<dyn TicketStore>, retention: Duration) -> Self {
+        Tickets { store, retention }
     }
 
-    /// Stores `request` under a new id and returns the id.
-    pub async fn create(&self, request: &ValidRequest) -> Result<String> {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        self.store.put(to_wire(id.clone(), request)).await?;
-        Ok(id)
+    /// Stores `request`, pending as its first plan left it, under the request's id
+    /// and returns the id.
+    pub async fn create(&self, request: &ValidRequest, first: &Plan) -> Result<String> {
+        let mut ticket = to_wire(request.id.clone(), request);
+        ticket.claimed = first.claimed.clone();
+        ticket.joined = first.joined.clone();
+        self.store.put(ticket).await?;
+        Ok(request.id.clone())
     }
 
-    /// The request of ticket `id`, if it belongs to `tenant`, resolved against
-    /// `snapshot`. Another tenant's ticket is answered like an unknown one.
-    pub async fn read(&self, tenant: &str, id: &str, snapshot: &Snapshot) -> Result<ValidRequest> {
-        let not_found = || {
-            Error::NotFound(format!(
-                "no ticket `{}` (it may have expired)",
-                truncate(id, 80)
-            ))
-        };
+    /// Ticket `id`, if it belongs to `tenant`. Another tenant's ticket is answered like
+    /// an unknown one.
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<wire::Ticket> {
         if id.is_empty() || id.len() > MAX_ID_LEN {
-            return Err(not_found());
+            return Err(self.missing(id));
         }
-        let ticket = self.store.get(id).await?.ok_or_else(not_found)?;
-        if ticket.tenant != tenant {
-            return Err(not_found());
+        match self.store.get(id).await? {
+            Some(t) if t.tenant == tenant => Ok(Arc::unwrap_or_clone(t)),
+            _ => Err(self.missing(id)),
         }
-        ValidRequest::from_ticket(Arc::unwrap_or_clone(ticket), snapshot)
+    }
+
+    /// The request of ticket `id` (see [`Tickets::get`]), resolved against `snapshot`.
+    pub async fn read(&self, tenant: &str, id: &str, snapshot: &Snapshot) -> Result<ValidRequest> {
+        ValidRequest::from_ticket(self.get(tenant, id).await?, snapshot)
+    }
+
+    /// Keeps `results` as the ticket's final answer (`canceled`: the ticket was given
+    /// up, and the results not final read CANCELED).
+    pub async fn finish(
+        &self,
+        mut ticket: wire::Ticket,
+        results: &[api::FeatureResult],
+        canceled: bool,
+    ) -> Result<()> {
+        let now = now_ms();
+        ticket.results = results.to_vec();
+        ticket.finished_at_ms = now;
+        if canceled {
+            ticket.canceled_at_ms = now;
+        }
+        self.store.put(ticket).await?;
+        Ok(())
+    }
+
+    /// Why `id` is not there: expired, never issued, or not an id of ours.
+    fn missing(&self, id: &str) -> Error {
+        let shown = truncate(id, 80);
+        let issued_ms = uuid::Uuid::try_parse(id)
+            .ok()
+            .filter(|u| u.get_version_num() == 7)
+            .and_then(|u| u.get_timestamp())
+            .map(|t| {
+                let (secs, nanos) = t.to_unix();
+                secs as i64 * 1000 + i64::from(nanos / 1_000_000)
+            });
+        let retention = humantime::format_duration(self.retention);
+        match issued_ms {
+            Some(at) if now_ms().saturating_sub(at) > self.retention.as_millis() as i64 => {
+                Error::NotFound(format!(
+                    "ticket `{shown}` expired: tickets are kept for {retention} after their last change (tickets.retention); ask for the features again"
+                ))
+            }
+            Some(_) => Error::NotFound(format!(
+                "no ticket `{shown}`: it was never issued to this tenant (a SYNC call answered in time stores none)"
+            )),
+            None => Error::NotFound(format!(
+                "no ticket `{shown}`: not a ticket id this store issues (32 hex digits)"
+            )),
+        }
     }
 }
 
@@ -78,5 +134,6 @@ fn to_wire(id: String, request: &ValidRequest) -> wire::Ticket {
             })
             .collect(),
         allow_stale: request.allow_stale,
+        ..Default::default()
     }
 }

@@ -164,6 +164,57 @@ impl TestClient {
             .map(tonic::Response::into_inner)
     }
 
+    pub async fn put_inputs(
+        &self,
+        entities: Vec<api::EntityRequest>,
+    ) -> Result<api::PutInputsResponse, Status> {
+        let req = self.req(api::PutInputsRequest { entities });
+        self.raw
+            .clone()
+            .put_inputs(req)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    pub async fn cancel(&self, ticket: &str) -> Result<api::CancelTicketResponse, Status> {
+        let req = self.req(api::CancelTicketRequest {
+            ticket: ticket.to_string(),
+        });
+        self.raw
+            .clone()
+            .cancel_ticket(req)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Every record of the tenant's log for `features` (empty: all), oldest first.
+    pub async fn log(
+        &self,
+        features: &[&str],
+        include_inputs: bool,
+    ) -> Result<Vec<api::LogEvent>, Status> {
+        use futures::TryStreamExt;
+        let req = self.req(api::ReadLogRequest {
+            features: features.iter().map(|f| f.to_string()).collect(),
+            include_inputs,
+            ..Default::default()
+        });
+        let stream = self.raw.clone().read_log(req).await?.into_inner();
+        stream.try_collect().await
+    }
+
+    pub async fn subscribe(
+        &self,
+        req: api::SubscribeEventsRequest,
+    ) -> Result<tonic::Streaming<api::LogEvent>, Status> {
+        let req = self.req(req);
+        self.raw
+            .clone()
+            .subscribe_events(req)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
     /// Polls a ticket until nothing is pending.
     pub async fn until_done(
         &self,

@@ -276,7 +276,8 @@ mod tests {
     /// An embedded substrate whose directory lists the built-in flows.
     async fn substrate() -> Substrate {
         let substrate =
-            fstore_substrate::embedded::substrate(&crate::Config::default().embedded_options());
+            fstore_substrate::embedded::substrate(&crate::Config::default().embedded_options())
+                .expect("substrate");
         let adverts = fstore_substrate::worker::adverts(&Catalog::builtins());
         substrate
             .directory

@@ -9,6 +9,7 @@ mod failures;
 mod freshness;
 mod graph;
 mod inputs;
+mod log;
 
 use asking::*;
 use catalog::*;
@@ -16,6 +17,7 @@ use failures::*;
 use freshness::*;
 use graph::*;
 use inputs::*;
+use log::*;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -55,4 +57,10 @@ fstore_tests::on_every_backend!(
     bad_input_gets_a_status_that_says_what_to_fix,
     lists_and_describes,
     dead_letters_keep_exhausted_jobs_for_replay,
+    settled_computes_are_logged_with_inputs_and_tickets,
+    stored_inputs_are_logged_and_used,
+    a_resumed_subscriber_sees_every_event,
+    cancelled_tickets_drop_their_unstarted_jobs,
+    tickets_keep_their_results_then_expire,
+    log_reads_that_cannot_be_served_are_refused,
 );

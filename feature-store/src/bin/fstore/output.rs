@@ -80,6 +80,7 @@ pub fn status_name(s: api::Status) -> &'static str {
         api::Status::Stale => "STALE",
         api::Status::Pending => "PENDING",
         api::Status::Failed => "FAILED",
+        api::Status::Canceled => "CANCELED",
         api::Status::Unspecified => "?",
     }
 }
@@ -106,6 +107,66 @@ pub fn timestamp_text(ms: i64) -> String {
         std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64),
     )
     .to_string()
+}
+
+/// A feature log event in its JSON form (one line per event with `fstore events --json`):
+/// the fields of `featurestore.v1.LogEvent` and its `LogRecord`, by their proto names,
+/// values as [`value_json`] writes them.
+pub fn event_json(e: &api::LogEvent) -> Json {
+    let r = e.record.clone().unwrap_or_default();
+    let inputs: serde_json::Map<String, Json> = r
+        .inputs
+        .iter()
+        .map(|(k, v)| (k.clone(), value_json(Some(v))))
+        .collect();
+    json!({
+        "sequence": e.sequence,
+        "kind": r.kind().as_str_name().trim_start_matches("KIND_"),
+        "tenant": r.tenant,
+        "entity_id": r.entity_id,
+        "feature": r.feature,
+        "version": r.version,
+        "lineage_hash": r.lineage_hash,
+        "value_key": r.value_key,
+        "status": status_name(r.status()),
+        "value": value_json(r.value.as_ref()),
+        "error": r.error,
+        "attempts": r.attempts,
+        "computed_at_ms": r.computed_at_ms,
+        "planned_at_ms": r.planned_at_ms,
+        "inputs": inputs,
+        "dependencies": r.dependencies,
+        "tickets": r.tickets,
+    })
+}
+
+/// One line of `fstore events`.
+pub fn event_text(e: &api::LogEvent) -> String {
+    let r = e.record.clone().unwrap_or_default();
+    if r.kind() == api::log_record::Kind::Inputs {
+        let names: Vec<&str> = r.inputs.keys().map(String::as_str).collect();
+        return format!(
+            "{:>8} {} {:<16} inputs {}",
+            e.sequence,
+            timestamp_text(r.computed_at_ms),
+            r.entity_id,
+            names.join(",")
+        );
+    }
+    format!(
+        "{:>8} {} {:<16} {}@{} {:<8} {}",
+        e.sequence,
+        timestamp_text(r.computed_at_ms),
+        r.entity_id,
+        r.feature,
+        r.version,
+        status_name(r.status()),
+        if r.error.is_empty() {
+            value_text(r.value.as_ref())
+        } else {
+            r.error.clone()
+        }
+    )
 }
 
 pub fn result_json(r: &api::FeatureResult) -> Json {

@@ -1,5 +1,6 @@
 //! The verbs that talk to a running feature store: `register`, `get`, `fetch`, `watch`,
-//! `describe`, `ls`, `invalidate` (and `dlq`, in [`super::dlq`]).
+//! `describe`, `ls`, `invalidate`, `put`, `cancel` (and `dlq`, in [`super::dlq`];
+//! `events` and `export`, in [`super::log`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -110,6 +111,20 @@ pub enum Verb {
         #[arg(long)]
         entity: Option<String>,
     },
+    /// Stores request-time inputs of entities, without asking for a feature.
+    Put {
+        /// Entity ids.
+        #[arg(short, long = "entity", required = true)]
+        entities: Vec<String>,
+        /// Inputs for every entity: name=text or name:TYPE=value.
+        #[arg(short, long = "input", required = true)]
+        inputs: Vec<String>,
+    },
+    /// Gives a ticket up: its computes nobody else waits on are dropped.
+    Cancel { ticket: String },
+    /// The feature log: result-ready events, training exports.
+    #[command(flatten)]
+    Log(super::log::Verb),
 }
 
 pub async fn run(addr: &str, tenant: Option<String>, json: bool, verb: Verb) -> anyhow::Result<()> {
@@ -136,6 +151,43 @@ pub async fn run(addr: &str, tenant: Option<String>, json: bool, verb: Verb) -> 
             println!("invalidated: {}", r.invalidated.join(", "));
             Ok(())
         }
+        Verb::Put { entities, inputs } => {
+            let inputs: HashMap<String, api::Value> = inputs
+                .iter()
+                .map(|i| crate::input::parse(i))
+                .collect::<Result<_, _>>()?;
+            let entities = entities
+                .into_iter()
+                .map(|entity_id| api::EntityRequest {
+                    entity_id,
+                    inputs: inputs.clone(),
+                })
+                .collect();
+            let r = store.put_inputs(entities).await?;
+            if json {
+                return print_json(&json!({ "stored": r.stored }));
+            }
+            println!("stored {} inputs", r.stored);
+            Ok(())
+        }
+        Verb::Cancel { ticket } => {
+            let r = store.cancel_ticket(ticket).await?;
+            if json {
+                return print_json(&json!({
+                    "dropped": r.dropped, "kept": r.kept, "already_complete": r.already_complete,
+                }));
+            }
+            if r.already_complete {
+                println!("nothing to cancel: every result of the ticket is final");
+            } else {
+                println!(
+                    "cancelled: {} computes dropped, {} kept for other callers",
+                    r.dropped, r.kept
+                );
+            }
+            Ok(())
+        }
+        Verb::Log(verb) => super::log::run(&store, verb, json).await,
     }
 }
 

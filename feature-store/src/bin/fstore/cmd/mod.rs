@@ -5,4 +5,5 @@ pub mod client;
 pub mod demo;
 pub mod dlq;
 pub mod flow;
+pub mod log;
 pub mod run;

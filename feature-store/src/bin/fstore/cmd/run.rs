@@ -64,10 +64,18 @@ async fn dev(run: &RunArgs, features: Option<PathBuf>) -> anyhow::Result<()> {
         .server
         .default_tenant
         .get_or_insert_with(|| "default".to_string());
+    if config.nats.url.is_none() {
+        // dev keeps its feature log across restarts.
+        config
+            .log
+            .dir
+            .get_or_insert_with(|| PathBuf::from(fstore::config::DEV_LOG_DIR));
+    }
     let listener = bind(&config).await?;
-    let backend = match &config.nats.url {
-        Some(url) => format!("NATS JetStream at {url}"),
-        None => "embedded substrate".to_string(),
+    let backend = match (&config.nats.url, &config.log.dir) {
+        (Some(url), _) => format!("NATS JetStream at {url}"),
+        (None, Some(dir)) => format!("embedded substrate, feature log in {}", dir.display()),
+        (None, None) => "embedded substrate".to_string(),
     };
     let substrate = server::substrate(&config).await?;
     let running = server::start(config, substrate, Catalog::builtins(), listener).await?;
