@@ -36,6 +36,7 @@ pub mod inputs;
 pub mod keys;
 pub mod metrics;
 pub mod names;
+pub mod plan;
 pub mod planner;
 pub mod ready;
 pub mod registry;

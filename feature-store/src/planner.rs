@@ -18,6 +18,7 @@ use fstore_substrate::{Claim, ComputeJob, Dispatcher, Submitted, Substrate, Valu
 use tokio_util::task::TaskTracker;
 
 use crate::keys::{FieldHasher, ValueKey};
+pub use crate::plan::{Origin, Plan};
 use crate::registry::{Node, NodeInput};
 use crate::request::{ValidRequest, Wanted};
 use crate::served::ServedStats;
@@ -29,17 +30,6 @@ enum NodeState {
     Ready(Arc<ValueEnvelope>),
     Pending { stale: Option<Arc<ValueEnvelope>> },
     Failed { error: String, attempts: u32 },
-}
-
-/// How a plan came by a node's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Found in the result store (a value or a failure).
-    Stored,
-    /// This plan claimed the key and submitted its compute (a miss).
-    Computed,
-    /// Another caller's compute of the key was already running: this plan joined it.
-    Joined,
 }
 
 /// A planned node: its key, state and origin, and the generation of the compute it
@@ -54,38 +44,6 @@ struct Planned {
 
 /// Planned nodes of one entity, by node identity (the registry's `Arc<Node>` address).
 type NodeStates = HashMap<usize, Planned>;
-
-/// The results of a plan, in request order (entity-major), how each was come by, and the
-/// keys still pending.
-#[derive(Debug, Clone, Default)]
-pub struct Plan {
-    pub results: Vec<FeatureResult>,
-    /// One per result.
-    pub origins: Vec<Origin>,
-    pub pending_keys: Vec<ValueKey>,
-    /// Every compute (of the requested features and their dependencies) this plan
-    /// claimed, and those of others it joined: what cancelling its ticket gives up.
-    pub claimed: Vec<ClaimRef>,
-    pub joined: Vec<ClaimRef>,
-}
-
-impl Plan {
-    pub fn is_pending(&self) -> bool {
-        !self.pending_keys.is_empty()
-    }
-
-    /// Marks the READY results that this call's first plan (its `origins`) found stored as
-    /// from cache: "stored before this call planned it" is what the first look-up saw,
-    /// which a millisecond clock cannot tell when a value was computed the moment the
-    /// call started.
-    pub fn mark_cached(&mut self, first: &[Origin]) {
-        for (r, origin) in self.results.iter_mut().zip(first) {
-            if *origin == Origin::Stored && r.status() == Status::Ready {
-                r.from_cache = true;
-            }
-        }
-    }
-}
 
 /// How a plan treats what is missing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
