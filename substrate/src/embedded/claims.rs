@@ -11,13 +11,16 @@ use async_trait::async_trait;
 use super::store::lock;
 use crate::{Claim, ClaimStore, Error};
 
+/// A compute: a value key and its claim's generation.
+type Compute = (String, u64);
+
 #[derive(Default)]
 pub struct EmbeddedClaims {
     claims: Mutex<HashMap<String, (u64, Instant)>>,
     /// (key, generation) -> the requests that joined it, and until when it is kept.
-    joined: Mutex<HashMap<(String, u64), (Vec<String>, Instant)>>,
+    joined: Mutex<HashMap<Compute, (Vec<String>, Instant)>>,
     /// Computes given up, until when they are remembered.
-    abandoned: Mutex<HashMap<(String, u64), Instant>>,
+    abandoned: Mutex<HashMap<Compute, Instant>>,
     generation: AtomicU64,
 }
 
