@@ -18,7 +18,6 @@ use fstore_substrate::time::now_ms;
 
 use crate::names::truncate;
 use crate::planner::Plan;
-use crate::registry::Snapshot;
 use crate::request::ValidRequest;
 use crate::{Error, Result};
 
@@ -63,11 +62,6 @@ impl Tickets {
             Some(t) if t.tenant == tenant => Ok(Arc::unwrap_or_clone(t)),
             _ => Err(self.missing(id)),
         }
-    }
-
-    /// The request of ticket `id` (see [`Tickets::get`]), resolved against `snapshot`.
-    pub async fn read(&self, tenant: &str, id: &str, snapshot: &Snapshot) -> Result<ValidRequest> {
-        ValidRequest::from_ticket(self.get(tenant, id).await?, snapshot)
     }
 
     /// Keeps `results` as the ticket's final answer (`canceled`: the ticket was given

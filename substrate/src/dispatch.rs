@@ -137,16 +137,15 @@ impl Dispatcher {
     /// same key, the log drops the record it already has (same id).
     async fn finish(&self, job: &ComputeJob, envelope: ValueEnvelope) -> Result<(), Error> {
         let s = &self.substrate;
+        // The requests that joined the claim are read while the value is stored.
         let mut record = value_record(job, &envelope, Vec::new());
         let (stored, joined) = tokio::join!(
             s.results.put(&job.value_key, envelope),
             s.claims.joiners(&job.value_key, job.generation)
         );
         stored?;
-        for t in joined? {
-            if !record.tickets.contains(&t) {
-                record.tickets.push(t);
-            }
+        for t in &joined? {
+            crate::store::add_once(&mut record.tickets, t);
         }
         crate::fault::point(crate::fault::BEFORE_LOG).await;
         s.log.append(&record_id(job), record).await?;

@@ -118,10 +118,8 @@ pub trait FeatureLog: Send + Sync + 'static {
 /// the callers that joined its claim).
 pub fn value_record(job: &ComputeJob, envelope: &ValueEnvelope, joined: Vec<String>) -> LogRecord {
     let mut tickets = job.tickets.clone();
-    for t in joined {
-        if !tickets.contains(&t) {
-            tickets.push(t);
-        }
+    for t in &joined {
+        crate::store::add_once(&mut tickets, t);
     }
     let mut record = LogRecord {
         kind: Kind::Value.into(),

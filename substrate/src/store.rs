@@ -75,6 +75,21 @@ pub trait ClaimStore: Send + Sync + 'static {
     fn is_abandoned(&self, key: &str, generation: u64) -> bool;
 }
 
+/// Merges newly stored inputs into an entity's: a name sent again replaces its value.
+pub(crate) fn merge_inputs(stored: &mut StoredInputs, new: StoredInputs) {
+    stored.inputs.extend(new.inputs);
+    stored.updated_at_ms = new.updated_at_ms;
+}
+
+/// Adds `holder` to a list of request ids unless it is there; whether it was added.
+pub(crate) fn add_once(holders: &mut Vec<String>, holder: &str) -> bool {
+    let new = !holders.iter().any(|h| h == holder);
+    if new {
+        holders.push(holder.to_string());
+    }
+    new
+}
+
 /// Request-time inputs stored per (tenant, entity) by PutInputs.
 #[async_trait]
 pub trait InputStore: Send + Sync + 'static {

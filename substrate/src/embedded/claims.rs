@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::store::lock;
+use crate::store::add_once;
 use crate::{Claim, ClaimStore, Error};
 
 /// A compute: a value key and its claim's generation.
@@ -70,9 +71,7 @@ impl ClaimStore for EmbeddedClaims {
             .entry((key.to_string(), generation))
             .or_insert_with(|| (Vec::new(), Instant::now() + ttl));
         *until = Instant::now() + ttl;
-        if !holders.iter().any(|h| h == holder) {
-            holders.push(holder.to_string());
-        }
+        add_once(holders, holder);
         Ok(())
     }
 

@@ -142,8 +142,7 @@ impl InputStore for EmbeddedInputs {
         let stored = all
             .entry((tenant.to_string(), entity_id.to_string()))
             .or_default();
-        stored.inputs.extend(inputs.inputs);
-        stored.updated_at_ms = inputs.updated_at_ms;
+        crate::store::merge_inputs(stored, inputs);
         Ok(stored.clone())
     }
 

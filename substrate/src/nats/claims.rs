@@ -13,12 +13,11 @@ use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
 use bytes::Bytes;
 use fstore_proto::wire::Joiners;
-use futures::StreamExt;
 use prost::Message;
-use tracing::warn;
 
-use super::kv::{CAS_TRIES, connected, put_with_ttl};
+use super::kv::{CAS_TRIES, connected, mirror_watch, put_with_ttl};
 use super::{Layout, unavailable};
+use crate::store::add_once;
 use crate::task::Background;
 use crate::{Claim, ClaimStore, Error};
 
@@ -45,29 +44,14 @@ impl NatsClaims {
                 .time_to_live(ttl)
                 .build(),
         );
-        let mut watch = store
+        let watch = store
             .watch_with_history(layout.abandoned_filter())
             .await
             .map_err(unavailable)?;
         let seen = abandoned.clone();
-        let stop = background.token().clone();
-        background.spawn("nats abandoned-claims watch", async move {
-            loop {
-                let entry = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    entry = watch.next() => match entry {
-                        Some(entry) => entry,
-                        None => break,
-                    },
-                };
-                match entry {
-                    Ok(e) if e.operation == kv::Operation::Put => seen.insert(e.key, ()),
-                    Ok(_) => {}
-                    Err(err) => {
-                        warn!(error = %err, "abandoned-claims watch ended");
-                        break;
-                    }
-                }
+        mirror_watch(background, "nats abandoned-claims watch", watch, move |e| {
+            if e.operation == kv::Operation::Put {
+                seen.insert(e.key, ());
             }
         });
         Ok(NatsClaims {
@@ -176,15 +160,9 @@ impl ClaimStore for NatsClaims {
         holder: &str,
         ttl: Duration,
     ) -> Result<(), Error> {
-        self.change_joiners(key, generation, Some(ttl), |h| {
-            let new = !h.iter().any(|x| x == holder);
-            if new {
-                h.push(holder.to_string());
-            }
-            new
-        })
-        .await
-        .map(|_| ())
+        self.change_joiners(key, generation, Some(ttl), |h| add_once(h, holder))
+            .await
+            .map(|_| ())
     }
 
     async fn joiners(&self, key: &str, generation: u64) -> Result<Vec<String>, Error> {

@@ -193,8 +193,7 @@ impl InputStore for NatsInputs {
                 }
                 _ => (StoredInputs::default(), None),
             };
-            merged.inputs.extend(inputs.inputs.clone());
-            merged.updated_at_ms = inputs.updated_at_ms;
+            crate::store::merge_inputs(&mut merged, inputs.clone());
             let bytes = merged.encode_to_vec();
             super::fits(&self.client, Stored::Inputs, bytes.len())?;
             let done = match revision {
@@ -288,6 +287,36 @@ impl WaiterStore for NatsWaiters {
     }
 }
 
+/// Feeds every entry of `watch` to `apply` on a `background` task, until the backend
+/// closes or the watch fails (a failed or drained watch is not polled again): how a
+/// bucket is mirrored into a process's memory.
+pub(super) fn mirror_watch(
+    background: &Background,
+    name: &'static str,
+    mut watch: kv::Watch,
+    mut apply: impl FnMut(kv::Entry) + Send + 'static,
+) {
+    let stop = background.token().clone();
+    background.spawn(name, async move {
+        loop {
+            let entry = tokio::select! {
+                _ = stop.cancelled() => break,
+                entry = watch.next() => match entry {
+                    Some(entry) => entry,
+                    None => break,
+                },
+            };
+            match entry {
+                Ok(e) => apply(e),
+                Err(err) => {
+                    warn!(error = %err, watch = name, "watch ended");
+                    break;
+                }
+            }
+        }
+    });
+}
+
 /// Watermarks mirrored into memory by a watch, so a read costs no round trip and an
 /// Invalidate on any replica reaches every replica.
 pub struct NatsWatermarks {
@@ -307,42 +336,22 @@ impl NatsWatermarks {
         background: &Background,
     ) -> Result<Self, Error> {
         let mirror = Arc::new(RwLock::new(HashMap::new()));
-        let mut watch = store
+        let watch = store
             .watch_all_from_revision(1)
             .await
             .map_err(unavailable)?;
         let m = mirror.clone();
-        let stop = background.token().clone();
-        background.spawn("nats watermark watch", async move {
-            loop {
-                let entry = tokio::select! {
-                    _ = stop.cancelled() => break,
-                    entry = watch.next() => match entry {
-                        Some(entry) => entry,
-                        None => break,
-                    },
-                };
-                match entry {
-                    Ok(e) => {
-                        let mut map = m.write().unwrap_or_else(|p| p.into_inner());
-                        if e.operation == kv::Operation::Put {
-                            let at = std::str::from_utf8(&e.value)
-                                .ok()
-                                .and_then(|s| s.parse::<i64>().ok())
-                                .unwrap_or(0);
-                            let slot = map.entry(e.key).or_insert(0);
-                            *slot = (*slot).max(at);
-                        } else {
-                            map.remove(&e.key);
-                        }
-                    }
-                    Err(err) => {
-                        // A watch that failed (or whose connection was drained) must
-                        // not be polled again.
-                        warn!(error = %err, "watermark watch ended");
-                        break;
-                    }
-                }
+        mirror_watch(background, "nats watermark watch", watch, move |e| {
+            let mut map = m.write().unwrap_or_else(|p| p.into_inner());
+            if e.operation == kv::Operation::Put {
+                let at = std::str::from_utf8(&e.value)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .unwrap_or(0);
+                let slot = map.entry(e.key).or_insert(0);
+                *slot = (*slot).max(at);
+            } else {
+                map.remove(&e.key);
             }
         });
         Ok(NatsWatermarks {
