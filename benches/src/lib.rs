@@ -597,6 +597,7 @@ mod tests {
                 },
             ],
             ticket: "t".into(),
+            canceled: false,
         };
         let view =
             GetFeaturesStatusView::decode(response.encode_to_vec().as_slice()).expect("decodes");

@@ -58,6 +58,13 @@ pub enum Planning {
     Look,
 }
 
+/// One planning pass: how it treats what is missing, and the time it plans at.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    how: Planning,
+    now: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct PlannerOptions {
     /// How long an in-flight claim holds before another planner may take over.
@@ -200,7 +207,7 @@ impl Planner {
                             .unwrap_or(0)
                     };
                     let planned = self
-                        .node(request, entity, node, min, &states, now, how)
+                        .node(request, entity, node, min, &states, Pass { how, now })
                         .await?;
                     if let Some(generation) = planned.generation {
                         let claim = ClaimRef {
@@ -257,9 +264,9 @@ impl Planner {
         node: &Arc<Node>,
         min_planned_at_ms: i64,
         states: &NodeStates,
-        now: i64,
-        how: Planning,
+        pass: Pass,
     ) -> Result<Planned> {
+        let Pass { how, now } = pass;
         let dep = |n: &Node| states.get(&(std::ptr::from_ref(n) as usize));
         let key = value_key(&request.tenant, node, entity, |n| dep(n).map(|p| &p.key))?;
         let watermark = self

@@ -288,13 +288,13 @@ pub(crate) async fn tickets_keep_their_results_then_expire(b: Backend) -> anyhow
     assert_eq!(gone.code(), Code::NotFound);
     assert!(gone.message().contains("expired"), "{}", gone.message());
     let fresh = uuid::Uuid::now_v7().simple().to_string();
-    let never = h.client.ticket(&fresh).await.err().expect("never issued");
+    let never = h.client.ticket(&fresh).await.expect_err("never issued");
     assert!(
         never.message().contains("never issued"),
         "{}",
         never.message()
     );
-    let junk = h.client.ticket("not-a-ticket").await.err().expect("junk");
+    let junk = h.client.ticket("not-a-ticket").await.expect_err("junk");
     assert!(
         junk.message().contains("not a ticket id"),
         "{}",
@@ -315,8 +315,7 @@ pub(crate) async fn log_reads_that_cannot_be_served_are_refused(b: Backend) -> a
             ..Default::default()
         })
         .await
-        .err()
-        .expect("a cursor from the future");
+        .expect_err("a cursor from the future");
     assert_eq!(ahead.code(), Code::InvalidArgument);
     assert!(
         ahead.message().contains("ahead of the log"),
@@ -330,8 +329,7 @@ pub(crate) async fn log_reads_that_cannot_be_served_are_refused(b: Backend) -> a
             ..Default::default()
         })
         .await
-        .err()
-        .expect("an unknown feature");
+        .expect_err("an unknown feature");
     assert_eq!(unknown.code(), Code::NotFound);
     let backwards = h
         .client
@@ -343,15 +341,14 @@ pub(crate) async fn log_reads_that_cannot_be_served_are_refused(b: Backend) -> a
             ..Default::default()
         }))
         .await
-        .err()
-        .expect("a backwards range");
+        .expect_err("a backwards range");
     assert_eq!(backwards.code(), Code::InvalidArgument);
     assert!(
         backwards.message().contains("backwards"),
         "{}",
         backwards.message()
     );
-    let none = h.client.cancel("0").await.err().expect("an unknown ticket");
+    let none = h.client.cancel("0").await.expect_err("an unknown ticket");
     assert_eq!(none.code(), Code::NotFound);
     h.stop().await;
     Ok(())

@@ -298,6 +298,7 @@ mod tests {
     fn a_response_shows_where_values_came_from_and_the_ticket() {
         let resp = api::GetFeaturesResponse {
             ticket: "t1".into(),
+            canceled: false,
             results: vec![
                 api::FeatureResult {
                     entity_id: "doc:1".into(),
