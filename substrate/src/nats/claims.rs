@@ -1,8 +1,8 @@
 //! Claims on the KV bucket `<prefix>_claims`. A claim is a key created with "expected
 //! last sequence" of its current entry (0, or the revision of a delete marker) and a
 //! TTL; its revision is the generation. Beside the claims, in the same bucket: the
-//! requests that joined a compute (`joined.<key>.<generation>`, a list changed by
-//! compare-and-set) and the computes a cancelled ticket gave up
+//! requests that joined a compute (`joined.<key>.<generation>.<request id>`, one entry
+//! each, listed by subject in one request) and the computes a cancelled ticket gave up
 //! (`abandoned.<key>.<generation>`), which every process watches into memory so that a
 //! worker checks each job without a round trip.
 
@@ -12,13 +12,12 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use async_trait::async_trait;
 use bytes::Bytes;
-use fstore_proto::wire::Joiners;
-use prost::Message;
+use futures::StreamExt;
 
-use super::kv::{CAS_TRIES, connected, mirror_watch, put_with_ttl};
+use super::kv::{connected, mirror_watch, put_with_ttl};
 use super::{Layout, unavailable};
-use crate::store::add_once;
 use crate::task::Background;
+use crate::token;
 use crate::{Claim, ClaimStore, Error};
 
 pub struct NatsClaims {
@@ -62,48 +61,30 @@ impl NatsClaims {
         })
     }
 
-    /// Changes the joiners of (key, generation) by compare-and-set.
-    async fn change_joiners(
-        &self,
-        key: &str,
-        generation: u64,
-        ttl: Option<Duration>,
-        change: impl Fn(&mut Vec<String>) -> bool,
-    ) -> Result<Vec<String>, Error> {
-        let k = self.layout.joined_key(key, generation);
-        for _ in 0..CAS_TRIES {
-            let entry = self.store.entry(&k).await.map_err(unavailable)?;
-            let (mut joiners, expect) = match entry {
-                Some(e) if e.operation == kv::Operation::Put => {
-                    (Joiners::decode(e.value)?, e.revision)
-                }
-                Some(e) => (Joiners::default(), e.revision),
-                None => (Joiners::default(), 0),
-            };
-            joiners.generation = generation;
-            if !change(&mut joiners.tickets) {
-                return Ok(joiners.tickets);
-            }
-            let bytes = Bytes::from(joiners.encode_to_vec());
-            match put_with_ttl(
-                &self.js,
-                &self.layout,
-                &self.store,
-                &k,
-                bytes,
-                ttl,
-                Some(expect),
-            )
+    /// The requests that joined compute `generation` of `key`: the subjects of its
+    /// `joined.<key>.<generation>.<holder>` entries, in one request.
+    async fn holders(&self, key: &str, generation: u64) -> Result<Vec<String>, Error> {
+        let prefix = self
+            .layout
+            .kv_subject(&self.store.name, &self.layout.joined_key(key, generation));
+        let mut subjects = self
+            .store
+            .stream
+            .info_with_subjects(format!("{prefix}.*"))
             .await
+            .map_err(unavailable)?;
+        let mut out = Vec::new();
+        while let Some(s) = subjects.next().await {
+            let (subject, _) = s.map_err(unavailable)?;
+            if let Some(holder) = subject
+                .strip_prefix(&prefix)
+                .and_then(|h| h.strip_prefix('.'))
             {
-                Ok(_) => return Ok(joiners.tickets),
-                Err(e) if e.kind() == jetstream::context::PublishErrorKind::WrongLastSequence => {}
-                Err(e) => return Err(unavailable(e)),
+                out.push(holder.to_string());
             }
         }
-        Err(Error::Unavailable(format!(
-            "the waiters of a compute lost {CAS_TRIES} races with other writers; retry"
-        )))
+        out.sort();
+        Ok(out)
     }
 }
 
@@ -160,17 +141,28 @@ impl ClaimStore for NatsClaims {
         holder: &str,
         ttl: Duration,
     ) -> Result<(), Error> {
-        self.change_joiners(key, generation, Some(ttl), |h| add_once(h, holder))
-            .await
-            .map(|_| ())
+        // One entry per holder: joiners never race each other (request ids are tokens).
+        let k = format!(
+            "{}.{}",
+            self.layout.joined_key(key, generation),
+            token::encode(holder)
+        );
+        put_with_ttl(
+            &self.js,
+            &self.layout,
+            &self.store,
+            &k,
+            Bytes::from_static(b"1"),
+            Some(ttl),
+            None,
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn joiners(&self, key: &str, generation: u64) -> Result<Vec<String>, Error> {
-        let k = self.layout.joined_key(key, generation);
-        match self.store.get(&k).await.map_err(unavailable)? {
-            Some(b) if !b.is_empty() => Ok(Joiners::decode(b)?.tickets),
-            _ => Ok(Vec::new()),
-        }
+        self.holders(key, generation).await
     }
 
     async fn withdraw(
@@ -179,12 +171,19 @@ impl ClaimStore for NatsClaims {
         generation: u64,
         holder: &str,
     ) -> Result<Vec<String>, Error> {
-        self.change_joiners(key, generation, None, |h| {
-            let before = h.len();
-            h.retain(|x| x != holder);
-            h.len() != before
-        })
-        .await
+        // A stream purge, not a KV delete: no marker is left to be listed.
+        let k = format!(
+            "{}.{}",
+            self.layout.joined_key(key, generation),
+            token::encode(holder)
+        );
+        self.store
+            .stream
+            .purge()
+            .filter(self.layout.kv_subject(&self.store.name, &k))
+            .await
+            .map_err(unavailable)?;
+        self.holders(key, generation).await
     }
 
     async fn abandon(&self, key: &str, generation: u64, ttl: Duration) -> Result<(), Error> {

@@ -240,7 +240,7 @@ impl Layout {
     }
 
     /// The requests that joined compute `generation` of a claimed key, in the claims
-    /// bucket: `joined.<key>.<generation>`.
+    /// bucket: `joined.<key>.<generation>`, then `.<request id>` per request.
     pub(crate) fn joined_key(&self, key: &str, generation: u64) -> String {
         format!("joined.{}.{generation}", token::encode(key))
     }

@@ -21,7 +21,7 @@
 //! | dead letters | limits stream `<PREFIX>_DLQ` on `<prefix>.dlq.>`, file storage, direct get; subjects `<prefix>.dlq.<tenant>.<flow>`; id = sequence |
 //! | ready notifications | core subject `<prefix>.ready.<value key>` |
 //! | feature log, result-ready events | limits stream `<PREFIX>_LOG` on `<prefix>.log.>`, file storage, retention by `log.max_age` and `log.max_bytes`; subjects `<prefix>.log.<tenant>.<feature>.<version>` and `<prefix>.log.<tenant>.inputs`; one `featurestore.v1.LogRecord` per message, message id `log.<key>.<generation>`; the stream sequence is the event's cursor |
-//! | joined and abandoned computes | in the claims bucket: `joined.<key>.<generation>` (the requests waiting on a compute another claimed), `abandoned.<key>.<generation>` (given up by a cancelled ticket; watched into memory) |
+//! | joined and abandoned computes | in the claims bucket: `joined.<key>.<generation>.<request id>` (one entry per request waiting on a compute another claimed; listed by subject), `abandoned.<key>.<generation>` (given up by a cancelled ticket; watched into memory) |
 //! | stored inputs | KV `<prefix>_inputs`, keyed `<tenant>.<entity hash>` (PutInputs) |
 //!
 //! Every bucket keeps one revision per key, file storage, `replicas` copies.
