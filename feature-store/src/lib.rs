@@ -9,6 +9,8 @@
 //! - [`request`]: a request checked once ([`request::ValidRequest`])
 //! - [`follow`]: plan updates until a request completes (SYNC, watch, tickets)
 //! - [`tickets`]: storing and reading pending requests
+//! - [`inputs`]: stored request-time inputs (PutInputs)
+//! - [`events`]: the feature log as callers read it (SubscribeEvents, ReadLog)
 //! - [`planner`]: value keys, look-ups, claim-and-submit
 //! - [`keys`]: [`keys::ValueKey`], [`keys::LineageHash`] and their one hasher
 //! - [`served`]: what this replica served (the staleness view)
@@ -22,6 +24,7 @@
 //! - [`names`]: validation of names users send
 //! - [`definitions`]: the TOML registration file format
 //! - [`client`]: a typed gRPC client (tenant header, registration files)
+//! - [`export`]: training exports from the log (Parquet, CSV, point-in-time joins)
 //! - [`telemetry`]: logs, OpenTelemetry traces and the W3C propagator
 
 pub mod admin;
@@ -31,6 +34,7 @@ pub mod definitions;
 pub mod describe;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod follow;
 pub mod inputs;
 pub mod keys;

@@ -41,10 +41,19 @@ pub struct Report {
 
 impl Report {
     /// Reads the failure: the first [`Status`] in the chain gives the code and the
-    /// message (the contexts above it are kept as a prefix); otherwise the whole chain.
+    /// message (the contexts above it are kept as a prefix), as does an export's
+    /// failure, with the code of its class; otherwise the whole chain.
     pub fn of(e: &anyhow::Error) -> Report {
         let mut parts = Vec::new();
         for cause in e.chain() {
+            if let Some(export) = cause.downcast_ref::<fstore::export::Error>() {
+                parts.push(export.to_string());
+                return Report {
+                    code: Some(export.code()),
+                    message: parts.join(": "),
+                    exit_code: exit_code(export.code()),
+                };
+            }
             if let Some(status) = cause.downcast_ref::<Status>() {
                 parts.push(status.message().to_string());
                 return Report {
@@ -198,6 +207,21 @@ mod tests {
         assert_eq!(r.exit_code, 2);
         let r = Report::of(&anyhow::anyhow!("the flow failed"));
         assert_eq!((r.code, r.exit_code), (None, 1));
+    }
+
+    #[test]
+    fn an_export_failure_reports_its_class() {
+        let e = anyhow::Error::from(fstore::export::Error::Invalid("name a feature".into()));
+        assert_eq!(
+            Report::of(&e).text(),
+            "error: INVALID_ARGUMENT: name a feature"
+        );
+        let e = anyhow::Error::from(fstore::export::Error::from(Status::not_found(
+            "no feature named `x`",
+        )));
+        let r = Report::of(&e);
+        assert_eq!(r.text(), "error: NOT_FOUND: no feature named `x`");
+        assert_eq!(r.exit_code, 2);
     }
 
     #[tokio::test]

@@ -1,10 +1,19 @@
-//! The feature log's verbs: `events` (the result-ready stream, live, resumable).
+//! The feature log's verbs: `events` (the result-ready stream, live, resumable) and
+//! `export` (training sets to Parquet or CSV: a time range, or a point-in-time join onto
+//! label events), with a progress bar on a terminal.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use clap::Subcommand;
 use fstore::client::Client;
+use fstore::export::{self, Destination, Format, JoinExport, Progress, RangeExport};
 use fstore_proto::api;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
 use tokio_stream::StreamExt;
 
+use crate::error::usage;
 use crate::output;
 
 #[derive(Subcommand, Debug)]
@@ -23,6 +32,46 @@ pub enum Verb {
         #[arg(long)]
         inputs: bool,
     },
+    /// Writes a training set from the feature log to Parquet or CSV: every logged value
+    /// of the features in a time range (one row each), or, with --labels, each feature's
+    /// latest READY value as of each label event (never a later one) with its age.
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ExportArgs {
+    /// Features to export, as name (every version) or name@version.
+    #[arg(short, long = "feature", required = true)]
+    features: Vec<String>,
+    /// The file to write (.parquet or .csv); it appears only once complete.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// The output's format [default: from the file's extension].
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// A CSV or Parquet file of label events: an entity id and a timestamp per row (Unix
+    /// ms or RFC 3339 in UTC); its other columns are copied to the output.
+    #[arg(long, conflicts_with_all = ["from", "to", "entities", "failed"])]
+    labels: Option<PathBuf>,
+    /// The labels' entity-id column.
+    #[arg(long, default_value = "entity_id")]
+    entity_column: String,
+    /// The labels' time column.
+    #[arg(long, default_value = "timestamp")]
+    time_column: String,
+    /// Range export: values computed at or after this time (RFC 3339 in UTC, Unix ms,
+    /// or a duration ago such as 24h) [default: the oldest kept].
+    #[arg(long)]
+    from: Option<String>,
+    /// Range export: values computed before this time [default: now].
+    #[arg(long)]
+    to: Option<String>,
+    /// Range export: only these entities.
+    #[arg(short, long = "entity")]
+    entities: Vec<String>,
+    /// Range export: FAILED computes too (null value, with their error).
+    #[arg(long)]
+    failed: bool,
 }
 
 pub async fn run(store: &Client, verb: Verb, json: bool) -> anyhow::Result<()> {
@@ -50,5 +99,100 @@ pub async fn run(store: &Client, verb: Verb, json: bool) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Verb::Export(args) => run_export(store, args, json).await,
     }
+}
+
+/// A time argument: RFC 3339 in UTC, Unix ms, or a duration before now.
+fn time_arg(flag: &str, text: &str) -> anyhow::Result<i64> {
+    if let Ok(ago) = humantime::parse_duration(text) {
+        let now = fstore_substrate::time::now_ms();
+        return Ok(now.saturating_sub(i64::try_from(ago.as_millis()).unwrap_or(i64::MAX)));
+    }
+    export::labels::parse_time(text).map_err(|m| usage(format!("--{flag}: {m}")))
+}
+
+async fn run_export(store: &Client, a: ExportArgs, json: bool) -> anyhow::Result<()> {
+    let out = Destination {
+        format: Format::pick(a.format, &a.output)?,
+        path: a.output,
+    };
+    let bar = progress_bar();
+    let mut report = |p: Progress| {
+        bar.set_position((p.fraction * 1000.0) as u64);
+        bar.set_message(format!("{} records, {} rows", p.records, p.rows));
+    };
+    let started = Instant::now();
+    let summary = match a.labels {
+        Some(labels) => {
+            let spec = JoinExport {
+                features: a.features,
+                labels_format: Format::pick(None, &labels)?,
+                labels,
+                columns: export::labels::LabelColumns {
+                    entity: a.entity_column,
+                    time: a.time_column,
+                },
+            };
+            export::point_in_time(store, &spec, &out, &mut report).await
+        }
+        None => {
+            let spec = RangeExport {
+                features: a.features,
+                entities: a.entities,
+                from_ms: a
+                    .from
+                    .as_deref()
+                    .map(|t| time_arg("from", t))
+                    .transpose()?
+                    .unwrap_or(0),
+                to_ms: a
+                    .to
+                    .as_deref()
+                    .map(|t| time_arg("to", t))
+                    .transpose()?
+                    .unwrap_or(0),
+                failed: a.failed,
+            };
+            export::range(store, &spec, &out, &mut report).await
+        }
+    };
+    bar.finish_and_clear();
+    let summary = summary?;
+    let secs = started.elapsed().as_secs_f64();
+    let rate = summary.records as f64 / secs.max(1e-9);
+    if json {
+        output::print_json(&json!({
+            "path": out.path,
+            "rows": summary.rows,
+            "records": summary.records,
+            "matched": summary.matched,
+            "seconds": secs,
+        }))
+    } else {
+        println!(
+            "wrote {} rows to {} ({} log records read in {secs:.1} s, {rate:.0} records/s{})",
+            summary.rows,
+            out.path.display(),
+            summary.records,
+            if summary.matched > 0 {
+                format!("; {} feature values found", summary.matched)
+            } else {
+                String::new()
+            }
+        );
+        Ok(())
+    }
+}
+
+/// A bar over the export's time range, drawn on stderr only when it is a terminal.
+fn progress_bar() -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% {msg}")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
