@@ -194,10 +194,16 @@ impl Store {
         for c in &ticket.joined {
             claims.withdraw(&c.key, c.generation, id).await?;
         }
-        let (mut dropped, mut kept) = (0, 0);
+        let (mut dropped, mut kept, mut finished) = (0, 0, 0);
         let ttl = self.inner.config.cache.claim_ttl;
+        let results = &self.inner.substrate.results;
         for c in &ticket.claimed {
-            if claims.withdraw(&c.key, c.generation, id).await?.is_empty() {
+            let stored = results.get(&c.key, 0).await?;
+            if stored.is_some_and(|e| e.generation >= c.generation) {
+                // Computed already: nothing to give up (and its claim is released).
+                claims.withdraw(&c.key, c.generation, id).await?;
+                finished += 1;
+            } else if claims.withdraw(&c.key, c.generation, id).await?.is_empty() {
                 claims.abandon(&c.key, c.generation, ttl).await?;
                 dropped += 1;
             } else {
@@ -218,6 +224,7 @@ impl Store {
         Ok(api::CancelTicketResponse {
             dropped,
             kept,
+            finished,
             already_complete: false,
         })
     }

@@ -263,6 +263,23 @@ pub(crate) async fn cancelled_tickets_drop_their_unstarted_jobs(b: Backend) -> a
     assert_eq!(statuses(&r), vec![Status::Ready]);
     let again = h.client.cancel(&cancelled.ticket).await?;
     assert!(again.already_complete, "a cancelled ticket is final");
+    // A ticket whose compute finished (nobody read it since) has nothing to give up:
+    // it counts as finished, not dropped.
+    let done = h.client.get(build::get(&["z"], &["quick"])).await?;
+    wait_until(LONG, "z's value to be logged", || async {
+        let log = h.client.log(&["quick"], false).await.ok()?;
+        value_records(&log, "quick")
+            .iter()
+            .any(|r| r.entity_id == "z")
+            .then_some(())
+    })
+    .await?;
+    let c = h.client.cancel(&done.ticket).await?;
+    assert_eq!(
+        (c.dropped, c.kept, c.finished, c.already_complete),
+        (0, 0, 1, false),
+        "{c:?}"
+    );
     h.stop().await;
     Ok(())
 }
