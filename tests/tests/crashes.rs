@@ -261,3 +261,71 @@ async fn sigterm_on_a_worker_finishes_or_hands_back_its_jobs() -> anyhow::Result
     println!("SIGTERM mid-batch: the worker exited in {exit_took:?}; 40 sent, 40 READY, 0 lost");
     Ok(())
 }
+
+/// A worker SIGKILLed between storing a value and appending its log record: the job is
+/// not acked, so it is delivered again; the next worker finds the value stored under
+/// the job's generation, settles it again without computing, and writes the record —
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_killed_between_store_and_log_keeps_the_record() -> anyhow::Result<()> {
+    use fstore_substrate::fault;
+    let nats = NatsServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let mut faulty_env = env();
+    faulty_env.push((fault::VARIABLE, fault::BEFORE_LOG));
+    let mut faulty = Proc::fstore(
+        "faulty",
+        &["worker", "--nats", &nats.url(), "--flows", "test.probe"],
+        &faulty_env,
+        dir.path(),
+    )?;
+    let (_serve, url) = serve(&nats.url(), dir.path())?;
+    let c = connect(&url).await?;
+    live_probe_workers(&c, 1).await?;
+    c.register(feature(
+        "logged",
+        "test.probe@1",
+        &[("value", "7")],
+        &[],
+        600_000,
+    ))
+    .await?;
+    let r = c.get(build::get(&["e1"], &["logged"])).await?;
+    assert!(!r.ticket.is_empty());
+    wait_until(LONG, "the worker to stop at the fault point", || async {
+        faulty
+            .log_text()
+            .contains("fault point `settle.before_log` reached")
+            .then_some(())
+    })
+    .await?;
+    // The value is stored; its record is not written yet.
+    expect_all_ready(&c.get(build::get(&["e1"], &["logged"])).await?, 7.0)?;
+    assert!(c.log(&["logged"], false).await?.is_empty(), "no record yet");
+    faulty.kill();
+
+    let _healthy = worker("healthy", &nats.url(), dir.path())?;
+    let log = wait_until(LONG, "the record of the redelivered job", || async {
+        let log = c.log(&["logged"], false).await.ok()?;
+        (!log.is_empty()).then_some(log)
+    })
+    .await?;
+    let record = log[0].record.clone().unwrap_or_default();
+    assert_eq!(record.status(), Status::Ready);
+    assert_eq!(
+        record.value.and_then(|v| v.kind),
+        Some(api::value::Kind::F64(7.0))
+    );
+    assert!(record.tickets.contains(&r.ticket), "{:?}", record.tickets);
+    expect_all_ready(&c.until_done(&r.ticket, LONG).await?, 7.0)?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        c.log(&["logged"], false).await?.len(),
+        1,
+        "one record per compute, however often it settles"
+    );
+    println!(
+        "worker SIGKILLed between store and log: the record was written by the redelivery, once"
+    );
+    Ok(())
+}

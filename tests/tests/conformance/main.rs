@@ -5,6 +5,7 @@
 
 mod asking;
 mod catalog;
+mod export;
 mod failures;
 mod freshness;
 mod graph;
@@ -13,6 +14,7 @@ mod log;
 
 use asking::*;
 use catalog::*;
+use export::*;
 use failures::*;
 use freshness::*;
 use graph::*;
@@ -63,4 +65,5 @@ fstore_tests::on_every_backend!(
     cancelled_tickets_drop_their_unstarted_jobs,
     tickets_keep_their_results_then_expire,
     log_reads_that_cannot_be_served_are_refused,
+    point_in_time_join_never_leaks_a_later_value,
 );
