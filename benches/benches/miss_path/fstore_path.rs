@@ -1,11 +1,14 @@
 //! The fstore path: a store on the bench's nats-server, a SYNC GetFeatures for a new
 //! entity per call, and the sizes of the job and value messages it sends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use fstore_benches::{Call, channels};
 use fstore_proto::api::{self, feature_store_client::FeatureStoreClient};
+use fstore_substrate::Error as SubstrateError;
+use fstore_substrate::log::{FeatureLog, LogQuery, LogStream};
 use futures::StreamExt;
 use tonic::transport::Channel;
 
@@ -104,14 +107,48 @@ pub(crate) struct FstoreSide {
     pub(crate) value_bytes: usize,
 }
 
-pub(crate) async fn start_fstore(s: &Settings, url: &str) -> anyhow::Result<FstoreSide> {
+/// Whether the store writes its feature log: `Off` measures what the log costs, with a
+/// log that keeps nothing in place of the JetStream one (the product always logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Log {
+    On,
+    Off,
+}
+
+/// A feature log that keeps nothing: the baseline of the log's cost.
+struct Unlogged;
+
+#[async_trait::async_trait]
+impl FeatureLog for Unlogged {
+    async fn append(&self, _id: &str, _record: api::LogRecord) -> Result<u64, SubstrateError> {
+        Ok(0)
+    }
+
+    async fn read(&self, _query: LogQuery) -> Result<LogStream, SubstrateError> {
+        Ok(futures::stream::empty().boxed())
+    }
+}
+
+pub(crate) async fn start_fstore(s: &Settings, url: &str, log: Log) -> anyhow::Result<FstoreSide> {
     let mut config = fstore_tests::test_config();
     config.server.default_tenant = Some(TENANT.into());
     config.server.recheck_interval = Duration::from_millis(100);
     config.worker.slots = s.slots;
     config.worker.max_wait = s.batch_wait;
     config.limits.max_wait = config.limits.max_wait.max(Duration::from_millis(s.wait_ms));
-    let running = fstore_tests::start_on_nats(config, url).await?;
+    config.nats.url = Some(url.to_string());
+    let mut substrate = fstore::server::substrate(&config).await?;
+    if log == Log::Off {
+        substrate.log = Arc::new(Unlogged);
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = fstore::server::start(
+        config,
+        substrate,
+        fstore_flows::Catalog::builtins(),
+        listener,
+    )
+    .await?;
     let chans = channels(&running.url(), s.channels).await?;
     let mut admin = FeatureStoreClient::new(chans[0].clone());
     admin

@@ -12,7 +12,7 @@
 //! - `durable`: `jetstream { sync_interval: always }`, fsync before every ack.
 //!
 //! Printed per profile: p50/p99 of sequential misses, misses/s with C callers in flight,
-//! the fstore/raw ratios, the NATS messages each miss costs (from the server's /varz),
+//! the fstore/raw ratios, what the feature log costs, the NATS messages each miss costs (from the server's /varz),
 //! then a summary across profiles with what `sync_interval: always` costs.
 //!
 //! `NATS_SERVER_BIN=$(scripts/install-nats) cargo bench -p fstore-benches --bench miss_path`.
@@ -31,6 +31,8 @@
 //! - `MISS_PATH_BATCH_WAIT_MS` (fstore's default `worker.max_wait`): how long a worker
 //!   that pulled fewer than `max_batch` jobs waits for more before it computes
 //! - `MISS_PATH_WAIT_MS` (5000): the SYNC wait of each call, and the raw caller's bound
+//! - `MISS_PATH_LOG_BASELINE` (1): also measure the store with a feature log that keeps
+//!   nothing, to print what writing the log costs (0: skip it)
 
 mod fstore_path;
 mod measure;
@@ -44,7 +46,7 @@ use anyhow::{Context, bail, ensure};
 use fstore_benches::Failures;
 use fstore_tests::nats::NatsServer;
 
-use crate::fstore_path::start_fstore;
+use crate::fstore_path::{Log, start_fstore};
 use crate::measure::{PathResult, json_scalar, measure, varz};
 use crate::raw_floor::start_raw;
 use crate::report::{print_profile, print_summary};
@@ -56,6 +58,8 @@ struct ProfileResult {
     job_bytes: usize,
     value_bytes: usize,
     fstore: PathResult,
+    /// The same store with a feature log that keeps nothing (None: not measured).
+    unlogged: Option<PathResult>,
     raw: PathResult,
     raw_worker: Failures,
 }
@@ -63,6 +67,13 @@ struct ProfileResult {
 impl ProfileResult {
     fn thr_ratio(&self) -> f64 {
         self.fstore.thr.per_sec() / self.raw.thr.per_sec().max(1e-9)
+    }
+
+    /// What writing the feature log costs in throughput, as a fraction of the unlogged
+    /// store's.
+    fn log_cost(&self) -> Option<f64> {
+        let u = self.unlogged.as_ref()?.thr.per_sec();
+        Some(1.0 - self.fstore.thr.per_sec() / u.max(1e-9))
     }
 
     fn p50_ratio(&self) -> f64 {
@@ -116,15 +127,14 @@ async fn run_profile(s: &Settings, profile: Profile) -> anyhow::Result<ProfileRe
     );
     let url = server.url();
 
-    // fstore first, then the floor with fstore gone: neither sees the other's traffic.
-    let side = start_fstore(s, &url).await?;
-    let fstore = measure(s, monitor, &side.callers).await?;
-    let (job_bytes, value_bytes) = (side.job_bytes, side.value_bytes);
-    let running = side.running;
-    drop(side.callers);
-    tokio::time::timeout(Duration::from_secs(10), running.shutdown())
-        .await
-        .context("stopping fstore took over 10 s")?;
+    // fstore first (logging, then not when asked), then the floor with fstore gone:
+    // none sees another's traffic.
+    let (fstore, job_bytes, value_bytes) = measure_fstore(s, monitor, &url, Log::On).await?;
+    let unlogged = if s.log_baseline {
+        Some(measure_fstore(s, monitor, &url, Log::Off).await?.0)
+    } else {
+        None
+    };
     let raw_side = start_raw(s, &url, job_bytes, value_bytes).await?;
     let raw = measure(s, monitor, &raw_side.callers).await?;
     raw_side.worker.abort();
@@ -144,9 +154,28 @@ async fn run_profile(s: &Settings, profile: Profile) -> anyhow::Result<ProfileRe
         job_bytes,
         value_bytes,
         fstore,
+        unlogged,
         raw,
         raw_worker,
     })
+}
+
+/// Starts a store on `url`, measures it, and stops it: the path's figures and the job
+/// and value sizes it sent.
+async fn measure_fstore(
+    s: &Settings,
+    monitor: u16,
+    url: &str,
+    log: Log,
+) -> anyhow::Result<(PathResult, usize, usize)> {
+    let side = start_fstore(s, url, log).await?;
+    let result = measure(s, monitor, &side.callers).await?;
+    let running = side.running;
+    drop(side.callers);
+    tokio::time::timeout(Duration::from_secs(10), running.shutdown())
+        .await
+        .context("stopping fstore took over 10 s")?;
+    Ok((result, side.job_bytes, side.value_bytes))
 }
 
 fn run() -> anyhow::Result<()> {
@@ -191,7 +220,11 @@ fn run() -> anyhow::Result<()> {
 
     let mut failed = false;
     for r in &results {
-        for (path, p) in [("fstore", &r.fstore), ("raw", &r.raw)] {
+        let unlogged = r.unlogged.iter().map(|u| ("fstore without log", u));
+        for (path, p) in [("fstore", &r.fstore), ("raw", &r.raw)]
+            .into_iter()
+            .chain(unlogged)
+        {
             for (what, f) in p.failures() {
                 failed = true;
                 eprintln!(

@@ -18,16 +18,25 @@ pub(crate) fn print_profile(s: &Settings, r: &ProfileResult) {
         s.concurrency
     );
     println!("|---|---:|---:|---:|---:|---:|---:|");
+    let unlogged = r.unlogged.iter().map(|u| {
+        (
+            "fstore with a feature log that keeps nothing (the log's baseline)",
+            u,
+        )
+    });
     for (name, p) in [
         (
-            "fstore: gRPC SYNC → serve → JetStream → worker → KV → caller",
+            "fstore: gRPC SYNC → serve → JetStream → worker → KV + log → caller",
             &r.fstore,
         ),
         (
             "raw async-nats floor: publish → pull → KV put → ready → ack; KV get",
             &r.raw,
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(unlogged)
+    {
         println!(
             "| {name} | {} | {} | {:.0} | {:.1} / {:.1} | {} | {} in {:.2} s |",
             p.seq.p50_us(),
@@ -47,6 +56,16 @@ pub(crate) fn print_profile(s: &Settings, r: &ProfileResult) {
         r.fstore.thr.per_sec(),
         r.raw.thr.per_sec()
     );
+    if let (Some(cost), Some(u)) = (r.log_cost(), &r.unlogged) {
+        println!(
+            "the feature log costs {:.1}% of the miss path's throughput ({:.0} misses/s without it, {:.0} with it; p50 {} vs {} µs)",
+            100.0 * cost,
+            u.thr.per_sec(),
+            r.fstore.thr.per_sec(),
+            u.seq.p50_us(),
+            r.fstore.seq.p50_us(),
+        );
+    }
     println!(
         "fstore/raw p50 latency: {:.2}× ({} vs {} µs)",
         r.p50_ratio(),
@@ -64,18 +83,23 @@ pub(crate) fn print_summary(s: &Settings, results: &[ProfileResult]) {
     println!("### durability profiles");
     println!();
     println!(
-        "| profile | fstore misses/s @{0} | raw misses/s @{0} | fstore/raw | fstore p50 µs | raw p50 µs |",
+        "| profile | fstore misses/s @{0} | without log @{0} | log cost | raw misses/s @{0} | fstore/raw | fstore p50 µs | raw p50 µs |",
         s.concurrency
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         println!(
-            "| {} | {:.0} | {:.0} | {:.2}× | {} | {} |",
+            "| {} | {:.0} | {} | {} | {:.0} | {:.2}× | {} | {} |",
             match r.profile {
                 Profile::Default => "default (flush to the OS)",
                 Profile::Durable => "sync_interval = always (fsync before ack)",
             },
             r.fstore.thr.per_sec(),
+            r.unlogged
+                .as_ref()
+                .map_or("-".to_string(), |u| format!("{:.0}", u.thr.per_sec())),
+            r.log_cost()
+                .map_or("-".to_string(), |c| format!("{:.1}%", 100.0 * c)),
             r.raw.thr.per_sec(),
             r.thr_ratio(),
             r.fstore.seq.p50_us(),

@@ -51,6 +51,8 @@ pub(crate) struct Settings {
     pub(crate) raw_slots: usize,
     pub(crate) batch_wait: Duration,
     pub(crate) wait_ms: u64,
+    /// Also measure the store with a feature log that keeps nothing.
+    pub(crate) log_baseline: bool,
 }
 
 impl Settings {
@@ -80,6 +82,7 @@ impl Settings {
                 default_batch_wait.as_millis() as u64,
             )?),
             wait_ms: env("MISS_PATH_WAIT_MS", 5000)?,
+            log_baseline: env("MISS_PATH_LOG_BASELINE", 1u8)? != 0,
         };
         ensure!(
             s.seq > 0 && s.concurrency > 0 && s.slots > 0 && s.raw_slots > 0,
