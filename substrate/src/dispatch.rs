@@ -131,8 +131,8 @@ impl Dispatcher {
         self.completed(&job.value_key).await
     }
 
-    /// Stores the envelope, appends the feature log's record (with the requests that
-    /// joined the claim), releases the claim and notifies. A job whose settlement is cut
+    /// Stores the envelope, then appends the feature log's record (with the requests
+    /// that joined the claim) while it releases the claim and notifies. A job whose settlement is cut
     /// short anywhere here is delivered again and settles again: the store takes the
     /// same key, the log drops the record it already has (same id).
     async fn finish(&self, job: &ComputeJob, envelope: ValueEnvelope) -> Result<(), Error> {
@@ -148,9 +148,16 @@ impl Dispatcher {
             crate::store::add_once(&mut record.tickets, t);
         }
         crate::fault::point(crate::fault::BEFORE_LOG).await;
-        s.log.append(&record_id(job), record).await?;
-        s.claims.release(&job.value_key, job.generation).await?;
-        s.notifier.publish(&job.value_key).await
+        // The record is written by the time the job is acked; callers need not wait for
+        // it, so the claim is released and the waiters told meanwhile. A failure of
+        // either brings the job back, and it settles again from the stored value.
+        let id = record_id(job);
+        let (logged, released) = tokio::join!(s.log.append(&id, record), async {
+            s.claims.release(&job.value_key, job.generation).await?;
+            s.notifier.publish(&job.value_key).await
+        });
+        logged?;
+        released
     }
 
     /// Settles again a job whose envelope is already stored under its generation (it

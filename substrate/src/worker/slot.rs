@@ -1,7 +1,7 @@
 //! A slot: one pull-compute loop of a flow. It pulls up to `max_batch` jobs, keeps
 //! filling the batch for at most `max_wait` (dynamic batching), reads the jobs' key
 //! inputs, runs one `Flow::run` on the blocking pool while extending the jobs' leases,
-//! and hands each job's outcome to settlement.
+//! and settles the batch's jobs together, each on its own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -119,7 +119,9 @@ impl Worker {
         self.stats
             .flow(&spec.id.to_string())
             .batch_finished(&spec.id);
-        for (d, out) in runnable.into_iter().zip(outputs) {
+        // The jobs of a batch are settled together: each waits on a few round trips to
+        // the backend (store, log, claim, ack), which would add up one after another.
+        let settled = runnable.into_iter().zip(outputs).map(|(d, out)| {
             self.stats
                 .count(format!("{}@{}", d.job.feature, d.job.feature_version));
             let out = out.and_then(|v| {
@@ -132,8 +134,9 @@ impl Worker {
                     ))),
                 }
             });
-            self.settle(d, out, &policy).await;
-        }
+            self.settle(d, out, &policy)
+        });
+        futures::future::join_all(settled).await;
     }
 
     /// Runs the flow on the blocking pool, sending in-progress acks for `running`
