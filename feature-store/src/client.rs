@@ -215,7 +215,55 @@ impl Client {
         let c = self;
         Ok(c.raw().read_log(c.request(req)).await?.into_inner())
     }
+
+    /// Starts a backfill of `features` over `entities`, sent in messages of
+    /// [`BACKFILL_MESSAGE_ENTITIES`].
+    pub async fn start_backfill(
+        &self,
+        features: Vec<String>,
+        max_staleness_ms: Option<u64>,
+        entities: Vec<api::EntityRequest>,
+    ) -> Result<api::Backfill, Status> {
+        let mut messages = Vec::new();
+        let mut rest = entities.into_iter().peekable();
+        loop {
+            let entities: Vec<_> = rest.by_ref().take(BACKFILL_MESSAGE_ENTITIES).collect();
+            let first = messages.is_empty();
+            messages.push(api::StartBackfillRequest {
+                features: if first { features.clone() } else { Vec::new() },
+                entities,
+                max_staleness_ms: if first { max_staleness_ms } else { None },
+            });
+            if rest.peek().is_none() {
+                break;
+            }
+        }
+        let c = self;
+        let req = c.request(tokio_stream::iter(messages));
+        Ok(c.raw().start_backfill(req).await?.into_inner())
+    }
+
+    pub async fn get_backfill(&self, id: String) -> Result<api::Backfill, Status> {
+        let c = self;
+        let req = c.request(api::GetBackfillRequest { id });
+        Ok(c.raw().get_backfill(req).await?.into_inner())
+    }
+
+    pub async fn list_backfills(&self) -> Result<api::ListBackfillsResponse, Status> {
+        let c = self;
+        let req = c.request(api::ListBackfillsRequest {});
+        Ok(c.raw().list_backfills(req).await?.into_inner())
+    }
+
+    pub async fn cancel_backfill(&self, id: String) -> Result<api::Backfill, Status> {
+        let c = self;
+        let req = c.request(api::CancelBackfillRequest { id });
+        Ok(c.raw().cancel_backfill(req).await?.into_inner())
+    }
 }
+
+/// Entities per message of a backfill's start.
+pub const BACKFILL_MESSAGE_ENTITIES: usize = 1_000;
 
 #[cfg(test)]
 mod tests {

@@ -19,6 +19,43 @@ pub struct Config {
     pub nats: NatsConfig,
     pub tickets: TicketsConfig,
     pub log: LogConfig,
+    pub backfill: BackfillConfig,
+}
+
+/// Backfills: how a replica runs them on the batch lane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackfillConfig {
+    /// Entities per stored chunk: the unit a replica plans, follows and records
+    /// progress of (at most `limits.max_entities`).
+    pub chunk_entities: usize,
+    /// Chunks a replica has in flight per backfill: bounds the batch lane's queue.
+    pub window: usize,
+    /// How long a replica's hold on a backfill lasts unless renewed; another replica
+    /// takes a backfill over once it has run out.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often a replica looks for backfills to run or take over.
+    #[serde(with = "humantime_serde")]
+    pub scan_interval: Duration,
+    /// How long a backfill's record stays readable.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Entities one backfill may name.
+    pub max_entities: usize,
+}
+
+impl Default for BackfillConfig {
+    fn default() -> Self {
+        BackfillConfig {
+            chunk_entities: 256,
+            window: 4,
+            lease: Duration::from_secs(10),
+            scan_interval: Duration::from_secs(1),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_entities: 1_000_000,
+        }
+    }
 }
 
 /// Where `fstore dev` keeps its feature log when `log.dir` is not set.
@@ -172,6 +209,10 @@ pub struct CacheConfig {
     /// How long an in-flight claim holds before another planner may take over.
     #[serde(with = "humantime_serde")]
     pub claim_ttl: Duration,
+    /// How long a claim may go without its job being submitted before another planner
+    /// takes it over (its planner died between claiming and submitting).
+    #[serde(with = "humantime_serde")]
+    pub claim_orphan_after: Duration,
 }
 
 impl Default for CacheConfig {
@@ -180,6 +221,7 @@ impl Default for CacheConfig {
             max_bytes: 256 * 1024 * 1024,
             failure_ttl: Duration::from_secs(60),
             claim_ttl: Duration::from_secs(600),
+            claim_orphan_after: Duration::from_secs(5),
         }
     }
 }
@@ -234,6 +276,10 @@ pub struct WorkerConfig {
     pub retry_base: Duration,
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
+    /// Slots take interactive jobs before batch ones (backfills, refreshes); one pull in
+    /// this many takes the batch lane first, so a steady interactive load cannot starve
+    /// a backfill (0: never first).
+    pub batch_every: u32,
 }
 
 /// Slot bounds of one flow.
@@ -258,6 +304,7 @@ impl Default for WorkerConfig {
             max_attempts: 5,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
+            batch_every: 8,
         }
     }
 }
@@ -348,6 +395,15 @@ impl Config {
         if self.queue.max_queued_per_tenant > self.queue.max_queued_per_flow {
             return rule("queue.max_queued_per_tenant must not exceed queue.max_queued_per_flow");
         }
+        let b = &self.backfill;
+        if b.chunk_entities == 0 || b.chunk_entities > l.max_entities || b.window == 0 {
+            return rule(
+                "backfill.chunk_entities must be 1 to limits.max_entities, and backfill.window above zero",
+            );
+        }
+        if b.lease < 3 * b.scan_interval || b.lease.is_zero() {
+            return rule("backfill.lease must be at least three backfill.scan_interval");
+        }
         if let Some(t) = &self.server.default_tenant {
             crate::names::check_tenant(t)
                 .map_err(|e| Error::Rule(format!("server.default_tenant: {e}")))?;
@@ -381,6 +437,7 @@ impl Config {
             },
             max_batch: self.worker.max_batch,
             max_wait: self.worker.max_wait,
+            batch_every: self.worker.batch_every,
             max_attempts: self.worker.max_attempts,
             max_deliveries: u32::try_from(self.nats.max_deliver).unwrap_or(u32::MAX),
             retry_base: self.worker.retry_base,
@@ -406,6 +463,8 @@ impl Config {
             l1_max_bytes: self.nats.l1_max_bytes,
             heartbeat: self.nats.heartbeat,
             log: self.log_options(),
+            backfill_retention: self.backfill.retention,
+            claim_orphan_after: self.cache.claim_orphan_after,
         }
     }
 
@@ -417,6 +476,7 @@ impl Config {
             max_queued_per_tenant: self.queue.max_queued_per_tenant,
             duplicate_window: self.queue.duplicate_window,
             log: self.log_options(),
+            claim_orphan_after: self.cache.claim_orphan_after,
         }
     }
 

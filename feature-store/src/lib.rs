@@ -16,6 +16,7 @@
 //! - [`served`]: what this replica served (the staleness view)
 //! - [`registry`]: definitions, versions, the petgraph DAG, lineage
 //! - [`admin`]: invalidation and dead letters
+//! - [`backfill`]: backfills on the batch lane, and the runner that holds them
 //! - [`describe`]: feature and flow listings
 //! - [`ready`]: fan-out of ready notifications to waiting calls
 //! - [`server`]: assembling substrate, workers and service; tasks and shutdown
@@ -28,6 +29,7 @@
 //! - [`telemetry`]: logs, OpenTelemetry traces and the W3C propagator
 
 pub mod admin;
+pub mod backfill;
 pub mod client;
 pub mod config;
 pub mod definitions;

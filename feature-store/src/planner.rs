@@ -380,6 +380,7 @@ impl Planner {
             ttl_ms: node.ttl_ms,
             planned_at_ms: now,
             tickets: vec![request.id.clone()],
+            lane: request.lane as i32,
         };
         // The value may have landed between the look-up and the claim (its computer
         // stores it before releasing its claim): look again before computing it twice.
@@ -443,9 +444,21 @@ impl Planner {
             guard.release().await?;
             return Ok(Claimed::Found(found));
         }
+        fstore_substrate::fault::point(fstore_substrate::fault::BEFORE_SUBMIT).await;
         match self.dispatcher.submit(&job(generation)).await {
             Ok(submitted) => {
                 guard.keep();
+                if matches!(submitted, Submitted::Enqueued | Submitted::Waiting) {
+                    // The claim holds for its TTL from now on. Without the mark it is
+                    // taken over once `cache.claim_orphan_after` passes: at worst the
+                    // key is computed twice, so a failed mark is no failed call.
+                    let marked = claims
+                        .submitted(key.as_str(), generation, self.options.claim_ttl)
+                        .await;
+                    if let Err(e) = marked {
+                        tracing::warn!(key = %key, error = %e, "could not mark a claim submitted; it may be taken over");
+                    }
+                }
                 Ok(Claimed::Submitted(submitted, generation))
             }
             Err(e) => {
@@ -610,6 +623,7 @@ mod tests {
         async fn pull(
             &self,
             _flow: &FlowId,
+            _lanes: &[fstore_substrate::Lane],
             _max: usize,
             _wait: Duration,
         ) -> Result<Vec<Delivery>, fstore_substrate::Error> {

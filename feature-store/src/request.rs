@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fstore_proto::api;
-use fstore_substrate::InputStore;
+use fstore_substrate::{InputStore, Lane};
 use prost::Message;
 
 use crate::config::Limits;
@@ -59,6 +59,8 @@ pub struct ValidRequest {
     /// A call of its own, not a ticket read back: its first plan records the computes
     /// of others it joins.
     pub(crate) first_call: bool,
+    /// The lane its computes wait in: interactive for calls, batch for backfills.
+    pub(crate) lane: Lane,
 }
 
 impl ValidRequest {
@@ -118,6 +120,7 @@ impl ValidRequest {
             mode,
             started_at_ms: now_ms,
             first_call: true,
+            lane: Lane::Interactive,
         };
         valid.complete_inputs(stored).await?;
         valid.check_inputs()?;
@@ -181,6 +184,7 @@ impl ValidRequest {
             mode: Mode::Async,
             started_at_ms: ticket.created_at_ms,
             first_call: false,
+            lane: Lane::Interactive,
         };
         valid.check_inputs()?;
         Ok(valid)

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::Error;
+use crate::backfill::runner::Runner;
 use crate::config::Config;
 use crate::ready::ReadyHub;
 use crate::registry::Registry;
@@ -253,14 +254,28 @@ pub async fn start(
         registry.clone().follow(background_token.clone()),
     );
     let max_request_bytes = config.limits.max_request_bytes;
-    let service = Service::new(Store::new(
+    let store = Store::new(
         substrate.clone(),
         registry,
         hub,
         config,
         tasks.clone(),
         serve_token.clone(),
-    ));
+    );
+    // Backfills stop with the calls: their leases run out and another replica (or this
+    // one, started again) continues them.
+    let replica = format!(
+        "replica-{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        addr.port()
+    );
+    spawn(
+        &tasks,
+        "backfill-runner",
+        Runner::new(store.backfills().clone(), replica).run(tasks.clone(), serve_token.clone()),
+    );
+    let service = Service::new(store);
     let svc = FeatureStoreServer::new(service.clone())
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(64 * 1024 * 1024);

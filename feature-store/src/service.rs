@@ -287,4 +287,76 @@ impl FeatureStore for Service {
             events.map(|e| e.map_err(Status::from)),
         )))
     }
+
+    async fn start_backfill(
+        &self,
+        req: Request<tonic::Streaming<api::StartBackfillRequest>>,
+    ) -> Result<Response<api::Backfill>, Status> {
+        let tenant = self.tenant(&req)?;
+        let max = self.store.config().backfill.max_entities;
+        let mut messages = req.into_inner();
+        let mut first: Option<api::StartBackfillRequest> = None;
+        let mut entities = Vec::new();
+        while let Some(message) = messages.next().await {
+            let mut message = message?;
+            entities.append(&mut message.entities);
+            if entities.len() > max {
+                return Err(Error::InvalidArgument(format!(
+                    "a backfill takes at most {max} entities (backfill.max_entities): split it"
+                ))
+                .into());
+            }
+            match &first {
+                None => first = Some(message),
+                Some(_) if !message.features.is_empty() || message.max_staleness_ms.is_some() => {
+                    return Err(Error::InvalidArgument(
+                        "only the first message of StartBackfill names features and staleness"
+                            .to_string(),
+                    )
+                    .into());
+                }
+                Some(_) => {}
+            }
+        }
+        let first = first.ok_or_else(|| {
+            Error::InvalidArgument("StartBackfill got no message: send the features".to_string())
+        })?;
+        Ok(Response::new(
+            self.store
+                .start_backfill(tenant, first.features, first.max_staleness_ms, entities)
+                .await?,
+        ))
+    }
+
+    async fn get_backfill(
+        &self,
+        req: Request<api::GetBackfillRequest>,
+    ) -> Result<Response<api::Backfill>, Status> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(
+            self.store.get_backfill(&tenant, &req.get_ref().id).await?,
+        ))
+    }
+
+    async fn list_backfills(
+        &self,
+        req: Request<api::ListBackfillsRequest>,
+    ) -> Result<Response<api::ListBackfillsResponse>, Status> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(api::ListBackfillsResponse {
+            backfills: self.store.list_backfills(&tenant).await?,
+        }))
+    }
+
+    async fn cancel_backfill(
+        &self,
+        req: Request<api::CancelBackfillRequest>,
+    ) -> Result<Response<api::Backfill>, Status> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(
+            self.store
+                .cancel_backfill(&tenant, &req.get_ref().id)
+                .await?,
+        ))
+    }
 }

@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backfill::Backfills;
 use crate::config::Config;
 use crate::follow::Follower;
 use crate::planner::{Plan, Planner, PlannerOptions, Planning};
@@ -34,6 +35,7 @@ pub struct Store {
 struct Inner {
     registry: Registry,
     planner: Arc<Planner>,
+    backfills: Backfills,
     tickets: Tickets,
     substrate: Substrate,
     hub: ReadyHub,
@@ -66,10 +68,18 @@ impl Store {
             },
             tasks,
         ));
+        let backfills = Backfills::new(
+            substrate.clone(),
+            registry.clone(),
+            planner.clone(),
+            hub.clone(),
+            config.clone(),
+        );
         Store {
             inner: Arc::new(Inner {
                 registry,
                 planner,
+                backfills,
                 tickets: Tickets::new(substrate.tickets.clone(), config.tickets.retention),
                 substrate,
                 hub,
@@ -85,6 +95,11 @@ impl Store {
 
     pub fn config(&self) -> &Config {
         &self.inner.config
+    }
+
+    /// Backfills, for the replica's [`crate::backfill::runner::Runner`].
+    pub fn backfills(&self) -> &Backfills {
+        &self.inner.backfills
     }
 
     fn follow(&self, request: ValidRequest, wait: Duration) -> Follower {
@@ -455,4 +470,32 @@ fn watch_events(plans: PlanStream, ticket: String) -> impl Stream<Item = Result<
             }
         }
     })
+}
+
+/// Backfills: [`crate::backfill`].
+impl Store {
+    pub async fn start_backfill(
+        &self,
+        tenant: String,
+        features: Vec<String>,
+        max_staleness_ms: Option<u64>,
+        entities: Vec<api::EntityRequest>,
+    ) -> Result<api::Backfill> {
+        self.inner
+            .backfills
+            .start(tenant, features, max_staleness_ms, entities)
+            .await
+    }
+
+    pub async fn get_backfill(&self, tenant: &str, id: &str) -> Result<api::Backfill> {
+        self.inner.backfills.get(tenant, id).await
+    }
+
+    pub async fn list_backfills(&self, tenant: &str) -> Result<Vec<api::Backfill>> {
+        self.inner.backfills.list(tenant).await
+    }
+
+    pub async fn cancel_backfill(&self, tenant: &str, id: &str) -> Result<api::Backfill> {
+        self.inner.backfills.cancel(tenant, id).await
+    }
 }

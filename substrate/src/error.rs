@@ -79,6 +79,8 @@ pub enum Message {
     LogRecord,
     /// An entity's stored request-time inputs.
     Inputs,
+    /// A chunk of a backfill's entities, with their inputs.
+    BackfillChunk,
 }
 
 impl std::fmt::Display for Message {
@@ -89,6 +91,7 @@ impl std::fmt::Display for Message {
             Message::Ticket => "the pending request's ticket (its entities and inputs)",
             Message::LogRecord => "the feature log record (the value and the inputs it read)",
             Message::Inputs => "the entity's stored inputs",
+            Message::BackfillChunk => "a chunk of the backfill's entities (with their inputs)",
         })
     }
 }

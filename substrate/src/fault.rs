@@ -11,6 +11,9 @@ pub const VARIABLE: &str = "FSTORE_FAULT";
 /// Between storing a settled job's value and appending its log record.
 pub const BEFORE_LOG: &str = "settle.before_log";
 
+/// Between winning a claim and submitting its job (a planner that dies there).
+pub const BEFORE_SUBMIT: &str = "plan.before_submit";
+
 fn armed() -> Option<&'static str> {
     static FAULT: OnceLock<Option<String>> = OnceLock::new();
     FAULT

@@ -16,6 +16,7 @@
 //!   [`Watermarks`], [`FlowDirectory`])
 //! - [`notify`]: ready notifications ([`Notifier`])
 //! - [`log`]: the feature log and result-ready stream ([`FeatureLog`])
+//! - [`backfills`]: backfill records and their entities ([`BackfillStore`])
 //! - [`worker`]: pulls jobs, runs flows off the reactor, stores, notifies, continues
 //!   dependents, acks (`worker/`: the autoscaler, slots, settlement, the retry policy)
 //! - [`convert`]: wire values <-> flow values
@@ -24,6 +25,7 @@
 //! - [`token`]: user names made safe for subjects and KV keys
 //! - `task`: every spawned task, tracked and named
 
+pub mod backfills;
 pub mod convert;
 pub mod dispatch;
 pub mod embedded;
@@ -43,12 +45,13 @@ pub mod worker;
 
 use std::sync::Arc;
 
+pub use backfills::BackfillStore;
 pub use dispatch::{Dispatcher, Submitted};
 pub use error::Error;
 pub use fstore_proto::wire::{ComputeJob, DeadLetter, JobInput, Ticket, ValueEnvelope};
 pub use log::{FeatureLog, LogOptions, LogQuery, Start};
 pub use notify::Notifier;
-pub use queue::{Delivery, Headers, JobQueue, message_id};
+pub use queue::{Delivery, Headers, JobQueue, Lane, message_id};
 pub use store::{
     Advert, Claim, ClaimStore, Connection, DeadLetters, Definitions, FlowDirectory, InputStore,
     ResultStore, TicketStore, WaiterStore, Watermarks,
@@ -70,6 +73,7 @@ pub struct Substrate {
     pub dead_letters: Arc<dyn DeadLetters>,
     pub log: Arc<dyn FeatureLog>,
     pub inputs: Arc<dyn InputStore>,
+    pub backfills: Arc<dyn BackfillStore>,
     pub connection: Arc<dyn Connection>,
 }
 

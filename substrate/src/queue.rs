@@ -1,4 +1,6 @@
-//! The job queue: per-flow queues of compute jobs with JetStream's delivery contract.
+//! The job queue: per-flow queues of compute jobs with JetStream's delivery contract,
+//! in two lanes per flow (interactive and batch, [`Lane`]); the puller says in which
+//! order to take the lanes, the queue takes them in that order.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,6 +10,8 @@ use fstore_flows::FlowId;
 
 use crate::{ComputeJob, Error};
 
+pub use fstore_proto::wire::Lane;
+
 /// Message headers: tenant, trace context.
 pub type Headers = BTreeMap<String, String>;
 
@@ -15,6 +19,14 @@ pub type Headers = BTreeMap<String, String>;
 /// the same id inside the queue's duplicate window is dropped.
 pub fn message_id(job: &ComputeJob) -> String {
     format!("{}.{}", job.value_key, job.generation)
+}
+
+/// How a lane is named in a full queue's message: nothing for the interactive lane.
+pub fn lane_scope(lane: Lane) -> &'static str {
+    match lane {
+        Lane::Interactive => "",
+        Lane::Batch => " (batch lane)",
+    }
 }
 
 /// Whether an enqueue added a job or was a duplicate.
@@ -26,15 +38,22 @@ pub enum Enqueued {
 
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
-    /// Adds a job to its flow's queue, unless its [`message_id`] was seen recently.
-    /// A full queue refuses with [`Error::QueueFull`].
+    /// Adds a job to its flow's queue in its lane, unless its [`message_id`] was seen
+    /// recently. A full lane refuses with [`Error::QueueFull`]; each lane has its own
+    /// bounds, so a backfill cannot fill the interactive lane.
     async fn enqueue(&self, job: &ComputeJob, headers: &Headers) -> Result<Enqueued, Error>;
 
-    /// Up to `max` jobs of one flow, waiting at most `wait` for the first.
-    async fn pull(&self, flow: &FlowId, max: usize, wait: Duration)
-    -> Result<Vec<Delivery>, Error>;
+    /// Up to `max` jobs of one flow, taken from `lanes` in order (the first lane's jobs,
+    /// then the next's if room is left), waiting at most `wait` for the first job of any.
+    async fn pull(
+        &self,
+        flow: &FlowId,
+        lanes: &[Lane],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Delivery>, Error>;
 
-    /// Jobs of a flow waiting or in progress.
+    /// Jobs of a flow waiting or in progress, in both lanes.
     async fn depth(&self, flow: &FlowId) -> Result<u64, Error>;
 }
 

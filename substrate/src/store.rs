@@ -45,7 +45,13 @@ pub enum Claim {
 /// nobody else waits on.
 #[async_trait]
 pub trait ClaimStore: Send + Sync + 'static {
+    /// Claims `key` for `ttl`. A claim whose compute was never marked
+    /// [`ClaimStore::submitted`] within the store's orphan bound (its planner died
+    /// between claiming and submitting) is taken over: the caller wins a new generation.
     async fn claim(&self, key: &str, ttl: Duration) -> Result<Claim, Error>;
+    /// Marks compute `generation` of `key` as submitted (its job enqueued or parked), so
+    /// that its claim holds for its whole TTL.
+    async fn submitted(&self, key: &str, generation: u64, ttl: Duration) -> Result<(), Error>;
     /// Ends the claim of that generation (a later generation's claim stays).
     async fn release(&self, key: &str, generation: u64) -> Result<(), Error>;
     /// Records that request `holder` waits on compute `generation` of `key`, which

@@ -329,3 +329,72 @@ async fn a_worker_killed_between_store_and_log_keeps_the_record() -> anyhow::Res
     );
     Ok(())
 }
+
+/// A serve replica SIGKILLed between winning a claim and submitting its job: the key is
+/// not blocked for the claim's TTL (10 min) — a call on another replica takes the claim
+/// over once `cache.claim_orphan_after` passes, and its value is computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_planner_killed_between_claim_and_submit_blocks_its_key_for_seconds() -> anyhow::Result<()>
+{
+    use fstore_substrate::fault;
+    let nats = NatsServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let mut with_orphans = env();
+    with_orphans.push(("FSTORE_CACHE__CLAIM_ORPHAN_AFTER", "1s"));
+    let mut faulty_env = with_orphans.clone();
+    faulty_env.push((fault::VARIABLE, fault::BEFORE_SUBMIT));
+    let _w = worker("worker", &nats.url(), dir.path())?;
+    let faulty_listen = format!("127.0.0.1:{}", free_port()?);
+    let mut faulty = Proc::fstore(
+        "faulty-serve",
+        &["serve", "--nats", &nats.url(), "--listen", &faulty_listen],
+        &faulty_env,
+        dir.path(),
+    )?;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let _healthy = Proc::fstore(
+        "serve",
+        &["serve", "--nats", &nats.url(), "--listen", &listen],
+        &with_orphans,
+        dir.path(),
+    )?;
+    let c = connect(&format!("http://{listen}")).await?;
+    live_probe_workers(&c, 1).await?;
+    c.register(feature(
+        "orphan",
+        "test.probe@1",
+        &[("value", "8")],
+        &[],
+        600_000,
+    ))
+    .await?;
+    let f = connect(&format!("http://{faulty_listen}")).await?;
+    wait_until(LONG, "the faulty replica to see the feature", || async {
+        f.describe("orphan").await.ok()
+    })
+    .await?;
+    // The faulty replica claims the key and stops before submitting; its call hangs.
+    let hanging = tokio::spawn(async move { f.get(build::get(&["k"], &["orphan"])).await });
+    let stopped = wait_until(LONG, "the replica to stop at the fault point", || async {
+        if hanging.is_finished() {
+            return Some(false);
+        }
+        faulty
+            .log_text()
+            .contains("fault point `plan.before_submit` reached")
+            .then_some(true)
+    })
+    .await?;
+    if !stopped {
+        anyhow::bail!("the call on the faulty replica ended: {:?}", hanging.await?);
+    }
+    faulty.kill();
+    hanging.abort();
+    let started = Instant::now();
+    let r = c.get(build::sync(&["k"], &["orphan"], 15_000)).await?;
+    let took = started.elapsed();
+    expect_all_ready(&r, 8.0)?;
+    println!("a claim orphaned by a killed planner was taken over; the call took {took:?}");
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    Ok(())
+}

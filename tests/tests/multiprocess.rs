@@ -2,7 +2,8 @@
 //! worker` processes. Registration on one replica is live on the other; a ticket planned
 //! on one is answered by the other, also after the first is killed with SIGKILL; and
 //! 1,000 identical concurrent requests spread over both replicas enqueue one job per
-//! node.
+//! node; a backfill whose replica is killed is continued by the other, computing no
+//! node twice.
 
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,10 @@ fn env() -> Vec<(&'static str, &'static str)> {
         ("FSTORE_SERVER__RECHECK_INTERVAL", "100ms"),
         ("FSTORE_NATS__HEARTBEAT", "500ms"),
         ("FSTORE_WORKER__RETRY_BASE", "20ms"),
+        ("FSTORE_BACKFILL__LEASE", "1500ms"),
+        ("FSTORE_BACKFILL__SCAN_INTERVAL", "200ms"),
+        ("FSTORE_BACKFILL__CHUNK_ENTITIES", "10"),
+        ("FSTORE_BACKFILL__WINDOW", "2"),
     ]
 }
 
@@ -207,5 +212,77 @@ async fn a_worker_without_nats_says_how_to_run() -> anyhow::Result<()> {
     assert!(!out.status.success());
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("--nats"), "{text}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_backfill_survives_the_death_of_its_replica() -> anyhow::Result<()> {
+    use fstore_proto::api::BackfillState;
+    let mut cluster = Cluster::start(2, 2)?;
+    let r1 = cluster.client(0).await?;
+    cluster.client(1).await?;
+    r1.register(probe("mp.bulk", 40)).await?;
+    let clients = [
+        fstore::client::Client::connect(&cluster.replicas[0].1, Some("acme".into())).await?,
+        fstore::client::Client::connect(&cluster.replicas[1].1, Some("acme".into())).await?,
+    ];
+    let entities: Vec<api::EntityRequest> = (0..300)
+        .map(|i| api::EntityRequest {
+            entity_id: format!("b{i}"),
+            ..Default::default()
+        })
+        .collect();
+    let b = clients[0]
+        .start_backfill(vec!["mp.bulk".into()], None, entities)
+        .await?;
+    // Find the replica that runs it once some chunks are done, and kill it.
+    let running = wait_until(LONG, "the backfill to make progress", || async {
+        let b = clients[1].get_backfill(b.id.clone()).await.ok()?;
+        (b.done >= 40 && !b.runner.is_empty()).then_some(b)
+    })
+    .await?;
+    let holder = cluster
+        .replicas
+        .iter()
+        .position(|(p, _)| {
+            p.pid()
+                .is_some_and(|pid| running.runner.contains(&format!("-{pid}-")))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no replica runs {:?}", running.runner))?;
+    cluster.replicas[holder].0.kill();
+    let other = &clients[1 - holder];
+    let done = wait_until(
+        Duration::from_secs(60),
+        "the other replica to finish it",
+        || async {
+            let b = other.get_backfill(b.id.clone()).await.ok()?;
+            (b.state() != BackfillState::Running).then_some(b)
+        },
+    )
+    .await?;
+    println!(
+        "backfill of 300 entities, its replica killed at {} done: {done:?}",
+        running.done
+    );
+    assert_eq!(done.state(), BackfillState::Done);
+    assert_eq!(done.failed, 0);
+    assert_eq!(done.done + done.skipped, 300, "{done:?}");
+    assert!(!done.runner.contains(&running.runner), "taken over");
+    // One job per node: the survivor joins what the dead replica had queued. Its one
+    // claim in flight, if any, is taken over: when the kill fell between that job's
+    // enqueue and its claim's submitted mark (a millisecond), that node runs twice.
+    let (enqueued, _) = cluster.job_counts().await?;
+    assert!(
+        (300..=301).contains(&enqueued),
+        "{enqueued} jobs for 300 nodes"
+    );
+    let log = other
+        .read_log(api::ReadLogRequest {
+            features: vec!["mp.bulk".into()],
+            ..Default::default()
+        })
+        .await?;
+    let records: Vec<api::LogEvent> = futures::TryStreamExt::try_collect(log).await?;
+    assert_eq!(records.len() as u64, enqueued, "one record per compute");
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The embedded claims: one generation per claimed key until it is released or its TTL
-//! passes, the requests that joined each compute, and the computes given up.
+//! passes (or, never marked submitted, its orphan bound), the requests that joined each
+//! compute, and the computes given up.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,14 +16,37 @@ use crate::{Claim, ClaimStore, Error};
 /// A compute: a value key and its claim's generation.
 type Compute = (String, u64);
 
-#[derive(Default)]
+/// A claim: its generation, until when it holds, when it was made, and whether its
+/// compute was submitted.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    generation: u64,
+    until: Instant,
+    at: Instant,
+    submitted: bool,
+}
+
 pub struct EmbeddedClaims {
-    claims: Mutex<HashMap<String, (u64, Instant)>>,
+    claims: Mutex<HashMap<String, Held>>,
+    /// How long a claim may go unsubmitted before another claimer takes it over.
+    orphan_after: Duration,
     /// (key, generation) -> the requests that joined it, and until when it is kept.
     joined: Mutex<HashMap<Compute, (Vec<String>, Instant)>>,
     /// Computes given up, until when they are remembered.
     abandoned: Mutex<HashMap<Compute, Instant>>,
     generation: AtomicU64,
+}
+
+impl EmbeddedClaims {
+    pub fn new(orphan_after: Duration) -> Self {
+        EmbeddedClaims {
+            claims: Mutex::default(),
+            orphan_after,
+            joined: Mutex::default(),
+            abandoned: Mutex::default(),
+            generation: AtomicU64::default(),
+        }
+    }
 }
 
 /// Forgets entries whose time has passed, when a map has grown.
@@ -38,19 +62,35 @@ impl ClaimStore for EmbeddedClaims {
     async fn claim(&self, key: &str, ttl: Duration) -> Result<Claim, Error> {
         let now = Instant::now();
         let mut claims = lock(&self.claims);
-        if let Some((generation, until)) = claims.get(key)
-            && *until > now
+        if let Some(h) = claims.get(key)
+            && h.until > now
+            && (h.submitted || now.duration_since(h.at) < self.orphan_after)
         {
-            return Ok(Claim::Held(*generation));
+            return Ok(Claim::Held(h.generation));
         }
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        claims.insert(key.to_string(), (generation, now + ttl));
+        let held = Held {
+            generation,
+            until: now + ttl,
+            at: now,
+            submitted: false,
+        };
+        claims.insert(key.to_string(), held);
         Ok(Claim::Won(generation))
+    }
+
+    async fn submitted(&self, key: &str, generation: u64, _ttl: Duration) -> Result<(), Error> {
+        if let Some(h) = lock(&self.claims).get_mut(key)
+            && h.generation == generation
+        {
+            h.submitted = true;
+        }
+        Ok(())
     }
 
     async fn release(&self, key: &str, generation: u64) -> Result<(), Error> {
         let mut claims = lock(&self.claims);
-        if claims.get(key).is_some_and(|(g, _)| *g == generation) {
+        if claims.get(key).is_some_and(|h| h.generation == generation) {
             claims.remove(key);
         }
         drop(claims);
@@ -120,7 +160,7 @@ mod tests {
 
     #[tokio::test]
     async fn one_claim_per_key_until_released() {
-        let c = EmbeddedClaims::default();
+        let c = EmbeddedClaims::new(Duration::from_secs(5));
         let Claim::Won(g) = c.claim("k", TTL).await.expect("claim") else {
             panic!("the first claim wins");
         };
@@ -133,8 +173,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_claim_never_submitted_is_taken_over_after_its_orphan_bound() {
+        let c = EmbeddedClaims::new(Duration::from_millis(50));
+        let Claim::Won(g) = c.claim("k", TTL).await.expect("claim") else {
+            panic!("the first claim wins");
+        };
+        assert_eq!(c.claim("k", TTL).await.expect("claim"), Claim::Held(g));
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let Claim::Won(g2) = c.claim("k", TTL).await.expect("claim") else {
+            panic!("an unsubmitted claim past its bound is taken over");
+        };
+        assert!(g2 > g);
+        c.submitted("k", g2, TTL).await.expect("submitted");
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(
+            c.claim("k", TTL).await.expect("claim"),
+            Claim::Held(g2),
+            "a submitted claim holds for its TTL"
+        );
+    }
+
+    #[tokio::test]
     async fn joiners_are_kept_per_generation_and_withdrawn_one_by_one() {
-        let c = EmbeddedClaims::default();
+        let c = EmbeddedClaims::new(Duration::from_secs(5));
         c.join("k", 1, "a", TTL).await.expect("join");
         c.join("k", 1, "b", TTL).await.expect("join");
         c.join("k", 1, "a", TTL).await.expect("join again");
@@ -146,7 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_abandoned_compute_frees_its_key_and_is_remembered() {
-        let c = EmbeddedClaims::default();
+        let c = EmbeddedClaims::new(Duration::from_secs(5));
         let Claim::Won(g) = c.claim("k", TTL).await.expect("claim") else {
             panic!("the first claim wins");
         };

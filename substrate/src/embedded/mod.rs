@@ -4,6 +4,7 @@
 //! about what it cannot do: nothing but the feature log (segment files in a directory)
 //! survives the process.
 
+mod backfills;
 mod claims;
 mod log;
 mod queue;
@@ -12,6 +13,7 @@ mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use backfills::EmbeddedBackfills;
 pub use claims::EmbeddedClaims;
 pub use log::EmbeddedLog;
 pub use queue::EmbeddedQueue;
@@ -36,6 +38,8 @@ pub struct Options {
     pub duplicate_window: Duration,
     /// The feature log: its directory (None: in memory) and retention.
     pub log: LogOptions,
+    /// How long a claim may go unsubmitted before another claimer takes it over.
+    pub claim_orphan_after: Duration,
 }
 
 #[cfg(test)]
@@ -55,6 +59,7 @@ impl Options {
                 max_bytes: 64 * 1024 * 1024,
                 segment_bytes: 1024 * 1024,
             },
+            claim_orphan_after: Duration::from_secs(5),
         }
     }
 }
@@ -67,7 +72,7 @@ pub fn substrate(options: &Options) -> Result<Substrate, Error> {
         queue: Arc::new(queue.clone()),
         results: Arc::new(EmbeddedResults::new(options.cache_max_bytes)),
         tickets: Arc::new(EmbeddedTickets::new(options.ticket_ttl)),
-        claims: Arc::new(EmbeddedClaims::default()),
+        claims: Arc::new(EmbeddedClaims::new(options.claim_orphan_after)),
         waiters: Arc::new(EmbeddedWaiters::default()),
         notifier: Arc::new(EmbeddedNotifier::default()),
         watermarks: Arc::new(EmbeddedWatermarks::default()),
@@ -76,6 +81,7 @@ pub fn substrate(options: &Options) -> Result<Substrate, Error> {
         dead_letters: Arc::new(EmbeddedDeadLetters::default()),
         log: Arc::new(log),
         inputs: Arc::new(EmbeddedInputs::default()),
+        backfills: Arc::new(EmbeddedBackfills::default()),
         connection: Arc::new(InProcess { queue }),
     })
 }

@@ -1,4 +1,6 @@
-//! The embedded job queue: per flow, one FIFO per tenant served round-robin.
+//! The embedded job queue: per flow and lane, one FIFO per tenant served round-robin.
+//! The lanes of a flow share one wake-up, so a puller waiting on both lanes wakes for
+//! a job in either.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::Options;
 use crate::error::QueueLimit;
-use crate::queue::{Enqueued, Settle};
+use crate::queue::{Enqueued, Lane, Settle, lane_scope};
 use crate::task::Background;
 use crate::{ComputeJob, Delivery, Error, Headers, JobQueue, message_id};
 
@@ -68,7 +70,10 @@ impl FlowQueue {
 
 #[derive(Default)]
 struct State {
+    /// By [`lane_key`].
     flows: HashMap<String, FlowQueue>,
+    /// Per flow, the wake-up its lanes share.
+    wake: HashMap<String, Arc<Notify>>,
     /// Message ids seen, with when; pruned past the duplicate window.
     seen: HashMap<String, Instant>,
     seen_order: VecDeque<(Instant, String)>,
@@ -81,6 +86,19 @@ struct Shared {
     background: Background,
 }
 
+impl State {
+    /// The queue of (`flow`, `lane`), made with the flow's shared wake-up.
+    fn lane(&mut self, flow: &str, lane: Lane) -> &mut FlowQueue {
+        let notify = self.wake.entry(flow.to_string()).or_default().clone();
+        self.flows
+            .entry(lane_key(flow, lane))
+            .or_insert_with(|| FlowQueue {
+                notify,
+                ..FlowQueue::default()
+            })
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave the queue half-updated in a way
@@ -90,15 +108,14 @@ impl Shared {
 
     fn requeue(&self, entry: Entry) {
         let mut state = self.lock();
-        let flow = flow_key(&entry.job);
-        let fq = state.flows.entry(flow).or_default();
+        let fq = state.lane(&flow_key(&entry.job), entry.job.lane());
         fq.in_flight = fq.in_flight.saturating_sub(1);
         fq.push(entry);
     }
 
     fn finish(&self, job: &ComputeJob) {
         let mut state = self.lock();
-        if let Some(fq) = state.flows.get_mut(&flow_key(job)) {
+        if let Some(fq) = state.flows.get_mut(&lane_key(&flow_key(job), job.lane())) {
             fq.in_flight = fq.in_flight.saturating_sub(1);
             if let Some(n) = fq.unsettled.get_mut(&job.tenant) {
                 *n = n.saturating_sub(1);
@@ -112,6 +129,10 @@ impl Shared {
 
 fn flow_key(job: &ComputeJob) -> String {
     format!("{}@{}", job.flow, job.flow_version)
+}
+
+fn lane_key(flow: &str, lane: Lane) -> String {
+    format!("{flow}#{}", lane.as_str_name())
 }
 
 /// The in-process queue. Cheap to clone.
@@ -160,11 +181,11 @@ impl JobQueue for EmbeddedQueue {
         }
         let opts = &self.shared.options;
         let flow = flow_key(job);
-        let fq = state.flows.entry(flow.clone()).or_default();
+        let fq = state.lane(&flow, job.lane());
         if fq.queued + fq.in_flight >= opts.max_queued_per_flow {
             return Err(Error::QueueFull {
                 kind: QueueLimit::PerFlow,
-                scope: format!("flow {flow}"),
+                scope: format!("flow {flow}{}", lane_scope(job.lane())),
                 limit: opts.max_queued_per_flow,
                 retry_after_ms: 1000,
             });
@@ -172,7 +193,11 @@ impl JobQueue for EmbeddedQueue {
         if fq.unsettled_of(&job.tenant) >= opts.max_queued_per_tenant {
             return Err(Error::QueueFull {
                 kind: QueueLimit::PerTenant,
-                scope: format!("flow {flow} for tenant {}", job.tenant),
+                scope: format!(
+                    "flow {flow}{} for tenant {}",
+                    lane_scope(job.lane()),
+                    job.tenant
+                ),
                 limit: opts.max_queued_per_tenant,
                 retry_after_ms: 1000,
             });
@@ -191,6 +216,7 @@ impl JobQueue for EmbeddedQueue {
     async fn pull(
         &self,
         flow: &FlowId,
+        lanes: &[Lane],
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>, Error> {
@@ -199,12 +225,14 @@ impl JobQueue for EmbeddedQueue {
         loop {
             let notify = {
                 let mut state = self.shared.lock();
-                let fq = state.flows.entry(key.clone()).or_default();
                 let mut out = Vec::new();
-                while out.len() < max.max(1) {
-                    let Some(entry) = fq.pop() else { break };
-                    fq.in_flight += 1;
-                    out.push(entry);
+                for &lane in lanes {
+                    let fq = state.lane(&key, lane);
+                    while out.len() < max.max(1) {
+                        let Some(entry) = fq.pop() else { break };
+                        fq.in_flight += 1;
+                        out.push(entry);
+                    }
                 }
                 if !out.is_empty() {
                     return Ok(out
@@ -222,7 +250,7 @@ impl JobQueue for EmbeddedQueue {
                         })
                         .collect());
                 }
-                fq.notify.clone()
+                state.wake.entry(key.clone()).or_default().clone()
             };
             if tokio::time::timeout_at(deadline, notify.notified())
                 .await
@@ -235,10 +263,12 @@ impl JobQueue for EmbeddedQueue {
 
     async fn depth(&self, flow: &FlowId) -> Result<u64, Error> {
         let state = self.shared.lock();
-        Ok(state
-            .flows
-            .get(&flow.to_string())
-            .map_or(0, |fq| fq.queued + fq.in_flight))
+        let flow = flow.to_string();
+        Ok([Lane::Interactive, Lane::Batch]
+            .iter()
+            .filter_map(|&lane| state.flows.get(&lane_key(&flow, lane)))
+            .map(|fq| fq.queued + fq.in_flight)
+            .sum())
     }
 }
 
@@ -326,7 +356,11 @@ mod tests {
 
     /// The one delivery a test expects to be waiting.
     async fn pull_one(q: &EmbeddedQueue) -> Delivery {
-        q.pull(&flow(), 1, Duration::from_millis(10))
+        pull_one_of(q, Lane::Interactive).await
+    }
+
+    async fn pull_one_of(q: &EmbeddedQueue, lane: Lane) -> Delivery {
+        q.pull(&flow(), &[lane], 1, Duration::from_millis(10))
             .await
             .expect("pull")
             .remove(0)
@@ -348,7 +382,7 @@ mod tests {
         );
         q.enqueue(&job("b0", "b"), &h).await.expect("enqueue");
         let got = q
-            .pull(&flow(), 3, Duration::from_millis(10))
+            .pull(&flow(), &[Lane::Interactive], 3, Duration::from_millis(10))
             .await
             .expect("pull");
         let tenants: Vec<&str> = got.iter().map(|d| d.job.tenant.as_str()).collect();
@@ -373,7 +407,7 @@ mod tests {
         d.ack().await.expect("ack");
         assert_eq!(q.depth(&flow()).await.expect("depth"), 0);
         assert!(
-            q.pull(&flow(), 1, Duration::from_millis(10))
+            q.pull(&flow(), &[Lane::Interactive], 1, Duration::from_millis(10))
                 .await
                 .expect("pull")
                 .is_empty()
@@ -392,11 +426,66 @@ mod tests {
             .await
             .expect("shutdown joins the nak timer at once");
         let d = q
-            .pull(&flow(), 1, Duration::from_millis(10))
+            .pull(&flow(), &[Lane::Interactive], 1, Duration::from_millis(10))
             .await
             .expect("pull");
         assert_eq!(d.len(), 1, "the nak'ed job is queued again, not lost");
         assert_eq!(d[0].attempt, 2);
+    }
+
+    #[tokio::test]
+    async fn lanes_are_taken_in_the_order_asked_and_bounded_apart() {
+        let q = EmbeddedQueue::new(&Options {
+            max_queued_per_tenant: 2,
+            ..Options::for_tests()
+        });
+        let h = Headers::new();
+        let batch = |key: &str| ComputeJob {
+            lane: Lane::Batch as i32,
+            ..job(key, "t")
+        };
+        q.enqueue(&batch("b0"), &h).await.expect("enqueue");
+        q.enqueue(&batch("b1"), &h).await.expect("enqueue");
+        let full = q.enqueue(&batch("b2"), &h).await;
+        assert!(matches!(full, Err(Error::QueueFull { .. })), "{full:?}");
+        q.enqueue(&job("i0", "t"), &h)
+            .await
+            .expect("a full batch lane leaves the interactive lane open");
+        let both = [Lane::Interactive, Lane::Batch];
+        let first = q
+            .pull(&flow(), &both, 2, Duration::from_millis(10))
+            .await
+            .expect("pull");
+        let keys: Vec<&str> = first.iter().map(|d| d.job.value_key.as_str()).collect();
+        assert_eq!(keys, vec!["i0", "b0"], "interactive first, then batch");
+        assert_eq!(q.depth(&flow()).await.expect("depth"), 3, "both lanes");
+        for d in first {
+            d.ack().await.expect("ack");
+        }
+        let got = q
+            .pull(&flow(), &[Lane::Interactive], 2, Duration::from_millis(10))
+            .await
+            .expect("pull");
+        assert!(got.is_empty(), "the batch lane was not asked for");
+        pull_one_of(&q, Lane::Batch).await.ack().await.expect("ack");
+        // A puller waiting on both lanes wakes for a batch job.
+        let waiting = {
+            let q = q.clone();
+            tokio::spawn(async move {
+                let both = [Lane::Interactive, Lane::Batch];
+                q.pull(&flow(), &both, 1, Duration::from_secs(5))
+                    .await
+                    .map(|d| d.len())
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        q.enqueue(&batch("b3"), &h).await.expect("enqueue");
+        let n = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("woken")
+            .expect("joined")
+            .expect("pulled");
+        assert_eq!(n, 1);
     }
 
     #[tokio::test]

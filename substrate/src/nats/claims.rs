@@ -4,7 +4,10 @@
 //! requests that joined a compute (`joined.<key>.<generation>.<request id>`, one entry
 //! each, listed by subject in one request) and the computes a cancelled ticket gave up
 //! (`abandoned.<key>.<generation>`), which every process watches into memory so that a
-//! worker checks each job without a round trip.
+//! worker checks each job without a round trip; and the computes whose jobs were
+//! submitted (`submitted.<key>.<generation>`): a claim older than the orphan bound
+//! without one is taken over (deleted by compare-and-set, then claimed again), so a
+//! planner that died between claiming and submitting blocks its key for seconds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +27,7 @@ pub struct NatsClaims {
     js: jetstream::Context,
     layout: Layout,
     store: kv::Store,
+    orphan_after: Duration,
     /// The abandoned keys the watch has seen, until their TTL.
     abandoned: Arc<moka::sync::Cache<String, ()>>,
 }
@@ -35,6 +39,7 @@ impl NatsClaims {
         layout: Layout,
         store: kv::Store,
         ttl: Duration,
+        orphan_after: Duration,
         background: &Background,
     ) -> Result<Self, Error> {
         let abandoned = Arc::new(
@@ -57,8 +62,24 @@ impl NatsClaims {
             js,
             layout,
             store,
+            orphan_after,
             abandoned,
         })
+    }
+
+    /// Whether the claim `entry` was made past the orphan bound and its compute never
+    /// marked submitted.
+    async fn orphaned(&self, key: &str, entry: &kv::Entry) -> Result<bool, Error> {
+        let age_ns = time_now_ns() - entry.created.unix_timestamp_nanos();
+        if age_ns < self.orphan_after.as_nanos() as i128 {
+            return Ok(false);
+        }
+        let marker = self
+            .store
+            .entry(self.layout.submitted_key(key, entry.revision))
+            .await
+            .map_err(unavailable)?;
+        Ok(marker.is_none_or(|m| m.operation != kv::Operation::Put))
     }
 
     /// The requests that joined compute `generation` of `key`: the subjects of its
@@ -92,7 +113,26 @@ impl NatsClaims {
 impl ClaimStore for NatsClaims {
     async fn claim(&self, key: &str, ttl: Duration) -> Result<Claim, Error> {
         connected(&self.js)?;
-        let expect = match self.store.entry(key).await.map_err(unavailable)? {
+        let mut entry = self.store.entry(key).await.map_err(unavailable)?;
+        if let Some(e) = &entry
+            && e.operation == kv::Operation::Put
+            && self.orphaned(key, e).await?
+        {
+            // Its planner died before submitting: take it over, unless someone did.
+            tracing::warn!(
+                key,
+                generation = e.revision,
+                "taking over a claim whose compute was never submitted"
+            );
+            match self
+                .store
+                .delete_expect_revision(key, Some(e.revision))
+                .await
+            {
+                Ok(()) | Err(_) => entry = self.store.entry(key).await.map_err(unavailable)?,
+            }
+        }
+        let expect = match entry {
             Some(e) if e.operation == kv::Operation::Put => return Ok(Claim::Held(e.revision)),
             Some(e) => e.revision,
             None => 0,
@@ -118,6 +158,21 @@ impl ClaimStore for NatsClaims {
             }
             Err(e) => Err(unavailable(e)),
         }
+    }
+
+    async fn submitted(&self, key: &str, generation: u64, ttl: Duration) -> Result<(), Error> {
+        put_with_ttl(
+            &self.js,
+            &self.layout,
+            &self.store,
+            &self.layout.submitted_key(key, generation),
+            Bytes::from_static(b"1"),
+            Some(ttl),
+            None,
+        )
+        .await
+        .map_err(unavailable)?;
+        Ok(())
     }
 
     async fn release(&self, key: &str, generation: u64) -> Result<(), Error> {
@@ -207,4 +262,9 @@ impl ClaimStore for NatsClaims {
         self.abandoned
             .contains_key(&self.layout.abandoned_key(key, generation))
     }
+}
+
+/// Wall-clock now in Unix nanoseconds, as KV entry times are.
+fn time_now_ns() -> i128 {
+    i128::from(crate::time::now_ms()) * 1_000_000
 }

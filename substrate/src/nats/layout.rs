@@ -4,6 +4,7 @@
 //! methods, so no caller can forget it. The test below pins every name: a change of
 //! layout (which strands data written under the old names) is a visible test change.
 
+use crate::queue::Lane;
 use crate::token;
 
 /// Names of streams, buckets and subjects under one prefix. `<flow>` is always a
@@ -33,30 +34,45 @@ impl Layout {
         format!("{}_JOBS", self.stream_prefix())
     }
 
-    /// The subjects of the jobs stream: `<prefix>.jobs.>`.
-    pub(crate) fn jobs_filter(&self) -> String {
-        format!("{}.jobs.>", self.prefix)
+    /// The subjects of the jobs stream: `<prefix>.jobs.>` (the interactive lane) and
+    /// `<prefix>.batch.>` (the batch lane).
+    pub(crate) fn jobs_filters(&self) -> Vec<String> {
+        vec![
+            format!("{}.jobs.>", self.prefix),
+            format!("{}.batch.>", self.prefix),
+        ]
     }
 
-    /// The jobs of one (flow, tenant): `<prefix>.jobs.<flow>.<tenant>`.
-    pub(crate) fn jobs_subject(&self, flow: &str, tenant: &str) -> String {
+    /// The jobs of one (flow, tenant) in a lane: `<prefix>.jobs.<flow>.<tenant>`
+    /// (interactive) or `<prefix>.batch.<flow>.<tenant>`.
+    pub(crate) fn jobs_subject(&self, flow: &str, lane: Lane, tenant: &str) -> String {
+        let lane = match lane {
+            Lane::Interactive => "jobs",
+            Lane::Batch => "batch",
+        };
         format!(
-            "{}.jobs.{}.{}",
+            "{}.{lane}.{}.{}",
             self.prefix,
             token::encode(flow),
             token::encode(tenant)
         )
     }
 
-    /// The durable consumer of one (flow, tenant): `c__<flow>__<tenant>`. Tokens never
-    /// contain `__`, so a name splits back into its flow and tenant.
-    pub(crate) fn consumer(&self, flow: &str, tenant: &str) -> String {
-        format!("{}{}", self.consumers_of(flow), token::encode(tenant))
+    /// The durable consumer of one (flow, tenant) in a lane: `c__<flow>__<tenant>`
+    /// (interactive) or `b__<flow>__<tenant>`. Tokens never contain `__`, so a name
+    /// splits back into its flow and tenant.
+    pub(crate) fn consumer(&self, flow: &str, lane: Lane, tenant: &str) -> String {
+        format!("{}{}", self.consumers_of(flow, lane), token::encode(tenant))
     }
 
-    /// What the names of a flow's consumers (one per tenant) start with: `c__<flow>__`.
-    pub(crate) fn consumers_of(&self, flow: &str) -> String {
-        format!("c__{}__", token::encode(flow))
+    /// What the names of a flow's consumers in a lane (one per tenant) start with:
+    /// `c__<flow>__` or `b__<flow>__`.
+    pub(crate) fn consumers_of(&self, flow: &str, lane: Lane) -> String {
+        let lane = match lane {
+            Lane::Interactive => "c",
+            Lane::Batch => "b",
+        };
+        format!("{lane}__{}__", token::encode(flow))
     }
 
     /// The core subject that wakes a flow's idle pullers: `<prefix>.wake.<flow>`.
@@ -225,6 +241,20 @@ impl Layout {
         format!("{}.log.{}.inputs", self.prefix, token::encode(tenant))
     }
 
+    /// Backfills: `<prefix>_backfills`, a record per backfill under `rec.<id>` and its
+    /// entities under `chunk.<id>.<index>` (ids are generated hex).
+    pub(crate) fn backfills_bucket(&self) -> String {
+        self.bucket("backfills")
+    }
+
+    pub(crate) fn backfill_key(&self, id: &str) -> String {
+        format!("rec.{}", token::encode(id))
+    }
+
+    pub(crate) fn backfill_chunk_key(&self, id: &str, index: u32) -> String {
+        format!("chunk.{}.{index}", token::encode(id))
+    }
+
     /// Request-time inputs stored for an entity: `<prefix>_inputs`, keyed
     /// `<tenant>.<entity hash>` (as watermark keys hash entity ids).
     pub(crate) fn inputs_bucket(&self) -> String {
@@ -243,6 +273,13 @@ impl Layout {
     /// bucket: `joined.<key>.<generation>`, then `.<request id>` per request.
     pub(crate) fn joined_key(&self, key: &str, generation: u64) -> String {
         format!("joined.{}.{generation}", token::encode(key))
+    }
+
+    /// A compute whose job was submitted (enqueued or parked), in the claims bucket:
+    /// `submitted.<key>.<generation>`. A claim without it past the orphan bound is
+    /// taken over.
+    pub(crate) fn submitted_key(&self, key: &str, generation: u64) -> String {
+        format!("submitted.{}.{generation}", token::encode(key))
     }
 
     /// A compute given up by a cancelled ticket, in the claims bucket:
@@ -287,16 +324,33 @@ mod tests {
     fn every_name_is_pinned() {
         let l = Layout::new("fstore");
         assert_eq!(l.jobs_stream(), "FSTORE_JOBS");
-        assert_eq!(l.jobs_filter(), "fstore.jobs.>");
+        assert_eq!(l.jobs_filters(), vec!["fstore.jobs.>", "fstore.batch.>"]);
         assert_eq!(
-            l.jobs_subject(FLOW, "acme"),
+            l.jobs_subject(FLOW, Lane::Interactive, "acme"),
             format!("fstore.jobs.{FLOW_TOKEN}.acme")
         );
-        assert_eq!(l.consumer(FLOW, "acme"), format!("c__{FLOW_TOKEN}__acme"));
-        assert_eq!(l.consumers_of(FLOW), format!("c__{FLOW_TOKEN}__"));
+        assert_eq!(
+            l.jobs_subject(FLOW, Lane::Batch, "acme"),
+            format!("fstore.batch.{FLOW_TOKEN}.acme")
+        );
+        assert_eq!(
+            l.consumer(FLOW, Lane::Interactive, "acme"),
+            format!("c__{FLOW_TOKEN}__acme")
+        );
+        assert_eq!(
+            l.consumer(FLOW, Lane::Batch, "acme"),
+            format!("b__{FLOW_TOKEN}__acme")
+        );
+        assert_eq!(
+            l.consumers_of(FLOW, Lane::Interactive),
+            format!("c__{FLOW_TOKEN}__")
+        );
         assert_eq!(l.wake_subject(FLOW), format!("fstore.wake.{FLOW_TOKEN}"));
 
         assert_eq!(l.values_bucket(), "fstore_values");
+        assert_eq!(l.backfills_bucket(), "fstore_backfills");
+        assert_eq!(l.backfill_key("0a1b"), "rec.0a1b");
+        assert_eq!(l.backfill_chunk_key("0a1b", 7), "chunk.0a1b.7");
         assert_eq!(l.tickets_bucket(), "fstore_tickets");
         assert_eq!(l.log_stream(), "FSTORE_LOG");
         assert_eq!(l.log_filter(), "fstore.log.>");
@@ -349,7 +403,10 @@ mod tests {
     fn user_names_cannot_change_routing() {
         let l = Layout::new("fs.x");
         assert_eq!(l.jobs_stream(), "FS_2EX_JOBS");
-        assert_eq!(l.jobs_subject("f*", "a>b"), "fs_2Ex.jobs.f_2A.a_3Eb");
+        assert_eq!(
+            l.jobs_subject("f*", Lane::Interactive, "a>b"),
+            "fs_2Ex.jobs.f_2A.a_3Eb"
+        );
         assert_eq!(l.dlq_subject("a b", "f"), "fs_2Ex.dlq.a_20b.f");
         assert_eq!(l.wake_subject("f.1"), "fs_2Ex.wake.f_2E1");
     }

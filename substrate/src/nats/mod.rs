@@ -9,7 +9,7 @@
 //!
 //! | what | where |
 //! |---|---|
-//! | jobs | work-queue stream `<PREFIX>_JOBS` on `<prefix>.jobs.>`, file storage, discard new past `max_queued_per_tenant` per subject (jobs waiting or running for one tenant of one flow), and enqueue refuses once a flow's consumers hold `max_queued_per_flow` (pending + unacked); subjects `<prefix>.jobs.<flow>.<tenant>`; message id `key.generation` (de-duplicated within `duplicate_window`); one durable pull consumer per (flow, tenant), named `c__<flow>__<tenant>`, shared by every worker serving the flow |
+//! | jobs | work-queue stream `<PREFIX>_JOBS` on `<prefix>.jobs.>` (the interactive lane) and `<prefix>.batch.>` (the batch lane), file storage, discard new past `max_queued_per_tenant` per subject (jobs waiting or running for one tenant of one flow in one lane), and enqueue refuses once a lane of a flow holds `max_queued_per_flow` (pending + unacked); subjects `<prefix>.jobs.<flow>.<tenant>` and `<prefix>.batch.<flow>.<tenant>`; message id `key.generation` (de-duplicated within `duplicate_window`); one durable pull consumer per (flow, lane, tenant), named `c__<flow>__<tenant>` (interactive) or `b__<flow>__<tenant>` (batch), shared by every worker serving the flow |
 //! | wake-ups | core subject `<prefix>.wake.<flow>`: one per enqueue and per nak'ed job when its delay ends; idle pullers wait for it |
 //! | values | KV `<prefix>_values`, keyed by value key, per-key TTL (`Nats-TTL`) from the feature's TTL; `expires_at` checked on every read; an L1 moka in front |
 //! | tickets | KV `<prefix>_tickets`, keyed by ticket id, bucket TTL `ticket_ttl` |
@@ -21,11 +21,13 @@
 //! | dead letters | limits stream `<PREFIX>_DLQ` on `<prefix>.dlq.>`, file storage, direct get; subjects `<prefix>.dlq.<tenant>.<flow>`; id = sequence |
 //! | ready notifications | core subject `<prefix>.ready.<value key>` |
 //! | feature log, result-ready events | limits stream `<PREFIX>_LOG` on `<prefix>.log.>`, file storage, retention by `log.max_age` and `log.max_bytes`; subjects `<prefix>.log.<tenant>.<feature>.<version>` and `<prefix>.log.<tenant>.inputs`; one `featurestore.v1.LogRecord` per message, message id `log.<key>.<generation>`; the stream sequence is the event's cursor |
-//! | joined and abandoned computes | in the claims bucket: `joined.<key>.<generation>.<request id>` (one entry per request waiting on a compute another claimed; listed by subject), `abandoned.<key>.<generation>` (given up by a cancelled ticket; watched into memory) |
+//! | joined, submitted and abandoned computes | in the claims bucket: `joined.<key>.<generation>.<request id>` (one entry per request waiting on a compute another claimed; listed by subject), `submitted.<key>.<generation>` (its job enqueued or parked; a claim older than `claim_orphan_after` without it is taken over), `abandoned.<key>.<generation>` (given up by a cancelled ticket; watched into memory) |
 //! | stored inputs | KV `<prefix>_inputs`, keyed `<tenant>.<entity hash>` (PutInputs) |
+//! | backfills | KV `<prefix>_backfills`: `rec.<id>` (spec, progress and lease, replaced by compare-and-set on the revision) and `chunk.<id>.<index>` (the entities, written before the record); bucket TTL `backfill_retention` |
 //!
 //! Every bucket keeps one revision per key, file storage, `replicas` copies.
 
+mod backfills;
 mod claims;
 mod dead_letters;
 mod directory;
@@ -78,6 +80,10 @@ pub struct Options {
     pub heartbeat: Duration,
     /// The feature log stream's retention (its `dir` is not used).
     pub log: crate::LogOptions,
+    /// How long a backfill's record and entities are kept.
+    pub backfill_retention: Duration,
+    /// How long a claim may go unsubmitted before another claimer takes it over.
+    pub claim_orphan_after: Duration,
 }
 
 /// Lowest nats-server with per-key TTL and `sync_interval: always`.
@@ -177,6 +183,11 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
     let flows = kv::open(&js, bucket(layout.flows_bucket(), Duration::ZERO)).await?;
     let workers = kv::open(&js, bucket(layout.workers_bucket(), Duration::ZERO)).await?;
     let inputs = kv::open(&js, bucket(layout.inputs_bucket(), Duration::ZERO)).await?;
+    let backfills = kv::open(
+        &js,
+        bucket(layout.backfills_bucket(), options.backfill_retention),
+    )
+    .await?;
     let log = log::NatsLog::open(
         js.clone(),
         &layout,
@@ -195,6 +206,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
         layout.clone(),
         claims,
         options.claim_ttl,
+        options.claim_orphan_after,
         &background,
     )
     .await
@@ -232,6 +244,11 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
         dead_letters: Arc::new(dead_letters),
         log: Arc::new(log),
         inputs: Arc::new(kv::NatsInputs::new(client.clone(), layout.clone(), inputs)),
+        backfills: Arc::new(backfills::NatsBackfills::new(
+            client.clone(),
+            layout.clone(),
+            backfills,
+        )),
         connection: Arc::new(NatsConnection { client, background }),
     })
 }

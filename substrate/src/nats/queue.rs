@@ -1,9 +1,10 @@
 //! Jobs on a JetStream work-queue stream: one subject and one durable pull consumer per
-//! (flow, tenant), shared by every worker serving the flow. A worker takes a share from
-//! each tenant's consumer in turn, so a tenant with thousands of queued jobs cannot hold
-//! back another's few. Enqueue carries the message id `key.generation`, so the server
-//! drops duplicates inside its window; bounds per (flow, tenant) subject (stream limit,
-//! discard new) and per flow (admission check) refuse new work with QueueFull.
+//! (flow, lane, tenant), shared by every worker serving the flow. A worker takes the
+//! lanes in the order it asks for, and in each lane a share from each tenant's consumer
+//! in turn, so a tenant with thousands of queued jobs cannot hold back another's few.
+//! Enqueue carries the message id `key.generation`, so the server drops duplicates
+//! inside its window; bounds per (flow, lane, tenant) subject (stream limit, discard
+//! new) and per (flow, lane) (admission check) refuse new work with QueueFull.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,7 +25,7 @@ use tracing::{debug, warn};
 
 use super::{Layout, Options, unavailable};
 use crate::error::QueueLimit;
-use crate::queue::{Enqueued, Settle};
+use crate::queue::{Enqueued, Lane, Settle, lane_scope};
 use crate::task::Background;
 use crate::{ComputeJob, Delivery, Error, Headers, JobQueue, message_id};
 
@@ -44,14 +45,30 @@ pub struct NatsQueue {
     background: Background,
 }
 
-/// What a process knows of one flow: its tenants' consumers, a wake-up signal and a
-/// cached depth.
+/// What a process knows of one flow: per lane its tenants' consumers, the turn and a
+/// cached depth; a wake-up signal both lanes share.
 struct FlowState {
+    lanes: [LaneState; 2],
+    wake: watch::Receiver<u64>,
+}
+
+#[derive(Default)]
+struct LaneState {
     consumers: Mutex<(Option<Instant>, Vec<Consumer<pull::Config>>)>,
     next: AtomicUsize,
-    wake: watch::Receiver<u64>,
     depth: Mutex<Option<(Instant, u64)>>,
 }
+
+impl FlowState {
+    fn lane(&self, lane: Lane) -> &LaneState {
+        match lane {
+            Lane::Interactive => &self.lanes[0],
+            Lane::Batch => &self.lanes[1],
+        }
+    }
+}
+
+const LANES: [Lane; 2] = [Lane::Interactive, Lane::Batch];
 
 /// How long a tenant list or a depth is trusted before it is read again.
 const REFRESH: Duration = Duration::from_millis(500);
@@ -68,7 +85,7 @@ impl NatsQueue {
     ) -> Result<Self, Error> {
         let config = stream::Config {
             name: layout.jobs_stream(),
-            subjects: vec![layout.jobs_filter()],
+            subjects: layout.jobs_filters(),
             retention: RetentionPolicy::WorkQueue,
             storage: StorageType::File,
             num_replicas: options.replicas,
@@ -91,6 +108,7 @@ impl NatsQueue {
         if had.max_messages != config.max_messages
             || had.max_messages_per_subject != config.max_messages_per_subject
             || had.duplicate_window != config.duplicate_window
+            || had.subjects != config.subjects
         {
             js.update_stream(&config)
                 .await
@@ -115,9 +133,14 @@ impl NatsQueue {
         })
     }
 
-    /// The durable consumer of one (flow, tenant), created if needed.
-    async fn consumer(&self, flow: &str, tenant: &str) -> Result<Consumer<pull::Config>, Error> {
-        let name = self.layout.consumer(flow, tenant);
+    /// The durable consumer of one (flow, lane, tenant), created if needed.
+    async fn consumer(
+        &self,
+        flow: &str,
+        lane: Lane,
+        tenant: &str,
+    ) -> Result<Consumer<pull::Config>, Error> {
+        let name = self.layout.consumer(flow, lane, tenant);
         if let Some(c) = lock(&self.known).get(&name) {
             return Ok(c.clone());
         }
@@ -127,7 +150,7 @@ impl NatsQueue {
                 &name,
                 pull::Config {
                     durable_name: Some(name.clone()),
-                    filter_subject: self.layout.jobs_subject(flow, tenant),
+                    filter_subject: self.layout.jobs_subject(flow, lane, tenant),
                     ack_policy: AckPolicy::Explicit,
                     ack_wait: self.ack_wait,
                     max_deliver: self.max_deliver,
@@ -167,10 +190,8 @@ impl NatsQueue {
             }
         });
         let state = Arc::new(FlowState {
-            consumers: Mutex::new((None, Vec::new())),
-            next: AtomicUsize::new(0),
+            lanes: Default::default(),
             wake: rx,
-            depth: Mutex::new(None),
         });
         Ok(lock(&self.flows)
             .entry(flow.clone())
@@ -178,13 +199,14 @@ impl NatsQueue {
             .clone())
     }
 
-    /// The consumers of every tenant with jobs for `flow`, re-listed after REFRESH.
-    /// No lock is held across the network calls, and they are bounded in time: a call
-    /// lost with a broken connection must not stall pullers or the autoscaler.
+    /// The consumers of every tenant with jobs for `flow` in `lane`, re-listed after
+    /// REFRESH. No lock is held across the network calls, and they are bounded in time:
+    /// a call lost with a broken connection must not stall pullers or the autoscaler.
     async fn tenant_consumers(
         &self,
         flow: &FlowId,
-        state: &FlowState,
+        lane: Lane,
+        state: &LaneState,
         force: bool,
     ) -> Result<Vec<Consumer<pull::Config>>, Error> {
         {
@@ -194,15 +216,19 @@ impl NatsQueue {
                 return Ok(guard.1.clone());
             }
         }
-        let consumers = tokio::time::timeout(NETWORK_BOUND, self.list_consumers(flow))
+        let consumers = tokio::time::timeout(NETWORK_BOUND, self.list_consumers(flow, lane))
             .await
             .map_err(|_| unavailable("listing consumers timed out"))??;
         *lock(&state.consumers) = (Some(Instant::now()), consumers.clone());
         Ok(consumers)
     }
 
-    async fn list_consumers(&self, flow: &FlowId) -> Result<Vec<Consumer<pull::Config>>, Error> {
-        let prefix = self.layout.consumers_of(&flow.to_string());
+    async fn list_consumers(
+        &self,
+        flow: &FlowId,
+        lane: Lane,
+    ) -> Result<Vec<Consumer<pull::Config>>, Error> {
+        let prefix = self.layout.consumers_of(&flow.to_string(), lane);
         let mut names = self.stream.consumer_names();
         let mut mine = Vec::new();
         while let Some(name) = names.next().await {
@@ -229,20 +255,21 @@ impl NatsQueue {
         Ok(consumers)
     }
 
-    /// Takes up to `max` jobs without waiting, a share from each tenant in turn.
+    /// Takes up to `max` jobs into `out` without waiting, a share from each tenant in
+    /// turn.
     async fn take_round(
         &self,
         consumers: &[Consumer<pull::Config>],
-        state: &FlowState,
+        state: &LaneState,
         max: usize,
-    ) -> Result<Vec<Delivery>, Error> {
+        out: &mut Vec<Delivery>,
+    ) -> Result<(), Error> {
         let n = consumers.len();
-        let mut out = Vec::new();
-        if n == 0 {
-            return Ok(out);
+        if n == 0 || out.len() >= max {
+            return Ok(());
         }
         let start = state.next.fetch_add(1, Ordering::Relaxed);
-        let share = max.div_ceil(n).max(1);
+        let share = (max - out.len()).div_ceil(n).max(1);
         for i in 0..n {
             let room = max - out.len();
             if room == 0 {
@@ -262,7 +289,32 @@ impl NatsQueue {
                 }
             }
         }
-        Ok(out)
+        Ok(())
+    }
+
+    /// Jobs of `flow` in `lane` waiting or in progress, read at most every REFRESH.
+    async fn lane_depth(&self, flow: &FlowId, lane: Lane) -> Result<u64, Error> {
+        let state = self.flow_state(flow).await?;
+        let state = state.lane(lane);
+        if let Some((at, d)) = *lock(&state.depth)
+            && at.elapsed() < REFRESH
+        {
+            return Ok(d);
+        }
+        let consumers = self.tenant_consumers(flow, lane, state, false).await?;
+        let read = async {
+            let mut total = 0;
+            for mut c in consumers {
+                let info = c.info().await.map_err(unavailable)?;
+                total += info.num_pending + info.num_ack_pending as u64;
+            }
+            Ok::<u64, Error>(total)
+        };
+        let total = tokio::time::timeout(NETWORK_BOUND, read)
+            .await
+            .map_err(|_| unavailable("reading the queue depth timed out"))??;
+        *lock(&state.depth) = Some((Instant::now(), total));
+        Ok(total)
     }
 
     /// The delivery of a pulled message; an undecodable job is terminated instead.
@@ -331,16 +383,17 @@ impl JobQueue for NatsQueue {
     async fn enqueue(&self, job: &ComputeJob, headers: &Headers) -> Result<Enqueued, Error> {
         let flow = format!("{}@{}", job.flow, job.flow_version);
         let flow_id = FlowId::new(job.flow.clone(), job.flow_version);
-        if self.depth(&flow_id).await? >= self.max_queued_per_flow {
+        let lane = job.lane();
+        if self.lane_depth(&flow_id, lane).await? >= self.max_queued_per_flow {
             return Err(Self::queue_full(
                 QueueLimit::PerFlow,
-                &format!("flow {flow}"),
+                &format!("flow {flow}{}", lane_scope(lane)),
                 self.max_queued_per_flow,
             ));
         }
         // The tenant's consumer exists before its first job, so pullers find it.
-        self.consumer(&flow, &job.tenant).await?;
-        let subject = self.layout.jobs_subject(&flow, &job.tenant);
+        self.consumer(&flow, lane, &job.tenant).await?;
+        let subject = self.layout.jobs_subject(&flow, lane, &job.tenant);
         let mut h = async_nats::HeaderMap::new();
         h.insert(
             async_nats::header::NATS_MESSAGE_ID,
@@ -360,7 +413,7 @@ impl JobQueue for NatsQueue {
         let ack = match ack {
             Ok(ack) => ack,
             Err(e) if refused_by_limits(&e) => {
-                let scope = format!("flow {flow} for tenant {}", job.tenant);
+                let scope = format!("flow {flow}{} for tenant {}", lane_scope(lane), job.tenant);
                 return Err(Self::queue_full(
                     QueueLimit::PerTenant,
                     &scope,
@@ -373,7 +426,7 @@ impl JobQueue for NatsQueue {
             return Ok(Enqueued::Duplicate);
         }
         if let Some(state) = lock(&self.flows).get(&flow_id)
-            && let Some(d) = lock(&state.depth).as_mut()
+            && let Some(d) = lock(&state.lane(lane).depth).as_mut()
         {
             d.1 += 1;
         }
@@ -388,6 +441,7 @@ impl JobQueue for NatsQueue {
     async fn pull(
         &self,
         flow: &FlowId,
+        lanes: &[Lane],
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Delivery>, Error> {
@@ -397,13 +451,17 @@ impl JobQueue for NatsQueue {
         let mut force = false;
         loop {
             wake.borrow_and_update();
-            let consumers = self.tenant_consumers(flow, &state, force).await?;
-            let got = tokio::time::timeout(
-                NETWORK_BOUND,
-                self.take_round(&consumers, &state, max.max(1)),
-            )
-            .await
-            .map_err(|_| unavailable("pulling jobs timed out"))??;
+            let mut got = Vec::new();
+            for &lane in lanes {
+                let lane_state = state.lane(lane);
+                let consumers = self.tenant_consumers(flow, lane, lane_state, force).await?;
+                tokio::time::timeout(
+                    NETWORK_BOUND,
+                    self.take_round(&consumers, lane_state, max.max(1), &mut got),
+                )
+                .await
+                .map_err(|_| unavailable("pulling jobs timed out"))??;
+            }
             if !got.is_empty() {
                 return Ok(got);
             }
@@ -425,25 +483,10 @@ impl JobQueue for NatsQueue {
     }
 
     async fn depth(&self, flow: &FlowId) -> Result<u64, Error> {
-        let state = self.flow_state(flow).await?;
-        if let Some((at, d)) = *lock(&state.depth)
-            && at.elapsed() < REFRESH
-        {
-            return Ok(d);
+        let mut total = 0;
+        for lane in LANES {
+            total += self.lane_depth(flow, lane).await?;
         }
-        let consumers = self.tenant_consumers(flow, &state, false).await?;
-        let read = async {
-            let mut total = 0;
-            for mut c in consumers {
-                let info = c.info().await.map_err(unavailable)?;
-                total += info.num_pending + info.num_ack_pending as u64;
-            }
-            Ok::<u64, Error>(total)
-        };
-        let total = tokio::time::timeout(NETWORK_BOUND, read)
-            .await
-            .map_err(|_| unavailable("reading the queue depth timed out"))??;
-        *lock(&state.depth) = Some((Instant::now(), total));
         Ok(total)
     }
 }

@@ -1,7 +1,9 @@
-//! A slot: one pull-compute loop of a flow. It pulls up to `max_batch` jobs, keeps
-//! filling the batch for at most `max_wait` (dynamic batching), reads the jobs' key
-//! inputs, runs one `Flow::run` on the blocking pool while extending the jobs' leases,
-//! and settles the batch's jobs together, each on its own.
+//! A slot: one pull-compute loop of a flow. It pulls up to `max_batch` jobs —
+//! interactive ones first, batch ones when no interactive job waits, and one pull in
+//! `batch_every` the other way round, so neither lane starves — keeps filling the batch
+//! for at most `max_wait` (dynamic batching), reads the jobs' key inputs, runs one
+//! `Flow::run` on the blocking pool while extending the jobs' leases, and settles the
+//! batch's jobs together, each on its own.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,8 +16,19 @@ use tracing::{Instrument, debug, warn};
 
 use super::Worker;
 use crate::convert::{to_flow, to_wire, wire_type};
+use crate::queue::Lane;
 use crate::time::now_ms;
 use crate::{Delivery, JobQueue};
+
+/// The order a slot takes the lanes in on its `turn`-th pull: interactive first, and
+/// batch first once every `batch_every` pulls (never when it is 0).
+fn lane_order(turn: u32, batch_every: u32) -> [Lane; 2] {
+    if batch_every > 0 && turn.is_multiple_of(batch_every) {
+        [Lane::Batch, Lane::Interactive]
+    } else {
+        [Lane::Interactive, Lane::Batch]
+    }
+}
 
 /// How long a slot waits before pulling again after a failed pull.
 const PULL_RETRY: Duration = Duration::from_millis(500);
@@ -31,16 +44,19 @@ impl Worker {
             return;
         };
         let queue = self.dispatcher.substrate().queue.clone();
+        let mut turn = 0u32;
         loop {
+            turn = turn.wrapping_add(1);
+            let lanes = lane_order(turn, self.options.batch_every);
             let pulled = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = queue.pull(&id, self.options.max_batch, PULL_WAIT) => r,
+                r = queue.pull(&id, &lanes, self.options.max_batch, PULL_WAIT) => r,
             };
             match pulled {
                 Ok(batch) if batch.is_empty() => {}
                 Ok(mut batch) => {
                     if flow.spec().batchable && !self.options.max_wait.is_zero() {
-                        self.fill(queue.as_ref(), &id, &mut batch).await;
+                        self.fill(queue.as_ref(), &id, &lanes, &mut batch).await;
                     }
                     self.process(&flow, batch).await;
                 }
@@ -57,7 +73,13 @@ impl Worker {
 
     /// Dynamic batching: keeps pulling until the batch is full or `max_wait` has passed
     /// since its first job arrived.
-    async fn fill(&self, queue: &dyn JobQueue, id: &FlowId, batch: &mut Vec<Delivery>) {
+    async fn fill(
+        &self,
+        queue: &dyn JobQueue,
+        id: &FlowId,
+        lanes: &[Lane],
+        batch: &mut Vec<Delivery>,
+    ) {
         let until = tokio::time::Instant::now() + self.options.max_wait;
         while batch.len() < self.options.max_batch {
             let left = until.saturating_duration_since(tokio::time::Instant::now());
@@ -65,7 +87,7 @@ impl Worker {
                 break;
             }
             let room = self.options.max_batch - batch.len();
-            match queue.pull(id, room, left).await {
+            match queue.pull(id, lanes, room, left).await {
                 Ok(more) if !more.is_empty() => batch.extend(more),
                 _ => break,
             }
@@ -223,5 +245,19 @@ impl Worker {
             values,
             attempt: d.attempt,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batch_lane_goes_first_once_every_batch_every_pulls() {
+        let firsts: Vec<Lane> = (1..=8).map(|t| lane_order(t, 4)[0]).collect();
+        let batch_first = firsts.iter().filter(|l| **l == Lane::Batch).count();
+        assert_eq!(batch_first, 2, "{firsts:?}");
+        assert!((1..=100).all(|t| lane_order(t, 0)[0] == Lane::Interactive));
+        assert_eq!(lane_order(4, 4), [Lane::Batch, Lane::Interactive]);
     }
 }

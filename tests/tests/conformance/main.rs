@@ -4,6 +4,7 @@
 //! backend (`embedded::NAME`, `nats::NAME`).
 
 mod asking;
+mod backfill;
 mod catalog;
 mod export;
 mod failures;
@@ -13,6 +14,7 @@ mod inputs;
 mod log;
 
 use asking::*;
+use backfill::*;
 use catalog::*;
 use export::*;
 use failures::*;
@@ -66,4 +68,8 @@ fstore_tests::on_every_backend!(
     tickets_keep_their_results_then_expire,
     log_reads_that_cannot_be_served_are_refused,
     point_in_time_join_never_leaks_a_later_value,
+    a_backfill_computes_each_pair_once_and_a_rerun_skips_it,
+    a_bad_backfill_is_refused_whole,
+    a_cancelled_backfill_submits_nothing_more,
+    interactive_calls_go_before_a_backfill,
 );

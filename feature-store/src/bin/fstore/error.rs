@@ -99,7 +99,10 @@ fn local_exit_code(e: &anyhow::Error) -> u8 {
             Some(client::Error::Definitions(_)) => return 2,
             Some(client::Error::Register { .. }) | None => {}
         }
-        if cause.is::<Usage>() || cause.is::<crate::input::Error>() {
+        if cause.is::<Usage>()
+            || cause.is::<crate::input::Error>()
+            || cause.is::<crate::entities::Error>()
+        {
             return 2;
         }
     }

@@ -9,6 +9,7 @@
 //! - [`output`]: tables and JSON; [`input`]: `-i name:TYPE=value` arguments
 
 mod cmd;
+mod entities;
 mod error;
 mod input;
 mod output;

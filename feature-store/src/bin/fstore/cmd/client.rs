@@ -1,6 +1,6 @@
 //! The verbs that talk to a running feature store: `register`, `get`, `fetch`, `watch`,
 //! `describe`, `ls`, `invalidate`, `put`, `cancel` (and `dlq`, in [`super::dlq`];
-//! `events` and `export`, in [`super::log`]).
+//! `events` and `export`, in [`super::log`]; `backfill`, in [`super::backfill`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -125,6 +125,9 @@ pub enum Verb {
     /// The feature log: result-ready events, training exports.
     #[command(flatten)]
     Log(super::log::Verb),
+    /// Backfills: features computed for many entities on the batch lane.
+    #[command(subcommand)]
+    Backfill(super::backfill::Verb),
 }
 
 pub async fn run(addr: &str, tenant: Option<String>, json: bool, verb: Verb) -> anyhow::Result<()> {
@@ -188,6 +191,7 @@ pub async fn run(addr: &str, tenant: Option<String>, json: bool, verb: Verb) -> 
             Ok(())
         }
         Verb::Log(verb) => super::log::run(&store, verb, json).await,
+        Verb::Backfill(verb) => super::backfill::run(&store, verb, json).await,
     }
 }
 

@@ -1,0 +1,225 @@
+//! `backfill start | status | ls | cancel`: features computed for many entities on the
+//! batch lane, with a progress bar on a terminal while one is followed.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Subcommand;
+use fstore::client::Client;
+use fstore_proto::api::{self, BackfillState};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+
+use crate::error::usage;
+use crate::output::{print_json, table, timestamp_text};
+
+#[derive(Subcommand, Debug)]
+pub enum Verb {
+    /// Starts a backfill: every (entity, feature) missing or older than
+    /// --max-staleness is computed on the batch lane, dependencies first.
+    Start {
+        /// Features, as name or name@version.
+        #[arg(short, long = "feature", required = true)]
+        features: Vec<String>,
+        /// Entity ids (their inputs from --input, or stored with `fstore put`).
+        #[arg(short, long = "entity")]
+        entities: Vec<String>,
+        /// A CSV or Parquet file of entities: an id column and one column per
+        /// request input (CSV headers typed like -i: `setting:f64`).
+        #[arg(long, conflicts_with = "entities")]
+        file: Option<PathBuf>,
+        /// The file's entity-id column.
+        #[arg(long, default_value = "entity_id")]
+        id_column: String,
+        /// Request inputs for every --entity: name=text or name:TYPE=value.
+        #[arg(short, long = "input")]
+        inputs: Vec<String>,
+        /// Values planned within this are fresh and skipped (0s recomputes all)
+        /// [default: any unexpired value is fresh].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        max_staleness: Option<Duration>,
+        /// Follow it to the end (a progress bar on a terminal).
+        #[arg(long)]
+        wait: bool,
+    },
+    /// A backfill's progress; --wait follows it to the end.
+    Status {
+        id: String,
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The tenant's backfills, newest first.
+    Ls,
+    /// Stops a backfill: nothing more is submitted.
+    Cancel { id: String },
+}
+
+pub async fn run(store: &Client, verb: Verb, json: bool) -> anyhow::Result<()> {
+    match verb {
+        Verb::Start {
+            features,
+            entities,
+            file,
+            id_column,
+            inputs,
+            max_staleness,
+            wait,
+        } => {
+            let entities = match file {
+                Some(path) => {
+                    if !inputs.is_empty() {
+                        return Err(usage(
+                            "--input goes with --entity; a --file has input columns",
+                        ));
+                    }
+                    crate::entities::read(&path, &id_column)?
+                }
+                None if entities.is_empty() => {
+                    return Err(usage("name the entities: --entity ID... or --file FILE"));
+                }
+                None => {
+                    let inputs = inputs
+                        .iter()
+                        .map(|i| crate::input::parse(i))
+                        .collect::<Result<std::collections::HashMap<_, _>, _>>()?;
+                    entities
+                        .into_iter()
+                        .map(|entity_id| api::EntityRequest {
+                            entity_id,
+                            inputs: inputs.clone(),
+                        })
+                        .collect()
+                }
+            };
+            let max_staleness_ms = max_staleness.map(|d| d.as_millis() as u64);
+            let b = store
+                .start_backfill(features, max_staleness_ms, entities)
+                .await?;
+            if wait {
+                follow(store, b, json).await
+            } else {
+                print(&b, json)
+            }
+        }
+        Verb::Status { id, wait } => {
+            let b = store.get_backfill(id).await?;
+            if wait {
+                follow(store, b, json).await
+            } else {
+                print(&b, json)
+            }
+        }
+        Verb::Ls => {
+            let list = store.list_backfills().await?;
+            if json {
+                print_json(&json!(
+                    list.backfills.iter().map(backfill_json).collect::<Vec<_>>()
+                ))
+            } else {
+                let rows: Vec<Vec<String>> = list
+                    .backfills
+                    .iter()
+                    .map(|b| {
+                        vec![
+                            b.id.clone(),
+                            state_name(b.state()).to_string(),
+                            format!("{}/{}", settled(b), b.total),
+                            b.failed.to_string(),
+                            timestamp_text(b.created_at_ms),
+                            b.features.join(","),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(
+                        &["ID", "STATE", "SETTLED", "FAILED", "CREATED", "FEATURES"],
+                        &rows
+                    )
+                );
+                Ok(())
+            }
+        }
+        Verb::Cancel { id } => print(&store.cancel_backfill(id).await?, json),
+    }
+}
+
+fn settled(b: &api::Backfill) -> u64 {
+    b.done + b.failed + b.skipped
+}
+
+fn state_name(s: BackfillState) -> &'static str {
+    match s {
+        BackfillState::Running => "RUNNING",
+        BackfillState::Done => "DONE",
+        BackfillState::Canceled => "CANCELED",
+        BackfillState::Unspecified => "UNKNOWN",
+    }
+}
+
+fn backfill_json(b: &api::Backfill) -> serde_json::Value {
+    json!({
+        "id": b.id,
+        "state": state_name(b.state()),
+        "features": b.features,
+        "entities": b.entities,
+        "total": b.total,
+        "done": b.done,
+        "failed": b.failed,
+        "skipped": b.skipped,
+        "rate": b.rate,
+        "eta_ms": b.eta_ms,
+        "created_at_ms": b.created_at_ms,
+        "finished_at_ms": b.finished_at_ms,
+        "runner": b.runner,
+    })
+}
+
+fn print(b: &api::Backfill, json: bool) -> anyhow::Result<()> {
+    if json {
+        return print_json(&backfill_json(b));
+    }
+    println!(
+        "backfill {}  {}  {}/{} settled: {} done, {} skipped as fresh, {} failed  ({:.0}/s{})",
+        b.id,
+        state_name(b.state()),
+        settled(b),
+        b.total,
+        b.done,
+        b.skipped,
+        b.failed,
+        b.rate,
+        if b.eta_ms > 0 {
+            format!(
+                ", about {} left",
+                humantime::format_duration(Duration::from_secs(b.eta_ms / 1000))
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// Polls a backfill until it ends, drawing a bar on a terminal, then prints it.
+async fn follow(store: &Client, mut b: api::Backfill, json: bool) -> anyhow::Result<()> {
+    let bar = ProgressBar::with_draw_target(Some(b.total), ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+    {
+        bar.set_style(style);
+    }
+    while b.state() == BackfillState::Running {
+        bar.set_position(settled(&b));
+        bar.set_message(format!(
+            "{} failed, {:.0}/s, eta {}",
+            b.failed,
+            b.rate,
+            humantime::format_duration(Duration::from_secs(b.eta_ms / 1000))
+        ));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        b = store.get_backfill(b.id.clone()).await?;
+    }
+    bar.finish_and_clear();
+    print(&b, json)
+}

@@ -1,0 +1,117 @@
+//! Backfills on a KV bucket `<prefix>_backfills`: the record under `rec.<id>`, replaced
+//! by compare-and-set on its KV revision; the entity chunks under
+//! `chunk.<id>.<index>`, written before the record. The bucket keeps entries for
+//! `backfill.retention`.
+
+use async_nats::jetstream::kv;
+use async_trait::async_trait;
+use fstore_proto::wire::{BackfillRecord, EntityChunk};
+use futures::StreamExt;
+use prost::Message;
+
+use super::{Layout, fits, unavailable};
+use crate::Error;
+use crate::backfills::{BackfillStore, Revised};
+use crate::error::Message as Stored;
+
+pub struct NatsBackfills {
+    client: async_nats::Client,
+    layout: Layout,
+    store: kv::Store,
+}
+
+impl NatsBackfills {
+    pub(crate) fn new(client: async_nats::Client, layout: Layout, store: kv::Store) -> Self {
+        NatsBackfills {
+            client,
+            layout,
+            store,
+        }
+    }
+}
+
+#[async_trait]
+impl BackfillStore for NatsBackfills {
+    async fn create(
+        &self,
+        record: &BackfillRecord,
+        chunks: Vec<EntityChunk>,
+    ) -> Result<u64, Error> {
+        for (i, chunk) in chunks.iter().enumerate() {
+            let bytes = chunk.encode_to_vec();
+            fits(&self.client, Stored::BackfillChunk, bytes.len())?;
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            self.store
+                .put(
+                    self.layout.backfill_chunk_key(&record.id, index),
+                    bytes.into(),
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        self.store
+            .create(
+                self.layout.backfill_key(&record.id),
+                record.encode_to_vec().into(),
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Revised>, Error> {
+        let entry = self
+            .store
+            .entry(self.layout.backfill_key(id))
+            .await
+            .map_err(unavailable)?;
+        match entry {
+            Some(e) if e.operation == kv::Operation::Put => {
+                Ok(Some((BackfillRecord::decode(e.value)?, e.revision)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    async fn update(&self, record: &BackfillRecord, revision: u64) -> Result<Option<u64>, Error> {
+        let key = self.layout.backfill_key(&record.id);
+        match self
+            .store
+            .update(&key, record.encode_to_vec().into(), revision)
+            .await
+        {
+            Ok(r) => Ok(Some(r)),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
+    async fn chunk(&self, id: &str, index: u32) -> Result<Option<EntityChunk>, Error> {
+        let bytes = self
+            .store
+            .get(self.layout.backfill_chunk_key(id, index))
+            .await
+            .map_err(unavailable)?;
+        Ok(match bytes {
+            Some(b) if !b.is_empty() => Some(EntityChunk::decode(b)?),
+            _ => None,
+        })
+    }
+
+    async fn list(&self) -> Result<Vec<Revised>, Error> {
+        let mut keys = self.store.keys().await.map_err(unavailable)?;
+        let mut ids = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(unavailable)?;
+            if let Some(id) = key.strip_prefix("rec.") {
+                ids.push(id.to_string());
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = self.get(&crate::token::decode(&id).unwrap_or(id)).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+}
