@@ -391,8 +391,12 @@ impl JobQueue for NatsQueue {
                 self.max_queued_per_flow,
             ));
         }
-        // The tenant's consumer exists before its first job, so pullers find it.
-        self.consumer(&flow, lane, &job.tenant).await?;
+        // The tenant's consumers exist before its first job, so pullers find them; both
+        // lanes' at once, so that whatever scales workers on their lag (KEDA) can watch
+        // the batch lane before the tenant's first backfill.
+        for l in LANES {
+            self.consumer(&flow, l, &job.tenant).await?;
+        }
         let subject = self.layout.jobs_subject(&flow, lane, &job.tenant);
         let mut h = async_nats::HeaderMap::new();
         h.insert(
