@@ -13,11 +13,12 @@
 #    fstore.toml parses (tomllib) and uses only the keys of feature-store/src/config.rs
 #    (a list kept here and compared with config.rs), [worker.flows."…"] included;
 #    FSTORE_SECTION__KEY variables name real keys; each worker's --flows are built-in
-#    flows; every trigger of its ScaledObject watches a consumer `c__<flow>__<tenant>` of
-#    one of those flows on FSTORE_JOBS (names computed as substrate/src/nats/layout.rs
-#    does), and scalingModifiers sums exactly those triggers; the ScaledObjects use only
-#    fields of KEDA's CRD; the NATS chart values enable what fstore needs; the model
-#    hashes match scripts/fetch-model;
+#    flows; every trigger of its ScaledObject watches a consumer of one of those flows
+#    on FSTORE_JOBS, interactive `c__<flow>__<tenant>` or batch `b__<flow>__<tenant>`
+#    (names computed as substrate/src/nats/layout.rs does), each (flow, tenant) with
+#    both or neither, and scalingModifiers sums exactly those triggers; the
+#    ScaledObjects use only fields of KEDA's CRD; the NATS chart values enable what
+#    fstore needs; the model hashes match scripts/fetch-model;
 # 3. the Kubernetes JSON schemas, strict (unknown fields refused), for every built-in
 #    kind, at the oldest and newest Kubernetes version checked, with kubernetes-validate
 #    from PyPI, which bundles the schemas (installed once into a cache folder);
@@ -25,8 +26,8 @@
 #    with a note otherwise;
 # 5. with --consumers: the output of `nats consumer ls FSTORE_JOBS --names` (one name a
 #    line) against keda.yaml: every trigger's consumer exists (KEDA reads the stream's
-#    last sequence number for a missing one), and every consumer of a served flow has a
-#    trigger (the lag of one without is invisible to KEDA).
+#    last sequence number for a missing one), and every consumer of a served flow, c__
+#    and b__ alike, has a trigger (the lag of one without is invisible to KEDA).
 #
 # PyYAML is installed into the cache folder when the interpreter lacks it. The cache is
 # $FSTORE_VALIDATE_CACHE, or ${XDG_CACHE_HOME:-$HOME/.cache}/fstore-deploy-validate.
@@ -258,27 +259,35 @@ def untoken(t):
         return None
 
 
-def flow_prefix(flow):
-    """Layout's consumer names (substrate/src/nats/layout.rs): `c__<flow token>__`."""
-    return f"c__{token(flow)}__"
+# The lanes of the jobs stream, by the letter that starts their consumers' names
+# (Layout::consumers_of): every flow has both.
+LANES = {"c": "interactive", "b": "batch"}
 
 
-def consumer_name(flow, tenant):
-    """NatsQueue::consumer_name: the durable consumer of one (flow, tenant)."""
-    return flow_prefix(flow) + token(tenant)
+def flow_prefix(flow, lane):
+    """Layout::consumers_of (substrate/src/nats/layout.rs): `c__<flow token>__`
+    (interactive lane) or `b__<flow token>__` (batch lane)."""
+    return f"{lane}__{token(flow)}__"
+
+
+def consumer_name(flow, lane, tenant):
+    """Layout::consumer: the durable consumer of one (flow, lane, tenant)."""
+    return flow_prefix(flow, lane) + token(tenant)
 
 
 def split_consumer(name):
-    """(flow, tenant) of a consumer name, or None. Tokens never contain `__`."""
-    if not name.startswith("c__"):
+    """(lane, flow, tenant) of a consumer name, lane "c" or "b", or None. Tokens never
+    contain `__`."""
+    lane, sep, rest = name.partition("__")
+    if lane not in LANES or not sep:
         return None
-    flow_tok, sep, tenant_tok = name[3:].partition("__")
+    flow_tok, sep, tenant_tok = rest.partition("__")
     if not sep:
         return None
     flow, tenant = untoken(flow_tok), untoken(tenant_tok)
-    if flow is None or tenant is None or consumer_name(flow, tenant) != name:
+    if flow is None or tenant is None or consumer_name(flow, lane, tenant) != name:
         return None
-    return flow, tenant
+    return lane, flow, tenant
 
 
 # feature-store/src/names.rs check_tenant: 1 to 64 of A-Z a-z 0-9 _ -.
@@ -395,7 +404,8 @@ CONFIG_KEYS = {
     "limits": {"max_entities": "int", "max_features": "int", "max_items": "int",
                "max_input_bytes": "int", "max_request_bytes": "int", "max_wait": "duration",
                "default_wait": "duration"},
-    "cache": {"max_bytes": "int", "failure_ttl": "duration", "claim_ttl": "duration"},
+    "cache": {"max_bytes": "int", "failure_ttl": "duration", "claim_ttl": "duration",
+              "claim_orphan_after": "duration"},
     "tickets": {"retention": "duration"},
     "log": {"dir": "str", "max_age": "duration", "max_bytes": "int", "segment_bytes": "int"},
     "queue": {"max_queued_per_flow": "int", "max_queued_per_tenant": "int",
@@ -404,9 +414,11 @@ CONFIG_KEYS = {
                "scale_down_after": "duration", "scale_tick": "duration",
                "flows": ("map", FLOW_SLOTS, "required"),
                "max_batch": "int", "max_wait": "duration", "max_attempts": "int",
-               "retry_base": "duration", "retry_max": "duration"},
+               "retry_base": "duration", "retry_max": "duration", "batch_every": "int"},
     "nats": {"url": "str", "prefix": "str", "replicas": "int", "ack_wait": "duration",
              "max_deliver": "int", "l1_max_bytes": "int", "heartbeat": "duration"},
+    "backfill": {"chunk_entities": "int", "window": "int", "lease": "duration",
+                 "scan_interval": "duration", "retention": "duration", "max_entities": "int"},
 }
 # The defaults of the [worker] keys the slot checks below use (impl Default for WorkerConfig).
 WORKER_DEFAULTS = {"slots": 2, "min_slots": 1, "jobs_per_slot": 16}
@@ -677,11 +689,15 @@ step("Deployments, Services and PDBs: selectors, mounts, --config, FSTORE_SECTIO
 # ---------------------------------------------------------------------------------
 # 2e. Workers, flows and KEDA: each worker's ScaledObject watches consumers of its flows
 #
-# fstore keeps one durable consumer per (flow, tenant), `c__<flow token>__<tenant
-# token>` (NatsQueue::consumer_name); a consumer appears when a tenant first enqueues
-# for a flow. keda.yaml has one nats-jetstream trigger per tenant consumer it knows of,
-# named trigger_name(consumer), and advanced.scalingModifiers sums them: the HPA alone
-# would follow the largest trigger, not the total.
+# fstore keeps one durable consumer per (flow, lane, tenant) (Layout::consumer):
+# `c__<flow token>__<tenant token>` in the interactive lane, appearing when a tenant
+# first enqueues for a flow, and `b__<flow token>__<tenant token>` in the batch lane,
+# appearing when a backfill of the tenant first does. A worker's queue depth adds both
+# lanes, and a group at zero replicas must wake for either, so keda.yaml has one
+# nats-jetstream trigger per tenant consumer it knows of, in both lanes, each (flow,
+# tenant) with both or neither, named trigger_name(consumer), and
+# advanced.scalingModifiers sums them: the HPA alone would follow the largest trigger,
+# not the total.
 
 served = {}   # flow -> Deployment name
 watched = {}  # consumer -> ScaledObject name
@@ -757,6 +773,7 @@ def check_keda():
         spec = so.get("spec") or {}
         names = []
         covered = set()
+        lanes_of = {}  # (flow, tenant) -> the lanes whose consumer a trigger watches
         thresholds = set()
         for i, t in enumerate(spec.get("triggers") or []):
             if t.get("type") != "nats-jetstream":
@@ -775,10 +792,11 @@ def check_keda():
             thresholds.add((md.get("lagThreshold"), md.get("activationLagThreshold", "0")))
             parsed = split_consumer(consumer)
             if parsed is None:
-                fail(tw, "is no fstore consumer name c__<flow token>__<tenant token> "
+                fail(tw, "is no fstore consumer name c__<flow token>__<tenant token> (interactive) "
+                         "or b__<flow token>__<tenant token> (batch) "
                          "(tokens keep A-Z a-z 0-9 -, every other byte is _XX, uppercase hex)")
                 continue
-            flow, tenant = parsed
+            lane, flow, tenant = parsed
             if flow not in flows:
                 fail(tw, f"is a consumer of flow {flow}, which {name_of(d)} does not serve ({', '.join(flows)})")
             if not TENANT.fullmatch(tenant):
@@ -787,14 +805,24 @@ def check_keda():
                 fail(tw, f"consumer {consumer} is also watched by {watched[consumer]}")
             watched[consumer] = name_of(so)
             covered.add(flow)
+            lanes_of.setdefault((flow, tenant), set()).add(lane)
             if t.get("name") != trigger_name(consumer):
                 fail(tw, f"trigger name {t.get('name')!r}: name it {trigger_name(consumer)} "
                          "(the consumer name with '-' written _2D), as the formula does")
             names.append(t.get("name"))
+        # Both lanes of each (flow, tenant): jobs of a lane without its trigger add no
+        # pods and do not wake a group at zero (a backfill's, for a missing b__).
+        for (flow, tenant), lanes in sorted(lanes_of.items()):
+            for lane in sorted(set(LANES) - lanes):
+                other = next(iter(lanes))
+                fail(sw, f"watches {consumer_name(flow, other, tenant)} ({LANES[other]} lane) but not "
+                         f"{consumer_name(flow, lane, tenant)}: every (flow, tenant) needs a trigger "
+                         f"in both lanes, or its {LANES[lane]} jobs add no pods and do not wake a group at zero")
         for f in flows:
             if f not in covered:
-                print(f"note {sw} watches no consumer of {f}: add one trigger per tenant consumer "
-                      f"({flow_prefix(f)}<tenant>) once `nats consumer ls {stream}` lists it")
+                print(f"note {sw} watches no consumer of {f}: add two triggers per tenant, "
+                      f"{flow_prefix(f, 'c')}<tenant> and {flow_prefix(f, 'b')}<tenant>, "
+                      f"once `nats consumer ls {stream}` lists both")
 
         # The sum: scalingModifiers' formula adds every trigger, each once.
         sm = (spec.get("advanced") or {}).get("scalingModifiers")
@@ -828,7 +856,7 @@ def check_keda():
                              f"keep them equal to scalingModifiers' target {target!r} / activationTarget {activation!r}")
 
 
-step("worker flows are built in; each ScaledObject sums the tenant consumers of its flows",
+step("worker flows are built in; each ScaledObject sums the tenant consumers of its flows, both lanes",
      check_keda)
 
 
@@ -1055,10 +1083,11 @@ if consumers_file:
         with open(consumers_file, encoding="utf-8") as f:
             for line in f:
                 name = line.strip()
-                if name.startswith("c__"):
+                if name.startswith(tuple(f"{lane}__" for lane in LANES)):
                     live.add(name)
         if not live:
-            fail(consumers_label, f"lists no fstore consumer (c__…): is it the output of `nats consumer ls {stream} --names`?")
+            fail(consumers_label, f"lists no fstore consumer (c__… or b__…): is it the output of "
+                                  f"`nats consumer ls {stream} --names`?")
             return
         for c in sorted(set(watched) - live):
             fail(f"deploy/keda.yaml ScaledObject/{watched[c]}",
@@ -1068,11 +1097,13 @@ if consumers_file:
             parsed = split_consumer(c)
             if parsed is None:
                 print(f"note {c} is not an fstore consumer name; ignored")
-            elif parsed[0] in served:
-                fail(f"deploy/keda.yaml", f"no trigger watches {c} (flow {parsed[0]}, tenant {parsed[1]!r}), "
-                     f"served by {served[parsed[0]]}: its jobs add no pods, and do not wake a group at zero")
+                continue
+            lane, flow, tenant = parsed
+            if flow in served:
+                fail(f"deploy/keda.yaml", f"no trigger watches {c} (flow {flow}, {LANES[lane]} lane, tenant "
+                     f"{tenant!r}), served by {served[flow]}: its jobs add no pods, and do not wake a group at zero")
             else:
-                print(f"note {c}: flow {parsed[0]} is served by no worker Deployment here; its jobs wait")
+                print(f"note {c}: flow {flow} is served by no worker Deployment here; its jobs wait")
 
     step(f"keda.yaml watches exactly the fstore consumers listed in {consumers_label}", check_live_consumers)
 
