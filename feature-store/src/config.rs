@@ -49,7 +49,7 @@ impl Default for BackfillConfig {
     fn default() -> Self {
         BackfillConfig {
             chunk_entities: 256,
-            window: 4,
+            window: 2,
             lease: Duration::from_secs(10),
             scan_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -280,6 +280,9 @@ pub struct WorkerConfig {
     /// this many takes the batch lane first, so a steady interactive load cannot starve
     /// a backfill (0: never first).
     pub batch_every: u32,
+    /// Slots of a flow that may hold batch jobs at once; the others take interactive
+    /// jobs only (0: all but one, at least one).
+    pub batch_slots: usize,
 }
 
 /// Slot bounds of one flow.
@@ -305,6 +308,7 @@ impl Default for WorkerConfig {
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(30),
             batch_every: 8,
+            batch_slots: 0,
         }
     }
 }
@@ -438,6 +442,7 @@ impl Config {
             max_batch: self.worker.max_batch,
             max_wait: self.worker.max_wait,
             batch_every: self.worker.batch_every,
+            batch_slots: self.worker.batch_slots,
             max_attempts: self.worker.max_attempts,
             max_deliveries: u32::try_from(self.nats.max_deliver).unwrap_or(u32::MAX),
             retry_base: self.worker.retry_base,

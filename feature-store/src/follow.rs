@@ -31,6 +31,9 @@ pub struct Follower {
     rx: Option<broadcast::Receiver<String>>,
     deadline: Instant,
     recheck: Duration,
+    /// Plan again once every pending key was notified (backfill chunks), not at the
+    /// first (calls, which answer each result as it comes).
+    wait_for_all: bool,
     state: State,
 }
 
@@ -60,8 +63,17 @@ impl Follower {
             rx: None,
             deadline,
             recheck,
+            wait_for_all: false,
             state: State::Start,
         }
+    }
+
+    /// Plans again only once every pending key was notified (or at the re-check tick):
+    /// for large requests nobody watches result by result — a backfill's chunk would
+    /// otherwise be planned whole again for each of its values.
+    pub fn waiting_for_all(mut self) -> Self {
+        self.wait_for_all = true;
+        self
     }
 
     pub fn request(&self) -> &Arc<ValidRequest> {
@@ -84,9 +96,10 @@ impl Follower {
                     // subscription.
                     None => self.rx = Some(self.hub.subscribe()),
                     Some(rx) => {
-                        let pending: HashSet<&str> = keys.iter().map(ValueKey::as_str).collect();
+                        let mut pending: HashSet<&str> =
+                            keys.iter().map(ValueKey::as_str).collect();
                         let tick = self.deadline.min(Instant::now() + self.recheck);
-                        wait_for_any(rx, &pending, tick).await;
+                        wait_for(rx, &mut pending, self.wait_for_all, tick).await;
                     }
                 }
             }
@@ -131,16 +144,18 @@ impl Follower {
     }
 }
 
-/// Returns when a pending key is notified, notifications were lost, or at `until`.
-async fn wait_for_any(
+/// Returns when a pending key is notified (with `all`, when every one was), when
+/// notifications were lost, or at `until`.
+async fn wait_for(
     rx: &mut broadcast::Receiver<String>,
-    pending: &HashSet<&str>,
+    pending: &mut HashSet<&str>,
+    all: bool,
     until: Instant,
 ) {
     loop {
         tokio::select! {
             r = rx.recv() => match r {
-                Ok(key) if pending.contains(key.as_str()) => return,
+                Ok(key) if pending.remove(key.as_str()) && (!all || pending.is_empty()) => return,
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(_)) => return,
                 Err(broadcast::error::RecvError::Closed) => {

@@ -10,6 +10,7 @@
 //! - `BATCH_LANE_SEQ` (300): sequential interactive misses measured per phase, after
 //!   `BATCH_LANE_WARMUP` (20)
 //! - `BATCH_LANE_SLOTS` (4): `worker.slots`
+//! - `BATCH_LANE_WINDOW` (`backfill.window`'s default): chunks the backfill has in flight
 //! - `BATCH_LANE_MAX_SECS` (600): bound on the backfill's run
 
 use std::time::{Duration, Instant};
@@ -27,6 +28,7 @@ struct Settings {
     seq: usize,
     warmup: usize,
     slots: usize,
+    window: usize,
     max_secs: u64,
 }
 
@@ -37,6 +39,10 @@ impl Settings {
             seq: env("BATCH_LANE_SEQ", 300)?,
             warmup: env("BATCH_LANE_WARMUP", 20)?,
             slots: env("BATCH_LANE_SLOTS", 4)?,
+            window: env(
+                "BATCH_LANE_WINDOW",
+                fstore::Config::default().backfill.window,
+            )?,
             max_secs: env("BATCH_LANE_MAX_SECS", 600)?,
         };
         ensure!(
@@ -96,6 +102,7 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
     let mut config = fstore_tests::test_config();
     config.server.default_tenant = Some(TENANT.into());
     config.worker.slots = s.slots;
+    config.backfill.window = s.window.max(1);
     config.queue.max_queued_per_tenant = config.queue.max_queued_per_flow;
     let running = fstore_tests::start_on_nats(config, &nats.url()).await?;
     let mut client = Client::connect(&running.url(), None).await?;
@@ -112,6 +119,7 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
         next: 0,
     };
     let unloaded = sequential(&mut quiet, s.warmup, s.seq).await;
+    eprintln!("batch_lane: unloaded misses measured; starting the backfill");
     ensure!(
         unloaded.failures.count == 0,
         "unloaded misses failed: {:?}",
@@ -155,6 +163,10 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
         "loaded misses failed: {:?}",
         loaded.failures.first
     );
+    eprintln!(
+        "batch_lane: loaded misses measured; the backfill is at {}/{}",
+        during.done, during.total
+    );
     let done = loop {
         let b = client.get_backfill(backfill.id.clone()).await?;
         if b.state() != BackfillState::Running {
@@ -173,10 +185,11 @@ async fn run(s: &Settings) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "interactive SYNC misses (test.probe@1) on NATS, {} sequential after {} warm-up, worker.slots = {}, while a backfill of {} entities of another test.probe feature runs; {} CPUs",
+        "interactive SYNC misses (test.probe@1) on NATS, {} sequential after {} warm-up, worker.slots = {}, backfill.window = {}, while a backfill of {} entities of another test.probe feature runs; {} CPUs",
         s.seq,
         s.warmup,
         s.slots,
+        s.window,
         s.entities,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );

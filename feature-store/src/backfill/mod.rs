@@ -127,7 +127,13 @@ impl Backfills {
                 entities.len()
             )));
         }
-        let chunks = chunks(entities, config.chunk_entities);
+        // A chunk is planned as one request: it stays within the request limits.
+        let limits = &self.inner.config.limits;
+        let per_chunk = config
+            .chunk_entities
+            .min(limits.max_items / features.len().max(1))
+            .max(1);
+        let chunks = chunks(entities, per_chunk);
         let mut record = BackfillRecord {
             id: uuid::Uuid::now_v7().simple().to_string(),
             tenant,

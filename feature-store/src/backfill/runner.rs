@@ -234,7 +234,8 @@ impl Runner {
             Arc::new(request),
             Instant::now() + CHUNK_WAIT,
             s.config.server.recheck_interval,
-        );
+        )
+        .waiting_for_all();
         let first = follower.first().await?;
         let origins = first.origins.clone();
         let last = if first.is_pending() {

@@ -184,12 +184,45 @@ fn utc_ms() -> DataType {
     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
 }
 
-/// How much of `[from, to]` a record time reaches.
-fn fraction(at: i64, from: i64, to: i64) -> f64 {
-    if to <= from {
-        return 0.0;
+/// Progress as an export reads the log: every [`PROGRESS_EVERY`] records, how far
+/// into `[from, to]` the record times reach (`from`: the first record's time unless the
+/// export names one).
+struct Reporter<'a> {
+    progress: &'a mut (dyn FnMut(Progress) + Send),
+    from: Option<i64>,
+    to: i64,
+}
+
+impl<'a> Reporter<'a> {
+    fn new(progress: &'a mut (dyn FnMut(Progress) + Send), from: Option<i64>, to: i64) -> Self {
+        Reporter { progress, from, to }
     }
-    ((at - from) as f64 / (to - from) as f64).clamp(0.0, 1.0)
+
+    /// One more record read, computed at `at`, with `rows` written or waiting.
+    fn read(&mut self, summary: &Summary, rows: u64, at: i64) {
+        if !summary.records.is_multiple_of(PROGRESS_EVERY) {
+            return;
+        }
+        let from = *self.from.get_or_insert(at);
+        let fraction = if self.to <= from {
+            0.0
+        } else {
+            ((at - from) as f64 / (self.to - from) as f64).clamp(0.0, 1.0)
+        };
+        (self.progress)(Progress {
+            records: summary.records,
+            rows,
+            fraction,
+        });
+    }
+
+    fn done(&mut self, summary: &Summary) {
+        (self.progress)(Progress {
+            records: summary.records,
+            rows: summary.rows,
+            fraction: 1.0,
+        });
+    }
 }
 
 /// A request value as JSON: numbers, booleans and strings as themselves, bytes as

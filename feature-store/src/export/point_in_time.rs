@@ -16,8 +16,8 @@ use super::join::AsOf;
 use super::labels::{self, LabelColumns, Labels};
 use super::sink::{self, Sink};
 use super::{
-    BATCH_ROWS, Destination, Error, Format, LogSource, MAX_FILTER_ENTITIES, PROGRESS_EVERY,
-    Progress, Summary, column_types, fraction, mixed, selections, utc_ms,
+    BATCH_ROWS, Destination, Error, Format, LogSource, MAX_FILTER_ENTITIES, Progress, Reporter,
+    Summary, column_types, mixed, selections, utc_ms,
 };
 
 /// A point-in-time join of `features` onto the label events in `labels`.
@@ -67,20 +67,13 @@ pub async fn point_in_time(
         })
         .await?;
     let mut summary = Summary::default();
-    let mut from = None;
+    let mut reporter = Reporter::new(progress, None, until);
     while let Some(event) = records.next().await {
         let event = event?;
         let record = event.record.unwrap_or_default();
         join.offer(event.sequence, &record);
         summary.records += 1;
-        if summary.records % PROGRESS_EVERY == 0 {
-            let from = *from.get_or_insert(record.computed_at_ms);
-            progress(Progress {
-                records: summary.records,
-                rows: 0,
-                fraction: fraction(record.computed_at_ms, from, until),
-            });
-        }
+        reporter.read(&summary, 0, record.computed_at_ms);
     }
     let schema = join_schema(&labels, &spec.columns, &spec.features, &types);
     let mut sink = Sink::create(&out.path, out.format, schema.clone())?;
@@ -92,11 +85,7 @@ pub async fn point_in_time(
         sink.write(batch).await?;
     }
     sink.finish().await?;
-    progress(Progress {
-        records: summary.records,
-        rows: summary.rows,
-        fraction: 1.0,
-    });
+    reporter.done(&summary);
     Ok(summary)
 }
 

@@ -17,8 +17,8 @@ use super::columns::{ColumnType, ValueColumn};
 use super::join::Selection;
 use super::sink::{self, Sink};
 use super::{
-    BATCH_ROWS, Destination, Error, LogSource, PROGRESS_EVERY, Progress, Summary, column_types,
-    fraction, mixed, selections, utc_ms, value_json,
+    BATCH_ROWS, Destination, Error, LogSource, Progress, Reporter, Summary, column_types, mixed,
+    selections, utc_ms, value_json,
 };
 
 /// A range export: `features` (`name` for every version, or `name@version`) over
@@ -190,7 +190,7 @@ pub async fn range(
     } else {
         fstore_substrate::time::now_ms()
     };
-    let mut from = (spec.from_ms > 0).then_some(spec.from_ms);
+    let mut reporter = Reporter::new(progress, (spec.from_ms > 0).then_some(spec.from_ms), to);
     let mut summary = Summary::default();
     while let Some(event) = records.next().await {
         let event = event?;
@@ -205,24 +205,17 @@ pub async fn range(
                 sink.write(rows.finish()?).await?;
             }
         }
-        if summary.records % PROGRESS_EVERY == 0 {
-            let from = *from.get_or_insert(record.computed_at_ms);
-            progress(Progress {
-                records: summary.records,
-                rows: summary.rows + rows.len as u64,
-                fraction: fraction(record.computed_at_ms, from, to),
-            });
-        }
+        reporter.read(
+            &summary,
+            summary.rows + rows.len as u64,
+            record.computed_at_ms,
+        );
     }
     if rows.len > 0 || summary.rows == 0 {
         summary.rows += rows.len as u64;
         sink.write(rows.finish()?).await?;
     }
     sink.finish().await?;
-    progress(Progress {
-        records: summary.records,
-        rows: summary.rows,
-        fraction: 1.0,
-    });
+    reporter.done(&summary);
     Ok(summary)
 }

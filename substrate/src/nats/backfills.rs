@@ -1,6 +1,6 @@
-//! Backfills on a KV bucket `<prefix>_backfills`: the record under `rec.<id>`, replaced
-//! by compare-and-set on its KV revision; the entity chunks under
-//! `chunk.<id>.<index>`, written before the record. The bucket keeps entries for
+//! Backfills on KV: the record under `rec.<id>` in `<prefix>_backfills`, replaced by
+//! compare-and-set on its KV revision; the entity chunks under `chunk.<id>.<index>` in
+//! `<prefix>_backfill_chunks`, written before the record. Both buckets keep entries for
 //! `backfill.retention`.
 
 use async_nats::jetstream::kv;
@@ -18,14 +18,21 @@ pub struct NatsBackfills {
     client: async_nats::Client,
     layout: Layout,
     store: kv::Store,
+    chunks: kv::Store,
 }
 
 impl NatsBackfills {
-    pub(crate) fn new(client: async_nats::Client, layout: Layout, store: kv::Store) -> Self {
+    pub(crate) fn new(
+        client: async_nats::Client,
+        layout: Layout,
+        store: kv::Store,
+        chunks: kv::Store,
+    ) -> Self {
         NatsBackfills {
             client,
             layout,
             store,
+            chunks,
         }
     }
 }
@@ -41,7 +48,7 @@ impl BackfillStore for NatsBackfills {
             let bytes = chunk.encode_to_vec();
             fits(&self.client, Stored::BackfillChunk, bytes.len())?;
             let index = u32::try_from(i).unwrap_or(u32::MAX);
-            self.store
+            self.chunks
                 .put(
                     self.layout.backfill_chunk_key(&record.id, index),
                     bytes.into(),
@@ -87,7 +94,7 @@ impl BackfillStore for NatsBackfills {
 
     async fn chunk(&self, id: &str, index: u32) -> Result<Option<EntityChunk>, Error> {
         let bytes = self
-            .store
+            .chunks
             .get(self.layout.backfill_chunk_key(id, index))
             .await
             .map_err(unavailable)?;

@@ -241,10 +241,15 @@ impl Layout {
         format!("{}.log.{}.inputs", self.prefix, token::encode(tenant))
     }
 
-    /// Backfills: `<prefix>_backfills`, a record per backfill under `rec.<id>` and its
-    /// entities under `chunk.<id>.<index>` (ids are generated hex).
+    /// Backfills: `<prefix>_backfills`, a record per backfill under `rec.<id>` (ids are
+    /// generated hex); their entities in `<prefix>_backfill_chunks` under
+    /// `chunk.<id>.<index>`, apart, so that listing the records reads no chunk.
     pub(crate) fn backfills_bucket(&self) -> String {
         self.bucket("backfills")
+    }
+
+    pub(crate) fn backfill_chunks_bucket(&self) -> String {
+        self.bucket("backfill_chunks")
     }
 
     pub(crate) fn backfill_key(&self, id: &str) -> String {
@@ -349,6 +354,7 @@ mod tests {
 
         assert_eq!(l.values_bucket(), "fstore_values");
         assert_eq!(l.backfills_bucket(), "fstore_backfills");
+        assert_eq!(l.backfill_chunks_bucket(), "fstore_backfill_chunks");
         assert_eq!(l.backfill_key("0a1b"), "rec.0a1b");
         assert_eq!(l.backfill_chunk_key("0a1b", 7), "chunk.0a1b.7");
         assert_eq!(l.tickets_bucket(), "fstore_tickets");

@@ -23,7 +23,7 @@
 //! | feature log, result-ready events | limits stream `<PREFIX>_LOG` on `<prefix>.log.>`, file storage, retention by `log.max_age` and `log.max_bytes`; subjects `<prefix>.log.<tenant>.<feature>.<version>` and `<prefix>.log.<tenant>.inputs`; one `featurestore.v1.LogRecord` per message, message id `log.<key>.<generation>`; the stream sequence is the event's cursor |
 //! | joined, submitted and abandoned computes | in the claims bucket: `joined.<key>.<generation>.<request id>` (one entry per request waiting on a compute another claimed; listed by subject), `submitted.<key>.<generation>` (its job enqueued or parked; a claim older than `claim_orphan_after` without it is taken over), `abandoned.<key>.<generation>` (given up by a cancelled ticket; watched into memory) |
 //! | stored inputs | KV `<prefix>_inputs`, keyed `<tenant>.<entity hash>` (PutInputs) |
-//! | backfills | KV `<prefix>_backfills`: `rec.<id>` (spec, progress and lease, replaced by compare-and-set on the revision) and `chunk.<id>.<index>` (the entities, written before the record); bucket TTL `backfill_retention` |
+//! | backfills | KV `<prefix>_backfills`: `rec.<id>` (spec, progress and lease, replaced by compare-and-set on the revision); KV `<prefix>_backfill_chunks`: `chunk.<id>.<index>` (the entities, written before the record); bucket TTL `backfill_retention` |
 //!
 //! Every bucket keeps one revision per key, file storage, `replicas` copies.
 
@@ -188,6 +188,11 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
         bucket(layout.backfills_bucket(), options.backfill_retention),
     )
     .await?;
+    let backfill_chunks = kv::open(
+        &js,
+        bucket(layout.backfill_chunks_bucket(), options.backfill_retention),
+    )
+    .await?;
     let log = log::NatsLog::open(
         js.clone(),
         &layout,
@@ -248,6 +253,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             client.clone(),
             layout.clone(),
             backfills,
+            backfill_chunks,
         )),
         connection: Arc::new(NatsConnection { client, background }),
     })

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use fstore_flows::{Flow, FlowId};
+use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -71,13 +72,21 @@ impl Worker {
         let queue = self.dispatcher.substrate().queue.clone();
         let tracker = TaskTracker::new();
         let slot_name = format!("slot {id}");
+        // Slots that may hold batch jobs at once: all but one unless configured, so an
+        // interactive job never waits behind a backfill for a slot.
+        let batch_slots = match self.options.batch_slots {
+            0 => bounds.max.saturating_sub(1).max(1),
+            n => n,
+        };
+        let batch_permits = Arc::new(Semaphore::new(batch_slots));
         let start = |slots: &mut Vec<Slot>| {
             let stop = shutdown.child_token();
             let this = self.clone();
             let id = id.clone();
             let token = stop.clone();
+            let permits = batch_permits.clone();
             let task = spawn_named(&tracker, &slot_name, async move {
-                this.serve(id, token).await;
+                this.serve(id, permits, token).await;
             });
             slots.push(Slot { stop, task });
         };

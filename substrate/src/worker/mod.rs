@@ -62,6 +62,8 @@ pub struct WorkerOptions {
     pub max_wait: Duration,
     /// One pull in this many takes the batch lane before the interactive one (0: never).
     pub batch_every: u32,
+    /// Slots of a flow that may hold batch jobs at once (0: all but one).
+    pub batch_slots: usize,
     /// Tries before a transient failure becomes final.
     pub max_attempts: u32,
     /// Deliveries after which a job that never finishes (crashes, lease timeouts, a
@@ -261,6 +263,7 @@ pub(crate) fn test_options() -> WorkerOptions {
         max_batch: 16,
         max_wait: Duration::ZERO,
         batch_every: 8,
+        batch_slots: 0,
         max_attempts: 5,
         max_deliveries: 20,
         retry_base: Duration::from_millis(200),

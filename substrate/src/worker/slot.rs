@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use fstore_flows::{Flow, FlowId, FlowInput, Params};
 use fstore_proto::wire::job_input::Source;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
@@ -39,7 +40,16 @@ const PULL_WAIT: Duration = Duration::from_secs(1);
 impl Worker {
     /// Pulls and computes batches of flow `id` until `shutdown`; a batch in progress
     /// is finished and settled first.
-    pub(super) async fn serve(&self, id: FlowId, shutdown: CancellationToken) {
+    ///
+    /// `batch_slots` bounds the slots of the flow that hold batch jobs at once: a slot
+    /// that gets no permit pulls interactive jobs only, so an interactive job finds a
+    /// slot free of backfill work.
+    pub(super) async fn serve(
+        &self,
+        id: FlowId,
+        batch_slots: Arc<Semaphore>,
+        shutdown: CancellationToken,
+    ) {
         let Some(flow) = self.catalog.get(&id).cloned() else {
             return;
         };
@@ -47,17 +57,26 @@ impl Worker {
         let mut turn = 0u32;
         loop {
             turn = turn.wrapping_add(1);
-            let lanes = lane_order(turn, self.options.batch_every);
+            let permit = batch_slots.clone().try_acquire_owned().ok();
+            let both = lane_order(turn, self.options.batch_every);
+            let lanes: &[Lane] = if permit.is_some() {
+                &both
+            } else {
+                &[Lane::Interactive]
+            };
             let pulled = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                r = queue.pull(&id, &lanes, self.options.max_batch, PULL_WAIT) => r,
+                r = queue.pull(&id, lanes, self.options.max_batch, PULL_WAIT) => r,
             };
             match pulled {
                 Ok(batch) if batch.is_empty() => {}
                 Ok(mut batch) => {
                     if flow.spec().batchable && !self.options.max_wait.is_zero() {
-                        self.fill(queue.as_ref(), &id, &lanes, &mut batch).await;
+                        self.fill(queue.as_ref(), &id, lanes, &mut batch).await;
                     }
+                    // The permit is held while the batch holds batch jobs.
+                    let _held =
+                        permit.filter(|_| batch.iter().any(|d| d.job.lane() == Lane::Batch));
                     self.process(&flow, batch).await;
                 }
                 Err(e) => {

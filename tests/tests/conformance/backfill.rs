@@ -7,16 +7,6 @@ use fstore_proto::api::{BackfillState, log_record::Kind};
 
 use super::*;
 
-fn words() -> api::FeatureDefinition {
-    feature(
-        "words",
-        "text.stats@1",
-        &[("stat", "words")],
-        &[("text", "request:text")],
-        600_000,
-    )
-}
-
 fn log_words() -> api::FeatureDefinition {
     feature(
         "log_words",

@@ -15,16 +15,6 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::*;
 
-fn words() -> api::FeatureDefinition {
-    feature(
-        "words",
-        "text.stats@1",
-        &[("stat", "words")],
-        &[("text", "request:text")],
-        600_000,
-    )
-}
-
 /// Computes `words` of `entity` for `text` (bypassing the cache) and returns the
 /// value's computed_at.
 async fn compute(h: &Harness, entity_id: &str, words: &str) -> anyhow::Result<i64> {

@@ -9,16 +9,6 @@ use fstore_proto::api::log_record::Kind;
 
 use super::*;
 
-fn words() -> api::FeatureDefinition {
-    feature(
-        "words",
-        "text.stats@1",
-        &[("stat", "words")],
-        &[("text", "request:text")],
-        600_000,
-    )
-}
-
 fn value_records<'a>(log: &'a [api::LogEvent], feature: &str) -> Vec<&'a api::LogRecord> {
     log.iter()
         .filter_map(|e| e.record.as_ref())

@@ -36,6 +36,17 @@ use tonic::Code;
 
 const LONG: Duration = Duration::from_secs(20);
 
+/// `words`: the number of words of the request input `text`.
+fn words() -> api::FeatureDefinition {
+    feature(
+        "words",
+        "text.stats@1",
+        &[("stat", "words")],
+        &[("text", "request:text")],
+        600_000,
+    )
+}
+
 fn probe(name: &str, params: &[(&str, &str)]) -> api::FeatureDefinition {
     feature(name, "test.probe@1", params, &[], 600_000)
 }
