@@ -405,7 +405,7 @@ CONFIG_KEYS = {
                "max_input_bytes": "int", "max_request_bytes": "int", "max_wait": "duration",
                "default_wait": "duration"},
     "cache": {"max_bytes": "int", "failure_ttl": "duration", "claim_ttl": "duration",
-              "claim_orphan_after": "duration"},
+              "claim_orphan_after": "duration", "refresh_ahead": "float"},
     "tickets": {"retention": "duration"},
     "log": {"dir": "str", "max_age": "duration", "max_bytes": "int", "segment_bytes": "int"},
     "queue": {"max_queued_per_flow": "int", "max_queued_per_tenant": "int",
@@ -419,7 +419,8 @@ CONFIG_KEYS = {
     "nats": {"url": "str", "prefix": "str", "replicas": "int", "ack_wait": "duration",
              "max_deliver": "int", "l1_max_bytes": "int", "heartbeat": "duration"},
     "backfill": {"chunk_entities": "int", "window": "int", "lease": "duration",
-                 "scan_interval": "duration", "retention": "duration", "max_entities": "int"},
+                 "scan_interval": "duration", "retention": "duration", "max_entities": "int",
+                 "keep_generations": "int"},
 }
 # The defaults of the [worker] keys the slot checks below use (impl Default for WorkerConfig).
 WORKER_DEFAULTS = {"slots": 2, "min_slots": 1, "jobs_per_slot": 16}
@@ -465,6 +466,8 @@ def check_config_rs():
             return "str"
         if rust in INTS:
             return "int"
+        if rust in ("f32", "f64"):
+            return "float"
         mp = re.fullmatch(r"(?:std::collections::)?(?:BTreeMap|HashMap)<String,(\w+)>", rust)
         if mp and mp.group(1) in structs:
             has_default, fields = structs[mp.group(1)]
@@ -503,6 +506,9 @@ def check_value(where, kind, v):
     elif kind == "int":
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             fail(where, f"{v!r} is not a non-negative integer")
+    elif kind == "float":
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            fail(where, f"{v!r} is not a non-negative number")
     elif isinstance(kind, tuple):
         _, fields, required = kind
         if not isinstance(v, dict):

@@ -224,16 +224,37 @@ impl Client {
         max_staleness_ms: Option<u64>,
         entities: Vec<api::EntityRequest>,
     ) -> Result<api::Backfill, Status> {
+        let spec = api::StartBackfillRequest {
+            features,
+            max_staleness_ms,
+            ..Default::default()
+        };
+        self.start_backfill_with(spec, entities).await
+    }
+
+    /// Starts a backfill as `spec` says (features, staleness, staging; its entities
+    /// are ignored) over `entities`, sent in messages of [`BACKFILL_MESSAGE_ENTITIES`].
+    pub async fn start_backfill_with(
+        &self,
+        spec: api::StartBackfillRequest,
+        entities: Vec<api::EntityRequest>,
+    ) -> Result<api::Backfill, Status> {
         let mut messages = Vec::new();
         let mut rest = entities.into_iter().peekable();
         loop {
             let entities: Vec<_> = rest.by_ref().take(BACKFILL_MESSAGE_ENTITIES).collect();
-            let first = messages.is_empty();
-            messages.push(api::StartBackfillRequest {
-                features: if first { features.clone() } else { Vec::new() },
-                entities,
-                max_staleness_ms: if first { max_staleness_ms } else { None },
-            });
+            let message = if messages.is_empty() {
+                api::StartBackfillRequest {
+                    entities,
+                    ..spec.clone()
+                }
+            } else {
+                api::StartBackfillRequest {
+                    entities,
+                    ..Default::default()
+                }
+            };
+            messages.push(message);
             if rest.peek().is_none() {
                 break;
             }
@@ -253,6 +274,23 @@ impl Client {
         let c = self;
         let req = c.request(api::ListBackfillsRequest {});
         Ok(c.raw().list_backfills(req).await?.into_inner())
+    }
+
+    /// The generations of one snapshot-served feature, or (empty) of every one.
+    pub async fn publish_status(&self, feature: String) -> Result<api::PublishStatus, Status> {
+        let c = self;
+        let req = c.request(api::GetPublishStatusRequest { feature });
+        Ok(c.raw().get_publish_status(req).await?.into_inner())
+    }
+
+    pub async fn rollback(
+        &self,
+        feature: String,
+        to: Option<u64>,
+    ) -> Result<api::FeaturePublish, Status> {
+        let c = self;
+        let req = c.request(api::RollbackRequest { feature, to });
+        Ok(c.raw().rollback(req).await?.into_inner())
     }
 
     pub async fn cancel_backfill(&self, id: String) -> Result<api::Backfill, Status> {

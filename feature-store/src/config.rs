@@ -43,6 +43,10 @@ pub struct BackfillConfig {
     pub retention: Duration,
     /// Entities one backfill may name.
     pub max_entities: usize,
+    /// Decided generations kept per snapshot-served feature (published, superseded,
+    /// rejected), for `fstore rollback` and the gate's reports; the published one is
+    /// always kept.
+    pub keep_generations: usize,
 }
 
 impl Default for BackfillConfig {
@@ -54,6 +58,7 @@ impl Default for BackfillConfig {
             scan_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
             max_entities: 1_000_000,
+            keep_generations: 5,
         }
     }
 }
@@ -213,6 +218,10 @@ pub struct CacheConfig {
     /// takes it over (its planner died between claiming and submitting).
     #[serde(with = "humantime_serde")]
     pub claim_orphan_after: Duration,
+    /// Refresh-ahead: a value read when less than this share of its TTL is left is
+    /// recomputed on the batch lane before it expires, so a steady reader of a hot key
+    /// never meets a miss (0 turns it off).
+    pub refresh_ahead: f64,
 }
 
 impl Default for CacheConfig {
@@ -222,6 +231,7 @@ impl Default for CacheConfig {
             failure_ttl: Duration::from_secs(60),
             claim_ttl: Duration::from_secs(600),
             claim_orphan_after: Duration::from_secs(5),
+            refresh_ahead: 0.1,
         }
     }
 }
@@ -407,6 +417,13 @@ impl Config {
         }
         if b.lease < 3 * b.scan_interval || b.lease.is_zero() {
             return rule("backfill.lease must be at least three backfill.scan_interval");
+        }
+        if b.keep_generations == 0 {
+            return rule("backfill.keep_generations must be at least 1");
+        }
+        let r = self.cache.refresh_ahead;
+        if !(0.0..1.0).contains(&r) {
+            return rule("cache.refresh_ahead must be from 0 (off) to below 1, a share of the TTL");
         }
         if let Some(t) = &self.server.default_tenant {
             crate::names::check_tenant(t)

@@ -11,6 +11,12 @@
 //! description = "number of words"
 //! params = { stat = "words" }
 //! inputs = { text = { request = "text" } }
+//!
+//! [[feature]]
+//! name = "doc.score"
+//! # ...
+//! serving = "snapshot"            # answered from the published generation, in memory
+//! gate = { max_null_rate = 0.01, max_psi = 0.2 }   # what a staged generation must pass
 //! ```
 
 use std::collections::BTreeMap;
@@ -42,6 +48,30 @@ struct Feature {
     params: BTreeMap<String, toml::Value>,
     #[serde(default)]
     inputs: BTreeMap<String, Input>,
+    #[serde(default)]
+    serving: Serving,
+    #[serde(default)]
+    gate: Option<Gate>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Serving {
+    #[default]
+    Online,
+    Snapshot,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Gate {
+    max_row_change: Option<f64>,
+    max_failure_rate: Option<f64>,
+    max_null_rate: Option<f64>,
+    max_psi: Option<f64>,
+    max_ks: Option<f64>,
+    max_norm_change: Option<f64>,
+    min_cosine: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -111,6 +141,19 @@ pub fn parse(text: &str) -> Result<Vec<api::FeatureDefinition>, Error> {
                 ttl_ms: f.ttl.as_millis() as u64,
                 owner: f.owner,
                 description: f.description,
+                serving: match f.serving {
+                    Serving::Online => api::Serving::Unspecified,
+                    Serving::Snapshot => api::Serving::Snapshot,
+                } as i32,
+                gate: f.gate.map(|g| api::GateThresholds {
+                    max_row_change: g.max_row_change,
+                    max_failure_rate: g.max_failure_rate,
+                    max_null_rate: g.max_null_rate,
+                    max_psi: g.max_psi,
+                    max_ks: g.max_ks,
+                    max_norm_change: g.max_norm_change,
+                    min_cosine: g.min_cosine,
+                }),
             })
         })
         .collect()
@@ -128,6 +171,20 @@ mod tests {
         let defs = parse(DEMO).expect("demo parses");
         assert!(defs.len() >= 4);
         assert!(defs.iter().all(|d| d.ttl_ms > 0));
+    }
+
+    #[test]
+    fn serving_and_gate_are_read() {
+        let defs = parse(
+            "[[feature]]\nname='a'\nentity_type='d'\nflow='f@1'\nttl='1s'\nserving='snapshot'\ngate={max_psi=0.2}\n",
+        )
+        .expect("parses");
+        assert_eq!(defs[0].serving(), api::Serving::Snapshot);
+        assert_eq!(defs[0].gate.as_ref().and_then(|g| g.max_psi), Some(0.2));
+        let e = parse(
+            "[[feature]]\nname='a'\nentity_type='d'\nflow='f@1'\nttl='1s'\nserving='memory'\n",
+        );
+        assert!(e.is_err_and(|e| e.to_string().contains("snapshot")));
     }
 
     #[test]

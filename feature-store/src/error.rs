@@ -13,6 +13,10 @@ pub enum Error {
     /// flow, a type mismatch.
     #[error("feature definition refused: {0}")]
     Definition(String),
+    /// A call that is well formed but cannot be done in the state things are in (a
+    /// rollback to a generation the gate rejected): the message says what state it needs.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// A call without a tenant where one is required.
     #[error("{0}")]
     Unauthenticated(String),

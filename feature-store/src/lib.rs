@@ -17,6 +17,7 @@
 //! - [`registry`]: definitions, versions, the petgraph DAG, lineage
 //! - [`admin`]: invalidation and dead letters
 //! - [`backfill`]: backfills on the batch lane, and the runner that holds them
+//! - [`publish`]: staged generations, the anomaly gate, publish and rollback, snapshot serving
 //! - [`describe`]: feature and flow listings
 //! - [`ready`]: fan-out of ready notifications to waiting calls
 //! - [`server`]: assembling substrate, workers and service; tasks and shutdown
@@ -44,6 +45,7 @@ pub mod metrics;
 pub mod names;
 pub mod plan;
 pub mod planner;
+pub mod publish;
 pub mod ready;
 pub mod registry;
 pub mod request;

@@ -16,6 +16,8 @@ pub enum Origin {
     Computed,
     /// Another caller's compute of the key was already running: this plan joined it.
     Joined,
+    /// Answered from the published generation held in memory (snapshot serving).
+    Published,
 }
 
 /// The results of a plan, in request order (entity-major), how each was come by, and the
@@ -43,7 +45,7 @@ impl Plan {
     /// call started.
     pub fn mark_cached(&mut self, first: &[Origin]) {
         for (r, origin) in self.results.iter_mut().zip(first) {
-            if *origin == Origin::Stored && r.status() == Status::Ready {
+            if matches!(origin, Origin::Stored | Origin::Published) && r.status() == Status::Ready {
                 r.from_cache = true;
             }
         }

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::keys::{FieldHasher, ValueKey};
 pub use crate::plan::{Origin, Plan};
+use crate::publish::snapshots::{Held, Snapshots};
 use crate::registry::{Node, NodeInput};
 use crate::request::{ValidRequest, Wanted};
 use crate::served::ServedStats;
@@ -79,6 +80,8 @@ pub struct Planner {
     stats: Arc<ServedStats>,
     /// Where a claim abandoned by a cancelled call is given back.
     tasks: TaskTracker,
+    /// The published generations of snapshot-served features, in memory.
+    snapshots: Snapshots,
 }
 
 /// A won claim that nothing was enqueued under yet. Dropped armed — the call was
@@ -141,6 +144,7 @@ impl Planner {
         dispatcher: Dispatcher,
         options: PlannerOptions,
         tasks: TaskTracker,
+        snapshots: Snapshots,
     ) -> Self {
         Planner {
             substrate,
@@ -148,6 +152,7 @@ impl Planner {
             options,
             stats: Arc::new(ServedStats::default()),
             tasks,
+            snapshots,
         }
     }
 
@@ -186,7 +191,18 @@ impl Planner {
         };
         for entity in &request.entities {
             let mut states: NodeStates = HashMap::new();
-            for wanted in &request.features {
+            // Snapshot-served features the published generation answers need no walk.
+            let published: Vec<Option<Held>> = request
+                .features
+                .iter()
+                .map(|w| self.published(request, entity, w))
+                .collect();
+            for (wanted, _) in request
+                .features
+                .iter()
+                .zip(&published)
+                .filter(|(_, p)| p.is_none())
+            {
                 for node in wanted
                     .node
                     .upstream
@@ -234,7 +250,12 @@ impl Planner {
                     states.insert(id, planned);
                 }
             }
-            for wanted in &request.features {
+            for (wanted, published) in request.features.iter().zip(published) {
+                if let Some(held) = published {
+                    plan.results.push(from_snapshot(entity, wanted, held, now));
+                    plan.origins.push(Origin::Published);
+                    continue;
+                }
                 let id = Arc::as_ptr(&wanted.node) as usize;
                 let Some(planned) = states.get(&id) else {
                     continue;
@@ -255,6 +276,24 @@ impl Planner {
         plan.pending_keys.sort();
         plan.pending_keys.dedup();
         Ok(plan)
+    }
+
+    /// The published value answering `wanted` for `entity`, if the feature is served
+    /// from snapshots, the generation in memory holds the entity, and the value is as
+    /// fresh as the call asks.
+    fn published(
+        &self,
+        request: &ValidRequest,
+        entity: &api::EntityRequest,
+        wanted: &Wanted,
+    ) -> Option<Held> {
+        let node = &wanted.node;
+        if !request.from_snapshots || node.definition.serving() != api::Serving::Snapshot {
+            return None;
+        }
+        self.snapshots
+            .get(&request.tenant, &node.name, node.version, &entity.entity_id)
+            .filter(|h| h.computed_at_ms >= wanted.min_planned_at_ms)
     }
 
     async fn node(
@@ -558,6 +597,27 @@ fn value_key<'a>(
     Ok(ValueKey::from(&h))
 }
 
+fn from_snapshot(
+    entity: &api::EntityRequest,
+    wanted: &Wanted,
+    held: Held,
+    now: i64,
+) -> FeatureResult {
+    let mut r = FeatureResult {
+        entity_id: entity.entity_id.clone(),
+        feature: wanted.requested.clone(),
+        version: wanted.node.version,
+        value: Some(held.value),
+        computed_at_ms: held.computed_at_ms,
+        age_ms: (now - held.computed_at_ms).max(0) as u64,
+        from_cache: true,
+        generation: held.generation,
+        ..Default::default()
+    };
+    r.set_status(Status::Ready);
+    r
+}
+
 fn result(
     entity: &api::EntityRequest,
     wanted: &Wanted,
@@ -649,6 +709,7 @@ mod tests {
                 claim_ttl: Duration::from_secs(600),
             },
             tasks.clone(),
+            Snapshots::default(),
         );
         let key = ValueKey::from_wire("k".into());
         let job = |generation| ComputeJob {

@@ -61,6 +61,9 @@ pub struct ValidRequest {
     pub(crate) first_call: bool,
     /// The lane its computes wait in: interactive for calls, batch for backfills.
     pub(crate) lane: Lane,
+    /// Snapshot-served features are answered from the published generation in memory
+    /// (calls); a backfill computes them (it stages what comes next).
+    pub(crate) from_snapshots: bool,
 }
 
 impl ValidRequest {
@@ -121,6 +124,7 @@ impl ValidRequest {
             started_at_ms: now_ms,
             first_call: true,
             lane: Lane::Interactive,
+            from_snapshots: true,
         };
         valid.complete_inputs(stored).await?;
         valid.check_inputs()?;
@@ -185,6 +189,7 @@ impl ValidRequest {
             started_at_ms: ticket.created_at_ms,
             first_call: false,
             lane: Lane::Interactive,
+            from_snapshots: true,
         };
         valid.check_inputs()?;
         Ok(valid)

@@ -46,7 +46,7 @@ impl ServedStats {
             match r.status() {
                 Status::Failed => s.failures += 1,
                 _ => match origin {
-                    Origin::Stored => s.hits += 1,
+                    Origin::Stored | Origin::Published => s.hits += 1,
                     Origin::Computed => s.misses += 1,
                     Origin::Joined => s.coalesced += 1,
                 },

@@ -262,6 +262,19 @@ pub async fn start(
         tasks.clone(),
         serve_token.clone(),
     );
+    // Published generations are in memory before the first call, and follow publishes.
+    store
+        .snapshots()
+        .load_all(substrate.publish.as_ref())
+        .await?;
+    spawn(
+        &tasks,
+        "snapshot-follower",
+        store
+            .snapshots()
+            .clone()
+            .follow(substrate.publish.clone(), background_token.clone()),
+    );
     // Backfills stop with the calls: their leases run out and another replica (or this
     // one, started again) continues them.
     let replica = format!(

@@ -8,6 +8,7 @@ use fstore_proto::api::{self, feature_store_server::FeatureStore};
 use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
+use crate::backfill::Spec;
 use crate::names::check_tenant;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -308,9 +309,13 @@ impl FeatureStore for Service {
             }
             match &first {
                 None => first = Some(message),
-                Some(_) if !message.features.is_empty() || message.max_staleness_ms.is_some() => {
+                Some(_)
+                    if !message.features.is_empty()
+                        || message.max_staleness_ms.is_some()
+                        || message.stage =>
+                {
                     return Err(Error::InvalidArgument(
-                        "only the first message of StartBackfill names features and staleness"
+                        "only the first message of StartBackfill names features, staleness and staging"
                             .to_string(),
                     )
                     .into());
@@ -323,7 +328,15 @@ impl FeatureStore for Service {
         })?;
         Ok(Response::new(
             self.store
-                .start_backfill(tenant, first.features, first.max_staleness_ms, entities)
+                .start_backfill(
+                    tenant,
+                    Spec {
+                        features: first.features,
+                        max_staleness_ms: first.max_staleness_ms,
+                        stage: first.stage,
+                    },
+                    entities,
+                )
                 .await?,
         ))
     }
@@ -356,6 +369,33 @@ impl FeatureStore for Service {
         Ok(Response::new(
             self.store
                 .cancel_backfill(&tenant, &req.get_ref().id)
+                .await?,
+        ))
+    }
+
+    async fn get_publish_status(
+        &self,
+        req: Request<api::GetPublishStatusRequest>,
+    ) -> Result<Response<api::PublishStatus>, Status> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(
+            self.store
+                .publisher()
+                .status(&tenant, &req.get_ref().feature)
+                .await?,
+        ))
+    }
+
+    async fn rollback(
+        &self,
+        req: Request<api::RollbackRequest>,
+    ) -> Result<Response<api::FeaturePublish>, Status> {
+        let tenant = self.tenant(&req)?;
+        let r = req.get_ref();
+        Ok(Response::new(
+            self.store
+                .publisher()
+                .rollback(&tenant, &r.feature, r.to)
                 .await?,
         ))
     }

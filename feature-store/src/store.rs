@@ -15,10 +15,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backfill::Backfills;
+use crate::backfill::{Backfills, Spec};
 use crate::config::Config;
 use crate::follow::Follower;
 use crate::planner::{Plan, Planner, PlannerOptions, Planning};
+use crate::publish::Publisher;
+use crate::publish::snapshots::Snapshots;
 use crate::ready::ReadyHub;
 use crate::registry::Registry;
 use crate::request::{Mode, ValidRequest, wait_bound};
@@ -36,6 +38,8 @@ struct Inner {
     registry: Registry,
     planner: Arc<Planner>,
     backfills: Backfills,
+    publisher: Publisher,
+    snapshots: Snapshots,
     tickets: Tickets,
     substrate: Substrate,
     hub: ReadyHub,
@@ -60,6 +64,7 @@ impl Store {
         shutdown: CancellationToken,
     ) -> Self {
         let dispatcher = Dispatcher::new(substrate.clone(), config.cache.failure_ttl);
+        let snapshots = Snapshots::default();
         let planner = Arc::new(Planner::new(
             substrate.clone(),
             dispatcher,
@@ -67,19 +72,28 @@ impl Store {
                 claim_ttl: config.cache.claim_ttl,
             },
             tasks,
+            snapshots.clone(),
         ));
+        let publisher = Publisher::new(
+            substrate.publish.clone(),
+            registry.clone(),
+            config.backfill.keep_generations,
+        );
         let backfills = Backfills::new(
             substrate.clone(),
             registry.clone(),
             planner.clone(),
             hub.clone(),
             config.clone(),
+            publisher.clone(),
         );
         Store {
             inner: Arc::new(Inner {
                 registry,
                 planner,
                 backfills,
+                publisher,
+                snapshots,
                 tickets: Tickets::new(substrate.tickets.clone(), config.tickets.retention),
                 substrate,
                 hub,
@@ -100,6 +114,17 @@ impl Store {
     /// Backfills, for the replica's [`crate::backfill::runner::Runner`].
     pub fn backfills(&self) -> &Backfills {
         &self.inner.backfills
+    }
+
+    /// Generations: publish status and rollback.
+    pub fn publisher(&self) -> &Publisher {
+        &self.inner.publisher
+    }
+
+    /// The published generations in memory, which the server loads before it serves
+    /// and keeps following.
+    pub fn snapshots(&self) -> &Snapshots {
+        &self.inner.snapshots
     }
 
     fn follow(&self, request: ValidRequest, wait: Duration) -> Follower {
@@ -477,14 +502,10 @@ impl Store {
     pub async fn start_backfill(
         &self,
         tenant: String,
-        features: Vec<String>,
-        max_staleness_ms: Option<u64>,
+        spec: Spec,
         entities: Vec<api::EntityRequest>,
     ) -> Result<api::Backfill> {
-        self.inner
-            .backfills
-            .start(tenant, features, max_staleness_ms, entities)
-            .await
+        self.inner.backfills.start(tenant, spec, entities).await
     }
 
     pub async fn get_backfill(&self, tenant: &str, id: &str) -> Result<api::Backfill> {

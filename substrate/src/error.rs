@@ -81,6 +81,8 @@ pub enum Message {
     Inputs,
     /// A chunk of a backfill's entities, with their inputs.
     BackfillChunk,
+    /// The values of one backfill chunk in a staged generation.
+    GenerationChunk,
 }
 
 impl std::fmt::Display for Message {
@@ -92,6 +94,9 @@ impl std::fmt::Display for Message {
             Message::LogRecord => "the feature log record (the value and the inputs it read)",
             Message::Inputs => "the entity's stored inputs",
             Message::BackfillChunk => "a chunk of the backfill's entities (with their inputs)",
+            Message::GenerationChunk => {
+                "a chunk of a staged generation's values (lower backfill.chunk_entities)"
+            }
         })
     }
 }

@@ -17,6 +17,7 @@
 //! - [`notify`]: ready notifications ([`Notifier`])
 //! - [`log`]: the feature log and result-ready stream ([`FeatureLog`])
 //! - [`backfills`]: backfill records and their entities ([`BackfillStore`])
+//! - [`publish`]: published generations of snapshot-served features ([`PublishStore`])
 //! - [`worker`]: pulls jobs, runs flows off the reactor, stores, notifies, continues
 //!   dependents, acks (`worker/`: the autoscaler, slots, settlement, the retry policy)
 //! - [`convert`]: wire values <-> flow values
@@ -35,6 +36,7 @@ pub mod log;
 pub mod metrics;
 pub mod nats;
 pub mod notify;
+pub mod publish;
 pub mod queue;
 pub mod store;
 pub mod task;
@@ -51,6 +53,7 @@ pub use error::Error;
 pub use fstore_proto::wire::{ComputeJob, DeadLetter, JobInput, Ticket, ValueEnvelope};
 pub use log::{FeatureLog, LogOptions, LogQuery, Start};
 pub use notify::Notifier;
+pub use publish::PublishStore;
 pub use queue::{Delivery, Headers, JobQueue, Lane, message_id};
 pub use store::{
     Advert, Claim, ClaimStore, Connection, DeadLetters, Definitions, FlowDirectory, InputStore,
@@ -74,6 +77,7 @@ pub struct Substrate {
     pub log: Arc<dyn FeatureLog>,
     pub inputs: Arc<dyn InputStore>,
     pub backfills: Arc<dyn BackfillStore>,
+    pub publish: Arc<dyn PublishStore>,
     pub connection: Arc<dyn Connection>,
 }
 

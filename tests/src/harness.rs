@@ -50,6 +50,26 @@ impl Harness {
             .map_or(0, |s| s.computes_of(feature))
     }
 
+    /// Another serve replica, without a worker, on the same backend: the same
+    /// in-process substrate (embedded), or its own connection to the same NATS server.
+    /// Shut it down after the harness (on the embedded backend they share a queue).
+    pub async fn replica(&self, config: Config) -> anyhow::Result<(Running, TestClient)> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let substrate = match &self.nats {
+            None => self.running.substrate.clone(),
+            Some(nats) => {
+                let mut config = config.clone();
+                config.nats.url = Some(nats.url());
+                fstore::server::substrate(&config).await?
+            }
+        };
+        let running =
+            fstore::server::start(config, substrate, fstore_flows::Catalog::new(), listener)
+                .await?;
+        let client = TestClient::connect(&running.url(), None).await?;
+        Ok((running, client))
+    }
+
     pub async fn register(
         &self,
         def: api::FeatureDefinition,

@@ -274,8 +274,7 @@ pub mod build {
                 })
                 .collect(),
             owner: "tests".to_string(),
-            description: String::new(),
-            version: 0,
+            ..Default::default()
         }
     }
 

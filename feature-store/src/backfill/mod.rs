@@ -19,6 +19,7 @@ use prost::Message;
 
 use crate::config::Config;
 use crate::planner::Planner;
+use crate::publish::Publisher;
 use crate::ready::ReadyHub;
 use crate::registry::Registry;
 use crate::request::ValidRequest;
@@ -44,6 +45,19 @@ struct Shared {
     planner: Arc<Planner>,
     hub: ReadyHub,
     config: Config,
+    publisher: Publisher,
+}
+
+/// What a backfill computes.
+#[derive(Debug, Clone, Default)]
+pub struct Spec {
+    /// `name` or `name@version`.
+    pub features: Vec<String>,
+    /// A stored value planned within this is fresh and skipped; None: any unexpired one.
+    pub max_staleness_ms: Option<u64>,
+    /// Values go to a new generation of each (snapshot-served) feature, published only
+    /// if the gate passes it when the backfill is done.
+    pub stage: bool,
 }
 
 impl Backfills {
@@ -53,6 +67,7 @@ impl Backfills {
         planner: Arc<Planner>,
         hub: ReadyHub,
         config: Config,
+        publisher: Publisher,
     ) -> Self {
         Backfills {
             inner: Arc::new(Shared {
@@ -61,6 +76,7 @@ impl Backfills {
                 planner,
                 hub,
                 config,
+                publisher,
             }),
         }
     }
@@ -91,19 +107,25 @@ impl Backfills {
         )
         .await?;
         request.lane = Lane::Batch;
+        request.from_snapshots = false;
         request.id = record.id.clone();
         Ok(request)
     }
 
     /// Checks a backfill whole — every entity as a request would be — and stores it:
-    /// its entities in chunks, then its record. Nothing is stored unless all is valid.
+    /// its entities in chunks, then (staged) a new generation of each feature, then its
+    /// record. Nothing is stored unless all is valid.
     pub async fn start(
         &self,
         tenant: String,
-        features: Vec<String>,
-        max_staleness_ms: Option<u64>,
+        spec: Spec,
         entities: Vec<api::EntityRequest>,
     ) -> Result<api::Backfill> {
+        let Spec {
+            features,
+            max_staleness_ms,
+            stage,
+        } = spec;
         let config = &self.inner.config.backfill;
         if features.is_empty() {
             return Err(Error::InvalidArgument(
@@ -117,8 +139,13 @@ impl Backfills {
         }
         // Unknown features are NOT_FOUND before any entity is looked at.
         let snapshot = self.inner.registry.snapshot();
+        let mut nodes = Vec::with_capacity(features.len());
         for f in &features {
-            snapshot.resolve(&crate::names::FeatureRef::parse(f)?)?;
+            let node = snapshot.resolve(&crate::names::FeatureRef::parse(f)?)?;
+            if stage {
+                Publisher::check_stageable(&node)?;
+            }
+            nodes.push(node);
         }
         if entities.len() > config.max_entities {
             return Err(Error::InvalidArgument(format!(
@@ -161,11 +188,21 @@ impl Backfills {
                 })?;
             first += chunk.entities.len();
         }
-        self.inner
-            .substrate
-            .backfills
-            .create(&record, chunks)
-            .await?;
+        if stage {
+            record.staged = self
+                .inner
+                .publisher
+                .stage(&record.tenant, &record.id, &nodes, record.chunks)
+                .await?;
+        }
+        let created = self.inner.substrate.backfills.create(&record, chunks).await;
+        if let Err(e) = created {
+            // Nothing will fill the generations just staged.
+            if let Err(abandon) = self.inner.publisher.abandon(&record).await {
+                tracing::warn!(backfill = %record.id, error = %abandon, "could not mark the generations of a backfill that never started as abandoned");
+            }
+            return Err(e.into());
+        }
         Ok(view(&record, now_ms()))
     }
 
@@ -221,6 +258,7 @@ impl Backfills {
                 .await?
                 .is_some()
             {
+                self.inner.publisher.abandon(&record).await?;
                 return Ok(view(&record, now_ms()));
             }
         }
@@ -282,6 +320,7 @@ pub fn view(r: &BackfillRecord, now: i64) -> api::Backfill {
         finished_at_ms: r.finished_at_ms,
         runner: r.runner.clone(),
         max_staleness_ms: r.max_staleness_ms,
+        staged: r.staged.clone(),
     }
 }
 

@@ -175,6 +175,9 @@ impl Runner {
                     return Ok(Stopped::Lost);
                 }
             }
+            // Staged generations go through the gate before the backfill reads as done; a
+            // replica that takes over a finished backfill decides what is still undecided.
+            self.backfills.inner.publisher.decide(&record).await?;
             let finished = holder
                 .save(|r| {
                     r.set_state(BackfillState::Done);
@@ -247,6 +250,12 @@ impl Runner {
             return Err(Error::Substrate(fstore_substrate::Error::Unavailable(
                 format!("chunk {index} still pending after {CHUNK_WAIT:?}"),
             )));
+        }
+        if !record.staged.is_empty() {
+            // Before the chunk is recorded settled: a settled chunk has its values staged.
+            s.publisher
+                .record_chunk(record, index, &last.results)
+                .await?;
         }
         Ok(count(&last.results, &origins, record.created_at_ms))
     }

@@ -49,6 +49,9 @@ pub(super) fn normalise(mut def: api::FeatureDefinition) -> Result<api::FeatureD
             def.name
         )));
     }
+    if let Some(gate) = &def.gate {
+        check_gate(&def.name, gate)?;
+    }
     def.flow
         .parse::<FlowId>()
         .map_err(|e| Error::Definition(format!("feature `{}`: {e}", def.name)))?;
@@ -73,6 +76,35 @@ pub(super) fn normalise(mut def: api::FeatureDefinition) -> Result<api::FeatureD
         }
     }
     Ok(def)
+}
+
+/// Refuses gate thresholds that no generation could be measured against: rates outside
+/// 0..=1, negative or non-finite bounds, a cosine outside -1..=1.
+fn check_gate(feature: &str, g: &api::GateThresholds) -> Result<()> {
+    let checks = [
+        ("max_row_change", g.max_row_change, 0.0, f64::MAX),
+        ("max_failure_rate", g.max_failure_rate, 0.0, 1.0),
+        ("max_null_rate", g.max_null_rate, 0.0, 1.0),
+        ("max_psi", g.max_psi, 0.0, f64::MAX),
+        ("max_ks", g.max_ks, 0.0, 1.0),
+        ("max_norm_change", g.max_norm_change, 0.0, f64::MAX),
+        ("min_cosine", g.min_cosine, -1.0, 1.0),
+    ];
+    for (name, value, min, max) in checks {
+        if let Some(v) = value
+            && !(v.is_finite() && (min..=max).contains(&v))
+        {
+            let range = if max == f64::MAX {
+                format!("a finite number of at least {min}")
+            } else {
+                format!("between {min} and {max}")
+            };
+            return Err(Error::Definition(format!(
+                "feature `{feature}`: gate.{name} is {v}; give {range}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Resolves every definition into the graph and nodes, refusing cycles, unknown

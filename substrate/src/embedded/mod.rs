@@ -7,6 +7,7 @@
 mod backfills;
 mod claims;
 mod log;
+mod publish;
 mod queue;
 mod store;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 pub use backfills::EmbeddedBackfills;
 pub use claims::EmbeddedClaims;
 pub use log::EmbeddedLog;
+pub use publish::EmbeddedPublish;
 pub use queue::EmbeddedQueue;
 pub use store::{
     EmbeddedDeadLetters, EmbeddedDefinitions, EmbeddedDirectory, EmbeddedInputs, EmbeddedNotifier,
@@ -82,6 +84,7 @@ pub fn substrate(options: &Options) -> Result<Substrate, Error> {
         log: Arc::new(log),
         inputs: Arc::new(EmbeddedInputs::default()),
         backfills: Arc::new(EmbeddedBackfills::default()),
+        publish: Arc::new(EmbeddedPublish::default()),
         connection: Arc::new(InProcess { queue }),
     })
 }

@@ -260,6 +260,40 @@ impl Layout {
         format!("chunk.{}.{index}", token::encode(id))
     }
 
+    /// Published generations: `<prefix>_publish`, a record per feature under
+    /// `pub.<tenant>.<feature>.<version>`; the values of its generations in
+    /// `<prefix>_generations` under `gen.<tenant>.<feature>.<version>.<generation>.<index>`.
+    pub(crate) fn publish_bucket(&self) -> String {
+        self.bucket("publish")
+    }
+
+    pub(crate) fn generations_bucket(&self) -> String {
+        self.bucket("generations")
+    }
+
+    pub(crate) fn publish_key(&self, tenant: &str, feature: &str, version: u32) -> String {
+        format!(
+            "pub.{}.{}.{version}",
+            token::encode(tenant),
+            token::encode(feature)
+        )
+    }
+
+    pub(crate) fn generation_key(
+        &self,
+        tenant: &str,
+        feature: &str,
+        version: u32,
+        generation: u64,
+        index: u32,
+    ) -> String {
+        format!(
+            "gen.{}.{}.{version}.{generation}.{index}",
+            token::encode(tenant),
+            token::encode(feature)
+        )
+    }
+
     /// Request-time inputs stored for an entity: `<prefix>_inputs`, keyed
     /// `<tenant>.<entity hash>` (as watermark keys hash entity ids).
     pub(crate) fn inputs_bucket(&self) -> String {
@@ -357,6 +391,13 @@ mod tests {
         assert_eq!(l.backfill_chunks_bucket(), "fstore_backfill_chunks");
         assert_eq!(l.backfill_key("0a1b"), "rec.0a1b");
         assert_eq!(l.backfill_chunk_key("0a1b", 7), "chunk.0a1b.7");
+        assert_eq!(l.publish_bucket(), "fstore_publish");
+        assert_eq!(l.generations_bucket(), "fstore_generations");
+        assert_eq!(l.publish_key("acme", "score", 2), "pub.acme.score.2");
+        assert_eq!(
+            l.generation_key("acme", "score", 2, 5, 0),
+            "gen.acme.score.2.5.0"
+        );
         assert_eq!(l.tickets_bucket(), "fstore_tickets");
         assert_eq!(l.log_stream(), "FSTORE_LOG");
         assert_eq!(l.log_filter(), "fstore.log.>");

@@ -12,6 +12,7 @@ mod freshness;
 mod graph;
 mod inputs;
 mod log;
+mod publish;
 
 use asking::*;
 use backfill::*;
@@ -22,6 +23,7 @@ use freshness::*;
 use graph::*;
 use inputs::*;
 use log::*;
+use publish::*;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -83,4 +85,6 @@ fstore_tests::on_every_backend!(
     a_bad_backfill_is_refused_whole,
     a_cancelled_backfill_submits_nothing_more,
     interactive_calls_go_before_a_backfill,
+    the_gate_publishes_refuses_and_rolls_back,
+    staging_an_online_feature_is_refused,
 );

@@ -38,6 +38,10 @@ pub enum Verb {
         /// [default: any unexpired value is fresh].
         #[arg(long, value_parser = humantime::parse_duration)]
         max_staleness: Option<Duration>,
+        /// Stage the values as a new generation of each (snapshot-served) feature:
+        /// published when the gate passes it at the end, else kept as rejected.
+        #[arg(long)]
+        stage: bool,
         /// Follow it to the end (a progress bar on a terminal).
         #[arg(long)]
         wait: bool,
@@ -63,6 +67,7 @@ pub async fn run(store: &Client, verb: Verb, json: bool) -> anyhow::Result<()> {
             id_column,
             inputs,
             max_staleness,
+            stage,
             wait,
         } => {
             let entities = match file {
@@ -91,10 +96,13 @@ pub async fn run(store: &Client, verb: Verb, json: bool) -> anyhow::Result<()> {
                         .collect()
                 }
             };
-            let max_staleness_ms = max_staleness.map(|d| d.as_millis() as u64);
-            let b = store
-                .start_backfill(features, max_staleness_ms, entities)
-                .await?;
+            let spec = api::StartBackfillRequest {
+                features,
+                max_staleness_ms: max_staleness.map(|d| d.as_millis() as u64),
+                stage,
+                entities: Vec::new(),
+            };
+            let b = store.start_backfill_with(spec, entities).await?;
             if wait {
                 follow(store, b, json).await
             } else {
@@ -172,6 +180,9 @@ fn backfill_json(b: &api::Backfill) -> serde_json::Value {
         "created_at_ms": b.created_at_ms,
         "finished_at_ms": b.finished_at_ms,
         "runner": b.runner,
+        "staged": b.staged.iter().map(|s| json!({
+            "feature": s.feature, "version": s.version, "generation": s.generation,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -198,6 +209,12 @@ fn print(b: &api::Backfill, json: bool) -> anyhow::Result<()> {
             String::new()
         }
     );
+    for s in &b.staged {
+        println!(
+            "  stages generation {} of {}@{} (`fstore publish status {}@{}` has the gate's verdict)",
+            s.generation, s.feature, s.version, s.feature, s.version
+        );
+    }
     Ok(())
 }
 

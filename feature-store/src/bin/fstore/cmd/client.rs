@@ -1,6 +1,6 @@
 //! The verbs that talk to a running feature store: `register`, `get`, `fetch`, `watch`,
 //! `describe`, `ls`, `invalidate`, `put`, `cancel` (and `dlq`, in [`super::dlq`];
-//! `events` and `export`, in [`super::log`]; `backfill`, in [`super::backfill`]).
+//! `events` and `export`, in [`super::log`]; `backfill`, in [`super::backfill`]; `publish` and `rollback`, in [`super::publish`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -128,6 +128,17 @@ pub enum Verb {
     /// Backfills: features computed for many entities on the batch lane.
     #[command(subcommand)]
     Backfill(super::backfill::Verb),
+    /// Generations of snapshot-served features: which is published, the gate's reports.
+    #[command(subcommand)]
+    Publish(super::publish::Verb),
+    /// Publishes an earlier generation of a snapshot-served feature again.
+    Rollback {
+        /// name or name@version.
+        feature: String,
+        /// The generation to publish [default: the one published before the current].
+        #[arg(long)]
+        to: Option<u64>,
+    },
 }
 
 pub async fn run(addr: &str, tenant: Option<String>, json: bool, verb: Verb) -> anyhow::Result<()> {
@@ -192,6 +203,8 @@ pub async fn run(addr: &str, tenant: Option<String>, json: bool, verb: Verb) -> 
         }
         Verb::Log(verb) => super::log::run(&store, verb, json).await,
         Verb::Backfill(verb) => super::backfill::run(&store, verb, json).await,
+        Verb::Publish(verb) => super::publish::run(&store, verb, json).await,
+        Verb::Rollback { feature, to } => super::publish::rollback(&store, feature, to, json).await,
     }
 }
 

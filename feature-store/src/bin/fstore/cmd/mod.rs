@@ -7,4 +7,5 @@ pub mod demo;
 pub mod dlq;
 pub mod flow;
 pub mod log;
+pub mod publish;
 pub mod run;
