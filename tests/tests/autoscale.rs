@@ -183,3 +183,56 @@ async fn an_idle_flow_scales_to_zero_unloads_its_model_and_wakes_for_the_next_jo
     running.shutdown().await;
     Ok(())
 }
+
+/// Sends `n` SYNC misses of a 1.5 s flow, one every 200 ms, with the default slot
+/// settings; returns each one's latency.
+async fn lone_misses(n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut config = test_config();
+    let defaults = fstore::config::WorkerConfig::default();
+    config.worker.slots = defaults.slots;
+    config.worker.jobs_per_slot = defaults.jobs_per_slot;
+    config.worker.scale_tick = defaults.scale_tick;
+    let running = fstore_tests::start_embedded(config).await?;
+    let c = TestClient::connect(&running.url(), None).await?;
+    c.register(feature(
+        "slow",
+        "test.probe@1",
+        &[("delay_ms", "1500")],
+        &[],
+        600_000,
+    ))
+    .await?;
+    let calls = (0..n).map(|i| {
+        let c = c.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(200) * i as u32).await;
+            let started = Instant::now();
+            let r = c
+                .get(build::sync(&[&format!("lone{i}")], &["slow"], 20_000))
+                .await?;
+            anyhow::ensure!(r.results[0].status() == Status::Ready, "{r:?}");
+            Ok(started.elapsed())
+        }
+    });
+    let latencies = futures::future::try_join_all(calls).await?;
+    running.shutdown().await;
+    Ok(latencies)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lone_slow_jobs_do_not_wait_for_each_other() -> anyhow::Result<()> {
+    let two = lone_misses(2).await?;
+    let eight = lone_misses(8).await?;
+    let ms = |l: &[Duration]| l.iter().map(|d| d.as_millis()).collect::<Vec<_>>();
+    println!(
+        "lone misses of 1.5 s, 200 ms apart, default slots: 2 → {:?} ms; 8 → {:?} ms",
+        ms(&two),
+        ms(&eight)
+    );
+    // Waiting behind the first would take 1.3 s + 1.5 s.
+    assert!(
+        two[1] < Duration::from_millis(2_300),
+        "the second waited for the first: {two:?}"
+    );
+    Ok(())
+}

@@ -17,12 +17,34 @@ use tracing::{debug, info};
 use super::{FlowStats, SlotBounds, Worker};
 use crate::task::spawn_named;
 
-/// The slots a flow should have for `depth` jobs waiting or in flight: one per
-/// `jobs_per_slot` jobs, within `bounds`, and at least one while any job is there.
-fn desired_slots(depth: u64, jobs_per_slot: u64, bounds: SlotBounds) -> usize {
-    let wanted = usize::try_from(depth.div_ceil(jobs_per_slot.max(1))).unwrap_or(usize::MAX);
-    let desired = wanted.clamp(bounds.min, bounds.max);
-    if depth > 0 { desired.max(1) } else { desired }
+/// What the autoscaler sees of a flow at a tick.
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    /// Jobs waiting or in flight (the queue's depth).
+    depth: u64,
+    /// Jobs the busy slots hold.
+    in_flight: u64,
+    /// Slots holding a batch.
+    busy: usize,
+    /// Slots running.
+    current: usize,
+}
+
+/// The slots a flow should have: one per `jobs_per_slot` jobs of depth, within
+/// `bounds`, and at least one while any job is there; and one more than now while
+/// every slot is busy and a job waits, so a lone slow job never waits for another to
+/// finish while the bounds allow a slot for it.
+fn desired_slots(load: Load, jobs_per_slot: u64, bounds: SlotBounds) -> usize {
+    let wanted = usize::try_from(load.depth.div_ceil(jobs_per_slot.max(1))).unwrap_or(usize::MAX);
+    let mut desired = wanted.clamp(bounds.min, bounds.max);
+    if load.depth > 0 {
+        desired = desired.max(1);
+    }
+    let waiting = load.depth.saturating_sub(load.in_flight);
+    if waiting > 0 && load.current > 0 && load.busy >= load.current {
+        desired = desired.max((load.current + 1).min(bounds.max));
+    }
+    desired
 }
 
 /// One running slot: the token that stops it and its task.
@@ -110,7 +132,13 @@ impl Worker {
                 }
             };
             let current = slots.len();
-            let desired = desired_slots(depth, scaling.jobs_per_slot, bounds);
+            let load = Load {
+                depth,
+                in_flight: stats.in_flight.load(Ordering::Relaxed),
+                busy: usize::try_from(stats.busy_slots.load(Ordering::Relaxed)).unwrap_or(0),
+                current,
+            };
+            let desired = desired_slots(load, scaling.jobs_per_slot, bounds);
             if desired > current {
                 if current == 0 {
                     stats.woke();
@@ -181,20 +209,63 @@ mod tests {
 
     const BOUNDS: SlotBounds = SlotBounds { min: 0, max: 4 };
 
+    fn depth(depth: u64) -> Load {
+        Load {
+            depth,
+            ..Load::default()
+        }
+    }
+
     #[test]
     fn slots_follow_the_depth_within_bounds() {
-        assert_eq!(desired_slots(0, 16, BOUNDS), 0);
-        assert_eq!(desired_slots(1, 16, BOUNDS), 1);
-        assert_eq!(desired_slots(16, 16, BOUNDS), 1);
-        assert_eq!(desired_slots(17, 16, BOUNDS), 2);
-        assert_eq!(desired_slots(10_000, 16, BOUNDS), 4);
-        assert_eq!(desired_slots(u64::MAX, 1, BOUNDS), 4);
+        assert_eq!(desired_slots(depth(0), 16, BOUNDS), 0);
+        assert_eq!(desired_slots(depth(1), 16, BOUNDS), 1);
+        assert_eq!(desired_slots(depth(16), 16, BOUNDS), 1);
+        assert_eq!(desired_slots(depth(17), 16, BOUNDS), 2);
+        assert_eq!(desired_slots(depth(10_000), 16, BOUNDS), 4);
+        assert_eq!(desired_slots(depth(u64::MAX), 1, BOUNDS), 4);
     }
 
     #[test]
     fn min_slots_stay_and_any_job_wakes_a_flow() {
-        assert_eq!(desired_slots(0, 16, SlotBounds { min: 2, max: 4 }), 2);
+        assert_eq!(
+            desired_slots(depth(0), 16, SlotBounds { min: 2, max: 4 }),
+            2
+        );
         // jobs_per_slot 0 is read as 1, not a division by zero.
-        assert_eq!(desired_slots(3, 0, BOUNDS), 3);
+        assert_eq!(desired_slots(depth(3), 0, BOUNDS), 3);
+    }
+
+    #[test]
+    fn a_job_waiting_while_every_slot_is_busy_gets_a_slot_within_bounds() {
+        let waiting = Load {
+            depth: 2,
+            in_flight: 1,
+            busy: 1,
+            current: 1,
+        };
+        assert_eq!(desired_slots(waiting, 16, BOUNDS), 2);
+        let idle_slot = Load { busy: 0, ..waiting };
+        assert_eq!(
+            desired_slots(idle_slot, 16, BOUNDS),
+            1,
+            "a free slot takes it"
+        );
+        let none_waiting = Load {
+            in_flight: 2,
+            ..waiting
+        };
+        assert_eq!(desired_slots(none_waiting, 16, BOUNDS), 1);
+        let at_max = Load {
+            depth: 9,
+            in_flight: 4,
+            busy: 4,
+            current: 4,
+        };
+        assert_eq!(
+            desired_slots(at_max, 16, BOUNDS),
+            4,
+            "never past the bounds"
+        );
     }
 }

@@ -85,6 +85,10 @@ pub struct WorkerOptions {
 #[derive(Debug, Default)]
 pub struct FlowStats {
     pub slots: AtomicU64,
+    /// Slots holding a batch now, and the jobs those batches hold: what the autoscaler
+    /// weighs against the depth to see jobs waiting while every slot is busy.
+    pub busy_slots: AtomicU64,
+    pub in_flight: AtomicU64,
     pub cold_starts: AtomicU64,
     /// Milliseconds from the last wake (0 -> 1 slot) to its first finished batch.
     pub last_cold_start_ms: AtomicU64,

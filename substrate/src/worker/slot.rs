@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fstore_flows::{Flow, FlowId, FlowInput, Params};
@@ -15,7 +16,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
-use super::Worker;
+use super::{FlowStats, Worker};
 use crate::convert::{to_flow, to_wire, wire_type};
 use crate::queue::Lane;
 use crate::time::now_ms;
@@ -36,6 +37,28 @@ const PULL_RETRY: Duration = Duration::from_millis(500);
 
 /// How long one pull waits for a first job before the slot checks for shutdown again.
 const PULL_WAIT: Duration = Duration::from_secs(1);
+
+/// A slot holding a batch, counted in its flow's stats while it lives.
+struct Busy {
+    stats: Arc<FlowStats>,
+    jobs: u64,
+}
+
+impl Busy {
+    fn new(stats: Arc<FlowStats>, jobs: usize) -> Self {
+        let jobs = jobs as u64;
+        stats.busy_slots.fetch_add(1, Ordering::Relaxed);
+        stats.in_flight.fetch_add(jobs, Ordering::Relaxed);
+        Busy { stats, jobs }
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.stats.busy_slots.fetch_sub(1, Ordering::Relaxed);
+        self.stats.in_flight.fetch_sub(self.jobs, Ordering::Relaxed);
+    }
+}
 
 impl Worker {
     /// Pulls and computes batches of flow `id` until `shutdown`; a batch in progress
@@ -77,6 +100,7 @@ impl Worker {
                     // The permit is held while the batch holds batch jobs.
                     let _held =
                         permit.filter(|_| batch.iter().any(|d| d.job.lane() == Lane::Batch));
+                    let _busy = Busy::new(self.stats.flow(&id.to_string()), batch.len());
                     self.process(&flow, batch).await;
                 }
                 Err(e) => {
