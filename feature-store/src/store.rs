@@ -70,6 +70,7 @@ impl Store {
             dispatcher,
             PlannerOptions {
                 claim_ttl: config.cache.claim_ttl,
+                refresh_ahead: config.cache.refresh_ahead,
             },
             tasks,
             snapshots.clone(),

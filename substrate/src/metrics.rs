@@ -45,6 +45,7 @@ pub struct Metrics {
     pub sync_timeouts: Counter,
     pub cache: Family<CacheLabel, Counter>,
     pub coalesced: Counter,
+    pub refreshes: Counter,
     pub jobs_enqueued: Family<FlowLabel, Counter>,
     pub jobs_completed: Family<FlowLabel, Counter>,
     pub jobs_failed: Family<FlowLabel, Counter>,
@@ -66,6 +67,7 @@ impl Metrics {
             sync_timeouts: Counter::default(),
             cache: Family::default(),
             coalesced: Counter::default(),
+            refreshes: Counter::default(),
             jobs_enqueued: Family::default(),
             jobs_completed: Family::default(),
             jobs_failed: Family::default(),
@@ -99,6 +101,11 @@ impl Metrics {
             "coalesced",
             "missing values joined to a compute already in flight",
             m.coalesced.clone(),
+        );
+        r.register(
+            "refreshes",
+            "values read close to expiry and sent to be recomputed ahead of it (batch lane)",
+            m.refreshes.clone(),
         );
         r.register(
             "jobs_enqueued",

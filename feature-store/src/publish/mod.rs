@@ -531,10 +531,7 @@ mod tests {
             ..Default::default()
         };
         let dropped = trim(&mut r, 2);
-        assert_eq!(
-            dropped.iter().map(number).collect::<Vec<_>>(),
-            vec![1, 3]
-        );
+        assert_eq!(dropped.iter().map(number).collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(
             r.generations.iter().map(number).collect::<Vec<_>>(),
             vec![2, 4, 5]

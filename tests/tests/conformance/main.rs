@@ -13,6 +13,7 @@ mod graph;
 mod inputs;
 mod log;
 mod publish;
+mod refresh;
 
 use asking::*;
 use backfill::*;
@@ -24,6 +25,7 @@ use graph::*;
 use inputs::*;
 use log::*;
 use publish::*;
+use refresh::*;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -87,4 +89,5 @@ fstore_tests::on_every_backend!(
     interactive_calls_go_before_a_backfill,
     the_gate_publishes_refuses_and_rolls_back,
     staging_an_online_feature_is_refused,
+    refresh_ahead_keeps_a_hot_key_cached,
 );

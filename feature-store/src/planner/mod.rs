@@ -1,0 +1,396 @@
+//! The planner: for each (entity, feature) node of a request's closure it computes the
+//! value key, reads the stored envelope, and — where a value is missing, expired, older
+//! than the request allows or invalidated — claims the key and submits a compute job.
+//! Claims make planning idempotent: however many callers on however many replicas ask at
+//! once, one wins and the rest wait for the same value. Jobs whose inputs are still
+//! being computed are parked by the substrate's dispatcher and enqueued when those
+//! inputs complete, so progress never depends on a caller polling.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fstore_proto::api;
+use fstore_proto::wire::ClaimRef;
+use fstore_substrate::time::now_ms;
+use fstore_substrate::{ComputeJob, Dispatcher, Submitted, Substrate, ValueEnvelope};
+use tokio_util::task::TaskTracker;
+
+use crate::Result;
+use crate::keys::ValueKey;
+pub use crate::plan::{Origin, Plan};
+use crate::publish::snapshots::{Held, Snapshots};
+use crate::registry::Node;
+use crate::request::{ValidRequest, Wanted};
+use crate::served::ServedStats;
+
+mod claim;
+mod job;
+mod refresh;
+
+pub use claim::Claimed;
+use job::{from_snapshot, job, job_inputs, result, value_key};
+
+/// The state of one planned node.
+#[derive(Debug, Clone)]
+enum NodeState {
+    Ready(Arc<ValueEnvelope>),
+    Pending { stale: Option<Arc<ValueEnvelope>> },
+    Failed { error: String, attempts: u32 },
+}
+
+/// A planned node: its key, state and origin, and the generation of the compute it
+/// claimed or joined.
+#[derive(Debug, Clone)]
+struct Planned {
+    key: ValueKey,
+    state: NodeState,
+    origin: Origin,
+    generation: Option<u64>,
+}
+
+/// Planned nodes of one entity, by node identity (the registry's `Arc<Node>` address).
+type NodeStates = HashMap<usize, Planned>;
+
+/// How a plan treats what is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planning {
+    /// A call's first plan: claims and submits, and records the computes of others it
+    /// joins (so cancelling its ticket keeps what they wait on).
+    First,
+    /// A later plan of the same call, or a ticket read: claims and submits.
+    Again,
+    /// Only looks: what is missing reads as pending and nothing is submitted (a
+    /// cancelled ticket's last answer).
+    Look,
+}
+
+/// One planning pass: how it treats what is missing, and the time it plans at.
+#[derive(Debug, Clone, Copy)]
+struct Pass {
+    how: Planning,
+    now: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannerOptions {
+    /// How long an in-flight claim holds before another planner may take over.
+    pub claim_ttl: Duration,
+    /// `cache.refresh_ahead`: the share of a value's TTL left under which a read sends
+    /// it to be recomputed on the batch lane (0: never).
+    pub refresh_ahead: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Planner {
+    substrate: Substrate,
+    dispatcher: Dispatcher,
+    options: PlannerOptions,
+    stats: Arc<ServedStats>,
+    /// Where a claim abandoned by a cancelled call is given back.
+    tasks: TaskTracker,
+    /// The published generations of snapshot-served features, in memory.
+    snapshots: Snapshots,
+    /// Keys this replica sent for refresh, with the expiry of the value read then: one
+    /// refresh per value, not one per read.
+    refreshing: Arc<std::sync::Mutex<HashMap<String, i64>>>,
+}
+
+impl Planner {
+    /// A planner; `tasks` is where it gives back claims that cancelled calls abandoned
+    /// (the server's tracker, so shutdown waits for them).
+    pub fn new(
+        substrate: Substrate,
+        dispatcher: Dispatcher,
+        options: PlannerOptions,
+        tasks: TaskTracker,
+        snapshots: Snapshots,
+    ) -> Self {
+        Planner {
+            substrate,
+            dispatcher,
+            options,
+            stats: Arc::new(ServedStats::default()),
+            tasks,
+            snapshots,
+            refreshing: Arc::default(),
+        }
+    }
+
+    pub fn served(&self) -> &ServedStats {
+        &self.stats
+    }
+
+    /// Records what one GetFeatures call was served, once per call: hits, computes and
+    /// joined computes as its first plan found them (`first`, one per result), ages and
+    /// failures as it answered. Watches and ticket reads are not counted.
+    pub fn record(&self, request: &ValidRequest, first: &[Origin], answer: &Plan) {
+        let ids: Vec<&str> = request
+            .features
+            .iter()
+            .map(|w| w.node.id.as_str())
+            .collect();
+        let joined = first.iter().filter(|o| **o == Origin::Joined).count();
+        fstore_substrate::metrics::global()
+            .coalesced
+            .inc_by(joined as u64);
+        self.stats.record(&ids, first, &answer.results);
+    }
+
+    /// Plans every requested node of every entity, as `how` says.
+    #[tracing::instrument(name = "plan", skip_all, fields(entities = request.entities.len(), features = request.features.len()))]
+    pub async fn plan(&self, request: &ValidRequest, how: Planning) -> Result<Plan> {
+        let join = how == Planning::First;
+        let now = now_ms();
+        let n = request.entities.len() * request.features.len();
+        let mut plan = Plan {
+            results: Vec::with_capacity(n),
+            origins: Vec::with_capacity(n),
+            pending_keys: Vec::new(),
+            claimed: Vec::new(),
+            joined: Vec::new(),
+        };
+        for entity in &request.entities {
+            let mut states: NodeStates = HashMap::new();
+            // Snapshot-served features the published generation answers need no walk.
+            let published: Vec<Option<Held>> = request
+                .features
+                .iter()
+                .map(|w| self.published(request, entity, w))
+                .collect();
+            for (wanted, _) in request
+                .features
+                .iter()
+                .zip(&published)
+                .filter(|(_, p)| p.is_none())
+            {
+                for node in wanted
+                    .node
+                    .upstream
+                    .iter()
+                    .chain(std::iter::once(&wanted.node))
+                {
+                    let id = Arc::as_ptr(node) as usize;
+                    if states.contains_key(&id) {
+                        continue;
+                    }
+                    let min = if Arc::ptr_eq(node, &wanted.node) {
+                        wanted.min_planned_at_ms
+                    } else {
+                        request
+                            .dependency_min_planned_at_ms
+                            .get(&node.name)
+                            .copied()
+                            .unwrap_or(0)
+                    };
+                    let planned = self
+                        .node(request, entity, node, min, &states, Pass { how, now })
+                        .await?;
+                    if let Some(generation) = planned.generation {
+                        let claim = ClaimRef {
+                            key: planned.key.to_string(),
+                            generation,
+                        };
+                        match planned.origin {
+                            Origin::Computed => plan.claimed.push(claim),
+                            Origin::Joined if join => {
+                                self.substrate
+                                    .claims
+                                    .join(
+                                        &claim.key,
+                                        generation,
+                                        &request.id,
+                                        self.options.claim_ttl,
+                                    )
+                                    .await?;
+                                plan.joined.push(claim);
+                            }
+                            _ => {}
+                        }
+                    }
+                    states.insert(id, planned);
+                }
+            }
+            for (wanted, published) in request.features.iter().zip(published) {
+                if let Some(held) = published {
+                    plan.results.push(from_snapshot(entity, wanted, held, now));
+                    plan.origins.push(Origin::Published);
+                    continue;
+                }
+                let id = Arc::as_ptr(&wanted.node) as usize;
+                let Some(planned) = states.get(&id) else {
+                    continue;
+                };
+                if matches!(planned.state, NodeState::Pending { .. }) {
+                    plan.pending_keys.push(planned.key.clone());
+                }
+                plan.results.push(result(
+                    entity,
+                    wanted,
+                    &planned.state,
+                    request.started_at_ms,
+                    now,
+                ));
+                plan.origins.push(planned.origin);
+            }
+        }
+        plan.pending_keys.sort();
+        plan.pending_keys.dedup();
+        Ok(plan)
+    }
+
+    /// The published value answering `wanted` for `entity`, if the feature is served
+    /// from snapshots, the generation in memory holds the entity, and the value is as
+    /// fresh as the call asks.
+    fn published(
+        &self,
+        request: &ValidRequest,
+        entity: &api::EntityRequest,
+        wanted: &Wanted,
+    ) -> Option<Held> {
+        let node = &wanted.node;
+        if !request.from_snapshots || node.definition.serving() != api::Serving::Snapshot {
+            return None;
+        }
+        self.snapshots
+            .get(&request.tenant, &node.name, node.version, &entity.entity_id)
+            .filter(|h| h.computed_at_ms >= wanted.min_planned_at_ms)
+    }
+
+    async fn node(
+        &self,
+        request: &ValidRequest,
+        entity: &api::EntityRequest,
+        node: &Arc<Node>,
+        min_planned_at_ms: i64,
+        states: &NodeStates,
+        pass: Pass,
+    ) -> Result<Planned> {
+        let Pass { how, now } = pass;
+        let dep = |n: &Node| states.get(&(std::ptr::from_ref(n) as usize));
+        let key = value_key(&request.tenant, node, entity, |n| dep(n).map(|p| &p.key))?;
+        let watermark = self
+            .substrate
+            .watermarks
+            .get(&request.tenant, &node.id, &entity.entity_id)
+            .await?;
+        let fresh_from = watermark.max(min_planned_at_ms);
+        let metrics = fstore_substrate::metrics::global();
+        let stale = match self.lookup(&key, watermark, fresh_from, now).await? {
+            Lookup::Final(state) => {
+                metrics
+                    .cache
+                    .get_or_create(&fstore_substrate::metrics::cache("store", true))
+                    .inc();
+                if let NodeState::Ready(env) = &state
+                    && how != Planning::Look
+                    && self.due_for_refresh(node, env, &key, now)
+                {
+                    self.refresh(request, entity, node, &key, states, (watermark, now));
+                }
+                return Ok(Planned {
+                    key,
+                    state,
+                    origin: Origin::Stored,
+                    generation: None,
+                });
+            }
+            Lookup::Missing { older } => {
+                metrics
+                    .cache
+                    .get_or_create(&fstore_substrate::metrics::cache("store", false))
+                    .inc();
+                older.filter(|_| request.allow_stale)
+            }
+        };
+        if how == Planning::Look {
+            return Ok(Planned {
+                key,
+                state: NodeState::Pending { stale },
+                origin: Origin::Joined,
+                generation: None,
+            });
+        }
+        // Missing: refuse to compute behind a failed input, else claim and submit.
+        let job_inputs = match job_inputs(entity, node, states)? {
+            Ok(inputs) => inputs,
+            Err(failed) => {
+                return Ok(Planned {
+                    key,
+                    state: failed,
+                    origin: Origin::Stored,
+                    generation: None,
+                });
+            }
+        };
+        let job = |generation| ComputeJob {
+            generation,
+            ..job(request, entity, node, &key, job_inputs, now)
+        };
+        // The value may have landed between the look-up and the claim (its computer
+        // stores it before releasing its claim): look again before computing it twice.
+        let recheck = async || match self.lookup(&key, watermark, fresh_from, now_ms()).await? {
+            Lookup::Final(state) => Ok(Some(state)),
+            Lookup::Missing { .. } => Ok(None),
+        };
+        let (state, origin, generation) = match self.claim_and_submit(&key, recheck, job).await? {
+            Claimed::Coalesced(g) => (NodeState::Pending { stale }, Origin::Joined, Some(g)),
+            Claimed::Found(state) => (state, Origin::Stored, None),
+            Claimed::Submitted(Submitted::Enqueued | Submitted::Waiting, g) => {
+                (NodeState::Pending { stale }, Origin::Computed, Some(g))
+            }
+            Claimed::Submitted(Submitted::Failed(error), _) => (
+                NodeState::Failed { error, attempts: 0 },
+                Origin::Computed,
+                None,
+            ),
+        };
+        Ok(Planned {
+            key,
+            state,
+            origin,
+            generation,
+        })
+    }
+}
+
+/// What the result store holds for a key, judged against a call's freshness.
+enum Lookup {
+    /// A fresh value or a fresh failure: nothing to compute.
+    Final(NodeState),
+    /// Nothing usable; `older` is a value that is valid but older than the call allows.
+    Missing { older: Option<Arc<ValueEnvelope>> },
+}
+
+impl Planner {
+    async fn lookup(
+        &self,
+        key: &ValueKey,
+        watermark: i64,
+        fresh_from: i64,
+        now: i64,
+    ) -> Result<Lookup> {
+        let stored = self
+            .substrate
+            .results
+            .get(key.as_str(), fresh_from)
+            .await?
+            .filter(|env| env.expires_at_ms > now && env.planned_at_ms >= watermark);
+        let Some(env) = stored else {
+            return Ok(Lookup::Missing { older: None });
+        };
+        if env.planned_at_ms >= fresh_from {
+            return Ok(Lookup::Final(if env.error.is_empty() {
+                NodeState::Ready(env)
+            } else {
+                NodeState::Failed {
+                    error: env.error.clone(),
+                    attempts: env.attempts,
+                }
+            }));
+        }
+        Ok(Lookup::Missing {
+            older: env.error.is_empty().then_some(env),
+        })
+    }
+}
