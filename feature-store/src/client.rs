@@ -276,6 +276,18 @@ impl Client {
         Ok(c.raw().list_backfills(req).await?.into_inner())
     }
 
+    pub async fn list_schedules(&self) -> Result<api::ListSchedulesResponse, Status> {
+        let c = self;
+        let req = c.request(api::ListSchedulesRequest {});
+        Ok(c.raw().list_schedules(req).await?.into_inner())
+    }
+
+    pub async fn delete_schedule(&self, name: String) -> Result<api::Schedule, Status> {
+        let c = self;
+        let req = c.request(api::DeleteScheduleRequest { name });
+        Ok(c.raw().delete_schedule(req).await?.into_inner())
+    }
+
     /// The generations of one snapshot-served feature, or (empty) of every one.
     pub async fn publish_status(&self, feature: String) -> Result<api::PublishStatus, Status> {
         let c = self;

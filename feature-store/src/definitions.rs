@@ -17,6 +17,13 @@
 //! # ...
 //! serving = "snapshot"            # answered from the published generation, in memory
 //! gate = { max_null_rate = 0.01, max_psi = 0.2 }   # what a staged generation must pass
+//!
+//! [[schedule]]                    # a backfill that repeats (`fstore register` starts it)
+//! name = "nightly-scores"
+//! features = ["doc.score"]
+//! entities = "docs.csv"           # CSV or Parquet, relative to this file
+//! every = "24h"
+//! stage = true                    # through the gate, published if it passes
 //! ```
 
 use std::collections::BTreeMap;
@@ -30,6 +37,35 @@ use serde::Deserialize;
 struct File {
     #[serde(default)]
     feature: Vec<Feature>,
+    #[serde(default)]
+    schedule: Vec<ScheduleSpec>,
+}
+
+/// A `[[schedule]]`: a backfill that repeats, over the entities of a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    pub name: String,
+    pub features: Vec<String>,
+    /// A CSV or Parquet file of entities, relative to the registration file.
+    pub entities: std::path::PathBuf,
+    #[serde(default = "default_id_column")]
+    pub id_column: String,
+    #[serde(with = "humantime_serde")]
+    pub every: Duration,
+    #[serde(default)]
+    pub stage: bool,
+    #[serde(default, with = "humantime_serde")]
+    pub max_staleness: Option<Duration>,
+}
+
+fn default_id_column() -> String {
+    "entity_id".to_string()
+}
+
+/// The `[[schedule]]` tables of a registration file, in file order.
+pub fn schedules(text: &str) -> Result<Vec<ScheduleSpec>, Error> {
+    Ok(toml::from_str::<File>(text)?.schedule)
 }
 
 #[derive(Debug, Deserialize)]
@@ -185,6 +221,22 @@ mod tests {
             "[[feature]]\nname='a'\nentity_type='d'\nflow='f@1'\nttl='1s'\nserving='memory'\n",
         );
         assert!(e.is_err_and(|e| e.to_string().contains("snapshot")));
+    }
+
+    #[test]
+    fn schedules_are_read_and_a_bad_every_is_refused() {
+        let text =
+            "[[schedule]]\nname='n'\nfeatures=['a']\nentities='e.csv'\nevery='24h'\nstage=true\n";
+        let s = schedules(text).expect("parses");
+        assert_eq!(s[0].every, Duration::from_secs(86_400));
+        assert_eq!((s[0].id_column.as_str(), s[0].stage), ("entity_id", true));
+        assert!(parse(text).expect("features parse").is_empty());
+        let bad =
+            schedules("[[schedule]]\nname='n'\nfeatures=['a']\nentities='e.csv'\nevery='daily'\n");
+        assert!(
+            bad.is_err_and(|e| e.to_string().contains("every")),
+            "names the key"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::backfill::Spec;
+use crate::backfill::schedule::Repeat;
 use crate::names::check_tenant;
 use crate::registry::Registry;
 use crate::store::Store;
@@ -312,7 +313,9 @@ impl FeatureStore for Service {
                 Some(_)
                     if !message.features.is_empty()
                         || message.max_staleness_ms.is_some()
-                        || message.stage =>
+                        || message.stage
+                        || message.every_ms > 0
+                        || !message.schedule.is_empty() =>
                 {
                     return Err(Error::InvalidArgument(
                         "only the first message of StartBackfill names features, staleness and staging"
@@ -326,19 +329,38 @@ impl FeatureStore for Service {
         let first = first.ok_or_else(|| {
             Error::InvalidArgument("StartBackfill got no message: send the features".to_string())
         })?;
-        Ok(Response::new(
-            self.store
-                .start_backfill(
-                    tenant,
-                    Spec {
-                        features: first.features,
-                        max_staleness_ms: first.max_staleness_ms,
-                        stage: first.stage,
-                    },
-                    entities,
+        let spec = Spec {
+            features: first.features,
+            max_staleness_ms: first.max_staleness_ms,
+            stage: first.stage,
+        };
+        let started = match (first.every_ms, first.schedule.is_empty()) {
+            (0, true) => self.store.start_backfill(tenant, spec, entities).await?,
+            (0, false) => {
+                return Err(Error::InvalidArgument(format!(
+                    "schedule `{}` needs every_ms: how often it runs",
+                    crate::names::truncate(&first.schedule, 80)
+                ))
+                .into());
+            }
+            (_, true) => {
+                return Err(Error::InvalidArgument(
+                    "a repeating backfill (every_ms) needs a schedule name".to_string(),
                 )
-                .await?,
-        ))
+                .into());
+            }
+            (every_ms, false) => {
+                let repeat = Repeat {
+                    name: first.schedule,
+                    every_ms,
+                };
+                self.store
+                    .backfills()
+                    .schedule(tenant, spec, repeat, entities)
+                    .await?
+            }
+        };
+        Ok(Response::new(started))
     }
 
     async fn get_backfill(
@@ -369,6 +391,29 @@ impl FeatureStore for Service {
         Ok(Response::new(
             self.store
                 .cancel_backfill(&tenant, &req.get_ref().id)
+                .await?,
+        ))
+    }
+
+    async fn list_schedules(
+        &self,
+        req: Request<api::ListSchedulesRequest>,
+    ) -> Result<Response<api::ListSchedulesResponse>, Status> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(api::ListSchedulesResponse {
+            schedules: self.store.backfills().list_schedules(&tenant).await?,
+        }))
+    }
+
+    async fn delete_schedule(
+        &self,
+        req: Request<api::DeleteScheduleRequest>,
+    ) -> Result<Response<api::Schedule>, Status> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(
+            self.store
+                .backfills()
+                .delete_schedule(&tenant, &req.get_ref().name)
                 .await?,
         ))
     }

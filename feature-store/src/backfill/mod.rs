@@ -8,6 +8,7 @@
 //! from the chunks it had not finished. Re-running a backfill skips what is fresh.
 
 pub mod runner;
+pub mod schedule;
 
 use std::sync::Arc;
 
@@ -121,6 +122,17 @@ impl Backfills {
         spec: Spec,
         entities: Vec<api::EntityRequest>,
     ) -> Result<api::Backfill> {
+        let checked = self.check(tenant, spec, entities).await?;
+        self.launch(checked).await
+    }
+
+    /// A backfill checked whole and cut into chunks, not stored yet.
+    async fn check(
+        &self,
+        tenant: String,
+        spec: Spec,
+        entities: Vec<api::EntityRequest>,
+    ) -> Result<Checked> {
         let Spec {
             features,
             max_staleness_ms,
@@ -188,6 +200,23 @@ impl Backfills {
                 })?;
             first += chunk.entities.len();
         }
+        Ok(Checked {
+            record,
+            chunks,
+            nodes,
+            stage,
+        })
+    }
+
+    /// Stores a checked backfill: (staged) a new generation of each feature, its
+    /// entities, then its record, which the runners pick up.
+    async fn launch(&self, checked: Checked) -> Result<api::Backfill> {
+        let Checked {
+            mut record,
+            chunks,
+            nodes,
+            stage,
+        } = checked;
         if stage {
             record.staged = self
                 .inner
@@ -268,6 +297,15 @@ impl Backfills {
     }
 }
 
+/// A backfill checked whole: its record (not stored yet), its entities in chunks, and
+/// the nodes of its features.
+struct Checked {
+    record: BackfillRecord,
+    chunks: Vec<EntityChunk>,
+    nodes: Vec<Arc<crate::registry::Node>>,
+    stage: bool,
+}
+
 /// `entities` cut into chunks of at most `size` entities and [`CHUNK_BYTES`].
 fn chunks(entities: Vec<api::EntityRequest>, size: usize) -> Vec<EntityChunk> {
     let mut out = Vec::new();
@@ -321,6 +359,7 @@ pub fn view(r: &BackfillRecord, now: i64) -> api::Backfill {
         runner: r.runner.clone(),
         max_staleness_ms: r.max_staleness_ms,
         staged: r.staged.clone(),
+        schedule: r.schedule.clone(),
     }
 }
 

@@ -78,6 +78,9 @@ impl Runner {
             if let Err(e) = self.scan(&tasks, &shutdown).await {
                 warn!(error = %e, "scanning backfills failed; trying again");
             }
+            if let Err(e) = self.backfills.run_due(&self.replica).await {
+                warn!(error = %e, "starting scheduled backfills failed; trying again");
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(scan) => {}

@@ -234,6 +234,24 @@ impl Publisher {
         Ok(())
     }
 
+    /// One staged generation as the gate left it (None once it is no longer kept).
+    pub async fn generation(
+        &self,
+        tenant: &str,
+        staged: &api::StagedGeneration,
+    ) -> Result<Option<api::Generation>> {
+        let feature = Feature {
+            tenant,
+            feature: &staged.feature,
+            version: staged.version,
+        };
+        Ok(self
+            .store
+            .get(feature)
+            .await?
+            .and_then(|(r, _)| find(&r, staged.generation).and_then(|g| g.info.clone())))
+    }
+
     /// The generations of the tenant's snapshot-served features: one (`name` or
     /// `name@version`), or every one that has a record.
     pub async fn status(&self, tenant: &str, feature: &str) -> Result<api::PublishStatus> {

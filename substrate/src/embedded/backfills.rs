@@ -5,17 +5,19 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use fstore_proto::wire::{BackfillRecord, EntityChunk};
+use fstore_proto::wire::{BackfillRecord, EntityChunk, ScheduleRecord};
 
 use super::store::lock;
 use crate::Error;
-use crate::backfills::{BackfillStore, Revised};
+use crate::backfills::{BackfillStore, Revised, RevisedSchedule};
 
 #[derive(Default)]
 pub struct EmbeddedBackfills {
     records: Mutex<HashMap<String, Revised>>,
     chunks: Mutex<HashMap<(String, u32), EntityChunk>>,
     revision: Mutex<u64>,
+    schedules: Mutex<HashMap<(String, String), RevisedSchedule>>,
+    schedule_chunks: Mutex<HashMap<(String, u32), EntityChunk>>,
 }
 
 impl EmbeddedBackfills {
@@ -67,6 +69,68 @@ impl BackfillStore for EmbeddedBackfills {
 
     async fn list(&self) -> Result<Vec<Revised>, Error> {
         Ok(lock(&self.records).values().cloned().collect())
+    }
+
+    async fn put_schedule_chunks(
+        &self,
+        entities_id: &str,
+        chunks: &[EntityChunk],
+    ) -> Result<(), Error> {
+        let mut stored = lock(&self.schedule_chunks);
+        for (i, chunk) in chunks.iter().enumerate() {
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            stored.insert((entities_id.to_string(), index), chunk.clone());
+        }
+        Ok(())
+    }
+
+    async fn schedule_chunk(
+        &self,
+        entities_id: &str,
+        index: u32,
+    ) -> Result<Option<EntityChunk>, Error> {
+        Ok(lock(&self.schedule_chunks)
+            .get(&(entities_id.to_string(), index))
+            .cloned())
+    }
+
+    async fn drop_schedule_chunks(&self, entities_id: &str, _chunks: u32) -> Result<(), Error> {
+        lock(&self.schedule_chunks).retain(|(id, _), _| id != entities_id);
+        Ok(())
+    }
+
+    async fn get_schedule(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<RevisedSchedule>, Error> {
+        Ok(lock(&self.schedules)
+            .get(&(tenant.to_string(), name.to_string()))
+            .cloned())
+    }
+
+    async fn put_schedule(
+        &self,
+        record: &ScheduleRecord,
+        revision: Option<u64>,
+    ) -> Result<Option<u64>, Error> {
+        let next = self.next_revision();
+        let mut schedules = lock(&self.schedules);
+        let key = (record.tenant.clone(), record.name.clone());
+        if schedules.get(&key).map(|s| s.1) != revision {
+            return Ok(None);
+        }
+        schedules.insert(key, (record.clone(), next));
+        Ok(Some(next))
+    }
+
+    async fn delete_schedule(&self, tenant: &str, name: &str) -> Result<(), Error> {
+        lock(&self.schedules).remove(&(tenant.to_string(), name.to_string()));
+        Ok(())
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<RevisedSchedule>, Error> {
+        Ok(lock(&self.schedules).values().cloned().collect())
     }
 }
 

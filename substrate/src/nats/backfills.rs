@@ -1,17 +1,19 @@
 //! Backfills on KV: the record under `rec.<id>` in `<prefix>_backfills`, replaced by
 //! compare-and-set on its KV revision; the entity chunks under `chunk.<id>.<index>` in
 //! `<prefix>_backfill_chunks`, written before the record. Both buckets keep entries for
-//! `backfill.retention`.
+//! `backfill.retention`. Schedules live in `<prefix>_schedules`, which keeps entries
+//! until they are deleted: the record under `rec.<tenant>.<name>`, its entities under
+//! `chunk.<entities id>.<index>`.
 
 use async_nats::jetstream::kv;
 use async_trait::async_trait;
-use fstore_proto::wire::{BackfillRecord, EntityChunk};
+use fstore_proto::wire::{BackfillRecord, EntityChunk, ScheduleRecord};
 use futures::StreamExt;
 use prost::Message;
 
 use super::{Layout, fits, unavailable};
 use crate::Error;
-use crate::backfills::{BackfillStore, Revised};
+use crate::backfills::{BackfillStore, Revised, RevisedSchedule};
 use crate::error::Message as Stored;
 
 pub struct NatsBackfills {
@@ -19,6 +21,7 @@ pub struct NatsBackfills {
     layout: Layout,
     store: kv::Store,
     chunks: kv::Store,
+    schedules: kv::Store,
 }
 
 impl NatsBackfills {
@@ -27,12 +30,23 @@ impl NatsBackfills {
         layout: Layout,
         store: kv::Store,
         chunks: kv::Store,
+        schedules: kv::Store,
     ) -> Self {
         NatsBackfills {
             client,
             layout,
             store,
             chunks,
+            schedules,
+        }
+    }
+
+    async fn read_schedule(&self, key: String) -> Result<Option<RevisedSchedule>, Error> {
+        match self.schedules.entry(key).await.map_err(unavailable)? {
+            Some(e) if e.operation == kv::Operation::Put => {
+                Ok(Some((ScheduleRecord::decode(e.value)?, e.revision)))
+            }
+            _ => Ok(None),
         }
     }
 }
@@ -116,6 +130,118 @@ impl BackfillStore for NatsBackfills {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(r) = self.get(&crate::token::decode(&id).unwrap_or(id)).await? {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_schedule_chunks(
+        &self,
+        entities_id: &str,
+        chunks: &[EntityChunk],
+    ) -> Result<(), Error> {
+        for (i, chunk) in chunks.iter().enumerate() {
+            let bytes = chunk.encode_to_vec();
+            fits(&self.client, Stored::BackfillChunk, bytes.len())?;
+            let index = u32::try_from(i).unwrap_or(u32::MAX);
+            self.schedules
+                .put(
+                    self.layout.backfill_chunk_key(entities_id, index),
+                    bytes.into(),
+                )
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn schedule_chunk(
+        &self,
+        entities_id: &str,
+        index: u32,
+    ) -> Result<Option<EntityChunk>, Error> {
+        let key = self.layout.backfill_chunk_key(entities_id, index);
+        Ok(match self.schedules.get(key).await.map_err(unavailable)? {
+            Some(b) if !b.is_empty() => Some(EntityChunk::decode(b)?),
+            _ => None,
+        })
+    }
+
+    async fn drop_schedule_chunks(&self, entities_id: &str, chunks: u32) -> Result<(), Error> {
+        for index in 0..chunks {
+            self.schedules
+                .purge(self.layout.backfill_chunk_key(entities_id, index))
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn get_schedule(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<RevisedSchedule>, Error> {
+        self.read_schedule(self.layout.schedule_key(tenant, name))
+            .await
+    }
+
+    async fn put_schedule(
+        &self,
+        record: &ScheduleRecord,
+        revision: Option<u64>,
+    ) -> Result<Option<u64>, Error> {
+        let key = self.layout.schedule_key(&record.tenant, &record.name);
+        let bytes = record.encode_to_vec();
+        let written = match revision {
+            Some(r) => self
+                .schedules
+                .update(&key, bytes.into(), r)
+                .await
+                .map_err(|e| {
+                    (
+                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                        e.to_string(),
+                    )
+                }),
+            None => self
+                .schedules
+                .create(&key, bytes.into())
+                .await
+                .map_err(|e| {
+                    (
+                        e.kind() == kv::CreateErrorKind::AlreadyExists,
+                        e.to_string(),
+                    )
+                }),
+        };
+        match written {
+            Ok(r) => Ok(Some(r)),
+            Err((true, _)) => Ok(None),
+            Err((false, e)) => Err(unavailable(e)),
+        }
+    }
+
+    async fn delete_schedule(&self, tenant: &str, name: &str) -> Result<(), Error> {
+        self.schedules
+            .purge(self.layout.schedule_key(tenant, name))
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn list_schedules(&self) -> Result<Vec<RevisedSchedule>, Error> {
+        let mut keys = self.schedules.keys().await.map_err(unavailable)?;
+        let mut records = Vec::new();
+        while let Some(key) = keys.next().await {
+            let key = key.map_err(unavailable)?;
+            if key.starts_with("rec.") {
+                records.push(key);
+            }
+        }
+        let mut out = Vec::with_capacity(records.len());
+        for key in records {
+            if let Some(r) = self.read_schedule(key).await? {
                 out.push(r);
             }
         }

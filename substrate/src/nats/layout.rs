@@ -260,6 +260,16 @@ impl Layout {
         format!("chunk.{}.{index}", token::encode(id))
     }
 
+    /// Schedules: `<prefix>_schedules`, kept until deleted; the record under
+    /// `rec.<tenant>.<name>`, its entities under `chunk.<entities id>.<index>`.
+    pub(crate) fn schedules_bucket(&self) -> String {
+        self.bucket("schedules")
+    }
+
+    pub(crate) fn schedule_key(&self, tenant: &str, name: &str) -> String {
+        format!("rec.{}.{}", token::encode(tenant), token::encode(name))
+    }
+
     /// Published generations: `<prefix>_publish`, a record per feature under
     /// `pub.<tenant>.<feature>.<version>`; the values of its generations in
     /// `<prefix>_generations` under `gen.<tenant>.<feature>.<version>.<generation>.<index>`.
@@ -391,6 +401,8 @@ mod tests {
         assert_eq!(l.backfill_chunks_bucket(), "fstore_backfill_chunks");
         assert_eq!(l.backfill_key("0a1b"), "rec.0a1b");
         assert_eq!(l.backfill_chunk_key("0a1b", 7), "chunk.0a1b.7");
+        assert_eq!(l.schedules_bucket(), "fstore_schedules");
+        assert_eq!(l.schedule_key("acme", "nightly"), "rec.acme.nightly");
         assert_eq!(l.publish_bucket(), "fstore_publish");
         assert_eq!(l.generations_bucket(), "fstore_generations");
         assert_eq!(l.publish_key("acme", "score", 2), "pub.acme.score.2");

@@ -14,6 +14,7 @@ mod inputs;
 mod log;
 mod publish;
 mod refresh;
+mod schedule;
 
 use asking::*;
 use backfill::*;
@@ -26,6 +27,7 @@ use inputs::*;
 use log::*;
 use publish::*;
 use refresh::*;
+use schedule::*;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -90,4 +92,5 @@ fstore_tests::on_every_backend!(
     the_gate_publishes_refuses_and_rolls_back,
     staging_an_online_feature_is_refused,
     refresh_ahead_keeps_a_hot_key_cached,
+    a_schedule_runs_by_itself_once_per_period,
 );

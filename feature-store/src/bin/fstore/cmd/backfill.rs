@@ -42,6 +42,13 @@ pub enum Verb {
         /// published when the gate passes it at the end, else kept as rejected.
         #[arg(long)]
         stage: bool,
+        /// Repeat it this often (e.g. 24h), as the schedule --schedule names; the
+        /// first run starts now.
+        #[arg(long, value_parser = humantime::parse_duration, requires = "schedule")]
+        every: Option<Duration>,
+        /// The schedule's name (one of that name is replaced).
+        #[arg(long, requires = "every")]
+        schedule: Option<String>,
         /// Follow it to the end (a progress bar on a terminal).
         #[arg(long)]
         wait: bool,
@@ -68,6 +75,8 @@ pub async fn run(store: &Client, verb: Verb, json: bool) -> anyhow::Result<()> {
             inputs,
             max_staleness,
             stage,
+            every,
+            schedule,
             wait,
         } => {
             let entities = match file {
@@ -101,6 +110,8 @@ pub async fn run(store: &Client, verb: Verb, json: bool) -> anyhow::Result<()> {
                 max_staleness_ms: max_staleness.map(|d| d.as_millis() as u64),
                 stage,
                 entities: Vec::new(),
+                every_ms: every.map_or(0, |d| d.as_millis() as u64),
+                schedule: schedule.unwrap_or_default(),
             };
             let b = store.start_backfill_with(spec, entities).await?;
             if wait {
@@ -216,6 +227,91 @@ fn print(b: &api::Backfill, json: bool) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ScheduleVerb {
+    /// The tenant's schedules and their last runs (gate verdicts of staged runs).
+    Ls,
+    /// Stops a schedule: no run starts any more.
+    Rm { name: String },
+}
+
+pub async fn run_schedule(store: &Client, verb: ScheduleVerb, json: bool) -> anyhow::Result<()> {
+    let schedules = match verb {
+        ScheduleVerb::Ls => store.list_schedules().await?.schedules,
+        ScheduleVerb::Rm { name } => vec![store.delete_schedule(name).await?],
+    };
+    if json {
+        return print_json(&json!(
+            schedules.iter().map(schedule_json).collect::<Vec<_>>()
+        ));
+    }
+    for s in &schedules {
+        println!(
+            "schedule {}  every {}  {} entities  features {}{}  next run {}",
+            s.name,
+            humantime::format_duration(Duration::from_millis(s.every_ms)),
+            s.entities,
+            s.features.join(","),
+            if s.stage { " (staged)" } else { "" },
+            timestamp_text(s.next_run_ms)
+        );
+        let rows: Vec<Vec<String>> = s
+            .runs
+            .iter()
+            .map(|r| {
+                let (id, state) = match &r.backfill {
+                    Some(b) => (b.id.clone(), state_name(b.state()).to_string()),
+                    None => (r.backfill_id.clone(), r.note.clone()),
+                };
+                let gate = r
+                    .generations
+                    .iter()
+                    .map(|g| format!("gen {} {}", g.generation, generation_state(g.state())))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                vec![timestamp_text(r.started_at_ms), id, state, gate]
+            })
+            .collect();
+        print!(
+            "{}",
+            table(&["STARTED", "BACKFILL", "STATE", "GATE"], &rows)
+        );
+    }
+    Ok(())
+}
+
+fn generation_state(s: api::GenerationState) -> &'static str {
+    use api::GenerationState as G;
+    match s {
+        G::Staging => "staging",
+        G::Published => "published",
+        G::Superseded => "superseded",
+        G::Rejected => "rejected",
+        G::Abandoned => "abandoned",
+        G::Unspecified => "unknown",
+    }
+}
+
+fn schedule_json(s: &api::Schedule) -> serde_json::Value {
+    json!({
+        "name": s.name,
+        "features": s.features,
+        "every_ms": s.every_ms,
+        "stage": s.stage,
+        "entities": s.entities,
+        "next_run_ms": s.next_run_ms,
+        "runs": s.runs.iter().map(|r| json!({
+            "backfill_id": r.backfill_id,
+            "started_at_ms": r.started_at_ms,
+            "note": r.note,
+            "backfill": r.backfill.as_ref().map(backfill_json),
+            "generations": r.generations.iter().map(|g| json!({
+                "generation": g.generation, "state": generation_state(g.state()), "reason": g.reason,
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 /// Polls a backfill until it ends, drawing a bar on a terminal, then prints it.

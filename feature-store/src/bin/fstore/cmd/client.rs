@@ -128,6 +128,9 @@ pub enum Verb {
     /// Backfills: features computed for many entities on the batch lane.
     #[command(subcommand)]
     Backfill(super::backfill::Verb),
+    /// Repeating backfills: their runs and gate verdicts.
+    #[command(subcommand)]
+    Schedule(super::backfill::ScheduleVerb),
     /// Generations of snapshot-served features: which is published, the gate's reports.
     #[command(subcommand)]
     Publish(super::publish::Verb),
@@ -203,6 +206,7 @@ pub async fn run(addr: &str, tenant: Option<String>, json: bool, verb: Verb) -> 
         }
         Verb::Log(verb) => super::log::run(&store, verb, json).await,
         Verb::Backfill(verb) => super::backfill::run(&store, verb, json).await,
+        Verb::Schedule(verb) => super::backfill::run_schedule(&store, verb, json).await,
         Verb::Publish(verb) => super::publish::run(&store, verb, json).await,
         Verb::Rollback { feature, to } => super::publish::rollback(&store, feature, to, json).await,
     }
@@ -212,6 +216,27 @@ async fn register(store: &mut Client, file: &std::path::Path, json: bool) -> any
     let text =
         std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
     let done = store.register_file(&text).await?;
+    // Then the schedules, whose entity files are relative to the registration file.
+    let schedules = fstore::definitions::schedules(&text)?;
+    let base = file.parent().unwrap_or(std::path::Path::new("."));
+    for s in schedules {
+        let entities = crate::entities::read(&base.join(&s.entities), &s.id_column)?;
+        let spec = api::StartBackfillRequest {
+            features: s.features,
+            max_staleness_ms: s.max_staleness.map(|d| d.as_millis() as u64),
+            stage: s.stage,
+            every_ms: s.every.as_millis() as u64,
+            schedule: s.name.clone(),
+            entities: Vec::new(),
+        };
+        let first = store.start_backfill_with(spec, entities).await?;
+        eprintln!(
+            "schedule {}: every {}, first run {}",
+            s.name,
+            humantime::format_duration(s.every),
+            first.id
+        );
+    }
     if json {
         let rows: Vec<_> = done
             .iter()
