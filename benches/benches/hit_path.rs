@@ -3,6 +3,10 @@
 //! with a bare tonic echo service answering messages of the same sizes. The target is
 //! at least 0.8× the echo's throughput.
 //!
+//! Each case runs twice: features answered from the value cache (`cached`), and
+//! snapshot-served features answered from their published generation in memory
+//! (`snapshot`, published by a staged backfill before the run).
+//!
 //! A third table times the GetFeatures handler alone (`Service::get_features` called
 //! in-process, no HTTP/2 or codec): the feature store's own work per call.
 //!
@@ -17,6 +21,7 @@
 //!   load generator, as an application would, instead of sending pre-encoded bytes and
 //!   decoding only the statuses
 //! - `HIT_PATH_CASES` (10,250): the feature counts to run
+//! - `HIT_PATH_SERVING` (cached,snapshot): where the features are answered from
 //! - `HIT_PATH_FSTORE_NODELAY` (0): 1 binds the feature store's listener with TCP_NODELAY,
 //!   which Linux copies onto accepted connections. `server::start` serves a bare
 //!   `TcpListenerStream`, so its connections otherwise keep Nagle's algorithm while the
@@ -56,6 +61,32 @@ struct Settings {
     full_decode: bool,
     fstore_nodelay: bool,
     cases: Vec<usize>,
+    serving: Vec<Serving>,
+}
+
+/// Where a case's features are answered from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Serving {
+    /// The value cache (TTL), as computed on demand.
+    Cached,
+    /// The published generation in memory (`serving = "snapshot"`).
+    Snapshot,
+}
+
+impl Serving {
+    fn name(self) -> &'static str {
+        match self {
+            Serving::Cached => "cached",
+            Serving::Snapshot => "snapshot",
+        }
+    }
+
+    fn feature(self, i: usize) -> String {
+        match self {
+            Serving::Cached => feature_name(i),
+            Serving::Snapshot => format!("b.s{i:03}"),
+        }
+    }
 }
 
 impl Settings {
@@ -83,6 +114,14 @@ impl Settings {
             full_decode: env("HIT_PATH_FULL_DECODE", 0u8)? != 0,
             fstore_nodelay: env("HIT_PATH_FSTORE_NODELAY", 0u8)? != 0,
             cases,
+            serving: env("HIT_PATH_SERVING", "cached,snapshot".to_string())?
+                .split(',')
+                .map(|c| match c.trim() {
+                    "cached" => Ok(Serving::Cached),
+                    "snapshot" => Ok(Serving::Snapshot),
+                    other => bail!("HIT_PATH_SERVING: `{other}` is not cached or snapshot"),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
         })
     }
 
@@ -99,25 +138,70 @@ fn feature_name(i: usize) -> String {
     format!("b.f{i:03}")
 }
 
-/// Registers `b.f000`..`b.f249` (probe flow, no inputs, 1 h TTL).
+/// Registers `b.f000`..`b.f249` and the snapshot-served `b.s000`..`b.s249` (probe
+/// flow, no inputs, 1 h TTL).
 async fn register(client: &mut FeatureStoreClient<Channel>) -> anyhow::Result<()> {
-    for i in 0..FEATURES {
-        client
-            .register_feature(api::RegisterFeatureRequest {
-                definition: Some(api::FeatureDefinition {
-                    name: feature_name(i),
-                    entity_type: "item".into(),
-                    flow: "test.probe@1".into(),
-                    params: HashMap::from([("value".to_string(), i.to_string())]),
-                    ttl_ms: 3_600_000,
-                    ..Default::default()
-                }),
-                force: false,
-            })
-            .await
-            .with_context(|| format!("registering {}", feature_name(i)))?;
+    for serving in [Serving::Cached, Serving::Snapshot] {
+        for i in 0..FEATURES {
+            let mut def = api::FeatureDefinition {
+                name: serving.feature(i),
+                entity_type: "item".into(),
+                flow: "test.probe@1".into(),
+                params: HashMap::from([("value".to_string(), i.to_string())]),
+                ttl_ms: 3_600_000,
+                ..Default::default()
+            };
+            if serving == Serving::Snapshot {
+                def.set_serving(api::Serving::Snapshot);
+            }
+            client
+                .register_feature(api::RegisterFeatureRequest {
+                    definition: Some(def),
+                    force: false,
+                })
+                .await
+                .with_context(|| format!("registering {}", serving.feature(i)))?;
+        }
     }
     Ok(())
+}
+
+/// Publishes a generation of every snapshot-served feature for the bench entity: a
+/// staged backfill, through the gate.
+async fn publish(client: &mut FeatureStoreClient<Channel>) -> anyhow::Result<()> {
+    let start = api::StartBackfillRequest {
+        features: (0..FEATURES)
+            .map(|i| Serving::Snapshot.feature(i))
+            .collect(),
+        entities: vec![api::EntityRequest {
+            entity_id: ENTITY.into(),
+            ..Default::default()
+        }],
+        stage: true,
+        ..Default::default()
+    };
+    let b = client
+        .start_backfill(futures::stream::iter([start]))
+        .await?
+        .into_inner();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = client
+            .get_publish_status(api::GetPublishStatusRequest {
+                feature: Serving::Snapshot.feature(FEATURES - 1),
+            })
+            .await?
+            .into_inner();
+        if status.features.first().is_some_and(|f| f.published > 0) {
+            return Ok(());
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "backfill {} did not publish within 60 s",
+            b.id
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Computes every feature for the bench entity and waits until all are READY.
@@ -150,6 +234,7 @@ async fn warm(client: &mut FeatureStoreClient<Channel>) -> anyhow::Result<()> {
 }
 
 struct Row {
+    case: String,
     features: usize,
     request_bytes: usize,
     response_bytes: usize,
@@ -239,6 +324,7 @@ async fn handler_latency(
 async fn run_case(
     s: &Settings,
     features: usize,
+    serving: Serving,
     service: &fstore::service::Service,
     store: &mut FeatureStoreClient<Channel>,
     store_channels: &[Channel],
@@ -249,7 +335,7 @@ async fn run_case(
             entity_id: ENTITY.into(),
             ..Default::default()
         }],
-        features: (0..features).map(feature_name).collect(),
+        features: (0..features).map(|i| serving.feature(i)).collect(),
         ..Default::default()
     };
     // One real call gives the sizes the echo must match.
@@ -259,8 +345,11 @@ async fn run_case(
             && response
                 .results
                 .iter()
-                .all(|r| r.status() == api::Status::Ready && r.from_cache),
-        "the sizing call for {features} features did not answer every feature READY from the cache"
+                .all(|r| r.status() == api::Status::Ready
+                    && r.from_cache
+                    && (serving == Serving::Cached) == (r.generation == 0)),
+        "the sizing call for {features} {} features did not answer every one READY from there",
+        serving.name()
     );
     let request_bytes = request.encode_to_vec().len();
     let response_bytes = response.encode_to_vec().len();
@@ -298,6 +387,7 @@ async fn run_case(
     let echo_thr = measure_throughput(s, &echo_calls, warmup, window).await;
 
     Ok(Row {
+        case: format!("1 × {features} {}", serving.name()),
         features,
         request_bytes,
         response_bytes,
@@ -344,20 +434,26 @@ async fn run() -> anyhow::Result<()> {
 
     register(&mut admin).await?;
     warm(&mut admin).await?;
+    if s.serving.contains(&Serving::Snapshot) {
+        publish(&mut admin).await?;
+    }
 
     let mut rows = Vec::new();
     for &features in &s.cases {
-        rows.push(
-            run_case(
-                &s,
-                features,
-                &store.service,
-                &mut admin,
-                &store_channels,
-                &echo_channels,
-            )
-            .await?,
-        );
+        for &serving in &s.serving {
+            rows.push(
+                run_case(
+                    &s,
+                    features,
+                    serving,
+                    &store.service,
+                    &mut admin,
+                    &store_channels,
+                    &echo_channels,
+                )
+                .await?,
+            );
+        }
     }
 
     println!();
@@ -390,8 +486,8 @@ async fn run() -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| 1 × {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2}× |",
-            r.features,
+            "| {} | {} | {} | {} | {} | {:.0} | {:.0} | {:.2}× |",
+            r.case,
             r.store_seq.p50_us(),
             r.store_seq.p99_us(),
             r.echo_seq.p50_us(),
@@ -409,8 +505,8 @@ async fn run() -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| 1 × {} | {} / {} | {} / {} | {} | {} in {:.2} s | {} in {:.2} s |",
-            r.features,
+            "| {} | {} / {} | {} / {} | {} | {} in {:.2} s | {} in {:.2} s |",
+            r.case,
             r.request_bytes,
             r.echo_request_bytes,
             r.response_bytes,
@@ -429,8 +525,8 @@ async fn run() -> anyhow::Result<()> {
     println!("|---|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| 1 × {} | {} | {} | {:.2} | {:.0}% |",
-            r.features,
+            "| {} | {} | {} | {:.2} | {:.0}% |",
+            r.case,
             r.handler.p50_us(),
             r.handler.p99_us(),
             r.handler.p50_us() as f64 / r.features as f64,
@@ -444,8 +540,8 @@ async fn run() -> anyhow::Result<()> {
     for r in &rows {
         let ratio = r.ratio();
         println!(
-            "1 × {} features: fstore throughput is {:.2}× the echo's (target ≥ {TARGET_RATIO}×): {}",
-            r.features,
+            "{}: fstore throughput is {:.2}× the echo's (target ≥ {TARGET_RATIO}×): {}",
+            r.case,
             ratio,
             if ratio >= TARGET_RATIO {
                 "met"
@@ -458,10 +554,10 @@ async fn run() -> anyhow::Result<()> {
     for r in &rows {
         if r.store_seq.p50_us() >= 30_000 && r.echo_seq.p50_us() < 10_000 {
             println!(
-                "note 1 × {}: a sequential p50 near 40 ms is Nagle's algorithm meeting delayed ACKs \
+                "note {}: a sequential p50 near 40 ms is Nagle's algorithm meeting delayed ACKs \
                  (the feature store's accepted connections lack TCP_NODELAY); \
                  HIT_PATH_FSTORE_NODELAY=1 shows the server without it",
-                r.features
+                r.case
             );
         }
     }
@@ -471,8 +567,8 @@ async fn run() -> anyhow::Result<()> {
         for (what, count, first) in r.failures() {
             failed = true;
             eprintln!(
-                "FAILURES 1 × {} {what}: {count}; first: {}",
-                r.features,
+                "FAILURES {} {what}: {count}; first: {}",
+                r.case,
                 first.unwrap_or("?")
             );
         }

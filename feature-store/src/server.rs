@@ -46,6 +46,9 @@ pub struct Running {
     /// registry follower, ready hub, metrics).
     tasks: TaskTracker,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
+    /// Whether shutting down closes the substrate (not when another server in this
+    /// process shares it: [`start_sharing`]).
+    owns_substrate: bool,
     worker: Option<JoinHandle<Result<(), fstore_substrate::Error>>>,
 }
 
@@ -80,7 +83,9 @@ impl Running {
         self.background_token.cancel();
         self.tasks.close();
         self.tasks.wait().await;
-        self.substrate.connection.close().await;
+        if self.owns_substrate {
+            self.substrate.connection.close().await;
+        }
     }
 }
 
@@ -178,6 +183,19 @@ pub async fn start_embedded(
 ) -> Result<Running, Error> {
     let substrate = embedded::substrate(&config.embedded_options())?;
     start(config, substrate, catalog, listener).await
+}
+
+/// Starts a serve replica, without a worker, on a substrate that another server in
+/// this process uses too (two replicas on one embedded substrate, in tests): stopping
+/// it leaves the substrate open for the other.
+pub async fn start_sharing(
+    config: Config,
+    substrate: Substrate,
+    listener: TcpListener,
+) -> Result<Running, Error> {
+    let mut running = start(config, substrate, Catalog::new(), listener).await?;
+    running.owns_substrate = false;
+    Ok(running)
 }
 
 /// Starts the service on any substrate, with a worker in this process for `catalog`.
@@ -321,5 +339,6 @@ pub async fn start(
         tasks,
         server,
         worker,
+        owns_substrate: true,
     })
 }

@@ -51,21 +51,23 @@ impl Harness {
     }
 
     /// Another serve replica, without a worker, on the same backend: the same
-    /// in-process substrate (embedded), or its own connection to the same NATS server.
-    /// Shut it down after the harness (on the embedded backend they share a queue).
+    /// in-process substrate (embedded; stopping the replica leaves it open), or its own
+    /// connection to the same NATS server.
     pub async fn replica(&self, config: Config) -> anyhow::Result<(Running, TestClient)> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let substrate = match &self.nats {
-            None => self.running.substrate.clone(),
+        let running = match &self.nats {
+            None => {
+                let substrate = self.running.substrate.clone();
+                fstore::server::start_sharing(config, substrate, listener).await?
+            }
             Some(nats) => {
                 let mut config = config.clone();
                 config.nats.url = Some(nats.url());
-                fstore::server::substrate(&config).await?
+                let substrate = fstore::server::substrate(&config).await?;
+                fstore::server::start(config, substrate, fstore_flows::Catalog::new(), listener)
+                    .await?
             }
         };
-        let running =
-            fstore::server::start(config, substrate, fstore_flows::Catalog::new(), listener)
-                .await?;
         let client = TestClient::connect(&running.url(), None).await?;
         Ok((running, client))
     }

@@ -253,7 +253,7 @@ impl Planner {
             return None;
         }
         self.snapshots
-            .get(&request.tenant, &node.name, node.version, &entity.entity_id)
+            .get(&request.tenant, &node.id, &entity.entity_id)
             .filter(|h| h.computed_at_ms >= wanted.min_planned_at_ms)
     }
 

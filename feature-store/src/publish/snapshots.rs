@@ -36,35 +36,33 @@ struct Loaded {
     values: HashMap<String, Held>,
 }
 
-/// (tenant, feature, version).
-type Id = (String, String, u32);
+/// Per tenant, per feature (`name@version`): looked up by `&str`, without allocating.
+type ByTenant = HashMap<String, HashMap<String, Arc<Loaded>>>;
 
 /// The published generations held in memory. Cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshots {
-    loaded: Arc<RwLock<HashMap<Id, Arc<Loaded>>>>,
+    loaded: Arc<RwLock<ByTenant>>,
+}
+
+fn feature_id(feature: &str, version: u32) -> String {
+    format!("{feature}@{version}")
 }
 
 impl Snapshots {
-    /// The published value of `entity`, if the feature has a generation in memory
-    /// holding one.
-    pub fn get(&self, tenant: &str, feature: &str, version: u32, entity: &str) -> Option<Held> {
+    /// The published value of `entity` for the feature `id` (`name@version`), if the
+    /// feature has a generation in memory holding one.
+    pub fn get(&self, tenant: &str, id: &str, entity: &str) -> Option<Held> {
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
-        if loaded.is_empty() {
-            return None;
-        }
-        loaded
-            .get(&(tenant.to_string(), feature.to_string(), version))?
-            .values
-            .get(entity)
-            .cloned()
+        loaded.get(tenant)?.get(id)?.values.get(entity).cloned()
     }
 
     /// The generation held for a feature (0: none).
     pub fn generation(&self, tenant: &str, feature: &str, version: u32) -> u64 {
         let loaded = self.loaded.read().unwrap_or_else(|p| p.into_inner());
         loaded
-            .get(&(tenant.to_string(), feature.to_string(), version))
+            .get(tenant)
+            .and_then(|f| f.get(&feature_id(feature, version)))
             .map_or(0, |l| l.generation)
     }
 
@@ -113,20 +111,18 @@ impl Snapshots {
 
     /// Makes memory hold the generation `record` publishes (or nothing, if none).
     async fn sync(&self, store: &dyn PublishStore, record: &PublishRecord) -> Result<()> {
-        let id = (
-            record.tenant.clone(),
-            record.feature.clone(),
-            record.version,
-        );
-        if self.generation(&id.0, &id.1, id.2) == record.published {
+        if self.generation(&record.tenant, &record.feature, record.version) == record.published {
             return Ok(());
         }
+        let id = feature_id(&record.feature, record.version);
         let Some(kept) = record
             .generations
             .iter()
             .find(|g| g.info.as_ref().map(|i| i.generation) == Some(record.published))
         else {
-            self.write().remove(&id);
+            if let Some(features) = self.write().get_mut(&record.tenant) {
+                features.remove(&id);
+            }
             return Ok(());
         };
         let generation = record.published;
@@ -146,11 +142,13 @@ impl Snapshots {
             .collect();
         info!(feature = %record.feature, version = record.version, generation, entities = values.len(), "serving a published generation from memory");
         self.write()
+            .entry(record.tenant.clone())
+            .or_default()
             .insert(id, Arc::new(Loaded { generation, values }));
         Ok(())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Id, Arc<Loaded>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, ByTenant> {
         self.loaded.write().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -205,9 +203,9 @@ mod tests {
         for (published, want) in [(1, Some(1)), (2, Some(2)), (0, None)] {
             record.published = published;
             snapshots.sync(&store, &record).await.expect("sync");
-            let got = snapshots.get("t", "f", 1, "e").map(|h| h.generation);
+            let got = snapshots.get("t", "f@1", "e").map(|h| h.generation);
             assert_eq!(got, want, "published {published}");
         }
-        assert!(snapshots.get("t", "f", 1, "other").is_none());
+        assert!(snapshots.get("t", "f@1", "other").is_none());
     }
 }

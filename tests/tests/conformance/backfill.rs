@@ -200,3 +200,51 @@ pub(crate) async fn interactive_calls_go_before_a_backfill(b: Backend) -> anyhow
     h.stop().await;
     Ok(())
 }
+
+pub(crate) async fn a_backfill_outlives_the_replica_running_it(b: Backend) -> anyhow::Result<()> {
+    // The harness's replica hosts the worker and never looks for backfills (it scans
+    // once, at start); two replicas without workers race for the backfill.
+    let mut quiet = test_config();
+    quiet.backfill.scan_interval = Duration::from_secs(3_600);
+    quiet.backfill.lease = Duration::from_secs(3 * 3_600);
+    let h = Harness::with_config(b, quiet).await?;
+    h.register(probe("paced", &[("delay_ms", "60")])).await?;
+    let mut config = test_config();
+    config.backfill.chunk_entities = 8;
+    config.backfill.window = 1;
+    config.backfill.scan_interval = Duration::from_millis(100);
+    config.backfill.lease = Duration::from_millis(400);
+    let (one, one_client) = h.replica(config.clone()).await?;
+    let (two, two_client) = h.replica(config).await?;
+    let one_url = one.url();
+    let c = fstore::client::Client::connect(&one_url, None).await?;
+    let ids: Vec<api::EntityRequest> = (0..96).map(|i| entity(&format!("p{i}"), &[])).collect();
+    let started = c.start_backfill(vec!["paced".into()], None, ids).await?;
+    // Whichever replica runs it is stopped once it is under way.
+    let (runner, done_then) = wait_until(LONG, "a replica to run it", || async {
+        let b = c.get_backfill(started.id.clone()).await.ok()?;
+        (!b.runner.is_empty() && b.done > 0).then_some((b.runner, b.done))
+    })
+    .await?;
+    assert!(
+        done_then < 96,
+        "finished before its replica stopped: {done_then}"
+    );
+    let port = |r: &fstore::server::Running| r.addr.port().to_string();
+    let (stopped, survivor, survivor_client) = if runner.ends_with(&format!("-{}", port(&one))) {
+        (one, two, two_client)
+    } else {
+        (two, one, one_client)
+    };
+    stopped.shutdown().await;
+    let c = fstore::client::Client::connect(&survivor.url(), None).await?;
+    let done = until_ended(&c, &started.id).await?;
+    assert_eq!(done.state(), BackfillState::Done, "{done:?}");
+    // Only the survivor could finish it: the harness's replica scanned once, at start.
+    assert_eq!(done.done + done.skipped, 96, "{done:?}");
+    assert_eq!(h.computes("paced@1"), 96, "no node computed twice");
+    drop(survivor_client);
+    h.stop().await;
+    survivor.shutdown().await;
+    Ok(())
+}

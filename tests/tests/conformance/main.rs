@@ -89,6 +89,7 @@ fstore_tests::on_every_backend!(
     a_bad_backfill_is_refused_whole,
     a_cancelled_backfill_submits_nothing_more,
     interactive_calls_go_before_a_backfill,
+    a_backfill_outlives_the_replica_running_it,
     the_gate_publishes_refuses_and_rolls_back,
     staging_an_online_feature_is_refused,
     refresh_ahead_keeps_a_hot_key_cached,
