@@ -7,12 +7,21 @@
 //! without them).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Instant;
 
 use fstore_flows::builtin::MiniLm;
 use fstore_flows::{Flow, FlowInput, Params, Value};
+
+/// The package's directory as the test runner gives it at run time (`cargo test` and
+/// nextest set `CARGO_MANIFEST_DIR`), else as it was at build time: a test binary may be
+/// reused from a build in another clone that shares the target directory.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
+}
 
 const TOLERANCE: f32 = 1e-5;
 
@@ -23,7 +32,9 @@ struct Item {
 }
 
 fn reference() -> Vec<Item> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/minilm/minilm-public.json");
+    let path = manifest_dir()
+        .as_path()
+        .join("tests/data/minilm/minilm-public.json");
     let raw = std::fs::read(&path)
         .unwrap_or_else(|e| panic!("cannot read the reference {} ({e})", path.display()));
     let json: serde_json::Value = serde_json::from_slice(&raw).expect("reference is json");

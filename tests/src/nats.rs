@@ -10,6 +10,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// The package's directory as the test runner gives it at run time (`cargo test` and
+/// nextest set `CARGO_MANIFEST_DIR`), else as it was at build time: a test binary may be
+/// reused from a build in another clone that shares the target directory.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
+}
+
 /// A running nats-server, killed on drop.
 #[derive(Debug)]
 pub struct NatsServer {
@@ -28,7 +38,7 @@ pub fn server_binary() -> anyhow::Result<PathBuf> {
     let bin = match std::env::var_os("NATS_SERVER_BIN") {
         Some(p) => PathBuf::from(p),
         None => {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let root = manifest_dir().join("..");
             let tools = root.join(".tools");
             let found = std::fs::read_dir(&tools).ok().and_then(|entries| {
                 entries

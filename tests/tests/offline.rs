@@ -14,10 +14,22 @@ use fstore_tests::process::{Proc, free_port, fstore_binary};
 use fstore_tests::{TestClient, wait_until};
 use serde_json::Value as Json;
 
+/// The package's directory as the test runner gives it at run time (`cargo test` and
+/// nextest set `CARGO_MANIFEST_DIR`), else as it was at build time: a test binary may be
+/// reused from a build in another clone that shares the target directory.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
+}
+
 const LONG: Duration = Duration::from_secs(30);
 
 fn demo_features() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../feature-store/examples/demo.toml")
+    manifest_dir()
+        .as_path()
+        .join("../feature-store/examples/demo.toml")
 }
 
 /// `fstore dev` with its feature log in `log_dir`, registering the demo's features.
@@ -100,7 +112,7 @@ fn python() -> anyhow::Result<PathBuf> {
 
 /// What pyarrow reads in an exported file (`tests/python/read_export.py`).
 fn pyarrow_read(file: &Path) -> anyhow::Result<Json> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/read_export.py");
+    let script = manifest_dir().join("python/read_export.py");
     let out = Command::new(python()?).arg(script).arg(file).output()?;
     if !out.status.success() {
         bail!(
@@ -334,5 +346,116 @@ async fn any_nats_client_reads_the_event_stream_with_its_own_consumer() -> anyho
         "the stream sequence is the event's cursor"
     );
     h.stop().await;
+    Ok(())
+}
+
+/// The offline cycle from the command line: a registration file with a snapshot-served
+/// feature and a staged `[[schedule]]` over a CSV; `fstore register` starts it, the
+/// gate publishes, `fstore publish status`, `schedule ls`, `rollback` and `schedule rm`
+/// read and steer it; bad input is refused with its status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_offline_cycle_runs_from_a_registration_file() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_dev, c, url) = dev(dir.path(), &dir.path().join("log"), "dev").await?;
+    std::fs::write(
+        dir.path().join("docs.csv"),
+        "entity_id,x:f64\nd1,1.5\nd2,2.5\nd3,3.5\n",
+    )?;
+    let file = dir.path().join("scores.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[feature]]
+name = "doc.score"
+entity_type = "doc"
+flow = "num.affine@1"
+ttl = "1h"
+inputs = { x = { request = "x" } }
+serving = "snapshot"
+gate = { max_row_change = 0.1 }
+
+[[schedule]]
+name = "cycle"
+features = ["doc.score"]
+entities = "docs.csv"
+every = "2s"
+stage = true
+"#,
+    )?;
+    let (code, _, stderr) = cli(&url, &["register", &path(&file)])?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("schedule cycle: every 2s, first run"),
+        "{stderr}"
+    );
+
+    let status = wait_until(LONG, "the first run to be published", || async {
+        let (code, out, _) = cli(&url, &["--json", "publish", "status", "doc.score"]).ok()?;
+        let j: Json = serde_json::from_str(&out).ok()?;
+        (code == 0 && j[0]["published"].as_u64()? >= 1).then_some(j)
+    })
+    .await?;
+    assert_eq!(status[0]["generations"][0]["rows"], 3, "{status}");
+    // The other replica of this setup is the same process: it serves from memory.
+    let mut req = build::get(&["d2"], &["doc.score"]);
+    req.entities[0].inputs.insert("x".into(), build::f64(100.0));
+    let r = c.get(req).await?;
+    assert_eq!(build::f64_of(&r.results[0]), Some(2.5), "{r:?}");
+    assert!(r.results[0].generation >= 1);
+
+    let runs = wait_until(LONG, "a second run", || async {
+        let (_, out, _) = cli(&url, &["--json", "schedule", "ls"]).ok()?;
+        let j: Json = serde_json::from_str(&out).ok()?;
+        (j[0]["runs"].as_array()?.len() >= 2).then_some(j)
+    })
+    .await?;
+    assert_eq!(runs[0]["name"], "cycle", "{runs}");
+
+    let (code, _, stderr) = cli(&url, &["rollback", "doc.score", "--to", "99"])?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("NOT_FOUND") && stderr.contains("kept:"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = cli(
+        &url,
+        &[
+            "backfill",
+            "start",
+            "-f",
+            "doc.score",
+            "-e",
+            "d9",
+            "--stage",
+            "--every",
+            "soon",
+            "--schedule",
+            "x",
+        ],
+    )?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("soon"), "{stderr}");
+    let (code, _, stderr) = cli(
+        &url,
+        &[
+            "backfill",
+            "start",
+            "-f",
+            "doc.words",
+            "-e",
+            "d9",
+            "--stage",
+            "-i",
+            "text=a",
+        ],
+    )?;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("INVALID_ARGUMENT") && stderr.contains("snapshot"),
+        "{stderr}"
+    );
+    let (code, out, stderr) = cli(&url, &["schedule", "rm", "cycle"])?;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.contains("schedule cycle"), "{out}");
     Ok(())
 }

@@ -18,6 +18,16 @@
 
 use std::path::{Path, PathBuf};
 
+/// The package's directory as the test runner gives it at run time (`cargo test` and
+/// nextest set `CARGO_MANIFEST_DIR`), else as it was at build time: a test binary may be
+/// reused from a build in another clone that shares the target directory.
+fn manifest_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(
+        || env!("CARGO_MANIFEST_DIR").into(),
+        std::path::PathBuf::from,
+    )
+}
+
 /// Most lines a source file may have before its `#[cfg(test)]`.
 const MAX_LINES: usize = 600;
 
@@ -28,7 +38,8 @@ const SKIPPED_DIRS: &[&str] = &["target", ".tools", ".data"];
 const UNNAMED_FILES: &[&str] = &["lib.rs", "main.rs", "build.rs"];
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    manifest_dir()
+        .as_path()
         .parent()
         .expect("the tests crate lives in the workspace root")
         .to_path_buf()
