@@ -403,7 +403,7 @@ CONFIG_KEYS = {
                "metrics_listen": "str"},
     "limits": {"max_entities": "int", "max_features": "int", "max_items": "int",
                "max_input_bytes": "int", "max_request_bytes": "int", "max_wait": "duration",
-               "default_wait": "duration"},
+               "default_wait": "duration", "max_related": "int"},
     "cache": {"max_bytes": "int", "failure_ttl": "duration", "claim_ttl": "duration",
               "claim_orphan_after": "duration", "refresh_ahead": "float"},
     "tickets": {"retention": "duration"},

@@ -187,6 +187,9 @@ pub struct Limits {
     /// The SYNC wait when the caller gives none.
     #[serde(with = "humantime_serde")]
     pub default_wait: Duration,
+    /// Entities one related input may reach (after the last hop); past it the value
+    /// fails naming this limit, or reads the first ones if its binding says `truncate`.
+    pub max_related: usize,
 }
 
 impl Default for Limits {
@@ -199,6 +202,7 @@ impl Default for Limits {
             max_request_bytes: 16 * 1024 * 1024,
             max_wait: Duration::from_secs(60),
             default_wait: Duration::from_secs(5),
+            max_related: 1_000,
         }
     }
 }

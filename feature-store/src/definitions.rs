@@ -88,6 +88,9 @@ struct Feature {
     serving: Serving,
     #[serde(default)]
     gate: Option<Gate>,
+    /// For a relation feature: the entity type its ids are of.
+    #[serde(default)]
+    relates_to: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -115,6 +118,19 @@ struct Gate {
 struct Input {
     feature: Option<String>,
     request: Option<String>,
+    /// A relation feature, or the path of them, to related entities.
+    via: Option<Via>,
+    aggregate: Option<String>,
+    #[serde(default)]
+    truncate: bool,
+}
+
+/// `via = "user.history"` or `via = ["model.pipeline_run", "pipeline_run.cells"]`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Via {
+    One(String),
+    Path(Vec<String>),
 }
 
 /// Why a registration file was refused before anything was sent.
@@ -124,7 +140,9 @@ pub enum Error {
     #[error("registration file: {0}")]
     Syntax(#[from] toml::de::Error),
     /// An input bound to both or neither of a feature and a request input.
-    #[error("feature `{feature}`, input `{input}`: give exactly one of `feature` or `request`")]
+    #[error(
+        "feature `{feature}`, input `{input}`: give exactly one of `feature`, `request` or `via` (with `aggregate`, and `feature` unless it is `ids`)"
+    )]
     Source { feature: String, input: String },
 }
 
@@ -138,9 +156,20 @@ pub fn parse(text: &str) -> Result<Vec<api::FeatureDefinition>, Error> {
                 .inputs
                 .into_iter()
                 .map(|(name, i)| {
-                    let source = match (i.feature, i.request) {
-                        (Some(feat), None) => api::input_binding::Source::Feature(feat),
-                        (None, Some(req)) => api::input_binding::Source::Request(req),
+                    let source = match (i.feature, i.request, i.via) {
+                        (feature, None, Some(via)) => {
+                            api::input_binding::Source::Related(api::Related {
+                                via: match via {
+                                    Via::One(v) => vec![v],
+                                    Via::Path(p) => p,
+                                },
+                                feature: feature.unwrap_or_default(),
+                                aggregate: i.aggregate.unwrap_or_default(),
+                                truncate: i.truncate,
+                            })
+                        }
+                        (Some(feat), None, None) => api::input_binding::Source::Feature(feat),
+                        (None, Some(req), None) => api::input_binding::Source::Request(req),
                         _ => {
                             return Err(Error::Source {
                                 feature: f.name.clone(),
@@ -181,6 +210,7 @@ pub fn parse(text: &str) -> Result<Vec<api::FeatureDefinition>, Error> {
                     Serving::Online => api::Serving::Unspecified,
                     Serving::Snapshot => api::Serving::Snapshot,
                 } as i32,
+                relates_to: f.relates_to,
                 gate: f.gate.map(|g| api::GateThresholds {
                     max_row_change: g.max_row_change,
                     max_failure_rate: g.max_failure_rate,

@@ -43,9 +43,16 @@ pub async fn describe_feature(
         .inputs
         .iter()
         .filter_map(|i| match i {
-            NodeInput::Feature { node, .. } => Some(node.id.clone()),
+            NodeInput::Feature { node, .. } => Some(vec![node.id.clone()]),
+            NodeInput::Related { via, target, .. } => Some(
+                via.iter()
+                    .chain(target.as_ref())
+                    .map(|n| n.id.clone())
+                    .collect(),
+            ),
             NodeInput::Request { .. } => None,
         })
+        .flatten()
         .collect();
     dependencies.sort();
     dependencies.dedup();

@@ -71,6 +71,7 @@ impl Store {
             PlannerOptions {
                 claim_ttl: config.cache.claim_ttl,
                 refresh_ahead: config.cache.refresh_ahead,
+                max_related: config.limits.max_related,
             },
             tasks,
             snapshots.clone(),

@@ -18,6 +18,8 @@ pub enum ValueType {
     Bytes,
     /// A dense f32 tensor of any shape.
     Tensor,
+    /// Ids of related entities of one entity type.
+    Relation,
 }
 
 impl fmt::Display for ValueType {
@@ -29,6 +31,7 @@ impl fmt::Display for ValueType {
             ValueType::String => "string",
             ValueType::Bytes => "bytes",
             ValueType::Tensor => "tensor",
+            ValueType::Relation => "relation",
         };
         f.write_str(s)
     }
@@ -43,6 +46,11 @@ pub enum Value {
     String(String),
     Bytes(Vec<u8>),
     Tensor(Tensor),
+    /// Related entities: their entity type and ids, in order.
+    Relation {
+        entity_type: String,
+        ids: Vec<String>,
+    },
 }
 
 impl Value {
@@ -54,6 +62,7 @@ impl Value {
             Value::String(_) => ValueType::String,
             Value::Bytes(_) => ValueType::Bytes,
             Value::Tensor(_) => ValueType::Tensor,
+            Value::Relation { .. } => ValueType::Relation,
         }
     }
 
@@ -80,6 +89,14 @@ impl Value {
         match self {
             Value::String(s) => Ok(s),
             other => Err(type_error(ValueType::String, other)),
+        }
+    }
+
+    /// The entity type and ids of a relation value.
+    pub fn as_relation(&self) -> Result<(&str, &[String]), Error> {
+        match self {
+            Value::Relation { entity_type, ids } => Ok((entity_type, ids)),
+            other => Err(type_error(ValueType::Relation, other)),
         }
     }
 

@@ -18,6 +18,10 @@ pub fn to_flow(v: &api::Value) -> Result<flows::Value, flows::Error> {
             let shape: Vec<usize> = t.shape.iter().map(|d| *d as usize).collect();
             flows::Value::tensor(t.data.clone(), &shape)
         }
+        Some(Kind::Relation(r)) => Ok(flows::Value::Relation {
+            entity_type: r.entity_type.clone(),
+            ids: r.ids.clone(),
+        }),
         None => Err(flows::Error::Permanent("value is empty".to_string())),
     }
 }
@@ -38,6 +42,10 @@ pub fn to_wire(v: &flows::Value) -> Result<api::Value, flows::Error> {
                 data,
             })
         }
+        flows::Value::Relation { entity_type, ids } => Kind::Relation(api::Relation {
+            entity_type: entity_type.clone(),
+            ids: ids.clone(),
+        }),
     };
     Ok(api::Value { kind: Some(kind) })
 }
@@ -52,6 +60,7 @@ pub fn wire_type(v: &api::Value) -> Option<flows::ValueType> {
         Kind::String(_) => flows::ValueType::String,
         Kind::Bytes(_) => flows::ValueType::Bytes,
         Kind::Tensor(_) => flows::ValueType::Tensor,
+        Kind::Relation(_) => flows::ValueType::Relation,
     })
 }
 
@@ -64,6 +73,7 @@ pub fn api_type(t: flows::ValueType) -> api::ValueType {
         flows::ValueType::String => api::ValueType::String,
         flows::ValueType::Bytes => api::ValueType::Bytes,
         flows::ValueType::Tensor => api::ValueType::Tensor,
+        flows::ValueType::Relation => api::ValueType::Relation,
     }
 }
 

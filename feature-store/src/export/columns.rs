@@ -36,7 +36,8 @@ impl ColumnType {
             Kind::F64(_) => ColumnType::F64,
             Kind::I64(_) => ColumnType::I64,
             Kind::Bool(_) => ColumnType::Bool,
-            Kind::String(_) => ColumnType::String,
+            // A relation's ids, comma-separated.
+            Kind::String(_) | Kind::Relation(_) => ColumnType::String,
             Kind::Bytes(_) => ColumnType::Bytes,
             Kind::Tensor(t) => ColumnType::Tensor {
                 width: i32::try_from(t.data.len()).ok()?,
@@ -120,6 +121,7 @@ impl ValueColumn {
             (ValueColumn::I64(b), Some(Kind::I64(x))) => b.append_value(*x),
             (ValueColumn::Bool(b), Some(Kind::Bool(x))) => b.append_value(*x),
             (ValueColumn::String(b), Some(Kind::String(x))) => b.append_value(x),
+            (ValueColumn::String(b), Some(Kind::Relation(r))) => b.append_value(r.ids.join(",")),
             (ValueColumn::Bytes(b), Some(Kind::Bytes(x))) => b.append_value(x),
             (ValueColumn::Tensor(b, width), Some(Kind::Tensor(t)))
                 if i32::try_from(t.data.len()) == Ok(*width) =>

@@ -238,5 +238,6 @@ fn value_json(v: &api::Value) -> Json {
         Some(Kind::String(s)) => json!(s),
         Some(Kind::Bytes(b)) => json!(base64::engine::general_purpose::STANDARD.encode(b)),
         Some(Kind::Tensor(t)) => json!({ "shape": t.shape, "data": t.data }),
+        Some(Kind::Relation(r)) => json!({ "entity_type": r.entity_type, "ids": r.ids }),
     }
 }

@@ -185,6 +185,7 @@ mod tests {
             PlannerOptions {
                 claim_ttl: Duration::from_secs(600),
                 refresh_ahead: 0.0,
+                max_related: 10,
             },
             tasks.clone(),
             Snapshots::default(),

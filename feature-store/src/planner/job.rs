@@ -5,6 +5,7 @@ use fstore_proto::api::{self, FeatureResult, Status};
 use fstore_proto::wire::{JobInput, job_input};
 use fstore_substrate::{ComputeJob, ValueEnvelope};
 
+use super::related::Resolved;
 use super::{NodeState, NodeStates};
 use crate::keys::{FieldHasher, ValueKey};
 use crate::publish::snapshots::Held;
@@ -12,12 +13,14 @@ use crate::registry::{Node, NodeInput};
 use crate::request::{ValidRequest, Wanted};
 use crate::{Error, Result};
 
-/// A node's job inputs for `entity`: ready inputs inline, pending ones by key; the
-/// FAILED state to answer instead when an input failed.
+/// A node's job inputs for `entity`: ready inputs inline, pending ones by key, related
+/// ones as aggregated (`related`); the state to answer instead when an input failed or
+/// cannot be submitted yet.
 pub(super) fn job_inputs(
     entity: &api::EntityRequest,
     node: &Node,
     states: &NodeStates,
+    related: &[Resolved],
 ) -> Result<std::result::Result<Vec<JobInput>, NodeState>> {
     let dep = |n: &Node| states.get(&(std::ptr::from_ref(n) as usize));
     let mut job_inputs = Vec::with_capacity(node.inputs.len());
@@ -45,6 +48,9 @@ pub(super) fn job_inputs(
                                 attempts: *attempts,
                             }));
                         }
+                        NodeState::Awaiting(waits) => {
+                            return Ok(Err(NodeState::Awaiting(waits.clone())));
+                        }
                     };
                     job_inputs.push(JobInput {
                         name: name.clone(),
@@ -67,6 +73,20 @@ pub(super) fn job_inputs(
                         name: name.clone(),
                         source: Some(job_input::Source::Value(value)),
                         request_input: request_input.clone(),
+                        key: String::new(),
+                    });
+                }
+                NodeInput::Related { input: name, .. } => {
+                    let Some(r) = related.iter().find(|r| &r.input == name) else {
+                        return Err(Error::Internal(format!(
+                            "related input `{name}` of `{}` was not resolved before its job",
+                            node.id
+                        )));
+                    };
+                    job_inputs.push(JobInput {
+                        name: name.clone(),
+                        source: Some(job_input::Source::Value(r.value.clone())),
+                        request_input: String::new(),
                         key: String::new(),
                     });
                 }
@@ -121,6 +141,7 @@ pub(super) fn value_key<'a>(
     node: &Node,
     entity: &api::EntityRequest,
     dep_key: impl Fn(&Node) -> Option<&'a ValueKey>,
+    related: &[Resolved],
 ) -> Result<ValueKey> {
     let mut h = FieldHasher::new(ValueKey::DOMAIN);
     h.text(tenant)
@@ -144,6 +165,17 @@ pub(super) fn value_key<'a>(
                     ))
                 })?;
                 h.text(input).text(key.as_str());
+            }
+            // The keys of the related values read (unresolved: none yet).
+            NodeInput::Related { input, .. } => {
+                h.text(input);
+                for key in related
+                    .iter()
+                    .filter(|r| &r.input == input)
+                    .flat_map(|r| &r.keys)
+                {
+                    h.text(key.as_str());
+                }
             }
         }
     }
@@ -200,7 +232,9 @@ pub(super) fn result(
             r.set_status(Status::Stale);
             fill(&mut r, env);
         }
-        NodeState::Pending { stale: None } => r.set_status(Status::Pending),
+        NodeState::Pending { stale: None } | NodeState::Awaiting(_) => {
+            r.set_status(Status::Pending)
+        }
         NodeState::Failed { error, attempts } => {
             r.set_status(Status::Failed);
             r.error = error.clone();

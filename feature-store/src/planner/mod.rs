@@ -20,23 +20,33 @@ use crate::Result;
 use crate::keys::ValueKey;
 pub use crate::plan::{Origin, Plan};
 use crate::publish::snapshots::{Held, Snapshots};
-use crate::registry::Node;
+use crate::registry::{Node, NodeInput};
 use crate::request::{ValidRequest, Wanted};
 use crate::served::ServedStats;
 
 mod claim;
 mod job;
 mod refresh;
+mod related;
 
 pub use claim::Claimed;
 use job::{from_snapshot, job, job_inputs, result, value_key};
+use related::Related;
 
 /// The state of one planned node.
 #[derive(Debug, Clone)]
 enum NodeState {
     Ready(Arc<ValueEnvelope>),
-    Pending { stale: Option<Arc<ValueEnvelope>> },
-    Failed { error: String, attempts: u32 },
+    Pending {
+        stale: Option<Arc<ValueEnvelope>>,
+    },
+    Failed {
+        error: String,
+        attempts: u32,
+    },
+    /// Cannot be submitted yet: a related input needs these values first (its key is
+    /// not known until they are).
+    Awaiting(Vec<ValueKey>),
 }
 
 /// A planned node: its key, state and origin, and the generation of the compute it
@@ -79,6 +89,8 @@ pub struct PlannerOptions {
     /// `cache.refresh_ahead`: the share of a value's TTL left under which a read sends
     /// it to be recomputed on the batch lane (0: never).
     pub refresh_ahead: f64,
+    /// `limits.max_related`: entities a related input may reach.
+    pub max_related: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -221,8 +233,10 @@ impl Planner {
                 let Some(planned) = states.get(&id) else {
                     continue;
                 };
-                if matches!(planned.state, NodeState::Pending { .. }) {
-                    plan.pending_keys.push(planned.key.clone());
+                match &planned.state {
+                    NodeState::Pending { .. } => plan.pending_keys.push(planned.key.clone()),
+                    NodeState::Awaiting(waits) => plan.pending_keys.extend(waits.iter().cloned()),
+                    _ => {}
                 }
                 plan.results.push(result(
                     entity,
@@ -268,7 +282,40 @@ impl Planner {
     ) -> Result<Planned> {
         let Pass { how, now } = pass;
         let dep = |n: &Node| states.get(&(std::ptr::from_ref(n) as usize));
-        let key = value_key(&request.tenant, node, entity, |n| dep(n).map(|p| &p.key))?;
+        // Related inputs first: the key covers the keys of the related values read.
+        let mut resolved = Vec::new();
+        for i in &node.inputs {
+            if !matches!(i, NodeInput::Related { .. }) {
+                continue;
+            }
+            let unresolved = match self.related(request, i, states, pass).await? {
+                Related::Ready(r) => {
+                    resolved.push(r);
+                    continue;
+                }
+                Related::Awaiting(waits) => NodeState::Awaiting(waits),
+                Related::Failed(error) => NodeState::Failed { error, attempts: 0 },
+            };
+            return Ok(Planned {
+                key: value_key(
+                    &request.tenant,
+                    node,
+                    entity,
+                    |n| dep(n).map(|p| &p.key),
+                    &[],
+                )?,
+                state: unresolved,
+                origin: Origin::Stored,
+                generation: None,
+            });
+        }
+        let key = value_key(
+            &request.tenant,
+            node,
+            entity,
+            |n| dep(n).map(|p| &p.key),
+            &resolved,
+        )?;
         let watermark = self
             .substrate
             .watermarks
@@ -312,7 +359,7 @@ impl Planner {
             });
         }
         // Missing: refuse to compute behind a failed input, else claim and submit.
-        let job_inputs = match job_inputs(entity, node, states)? {
+        let job_inputs = match job_inputs(entity, node, states, &resolved)? {
             Ok(inputs) => inputs,
             Err(failed) => {
                 return Ok(Planned {

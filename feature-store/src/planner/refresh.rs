@@ -56,7 +56,7 @@ impl Planner {
         states: &NodeStates,
         (watermark, now): (i64, i64),
     ) {
-        let Ok(Ok(inputs)) = job_inputs(entity, node, states) else {
+        let Ok(Ok(inputs)) = job_inputs(entity, node, states, &[]) else {
             return; // an input failed or went missing: the value expires as it would
         };
         let template = ComputeJob {

@@ -6,14 +6,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use fstore_flows::{FlowId, FlowSpec, Params};
+use fstore_flows::{FlowId, FlowSpec, Params, ValueType};
 use fstore_proto::api;
 use petgraph::Direction;
 use petgraph::algo::{tarjan_scc, toposort};
 use petgraph::graph::{DiGraph, NodeIndex};
 use prost::Message;
 
-use super::snapshot::{FeatureId, Node, NodeInput, Snapshot};
+use super::snapshot::{Aggregate, FeatureId, Node, NodeInput, Snapshot};
 use crate::keys::{FieldHasher, LineageHash};
 use crate::names::{FeatureRef, check_name};
 use crate::request::MAX_DURATION_MS;
@@ -67,6 +67,7 @@ pub(super) fn normalise(mut def: api::FeatureDefinition) -> Result<api::FeatureD
                     Error::Definition(format!("feature `{}`, input `{input}`: {e}", def.name))
                 })?;
             }
+            Some(api::input_binding::Source::Related(r)) => check_related(&def.name, input, r)?,
             None => {
                 return Err(Error::Definition(format!(
                     "feature `{}`, input `{input}` needs a source: a feature or a request input",
@@ -75,7 +76,54 @@ pub(super) fn normalise(mut def: api::FeatureDefinition) -> Result<api::FeatureD
             }
         }
     }
+    if !def.relates_to.is_empty() {
+        check_name("entity type", &def.relates_to)
+            .map_err(|e| Error::Definition(format!("feature `{}`, relates_to: {e}", def.name)))?;
+    }
     Ok(def)
+}
+
+/// Relations a path may take at most.
+pub const MAX_HOPS: usize = 4;
+
+/// The shape of a related input: a path of 1 to [`MAX_HOPS`] relation features, a known
+/// aggregate, a feature to read unless the aggregate is `ids`.
+fn check_related(feature: &str, input: &str, r: &api::Related) -> Result<()> {
+    let refuse = |why: String| {
+        Err(Error::Definition(format!(
+            "feature `{feature}`, input `{input}`: {why}"
+        )))
+    };
+    if r.via.is_empty() || r.via.len() > MAX_HOPS {
+        return refuse(format!(
+            "`via` names 1 to {MAX_HOPS} relation features, not {}",
+            r.via.len()
+        ));
+    }
+    for v in &r.via {
+        FeatureRef::parse(v).map_err(|e| {
+            Error::Definition(format!("feature `{feature}`, input `{input}`, via: {e}"))
+        })?;
+    }
+    let Some(aggregate) = Aggregate::parse(&r.aggregate) else {
+        return refuse(format!(
+            "aggregate `{}` is unknown: use mean, sum, min, max, count or ids",
+            r.aggregate
+        ));
+    };
+    match (aggregate, r.feature.is_empty()) {
+        (Aggregate::Ids, false) => {
+            refuse("aggregate `ids` reads no feature: drop `feature`".to_string())
+        }
+        (Aggregate::Ids, true) => Ok(()),
+        (_, true) => refuse(format!(
+            "aggregate `{}` needs the `feature` to read of each related entity",
+            aggregate.name()
+        )),
+        (_, false) => FeatureRef::parse(&r.feature)
+            .map(|_| ())
+            .map_err(|e| Error::Definition(format!("feature `{feature}`, input `{input}`: {e}"))),
+    }
 }
 
 /// Refuses gate thresholds that no generation could be measured against: rates outside
@@ -124,12 +172,22 @@ pub(super) fn build(
         }
     }
     // Edges dependency -> dependent, with floating references resolved to the latest.
+    // A related input depends on each relation of its path and on the feature it reads.
     let mut deps_of: HashMap<FeatureId, Vec<(String, FeatureId)>> = HashMap::new();
     for (name, versions) in &definitions {
         for d in versions {
             let me = (name.clone(), d.version);
             for (input, binding) in &d.inputs {
-                if let Some(api::input_binding::Source::Feature(f)) = &binding.source {
+                let read: Vec<&String> = match &binding.source {
+                    Some(api::input_binding::Source::Feature(f)) => vec![f],
+                    Some(api::input_binding::Source::Related(r)) => r
+                        .via
+                        .iter()
+                        .chain(Some(&r.feature).filter(|f| !f.is_empty()))
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                for f in read {
                     let r = FeatureRef::parse(f)?;
                     let Some(latest_version) = latest(&r.name) else {
                         return Err(Error::Definition(format!(
@@ -257,6 +315,29 @@ fn resolve_node(
                 name: r.clone(),
                 value_type: declared.value_type,
             }),
+            Some(api::input_binding::Source::Related(r)) => {
+                let read: Vec<Arc<Node>> = deps
+                    .iter()
+                    .filter(|(i, _)| i == input)
+                    .map(|(_, d)| {
+                        nodes.get(d).cloned().ok_or_else(|| {
+                            Error::Definition(format!(
+                                "feature `{name}`: dependency `{}@{}` is unresolved",
+                                d.0, d.1
+                            ))
+                        })
+                    })
+                    .collect::<Result<_>>()?;
+                let (via, target) = read.split_at(r.via.len().min(read.len()));
+                inputs.push(related_input(
+                    def,
+                    input,
+                    r,
+                    via,
+                    target.first(),
+                    declared.value_type,
+                )?);
+            }
             None => {
                 return Err(Error::Definition(format!(
                     "feature `{name}`: input `{input}` has no source"
@@ -273,10 +354,21 @@ fn resolve_node(
         }
     }
 
+    if spec.output == ValueType::Relation && def.relates_to.is_empty() {
+        return Err(Error::Definition(format!(
+            "feature `{name}`: flow {flow_id} makes a relation; say which entity type its ids are of with `relates_to`"
+        )));
+    }
     let lineage = lineage_hash(def, &flow_id, &inputs);
     let mut upstream: Vec<Arc<Node>> = Vec::new();
     for i in &inputs {
-        if let NodeInput::Feature { node, .. } = i {
+        // Same-entity dependencies: a feature input, and the first relation of a path.
+        let same_entity = match i {
+            NodeInput::Feature { node, .. } => Some(node),
+            NodeInput::Related { via, .. } => via.first(),
+            NodeInput::Request { .. } => None,
+        };
+        if let Some(node) = same_entity {
             for n in node.upstream.iter().chain(std::iter::once(node)) {
                 if !upstream.iter().any(|c| Arc::ptr_eq(c, n)) {
                     upstream.push(n.clone());
@@ -315,6 +407,24 @@ fn lineage_hash(def: &api::FeatureDefinition, flow: &FlowId, inputs: &[NodeInput
                 (input.clone(), format!("feature:{}", node.lineage))
             }
             NodeInput::Request { input, name, .. } => (input.clone(), format!("request:{name}")),
+            NodeInput::Related {
+                input,
+                via,
+                target,
+                aggregate,
+                truncate,
+            } => {
+                let path: Vec<&str> = via.iter().map(|n| n.lineage.as_str()).collect();
+                let read = target.as_ref().map_or("", |t| t.lineage.as_str());
+                (
+                    input.clone(),
+                    format!(
+                        "related:{}:{read}:{}:{truncate}",
+                        path.join(">"),
+                        aggregate.name()
+                    ),
+                )
+            }
         })
         .collect();
     bound.sort();
@@ -322,6 +432,84 @@ fn lineage_hash(def: &api::FeatureDefinition, flow: &FlowId, inputs: &[NodeInput
         h.text(&k).text(&v);
     }
     LineageHash::from(&h)
+}
+
+/// Checks a related input hop by hop — each relation of the entity type the one before
+/// relates to, the feature read of the entity type the last relates to, the aggregate
+/// able to take its values and giving the flow input's type — and resolves it.
+fn related_input(
+    def: &api::FeatureDefinition,
+    input: &str,
+    r: &api::Related,
+    via: &[Arc<Node>],
+    target: Option<&Arc<Node>>,
+    declared: ValueType,
+) -> Result<NodeInput> {
+    let name = &def.name;
+    let refuse = |why: String| {
+        Err(Error::Definition(format!(
+            "feature `{name}`, input `{input}`: {why}"
+        )))
+    };
+    let aggregate = Aggregate::parse(&r.aggregate).ok_or_else(|| {
+        Error::Definition(format!(
+            "feature `{name}`, input `{input}`: aggregate `{}` is unknown",
+            r.aggregate
+        ))
+    })?;
+    let mut at = def.entity_type.as_str();
+    let mut path = vec![format!("`{at}`")];
+    for hop in via {
+        if hop.value_type != ValueType::Relation {
+            return refuse(format!(
+                "`{}` is {}, not a relation",
+                hop.id, hop.value_type
+            ));
+        }
+        if hop.definition.entity_type != at {
+            return refuse(format!(
+                "the path {} -> `{}` breaks: `{}` is about `{}` entities, not `{at}`",
+                path.join(" -> "),
+                hop.id,
+                hop.id,
+                hop.definition.entity_type
+            ));
+        }
+        at = &hop.definition.relates_to;
+        path.push(format!("`{}` -> `{at}`", hop.id));
+    }
+    if let Some(t) = target
+        && t.definition.entity_type != at
+    {
+        return refuse(format!(
+            "the path {} ends at `{at}` entities, but `{}` is about `{}` entities",
+            path.join(" -> "),
+            t.id,
+            t.definition.entity_type
+        ));
+    }
+    let of = target.map(|t| t.value_type);
+    let Some(output) = aggregate.output(of) else {
+        return refuse(format!(
+            "aggregate `{}` cannot take {} values{}: mean and sum take numbers or tensors, min and max numbers, count anything",
+            aggregate.name(),
+            of.map_or("entity".to_string(), |t| t.to_string()),
+            target.map_or(String::new(), |t| format!(" (`{}`)", t.id))
+        ));
+    };
+    if output != declared {
+        return refuse(format!(
+            "aggregate `{}` gives {output}, but the flow's input takes {declared}",
+            aggregate.name()
+        ));
+    }
+    Ok(NodeInput::Related {
+        input: input.to_string(),
+        via: via.to_vec(),
+        target: target.cloned(),
+        aggregate,
+        truncate: r.truncate,
+    })
 }
 
 /// Names one cycle of the graph: `a@1 -> b@1 -> a@1`.

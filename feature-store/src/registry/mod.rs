@@ -23,7 +23,7 @@ use fstore_proto::api;
 use fstore_substrate::{Definitions, FlowDirectory, Substrate};
 
 pub use build::MAX_DEFINITION_BYTES;
-pub use snapshot::{FeatureId, Node, NodeInput, Snapshot};
+pub use snapshot::{Aggregate, FeatureId, Node, NodeInput, Snapshot};
 
 use crate::names::FeatureRef;
 use crate::{Error, Result};

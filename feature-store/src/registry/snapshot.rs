@@ -29,6 +29,69 @@ pub enum NodeInput {
         name: String,
         value_type: ValueType,
     },
+    /// A feature of related entities: the relation features hop by hop (the first of
+    /// this node's entity), then `target` of every entity reached (None: the entities
+    /// themselves), aggregated.
+    Related {
+        input: String,
+        via: Vec<Arc<Node>>,
+        target: Option<Arc<Node>>,
+        aggregate: Aggregate,
+        truncate: bool,
+    },
+}
+
+/// How the values of related entities become one input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    Mean,
+    Sum,
+    Min,
+    Max,
+    Count,
+    /// The entities reached, as a relation (a materialized edge).
+    Ids,
+}
+
+impl Aggregate {
+    pub fn parse(s: &str) -> Option<Aggregate> {
+        Some(match s {
+            "mean" => Aggregate::Mean,
+            "sum" => Aggregate::Sum,
+            "min" => Aggregate::Min,
+            "max" => Aggregate::Max,
+            "count" => Aggregate::Count,
+            "ids" => Aggregate::Ids,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Aggregate::Mean => "mean",
+            Aggregate::Sum => "sum",
+            Aggregate::Min => "min",
+            Aggregate::Max => "max",
+            Aggregate::Count => "count",
+            Aggregate::Ids => "ids",
+        }
+    }
+
+    /// The type it makes of values of type `of` (None: the entities themselves), or
+    /// None when it cannot aggregate them.
+    pub fn output(self, of: Option<ValueType>) -> Option<ValueType> {
+        use ValueType as T;
+        match (self, of) {
+            (Aggregate::Ids, None) => Some(T::Relation),
+            (Aggregate::Count, Some(_)) => Some(T::I64),
+            (
+                Aggregate::Mean | Aggregate::Sum | Aggregate::Min | Aggregate::Max,
+                Some(T::F64 | T::I64),
+            ) => Some(T::F64),
+            (Aggregate::Mean | Aggregate::Sum, Some(T::Tensor)) => Some(T::Tensor),
+            _ => None,
+        }
+    }
 }
 
 /// A feature version resolved against the current registry.

@@ -16,12 +16,15 @@
 //! | `image.near_duplicate@1` | a: tensor, b: tensor | bool: hamming ≤ `max_distance` |
 //! | `sku.order_qty@1` | demand_mean: tensor, demand_std: tensor, service_level, lead_time, pack_size, moq: f64 | tensor [n_skus]: order quantity per sku |
 //! | `test.probe@1` | x: f64 (optional) | f64: `value + x`, with delay and failure modes |
+//! | `rel.ids@1` | ids: relation | relation: the ids, each once (a relation feature) |
+//! | `vec.normalize@1` | v: tensor | tensor: `v / |v|` |
 
 mod image;
 mod minilm;
 mod numeric;
 mod optimise;
 mod probe;
+mod relation;
 mod text;
 mod vector;
 
@@ -32,6 +35,7 @@ pub use minilm::MiniLm;
 pub use numeric::{Affine, Combine, ZScore};
 pub use optimise::OrderQty;
 pub use probe::Probe;
+pub use relation::{Normalize, RelationIds};
 pub use text::{HashEmbed, TextStats};
 pub use vector::{Cosine, MeanPool};
 
@@ -55,6 +59,8 @@ pub fn all() -> Vec<Arc<dyn Flow>> {
         Arc::new(NearDuplicate::new()),
         Arc::new(OrderQty::new()),
         Arc::new(Probe::new()),
+        Arc::new(RelationIds::new()),
+        Arc::new(Normalize::new()),
     ]
 }
 

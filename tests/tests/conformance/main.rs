@@ -14,6 +14,7 @@ mod inputs;
 mod log;
 mod publish;
 mod refresh;
+mod relations;
 mod schedule;
 
 use asking::*;
@@ -27,6 +28,7 @@ use inputs::*;
 use log::*;
 use publish::*;
 use refresh::*;
+use relations::*;
 use schedule::*;
 
 use std::collections::HashMap;
@@ -94,4 +96,6 @@ fstore_tests::on_every_backend!(
     staging_an_online_feature_is_refused,
     refresh_ahead_keeps_a_hot_key_cached,
     a_schedule_runs_by_itself_once_per_period,
+    features_read_related_entities_one_and_two_hops_away,
+    relations_that_cannot_type_check_are_refused,
 );

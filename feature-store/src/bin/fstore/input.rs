@@ -22,7 +22,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("input `{name}`: unknown type `{ty}` (f64, i64, bool, string, bytes, file, tensor)")]
+    #[error(
+        "input `{name}`: unknown type `{ty}` (f64, i64, bool, string, bytes, file, tensor, rel.ENTITY_TYPE)"
+    )]
     UnknownType { name: String, ty: String },
 }
 
@@ -60,6 +62,16 @@ pub fn parse(arg: &str) -> Result<(String, api::Value), Error> {
                 data,
             })
         }
+        // Related entities: `history:rel.title=t1,t2`.
+        rel if rel.starts_with("rel.") && rel.len() > 4 => Kind::Relation(api::Relation {
+            entity_type: rel[4..].to_string(),
+            ids: raw
+                .split(',')
+                .map(str::trim)
+                .filter(|id| !id.is_empty())
+                .map(str::to_string)
+                .collect(),
+        }),
         other => {
             return Err(Error::UnknownType {
                 name: name.to_string(),

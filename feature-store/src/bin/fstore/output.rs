@@ -57,6 +57,15 @@ pub fn value_text(v: Option<&api::Value>) -> String {
                 if t.data.len() > 3 { ", …" } else { "" }
             )
         }
+        Some(Kind::Relation(r)) => {
+            let head: Vec<&str> = r.ids.iter().take(3).map(String::as_str).collect();
+            format!(
+                "{} [{}{}]",
+                r.entity_type,
+                head.join(", "),
+                if r.ids.len() > 3 { ", …" } else { "" }
+            )
+        }
     }
 }
 
@@ -71,6 +80,7 @@ pub fn value_json(v: Option<&api::Value>) -> Json {
         Some(Kind::String(s)) => json!(s),
         Some(Kind::Bytes(b)) => json!({ "bytes": b.len() }),
         Some(Kind::Tensor(t)) => json!({ "shape": t.shape, "data": t.data }),
+        Some(Kind::Relation(r)) => json!({ "entity_type": r.entity_type, "ids": r.ids }),
     }
 }
 
