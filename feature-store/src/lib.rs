@@ -15,6 +15,7 @@
 //! - [`keys`]: [`keys::ValueKey`], [`keys::LineageHash`] and their one hasher
 //! - [`served`]: what this replica served (the staleness view)
 //! - [`registry`]: definitions, versions, the petgraph DAG, lineage
+//! - [`enrich`]: values re-enriched in the background when a related entity's inputs arrive
 //! - [`admin`]: invalidation and dead letters
 //! - [`backfill`]: backfills on the batch lane, and the runner that holds them
 //! - [`publish`]: staged generations, the anomaly gate, publish and rollback, snapshot serving
@@ -35,6 +36,7 @@ pub mod client;
 pub mod config;
 pub mod definitions;
 pub mod describe;
+pub mod enrich;
 pub mod error;
 pub mod events;
 pub mod export;

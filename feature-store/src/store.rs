@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::backfill::{Backfills, Spec};
 use crate::config::Config;
+use crate::enrich::Enricher;
 use crate::follow::Follower;
 use crate::planner::{Plan, Planner, PlannerOptions, Planning};
 use crate::publish::Publisher;
@@ -40,6 +41,7 @@ struct Inner {
     backfills: Backfills,
     publisher: Publisher,
     snapshots: Snapshots,
+    enricher: Enricher,
     tickets: Tickets,
     substrate: Substrate,
     hub: ReadyHub,
@@ -73,7 +75,7 @@ impl Store {
                 refresh_ahead: config.cache.refresh_ahead,
                 max_related: config.limits.max_related,
             },
-            tasks,
+            tasks.clone(),
             snapshots.clone(),
         ));
         let publisher = Publisher::new(
@@ -89,8 +91,17 @@ impl Store {
             config.clone(),
             publisher.clone(),
         );
+        let enricher = Enricher {
+            substrate: substrate.clone(),
+            registry: registry.clone(),
+            planner: planner.clone(),
+            hub: hub.clone(),
+            config: config.clone(),
+            tasks,
+        };
         Store {
             inner: Arc::new(Inner {
+                enricher,
                 registry,
                 planner,
                 backfills,
@@ -277,13 +288,19 @@ impl Store {
         tenant: &str,
         req: api::PutInputsRequest,
     ) -> Result<api::PutInputsResponse> {
-        inputs::put(
+        let ids: Vec<String> = req.entities.iter().map(|e| e.entity_id.clone()).collect();
+        let stored = inputs::put(
             &self.inner.substrate,
             &self.inner.config.limits,
             tenant,
             req,
         )
-        .await
+        .await?;
+        // Values that referenced these entities before they had inputs: enriched now.
+        if let Err(e) = self.inner.enricher.arrived(tenant, &ids).await {
+            tracing::warn!(error = %e, "could not read the values waiting on these entities; they are enriched when next asked for");
+        }
+        Ok(stored)
     }
 
     /// The result-ready stream of the tenant, live, from the cursor asked for.

@@ -115,6 +115,7 @@ impl Dispatcher {
                 attempts,
                 error: error.clone(),
                 generation: job.generation,
+                coverage: job.coverage.clone(),
             };
             self.finish(&job, envelope).await?;
             for waiting in self.substrate.waiters.take(&job.value_key).await? {

@@ -17,6 +17,7 @@
 //! - [`notify`]: ready notifications ([`Notifier`])
 //! - [`log`]: the feature log and result-ready stream ([`FeatureLog`])
 //! - [`backfills`]: backfill records and their entities ([`BackfillStore`])
+//! - [`partials`]: the enrichment index of values missing a related entity ([`PartialIndex`])
 //! - [`publish`]: published generations of snapshot-served features ([`PublishStore`])
 //! - [`worker`]: pulls jobs, runs flows off the reactor, stores, notifies, continues
 //!   dependents, acks (`worker/`: the autoscaler, slots, settlement, the retry policy)
@@ -36,6 +37,7 @@ pub mod log;
 pub mod metrics;
 pub mod nats;
 pub mod notify;
+pub mod partials;
 pub mod publish;
 pub mod queue;
 pub mod store;
@@ -53,6 +55,7 @@ pub use error::Error;
 pub use fstore_proto::wire::{ComputeJob, DeadLetter, JobInput, Ticket, ValueEnvelope};
 pub use log::{FeatureLog, LogOptions, LogQuery, Start};
 pub use notify::Notifier;
+pub use partials::PartialIndex;
 pub use publish::PublishStore;
 pub use queue::{Delivery, Headers, JobQueue, Lane, message_id};
 pub use store::{
@@ -78,6 +81,7 @@ pub struct Substrate {
     pub inputs: Arc<dyn InputStore>,
     pub backfills: Arc<dyn BackfillStore>,
     pub publish: Arc<dyn PublishStore>,
+    pub partials: Arc<dyn PartialIndex>,
     pub connection: Arc<dyn Connection>,
 }
 

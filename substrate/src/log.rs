@@ -135,6 +135,7 @@ pub fn value_record(job: &ComputeJob, envelope: &ValueEnvelope, joined: Vec<Stri
         computed_at_ms: envelope.computed_at_ms,
         planned_at_ms: envelope.planned_at_ms,
         tickets,
+        coverage: envelope.coverage.clone(),
         ..Default::default()
     };
     record.set_status(if envelope.error.is_empty() {

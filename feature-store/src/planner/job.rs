@@ -122,6 +122,7 @@ pub(super) fn job(
         planned_at_ms: now,
         tickets: vec![request.id.clone()],
         lane: request.lane as i32,
+        coverage: None,
     }
 }
 
@@ -222,6 +223,7 @@ pub(super) fn result(
         r.age_ms = (now - env.computed_at_ms).max(0) as u64;
         r.from_cache = env.computed_at_ms < started_at_ms;
         r.attempts = env.attempts;
+        r.coverage = env.coverage.clone();
     };
     match state {
         NodeState::Ready(env) => {

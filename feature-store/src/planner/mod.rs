@@ -359,6 +359,10 @@ impl Planner {
             });
         }
         // Missing: refuse to compute behind a failed input, else claim and submit.
+        // References that arrived before their entity: planned again when it does.
+        if how != Planning::Look {
+            self.park_absent(request, entity, node, &resolved).await;
+        }
         let job_inputs = match job_inputs(entity, node, states, &resolved)? {
             Ok(inputs) => inputs,
             Err(failed) => {
@@ -370,8 +374,10 @@ impl Planner {
                 });
             }
         };
+        let coverage = related::coverage(&resolved);
         let job = |generation| ComputeJob {
             generation,
+            coverage,
             ..job(request, entity, node, &key, job_inputs, now)
         };
         // The value may have landed between the look-up and the claim (its computer

@@ -12,6 +12,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use fstore_proto::api::{self, value::Kind};
+use fstore_proto::wire::PartialRef;
+use fstore_substrate::time::now_ms;
 use futures::future::BoxFuture;
 
 use super::{NodeState, NodeStates, Pass, Planner};
@@ -20,12 +22,19 @@ use crate::registry::{Aggregate, Node, NodeInput};
 use crate::request::ValidRequest;
 use crate::{Error, Result};
 
-/// A related input resolved: its aggregated value and the keys of the values read.
+/// A related input resolved: its aggregated value, the keys of the values read, and
+/// the entities reached and left out.
 #[derive(Debug, Clone)]
 pub(super) struct Resolved {
     pub input: String,
     pub value: api::Value,
     pub keys: Vec<ValueKey>,
+    /// Entities reached at the last hop.
+    pub reached: usize,
+    /// Entities left out: no inputs yet, or failed.
+    pub missing: Vec<String>,
+    /// Of those, the ones without inputs: references that arrived before their entity.
+    pub absent: Vec<String>,
 }
 
 /// Where a related input stands.
@@ -36,29 +45,35 @@ pub(super) enum Related {
     Failed(String),
 }
 
+/// One entity of a hop as planned: None when it has no inputs yet.
+type Planned = (String, Option<(ValueKey, NodeState)>);
+
 /// Where the values of one hop stand.
+#[derive(Default)]
 struct Hop {
     ready: Vec<(ValueKey, api::Value)>,
     waits: Vec<ValueKey>,
+    missing: Vec<String>,
+    absent: Vec<String>,
 }
 
 impl Hop {
-    fn take(states: impl IntoIterator<Item = (ValueKey, NodeState)>) -> Hop {
-        let mut hop = Hop {
-            ready: Vec::new(),
-            waits: Vec::new(),
-        };
-        for (key, state) in states {
-            match state {
-                NodeState::Ready(env) => {
-                    if let Some(v) = env.value.clone() {
-                        hop.ready.push((key, v));
-                    }
+    fn take(planned: impl IntoIterator<Item = Planned>) -> Hop {
+        let mut hop = Hop::default();
+        for (id, planned) in planned {
+            match planned {
+                None => {
+                    hop.absent.push(id.clone());
+                    hop.missing.push(id);
                 }
-                NodeState::Pending { .. } => hop.waits.push(key),
-                NodeState::Awaiting(w) => hop.waits.extend(w),
+                Some((key, NodeState::Ready(env))) => match env.value.clone() {
+                    Some(v) => hop.ready.push((key, v)),
+                    None => hop.missing.push(id),
+                },
+                Some((key, NodeState::Pending { .. })) => hop.waits.push(key),
+                Some((_, NodeState::Awaiting(w))) => hop.waits.extend(w),
                 // Left out: the aggregate covers what is available.
-                NodeState::Failed { .. } => {}
+                Some((_, NodeState::Failed { .. })) => hop.missing.push(id),
             }
         }
         hop
@@ -95,7 +110,11 @@ impl Planner {
                     "planning order broke: input `{input}`'s first relation was not planned"
                 ))
             })?;
-        let mut hop = Hop::take([(first.key.clone(), first.state.clone())]);
+        let mut hop = Hop::take([(
+            String::new(),
+            Some((first.key.clone(), first.state.clone())),
+        )]);
+        let (mut missing, mut absent) = (Vec::new(), Vec::new());
         let mut ids: Vec<String> = Vec::new();
         let mut keys: Vec<ValueKey> = Vec::new();
         for (n, relation) in via.iter().enumerate() {
@@ -132,10 +151,17 @@ impl Planner {
                 ids.truncate(self.options.max_related);
             }
             keys = hop.ready.iter().map(|(k, _)| k.clone()).collect();
+            // Entities left out at an earlier hop stay left out (the first hop's own
+            // relation is no related entity).
+            if n > 0 {
+                missing.append(&mut hop.missing);
+                absent.append(&mut hop.absent);
+            }
             if let Some(next) = via.get(n + 1) {
                 hop = Hop::take(self.plan_all(request, &ids, next, pass).await?);
             }
         }
+        let reached = ids.len();
         let value = match target {
             None => Ok(api::Value {
                 kind: Some(Kind::Relation(api::Relation {
@@ -147,10 +173,12 @@ impl Planner {
                 })),
             }),
             Some(t) => {
-                let hop = Hop::take(self.plan_all(request, &ids, t, pass).await?);
+                let mut hop = Hop::take(self.plan_all(request, &ids, t, pass).await?);
                 if !hop.waits.is_empty() {
                     return Ok(Related::Awaiting(hop.waits));
                 }
+                missing.append(&mut hop.missing);
+                absent.append(&mut hop.absent);
                 keys = hop.ready.iter().map(|(k, _)| k.clone()).collect();
                 let values: Vec<api::Value> = hop.ready.into_iter().map(|(_, v)| v).collect();
                 aggregate_values(*aggregate, &values, ids.len()).map_err(|e| {
@@ -163,24 +191,52 @@ impl Planner {
                 input: input.clone(),
                 value,
                 keys,
+                reached,
+                missing,
+                absent,
             }),
             Err(e) => Related::Failed(e),
         })
     }
 
-    /// Plans `node` for each entity of `ids`: (key, state) of those that can be planned.
+    /// Parks `node` of `entity` on each related entity it was computed without for
+    /// want of inputs, so that their arrival plans it again ([`crate::enrich`]). A
+    /// failure only costs that background re-enrichment: the call goes on.
+    pub(super) async fn park_absent(
+        &self,
+        request: &ValidRequest,
+        entity: &api::EntityRequest,
+        node: &Node,
+        resolved: &[Resolved],
+    ) {
+        for id in resolved.iter().flat_map(|r| &r.absent) {
+            let item = PartialRef {
+                entity: Some(entity.clone()),
+                feature: node.id.clone(),
+                parked_at_ms: now_ms(),
+            };
+            if let Err(e) = self
+                .substrate
+                .partials
+                .park(&request.tenant, id, item)
+                .await
+            {
+                tracing::warn!(feature = %node.id, entity = %id, error = %e, "could not park a reference to an entity without inputs; it is enriched when next asked for");
+            }
+        }
+    }
+
+    /// Plans `node` for each entity of `ids`.
     async fn plan_all(
         &self,
         request: &ValidRequest,
         ids: &[String],
         node: &Arc<Node>,
         pass: Pass,
-    ) -> Result<Vec<(ValueKey, NodeState)>> {
+    ) -> Result<Vec<Planned>> {
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
-            if let Some(planned) = self.plan_other(request, id, node, pass).await? {
-                out.push(planned);
-            }
+            out.push((id.clone(), self.plan_other(request, id, node, pass).await?));
         }
         Ok(out)
     }
@@ -277,6 +333,23 @@ fn aggregate_values(
         }
     };
     kind(Kind::F64(x))
+}
+
+/// The coverage of a value whose related inputs are `resolved`.
+pub(super) fn coverage(resolved: &[Resolved]) -> Option<api::Coverage> {
+    if resolved.is_empty() {
+        return None;
+    }
+    let total: usize = resolved.iter().map(|r| r.reached).sum();
+    let missing: Vec<String> = resolved
+        .iter()
+        .flat_map(|r| r.missing.iter().cloned())
+        .collect();
+    Some(api::Coverage {
+        resolved: u32::try_from(total.saturating_sub(missing.len())).unwrap_or(u32::MAX),
+        total: u32::try_from(total).unwrap_or(u32::MAX),
+        missing: missing.into_iter().take(20).collect(),
+    })
 }
 
 #[cfg(test)]

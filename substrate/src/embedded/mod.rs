@@ -7,6 +7,7 @@
 mod backfills;
 mod claims;
 mod log;
+mod partials;
 mod publish;
 mod queue;
 mod store;
@@ -17,6 +18,7 @@ use std::time::Duration;
 pub use backfills::EmbeddedBackfills;
 pub use claims::EmbeddedClaims;
 pub use log::EmbeddedLog;
+pub use partials::EmbeddedPartials;
 pub use publish::EmbeddedPublish;
 pub use queue::EmbeddedQueue;
 pub use store::{
@@ -85,6 +87,7 @@ pub fn substrate(options: &Options) -> Result<Substrate, Error> {
         inputs: Arc::new(EmbeddedInputs::default()),
         backfills: Arc::new(EmbeddedBackfills::default()),
         publish: Arc::new(EmbeddedPublish::default()),
+        partials: Arc::new(EmbeddedPartials::default()),
         connection: Arc::new(InProcess { queue }),
     })
 }

@@ -318,6 +318,16 @@ impl Layout {
         )
     }
 
+    /// The enrichment index: `<prefix>_partials`, keyed `<tenant>.<entity hash>` like
+    /// stored inputs.
+    pub(crate) fn partials_bucket(&self) -> String {
+        self.bucket("partials")
+    }
+
+    pub(crate) fn partials_key(&self, tenant: &str, entity: &str) -> String {
+        self.inputs_key(tenant, entity)
+    }
+
     /// The requests that joined compute `generation` of a claimed key, in the claims
     /// bucket: `joined.<key>.<generation>`, then `.<request id>` per request.
     pub(crate) fn joined_key(&self, key: &str, generation: u64) -> String {
@@ -403,6 +413,7 @@ mod tests {
         assert_eq!(l.backfill_chunk_key("0a1b", 7), "chunk.0a1b.7");
         assert_eq!(l.schedules_bucket(), "fstore_schedules");
         assert_eq!(l.schedule_key("acme", "nightly"), "rec.acme.nightly");
+        assert_eq!(l.partials_bucket(), "fstore_partials");
         assert_eq!(l.publish_bucket(), "fstore_publish");
         assert_eq!(l.generations_bucket(), "fstore_generations");
         assert_eq!(l.publish_key("acme", "score", 2), "pub.acme.score.2");

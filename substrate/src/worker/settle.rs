@@ -36,6 +36,7 @@ fn value_envelope(job: &ComputeJob, value: Value, attempt: u32, now_ms: i64) -> 
         attempts: attempt,
         error: String::new(),
         generation: job.generation,
+        coverage: job.coverage.clone(),
     }
 }
 

@@ -362,3 +362,71 @@ pub(crate) async fn relations_that_cannot_type_check_are_refused(b: Backend) -> 
     h.stop().await;
     Ok(())
 }
+
+pub(crate) async fn references_before_their_entities_are_enriched_when_they_arrive(
+    b: Backend,
+) -> anyhow::Result<()> {
+    let h = Harness::start(b).await?;
+    for d in [
+        api::FeatureDefinition {
+            params: [("stat".to_string(), "words".to_string())].into(),
+            ..def(
+                "title.words",
+                "title",
+                "text.stats@1",
+                &[("text", request("text"))],
+            )
+        },
+        relation("user.history", "user", "history", "title"),
+        def(
+            "user.words",
+            "user",
+            "num.affine@1",
+            &[("x", via(&["user.history"], "title.words", "sum", false))],
+        ),
+    ] {
+        h.register(d).await?;
+    }
+    // The history names three titles nobody has sent yet.
+    let history = [("history", rel("title", &["f1", "f2", "f3"]))];
+    let early = sync_one(&h, "u9", &history, "user.words").await?;
+    assert_eq!(f64_of(&early), Some(0.0), "{early:?}");
+    let coverage = early.coverage.clone().unwrap_or_default();
+    assert_eq!((coverage.resolved, coverage.total), (0, 3), "{early:?}");
+    assert_eq!(coverage.missing, vec!["f1", "f2", "f3"]);
+
+    // The titles arrive; nobody asks again: the value is enriched by itself.
+    h.client
+        .put_inputs(vec![
+            entity("f1", &[("text", text("one"))]),
+            entity("f2", &[("text", text("two words"))]),
+            entity("f3", &[("text", text("three more words"))]),
+        ])
+        .await?;
+    let enriched = wait_until(LONG, "u9 enriched in the background", || async {
+        let log = h.client.log(&["user.words"], false).await.ok()?;
+        log.into_iter()
+            .filter_map(|e| e.record)
+            .find(|r| r.entity_id == "u9" && r.coverage.as_ref().is_some_and(|c| c.resolved == 3))
+    })
+    .await?;
+    assert_eq!(
+        enriched.value.as_ref().and_then(|v| match v.kind {
+            Some(api::value::Kind::F64(x)) => Some(x),
+            _ => None,
+        }),
+        Some(6.0),
+        "{enriched:?}"
+    );
+    let mut req = build::get(&[], &["user.words"]);
+    req.entities = vec![entity("u9", &history)];
+    let r = h.client.get(req).await?;
+    let now = &r.results[0];
+    assert!(now.from_cache, "computed before this call: {now:?}");
+    assert_eq!(
+        now.coverage.as_ref().map(|c| (c.resolved, c.total)),
+        Some((3, 3))
+    );
+    h.stop().await;
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! The enrichment index on KV: one list per missing entity under
+//! `<tenant>.<entity hash>` in `<prefix>_partials`, replaced by compare-and-set; taking
+//! it reads and deletes it.
+
+use async_nats::jetstream::kv;
+use async_trait::async_trait;
+use fstore_proto::wire::{PartialList, PartialRef};
+use prost::Message;
+
+use super::{Layout, unavailable};
+use crate::Error;
+use crate::partials::{PartialIndex, add};
+
+/// Tries of a compare-and-set before giving up.
+const TRIES: usize = 16;
+
+pub struct NatsPartials {
+    layout: Layout,
+    store: kv::Store,
+}
+
+impl NatsPartials {
+    pub(crate) fn new(layout: Layout, store: kv::Store) -> Self {
+        NatsPartials { layout, store }
+    }
+}
+
+#[async_trait]
+impl PartialIndex for NatsPartials {
+    async fn park(&self, tenant: &str, entity: &str, item: PartialRef) -> Result<(), Error> {
+        let key = self.layout.partials_key(tenant, entity);
+        for _ in 0..TRIES {
+            let entry = self.store.entry(&key).await.map_err(unavailable)?;
+            let (mut list, revision) = match entry {
+                Some(e) if e.operation == kv::Operation::Put => {
+                    (PartialList::decode(e.value)?.refs, Some(e.revision))
+                }
+                _ => (Vec::new(), None),
+            };
+            if !add(&mut list, item.clone()) {
+                return Ok(());
+            }
+            let bytes = PartialList { refs: list }.encode_to_vec().into();
+            let written = match revision {
+                Some(r) => self.store.update(&key, bytes, r).await.is_ok(),
+                None => self.store.create(&key, bytes).await.is_ok(),
+            };
+            if written {
+                return Ok(());
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "too much contention parking a reference to `{entity}`"
+        )))
+    }
+
+    async fn take(&self, tenant: &str, entity: &str) -> Result<Vec<PartialRef>, Error> {
+        let key = self.layout.partials_key(tenant, entity);
+        let Some(bytes) = self.store.get(&key).await.map_err(unavailable)? else {
+            return Ok(Vec::new());
+        };
+        if bytes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = PartialList::decode(bytes)?;
+        self.store.purge(&key).await.map_err(unavailable)?;
+        Ok(list.refs)
+    }
+}
