@@ -415,7 +415,7 @@ CONFIG_KEYS = {
                "flows": ("map", FLOW_SLOTS, "required"),
                "max_batch": "int", "max_wait": "duration", "max_attempts": "int",
                "retry_base": "duration", "retry_max": "duration", "batch_every": "int",
-               "batch_slots": "int"},
+               "batch_slots": "int", "rates": "strmap"},
     "nats": {"url": "str", "prefix": "str", "replicas": "int", "ack_wait": "duration",
              "max_deliver": "int", "l1_max_bytes": "int", "heartbeat": "duration"},
     "backfill": {"chunk_entities": "int", "window": "int", "lease": "duration",
@@ -468,6 +468,8 @@ def check_config_rs():
             return "int"
         if rust in ("f32", "f64"):
             return "float"
+        if re.fullmatch(r"(?:std::collections::)?(?:BTreeMap|HashMap)<String,String>", rust):
+            return "strmap"
         mp = re.fullmatch(r"(?:std::collections::)?(?:BTreeMap|HashMap)<String,(\w+)>", rust)
         if mp and mp.group(1) in structs:
             has_default, fields = structs[mp.group(1)]
@@ -506,6 +508,9 @@ def check_value(where, kind, v):
     elif kind == "int":
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             fail(where, f"{v!r} is not a non-negative integer")
+    elif kind == "strmap":
+        if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+            fail(where, "is not a table of strings")
     elif kind == "float":
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
             fail(where, f"{v!r} is not a non-negative number")

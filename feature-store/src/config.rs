@@ -63,6 +63,23 @@ impl Default for BackfillConfig {
     }
 }
 
+/// Jobs per second of a rate written `N/s`, `N/m` or `N/h` (N above zero).
+pub fn parse_rate(s: &str) -> Option<f64> {
+    let (n, unit) = s.trim().split_once('/')?;
+    let n: f64 = n
+        .trim()
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n > 0.0)?;
+    let secs = match unit.trim() {
+        "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" | "hour" => 3600.0,
+        _ => return None,
+    };
+    Some(n / secs)
+}
+
 /// Where `fstore dev` keeps its feature log when `log.dir` is not set.
 pub const DEV_LOG_DIR: &str = ".fstore/log";
 
@@ -280,6 +297,9 @@ pub struct WorkerConfig {
     pub scale_tick: Duration,
     /// Per-flow bounds, by `name` or `name@version`, e.g. `"text.minilm" = { min_slots = 0, max_slots = 1 }`.
     pub flows: std::collections::BTreeMap<String, FlowSlots>,
+    /// Per-flow rate limits across every worker of the flow, by `name` or
+    /// `name@version`, e.g. `"ext.fetch" = "50/s"` (also `/m`, `/h`): jobs above it wait.
+    pub rates: std::collections::BTreeMap<String, String>,
     pub max_batch: usize,
     /// How long a slot waits for more jobs to fill a batch (0: take what is queued).
     /// Worth a few ms for model flows under load; costs that much on every lone job.
@@ -316,6 +336,7 @@ impl Default for WorkerConfig {
             scale_down_after: Duration::from_secs(30),
             scale_tick: Duration::from_millis(250),
             flows: std::collections::BTreeMap::new(),
+            rates: std::collections::BTreeMap::new(),
             max_batch: 16,
             max_wait: Duration::ZERO,
             max_attempts: 5,
@@ -422,6 +443,13 @@ impl Config {
         if b.lease < 3 * b.scan_interval || b.lease.is_zero() {
             return rule("backfill.lease must be at least three backfill.scan_interval");
         }
+        for (flow, rate) in &self.worker.rates {
+            if parse_rate(rate).is_none() {
+                return Err(Error::Rule(format!(
+                    "worker.rates.\"{flow}\" is `{rate}`: give jobs per unit of time, like \"50/s\", \"600/m\" or \"1000/h\""
+                )));
+            }
+        }
         if b.keep_generations == 0 {
             return rule("backfill.keep_generations must be at least 1");
         }
@@ -471,6 +499,12 @@ impl Config {
             failure_ttl: self.cache.failure_ttl,
             heartbeat: self.nats.heartbeat,
             progress_interval: (self.nats.ack_wait / 3).max(std::time::Duration::from_millis(100)),
+            rates: self
+                .worker
+                .rates
+                .iter()
+                .filter_map(|(flow, rate)| Some((flow.clone(), parse_rate(rate)?)))
+                .collect(),
         }
     }
 
@@ -519,6 +553,20 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_read_per_second_minute_or_hour() {
+        assert_eq!(parse_rate("50/s"), Some(50.0));
+        assert_eq!(parse_rate(" 600 / m "), Some(10.0));
+        assert_eq!(parse_rate("3600/h"), Some(1.0));
+        for bad in ["50", "0/s", "-1/s", "x/s", "5/day", "NaN/s"] {
+            assert_eq!(parse_rate(bad), None, "{bad}");
+        }
+        let mut c = Config::default();
+        c.worker.rates.insert("ext.fetch".into(), "fast".into());
+        let e = c.validate().expect_err("a rate that does not parse");
+        assert!(e.to_string().contains("\"50/s\""), "{e}");
+    }
 
     #[test]
     fn file_overrides_defaults() {

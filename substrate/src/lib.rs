@@ -18,6 +18,7 @@
 //! - [`log`]: the feature log and result-ready stream ([`FeatureLog`])
 //! - [`backfills`]: backfill records and their entities ([`BackfillStore`])
 //! - [`partials`]: the enrichment index of values missing a related entity ([`PartialIndex`])
+//! - [`rate`]: rate limits shared by every worker of a flow ([`RateLimiter`])
 //! - [`publish`]: published generations of snapshot-served features ([`PublishStore`])
 //! - [`worker`]: pulls jobs, runs flows off the reactor, stores, notifies, continues
 //!   dependents, acks (`worker/`: the autoscaler, slots, settlement, the retry policy)
@@ -40,6 +41,7 @@ pub mod notify;
 pub mod partials;
 pub mod publish;
 pub mod queue;
+pub mod rate;
 pub mod store;
 pub mod task;
 pub mod time;
@@ -58,6 +60,7 @@ pub use notify::Notifier;
 pub use partials::PartialIndex;
 pub use publish::PublishStore;
 pub use queue::{Delivery, Headers, JobQueue, Lane, message_id};
+pub use rate::RateLimiter;
 pub use store::{
     Advert, Claim, ClaimStore, Connection, DeadLetters, Definitions, FlowDirectory, InputStore,
     ResultStore, TicketStore, WaiterStore, Watermarks,
@@ -82,6 +85,7 @@ pub struct Substrate {
     pub backfills: Arc<dyn BackfillStore>,
     pub publish: Arc<dyn PublishStore>,
     pub partials: Arc<dyn PartialIndex>,
+    pub rates: Arc<dyn RateLimiter>,
     pub connection: Arc<dyn Connection>,
 }
 

@@ -46,6 +46,7 @@ pub struct Metrics {
     pub cache: Family<CacheLabel, Counter>,
     pub coalesced: Counter,
     pub refreshes: Counter,
+    pub rate_waiting: Family<FlowLabel, Gauge>,
     pub jobs_enqueued: Family<FlowLabel, Counter>,
     pub jobs_completed: Family<FlowLabel, Counter>,
     pub jobs_failed: Family<FlowLabel, Counter>,
@@ -68,6 +69,7 @@ impl Metrics {
             cache: Family::default(),
             coalesced: Counter::default(),
             refreshes: Counter::default(),
+            rate_waiting: Family::default(),
             jobs_enqueued: Family::default(),
             jobs_completed: Family::default(),
             jobs_failed: Family::default(),
@@ -106,6 +108,11 @@ impl Metrics {
             "refreshes",
             "values read close to expiry and sent to be recomputed ahead of it (batch lane)",
             m.refreshes.clone(),
+        );
+        r.register(
+            "rate_waiting",
+            "jobs a worker holds until its flow's shared rate limit admits them, per flow",
+            m.rate_waiting.clone(),
         );
         r.register(
             "jobs_enqueued",

@@ -286,3 +286,85 @@ async fn a_backfill_survives_the_death_of_its_replica() -> anyhow::Result<()> {
     assert_eq!(records.len() as u64, enqueued, "one record per compute");
     Ok(())
 }
+
+/// A flow's rate limit is one budget for all its workers: two `fstore worker`
+/// processes, each with `worker.rates."test.probe" = "20/s"`, together compute 20 jobs
+/// a second, not 40.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rate_limit_holds_across_two_worker_processes() -> anyhow::Result<()> {
+    const RATE: f64 = 20.0;
+    const JOBS: usize = 100;
+    let nats = NatsServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("workers.toml");
+    std::fs::write(
+        &config,
+        "[worker]\nmax_batch = 1\n\n[worker.rates]\n\"test.probe\" = \"20/s\"\n",
+    )?;
+    let config = config.to_string_lossy().into_owned();
+    let url = nats.url();
+    let _workers = (0..2)
+        .map(|i| {
+            Proc::fstore(
+                &format!("worker{i}"),
+                &["worker", "--nats", &url, "--config", &config],
+                &env(),
+                dir.path(),
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let _serve = Proc::fstore(
+        "serve",
+        &["serve", "--nats", &url, "--listen", &listen],
+        &env(),
+        dir.path(),
+    )?;
+    let address = format!("http://{listen}");
+    let c = wait_until(LONG, "the replica to accept calls", || async {
+        TestClient::connect(&address, Some("acme")).await.ok()
+    })
+    .await?;
+    wait_until(LONG, "both workers to advertise the flow", || async {
+        let flows = c
+            .raw
+            .clone()
+            .list_flows(c.req(api::ListFlowsRequest {}))
+            .await
+            .ok()?;
+        let probe = flows
+            .into_inner()
+            .flows
+            .into_iter()
+            .find(|f| f.name == "test.probe")?;
+        (probe.live_workers >= 2).then_some(())
+    })
+    .await?;
+    c.register(probe("paced", 0)).await?;
+    let ids: Vec<String> = (0..JOBS).map(|i| format!("r{i}")).collect();
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    c.get(build::get(&refs, &["paced"])).await?;
+    let times = wait_until(
+        Duration::from_secs(60),
+        "every job to be computed",
+        || async {
+            let log = c.log(&["paced"], false).await.ok()?;
+            let mut times: Vec<i64> = log
+                .into_iter()
+                .filter_map(|e| e.record)
+                .map(|r| r.computed_at_ms)
+                .collect();
+            times.sort_unstable();
+            (times.len() >= JOBS).then_some(times)
+        },
+    )
+    .await?;
+    let span_s = (times[JOBS - 1] - times[0]) as f64 / 1000.0;
+    let rate = (JOBS - 1) as f64 / span_s;
+    println!("{JOBS} jobs over two workers limited to {RATE}/s: {rate:.2} jobs/s");
+    assert!(
+        (rate - RATE).abs() / RATE <= 0.10,
+        "{rate:.2} jobs/s is not within 10% of {RATE}/s"
+    );
+    Ok(())
+}

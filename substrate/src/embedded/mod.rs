@@ -10,6 +10,7 @@ mod log;
 mod partials;
 mod publish;
 mod queue;
+mod rate;
 mod store;
 
 use std::sync::Arc;
@@ -21,6 +22,7 @@ pub use log::EmbeddedLog;
 pub use partials::EmbeddedPartials;
 pub use publish::EmbeddedPublish;
 pub use queue::EmbeddedQueue;
+pub use rate::EmbeddedRates;
 pub use store::{
     EmbeddedDeadLetters, EmbeddedDefinitions, EmbeddedDirectory, EmbeddedInputs, EmbeddedNotifier,
     EmbeddedResults, EmbeddedTickets, EmbeddedWaiters, EmbeddedWatermarks,
@@ -88,6 +90,7 @@ pub fn substrate(options: &Options) -> Result<Substrate, Error> {
         backfills: Arc::new(EmbeddedBackfills::default()),
         publish: Arc::new(EmbeddedPublish::default()),
         partials: Arc::new(EmbeddedPartials::default()),
+        rates: Arc::new(EmbeddedRates::default()),
         connection: Arc::new(InProcess { queue }),
     })
 }

@@ -318,6 +318,11 @@ impl Layout {
         )
     }
 
+    /// Shared rate limits: `<prefix>_rates`, one key per flow.
+    pub(crate) fn rates_bucket(&self) -> String {
+        self.bucket("rates")
+    }
+
     /// The enrichment index: `<prefix>_partials`, keyed `<tenant>.<entity hash>` like
     /// stored inputs.
     pub(crate) fn partials_bucket(&self) -> String {
@@ -414,6 +419,7 @@ mod tests {
         assert_eq!(l.schedules_bucket(), "fstore_schedules");
         assert_eq!(l.schedule_key("acme", "nightly"), "rec.acme.nightly");
         assert_eq!(l.partials_bucket(), "fstore_partials");
+        assert_eq!(l.rates_bucket(), "fstore_rates");
         assert_eq!(l.publish_bucket(), "fstore_publish");
         assert_eq!(l.generations_bucket(), "fstore_generations");
         assert_eq!(l.publish_key("acme", "score", 2), "pub.acme.score.2");

@@ -23,6 +23,7 @@
 //! | feature log, result-ready events | limits stream `<PREFIX>_LOG` on `<prefix>.log.>`, file storage, retention by `log.max_age` and `log.max_bytes`; subjects `<prefix>.log.<tenant>.<feature>.<version>` and `<prefix>.log.<tenant>.inputs`; one `featurestore.v1.LogRecord` per message, message id `log.<key>.<generation>`; the stream sequence is the event's cursor |
 //! | joined, submitted and abandoned computes | in the claims bucket: `joined.<key>.<generation>.<request id>` (one entry per request waiting on a compute another claimed; listed by subject), `submitted.<key>.<generation>` (its job enqueued or parked; a claim older than `claim_orphan_after` without it is taken over), `abandoned.<key>.<generation>` (given up by a cancelled ticket; watched into memory) |
 //! | stored inputs | KV `<prefix>_inputs`, keyed `<tenant>.<entity hash>` (PutInputs) |
+//! | rate limits | KV `<prefix>_rates`, key `<flow>`: the flow's theoretical arrival time (µs), moved on by compare-and-set by every worker before it runs a batch |
 //! | enrichment index | KV `<prefix>_partials`, keyed `<tenant>.<entity hash>`: the values computed without that entity (no inputs yet), planned again when its inputs arrive; compare-and-set |
 //! | schedules | KV `<prefix>_schedules`: `rec.<tenant>.<name>` (a repeating backfill: spec, next run, lease, last runs; compare-and-set), `chunk.<entities id>.<index>` (its entities, written before the record names them); no TTL |
 //! | published generations | KV `<prefix>_publish`: `pub.<tenant>.<feature>.<version>` (which generation is published, the kept ones and their gate reports; replaced by compare-and-set, watched by every replica); KV `<prefix>_generations`: `gen.<tenant>.<feature>.<version>.<generation>.<index>` (a generation's values, one chunk per backfill chunk); no TTL |
@@ -40,6 +41,7 @@ mod log;
 mod partials;
 mod publish;
 mod queue;
+mod rate;
 mod tiered;
 
 use std::sync::Arc;
@@ -200,6 +202,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
     .await?;
     let schedules = kv::open(&js, bucket(layout.schedules_bucket(), Duration::ZERO)).await?;
     let partials = kv::open(&js, bucket(layout.partials_bucket(), Duration::ZERO)).await?;
+    let rates = kv::open(&js, bucket(layout.rates_bucket(), Duration::ZERO)).await?;
     let publish = kv::open(&js, bucket(layout.publish_bucket(), Duration::ZERO)).await?;
     let generations = kv::open(&js, bucket(layout.generations_bucket(), Duration::ZERO)).await?;
     let log = log::NatsLog::open(
@@ -266,6 +269,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             schedules,
         )),
         partials: Arc::new(partials::NatsPartials::new(layout.clone(), partials)),
+        rates: Arc::new(rate::NatsRates::new(rates)),
         publish: Arc::new(publish::NatsPublish::new(
             client.clone(),
             layout.clone(),

@@ -79,6 +79,8 @@ pub struct WorkerOptions {
     /// How often a running batch extends its jobs' leases (in-progress acks); keep it
     /// well under the queue's ack wait.
     pub progress_interval: Duration,
+    /// Per flow (`name` or `name@version`), jobs per second across every worker.
+    pub rates: Vec<(String, f64)>,
 }
 
 /// Slots and cold starts of one flow.
@@ -275,6 +277,7 @@ pub(crate) fn test_options() -> WorkerOptions {
         failure_ttl: Duration::from_secs(60),
         heartbeat: Duration::from_secs(2),
         progress_interval: Duration::from_secs(10),
+        rates: Vec::new(),
     }
 }
 

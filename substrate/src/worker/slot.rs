@@ -179,6 +179,7 @@ impl Worker {
         if runnable.is_empty() {
             return;
         }
+        self.admit(&flow.spec().id, &runnable).await;
         let outputs = self.compute(flow, inputs, &runnable).await;
         let spec = flow.spec();
         self.stats
@@ -202,6 +203,56 @@ impl Worker {
             self.settle(d, out, &policy)
         });
         futures::future::join_all(settled).await;
+    }
+
+    /// Waits until the flow's shared rate limit admits `running` (when it has one),
+    /// extending their leases meanwhile: jobs above the rate wait, none is dropped.
+    async fn admit(&self, flow: &FlowId, running: &[Delivery]) {
+        let name = flow.to_string();
+        let Some(per_sec) = self
+            .options
+            .rates
+            .iter()
+            .find(|(f, _)| *f == flow.name || *f == name)
+            .map(|(_, r)| *r)
+        else {
+            return;
+        };
+        let n = u32::try_from(running.len()).unwrap_or(u32::MAX);
+        let waiting = crate::metrics::global()
+            .rate_waiting
+            .get_or_create(&crate::metrics::flow(&name))
+            .clone();
+        waiting.inc_by(i64::from(n));
+        let rates = &self.dispatcher.substrate().rates;
+        let wait = loop {
+            match rates.reserve(&name, n, per_sec).await {
+                Ok(wait) => break wait,
+                Err(e) => {
+                    warn!(flow = %name, error = %e, "cannot reserve the flow's rate; trying again");
+                    self.hold(running, PULL_RETRY).await;
+                }
+            }
+        };
+        self.hold(running, wait).await;
+        waiting.dec_by(i64::from(n));
+    }
+
+    /// Sleeps `wait`, sending in-progress acks for `running` meanwhile.
+    async fn hold(&self, running: &[Delivery], wait: Duration) {
+        let until = tokio::time::Instant::now() + wait;
+        while tokio::time::Instant::now() < until {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => {}
+                _ = tokio::time::sleep(self.options.progress_interval) => {
+                    for d in running {
+                        if let Err(e) = d.in_progress().await {
+                            debug!(error = %e, "in-progress ack failed");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Runs the flow on the blocking pool, sending in-progress acks for `running`
