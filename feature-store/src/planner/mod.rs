@@ -288,13 +288,17 @@ impl Planner {
             if !matches!(i, NodeInput::Related { .. }) {
                 continue;
             }
-            let unresolved = match self.related(request, i, states, pass).await? {
+            // Awaiting is a miss this call drives; a failed related input is answered
+            // like any failed input.
+            let (unresolved, origin) = match self.related(request, i, states, pass).await? {
                 Related::Ready(r) => {
                     resolved.push(r);
                     continue;
                 }
-                Related::Awaiting(waits) => NodeState::Awaiting(waits),
-                Related::Failed(error) => NodeState::Failed { error, attempts: 0 },
+                Related::Awaiting(waits) => (NodeState::Awaiting(waits), Origin::Computed),
+                Related::Failed(error) => {
+                    (NodeState::Failed { error, attempts: 0 }, Origin::Stored)
+                }
             };
             return Ok(Planned {
                 key: value_key(
@@ -305,7 +309,7 @@ impl Planner {
                     &[],
                 )?,
                 state: unresolved,
-                origin: Origin::Stored,
+                origin,
                 generation: None,
             });
         }

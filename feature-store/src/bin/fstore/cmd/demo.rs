@@ -98,6 +98,59 @@ pub async fn run() -> anyhow::Result<()> {
     let r = store.get_features(again.request()?).await?;
     println!("{}", response_text(&r));
 
+    println!(
+        "$ fstore put -e title:1 -i text=… (3 titles); fstore get -e user:1 -e user:2 -f user.taste \\\n    -i history:rel.title=… --sync   (a feature across entities)"
+    );
+    let titles = [
+        ("title:1", "a heist crew plans one last job"),
+        ("title:2", "detectives chase a gang of bank robbers"),
+        ("title:3", "a quiet romance in a seaside town"),
+    ];
+    store
+        .put_inputs(
+            titles
+                .iter()
+                .map(|(id, text)| api::EntityRequest {
+                    entity_id: id.to_string(),
+                    inputs: [(
+                        "text".to_string(),
+                        api::Value {
+                            kind: Some(api::value::Kind::String(text.to_string())),
+                        },
+                    )]
+                    .into(),
+                })
+                .collect(),
+        )
+        .await?;
+    let history = |ids: &[&str]| api::Value {
+        kind: Some(api::value::Kind::Relation(api::Relation {
+            entity_type: "title".to_string(),
+            ids: ids.iter().map(|i| i.to_string()).collect(),
+        })),
+    };
+    let taste = api::GetFeaturesRequest {
+        entities: [
+            ("user:1", ["title:1", "title:2"]),
+            ("user:2", ["title:2", "title:3"]),
+        ]
+        .iter()
+        .map(|(id, ids)| api::EntityRequest {
+            entity_id: id.to_string(),
+            inputs: [("history".to_string(), history(ids))].into(),
+        })
+        .collect(),
+        features: vec!["user.taste".to_string()],
+        mode: api::Mode::Sync as i32,
+        wait_ms: 30_000,
+        ..Default::default()
+    };
+    let r = store.get_features(taste).await?;
+    println!("{}", response_text(&r));
+    if r.results.iter().any(|x| x.status() == api::Status::Failed) {
+        println!("(the MiniLM weights are fetched by scripts/fetch-model)\n");
+    }
+
     println!("$ fstore get -e doc:1 -f doc.nope");
     match store
         .get_features(ask(&["doc:1"], &["doc.nope"]).request()?)
