@@ -174,6 +174,10 @@ pub struct ServerConfig {
     pub recheck_interval: Duration,
     /// Where to serve Prometheus `/metrics` (serve, dev and worker processes); none: off.
     pub metrics_listen: Option<String>,
+    /// How often a replica sweeps the values waiting on entities without inputs, to
+    /// re-enrich those whose entities have arrived (0s: never).
+    #[serde(with = "humantime_serde")]
+    pub enrich_sweep: Duration,
 }
 
 impl Default for ServerConfig {
@@ -183,6 +187,7 @@ impl Default for ServerConfig {
             default_tenant: None,
             recheck_interval: Duration::from_millis(500),
             metrics_listen: None,
+            enrich_sweep: Duration::from_secs(30),
         }
     }
 }

@@ -3,7 +3,15 @@
 //! substrate's enrichment index by the planner — is planned again on the batch lane and
 //! followed to the end on a tracked task, with no caller involved. The new value covers
 //! the entity (its key covers the keys it read, so it is a new value, not an overwrite).
+//!
+//! A background sweep ([`Enricher::sweep`]) catches what an arrival missed (the replica
+//! that took the references died, or inputs were stored another way): each
+//! `server.enrich_sweep` it lists the parked references and re-enriches those whose
+//! entity has inputs now. Per entity type, a sweep that resolves nothing doubles that
+//! type's interval (up to 16 times), one that does resets it. Re-running it changes
+//! nothing that is complete: a complete value is found stored, not computed again.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,8 +20,9 @@ use fstore_proto::wire::PartialRef;
 use fstore_substrate::time::now_ms;
 use fstore_substrate::{Lane, Substrate};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::Result;
 use crate::config::Config;
@@ -52,6 +61,67 @@ impl Enricher {
                 });
                 started += 1;
             }
+        }
+        Ok(started)
+    }
+
+    /// The sweep, until `shutdown`: see the module's documentation.
+    pub async fn sweep(self, shutdown: CancellationToken) {
+        let tick = self.config.server.enrich_sweep;
+        if tick.is_zero() {
+            return;
+        }
+        // Per entity type: the interval's multiple, and when it is next due.
+        let mut backoff: HashMap<String, (u32, Instant)> = HashMap::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(tick) => {}
+            }
+            match self.sweep_once(&mut backoff, tick).await {
+                Ok(0) => {}
+                Ok(n) => info!(
+                    references = n,
+                    "the sweep re-enriched values whose entities arrived"
+                ),
+                Err(e) => warn!(error = %e, "the enrichment sweep failed; trying again"),
+            }
+        }
+    }
+
+    /// One pass: re-enriches the references whose entity has inputs now, for the entity
+    /// types that are due; returns how many it started.
+    async fn sweep_once(
+        &self,
+        backoff: &mut HashMap<String, (u32, Instant)>,
+        tick: Duration,
+    ) -> Result<usize> {
+        let now = Instant::now();
+        // (tenant, entity) -> its type, for the types due now.
+        let mut waiting: BTreeMap<(String, String), String> = BTreeMap::new();
+        for (tenant, r) in self.substrate.partials.list().await? {
+            let due = backoff
+                .get(&r.entity_type)
+                .is_none_or(|(_, next)| *next <= now);
+            if due && !r.waits_on.is_empty() {
+                waiting.insert((tenant, r.waits_on), r.entity_type);
+            }
+        }
+        let mut resolved: HashMap<String, bool> = HashMap::new();
+        let mut started = 0;
+        for ((tenant, entity), ty) in waiting {
+            let arrived = self.substrate.inputs.get(&tenant, &entity).await?.is_some();
+            if arrived {
+                started += self.arrived(&tenant, std::slice::from_ref(&entity)).await?;
+            }
+            *resolved.entry(ty).or_default() |= arrived;
+        }
+        for (ty, any) in resolved {
+            let multiple = match backoff.get(&ty) {
+                Some((m, _)) if !any => (m * 2).min(16),
+                _ => 1,
+            };
+            backoff.insert(ty, (multiple, now + tick * multiple));
         }
         Ok(started)
     }

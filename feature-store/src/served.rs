@@ -33,6 +33,9 @@ struct Served {
     failures: u64,
     last_computed_at_ms: i64,
     ages: [u64; AGE_BUCKETS.len()],
+    partial: u64,
+    complete: u64,
+    oldest_partial_at_ms: i64,
 }
 
 impl ServedStats {
@@ -57,6 +60,17 @@ impl ServedStats {
                     s.ages[i] += 1;
                 }
                 s.last_computed_at_ms = s.last_computed_at_ms.max(r.computed_at_ms);
+                if let Some(c) = &r.coverage {
+                    if c.resolved < c.total {
+                        s.partial += 1;
+                        if s.oldest_partial_at_ms == 0 || r.computed_at_ms < s.oldest_partial_at_ms
+                        {
+                            s.oldest_partial_at_ms = r.computed_at_ms;
+                        }
+                    } else {
+                        s.complete += 1;
+                    }
+                }
             }
         }
     }
@@ -90,6 +104,9 @@ impl ServedStats {
                     count,
                 })
                 .collect(),
+            partial: s.partial,
+            complete: s.complete,
+            oldest_partial_at_ms: s.oldest_partial_at_ms,
         }
     }
 }
@@ -122,5 +139,24 @@ mod tests {
         assert_eq!(v.ages[0].count, 200);
         assert_eq!(v.ages[2].count, 1);
         assert!((v.hit_rate - 1.0 / 201.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn values_of_related_entities_count_by_coverage() {
+        let stats = ServedStats::default();
+        let covered = |resolved, computed_at_ms| FeatureResult {
+            coverage: Some(api::Coverage {
+                resolved,
+                total: 3,
+                ..Default::default()
+            }),
+            computed_at_ms,
+            ..ready(10)
+        };
+        for r in [covered(1, 30), covered(2, 20), covered(3, 10)] {
+            stats.record(&["u@1"], &[Origin::Stored], &[r]);
+        }
+        let v = stats.of("u@1");
+        assert_eq!((v.partial, v.complete, v.oldest_partial_at_ms), (2, 1, 20));
     }
 }

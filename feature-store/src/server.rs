@@ -293,6 +293,11 @@ pub async fn start(
             .clone()
             .follow(substrate.publish.clone(), background_token.clone()),
     );
+    spawn(
+        &tasks,
+        "enrichment-sweep",
+        store.enricher().clone().sweep(background_token.clone()),
+    );
     // Backfills stop with the calls: their leases run out and another replica (or this
     // one, started again) continues them.
     let replica = format!(

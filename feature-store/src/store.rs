@@ -129,6 +129,11 @@ impl Store {
         &self.inner.backfills
     }
 
+    /// Background enrichment, whose sweep the server runs.
+    pub fn enricher(&self) -> &Enricher {
+        &self.inner.enricher
+    }
+
     /// Generations: publish status and rollback.
     pub fn publisher(&self) -> &Publisher {
         &self.inner.publisher

@@ -17,6 +17,8 @@ pub trait PartialIndex: Send + Sync + 'static {
     async fn park(&self, tenant: &str, entity: &str, item: PartialRef) -> Result<(), Error>;
     /// Takes every reference parked on `entity`.
     async fn take(&self, tenant: &str, entity: &str) -> Result<Vec<PartialRef>, Error>;
+    /// Every reference parked, with its tenant (for the background sweep).
+    async fn list(&self) -> Result<Vec<(String, PartialRef)>, Error>;
 }
 
 /// Adds `item` to `list` unless the same (entity, feature) is there, keeping at most
@@ -50,7 +52,7 @@ mod tests {
                 ..Default::default()
             }),
             feature: feature.into(),
-            parked_at_ms: 0,
+            ..Default::default()
         }
     }
 

@@ -33,8 +33,9 @@ pub(super) struct Resolved {
     pub reached: usize,
     /// Entities left out: no inputs yet, or failed.
     pub missing: Vec<String>,
-    /// Of those, the ones without inputs: references that arrived before their entity.
-    pub absent: Vec<String>,
+    /// Of those, the ones without inputs, with their entity type: references that
+    /// arrived before their entity.
+    pub absent: Vec<(String, String)>,
 }
 
 /// Where a related input stands.
@@ -153,9 +154,10 @@ impl Planner {
             keys = hop.ready.iter().map(|(k, _)| k.clone()).collect();
             // Entities left out at an earlier hop stay left out (the first hop's own
             // relation is no related entity).
-            if n > 0 {
+            if let Some(before) = n.checked_sub(1).and_then(|b| via.get(b)) {
+                let ty = &before.definition.relates_to;
                 missing.append(&mut hop.missing);
-                absent.append(&mut hop.absent);
+                absent.extend(hop.absent.drain(..).map(|id| (id, ty.clone())));
             }
             if let Some(next) = via.get(n + 1) {
                 hop = Hop::take(self.plan_all(request, &ids, next, pass).await?);
@@ -178,7 +180,8 @@ impl Planner {
                     return Ok(Related::Awaiting(hop.waits));
                 }
                 missing.append(&mut hop.missing);
-                absent.append(&mut hop.absent);
+                let ty = &t.definition.entity_type;
+                absent.extend(hop.absent.drain(..).map(|id| (id, ty.clone())));
                 keys = hop.ready.iter().map(|(k, _)| k.clone()).collect();
                 let values: Vec<api::Value> = hop.ready.into_iter().map(|(_, v)| v).collect();
                 aggregate_values(*aggregate, &values, ids.len()).map_err(|e| {
@@ -209,11 +212,13 @@ impl Planner {
         node: &Node,
         resolved: &[Resolved],
     ) {
-        for id in resolved.iter().flat_map(|r| &r.absent) {
+        for (id, entity_type) in resolved.iter().flat_map(|r| &r.absent) {
             let item = PartialRef {
                 entity: Some(entity.clone()),
                 feature: node.id.clone(),
                 parked_at_ms: now_ms(),
+                waits_on: id.clone(),
+                entity_type: entity_type.clone(),
             };
             if let Err(e) = self
                 .substrate

@@ -33,4 +33,11 @@ impl PartialIndex for EmbeddedPartials {
             .remove(&(tenant.to_string(), entity.to_string()))
             .unwrap_or_default())
     }
+
+    async fn list(&self) -> Result<Vec<(String, PartialRef)>, Error> {
+        Ok(lock(&self.parked)
+            .iter()
+            .flat_map(|((tenant, _), refs)| refs.iter().map(|r| (tenant.clone(), r.clone())))
+            .collect())
+    }
 }

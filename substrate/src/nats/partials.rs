@@ -5,6 +5,7 @@
 use async_nats::jetstream::kv;
 use async_trait::async_trait;
 use fstore_proto::wire::{PartialList, PartialRef};
+use futures::StreamExt;
 use prost::Message;
 
 use super::{Layout, unavailable};
@@ -65,5 +66,28 @@ impl PartialIndex for NatsPartials {
         let list = PartialList::decode(bytes)?;
         self.store.purge(&key).await.map_err(unavailable)?;
         Ok(list.refs)
+    }
+
+    async fn list(&self) -> Result<Vec<(String, PartialRef)>, Error> {
+        let mut keys = self.store.keys().await.map_err(unavailable)?;
+        let mut found = Vec::new();
+        while let Some(key) = keys.next().await {
+            found.push(key.map_err(unavailable)?);
+        }
+        let mut out = Vec::new();
+        for key in found {
+            let Some((tenant, _)) = key.split_once('.') else {
+                continue;
+            };
+            let tenant = crate::token::decode(tenant).unwrap_or_else(|| tenant.to_string());
+            if let Some(bytes) = self.store.get(&key).await.map_err(unavailable)?
+                && !bytes.is_empty()
+            {
+                for r in PartialList::decode(bytes)?.refs {
+                    out.push((tenant.clone(), r));
+                }
+            }
+        }
+        Ok(out)
     }
 }

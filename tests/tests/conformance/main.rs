@@ -99,4 +99,5 @@ fstore_tests::on_every_backend!(
     features_read_related_entities_one_and_two_hops_away,
     relations_that_cannot_type_check_are_refused,
     references_before_their_entities_are_enriched_when_they_arrive,
+    the_sweep_enriches_what_no_arrival_announced,
 );

@@ -430,3 +430,72 @@ pub(crate) async fn references_before_their_entities_are_enriched_when_they_arri
     h.stop().await;
     Ok(())
 }
+
+pub(crate) async fn the_sweep_enriches_what_no_arrival_announced(b: Backend) -> anyhow::Result<()> {
+    let mut config = test_config();
+    config.server.enrich_sweep = Duration::from_millis(200);
+    let h = Harness::with_config(b, config).await?;
+    for d in [
+        api::FeatureDefinition {
+            params: [("stat".to_string(), "words".to_string())].into(),
+            ..def(
+                "title.words",
+                "title",
+                "text.stats@1",
+                &[("text", request("text"))],
+            )
+        },
+        relation("user.history", "user", "history", "title"),
+        def(
+            "user.words",
+            "user",
+            "num.affine@1",
+            &[("x", via(&["user.history"], "title.words", "sum", false))],
+        ),
+    ] {
+        h.register(d).await?;
+    }
+    let history = [("history", rel("title", &["g1", "g2"]))];
+    let early = sync_one(&h, "u7", &history, "user.words").await?;
+    assert_eq!(early.coverage.map(|c| (c.resolved, c.total)), Some((0, 2)));
+    // The titles' inputs land without a PutInputs call announcing them.
+    for (id, words) in [("g1", "one two"), ("g2", "three")] {
+        h.running
+            .substrate
+            .inputs
+            .put(
+                "default",
+                id,
+                fstore_proto::wire::StoredInputs {
+                    inputs: [("text".to_string(), text(words))].into(),
+                    updated_at_ms: 1,
+                },
+            )
+            .await?;
+    }
+    let records = || async {
+        let log = h.client.log(&["user.words"], false).await.ok()?;
+        Some(
+            log.into_iter()
+                .filter_map(|e| e.record)
+                .filter(|r| r.entity_id == "u7")
+                .collect::<Vec<_>>(),
+        )
+    };
+    let swept = wait_until(LONG, "the sweep to enrich u7", || async {
+        let r = records().await?;
+        r.iter()
+            .any(|r| r.coverage.as_ref().is_some_and(|c| c.resolved == 2))
+            .then_some(r.len())
+    })
+    .await?;
+    // Idempotent: later sweeps compute nothing more.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(records().await.map(|r| r.len()), Some(swept));
+    let described = h.client.describe("user.words").await?;
+    let stats = described.stats.unwrap_or_default();
+    assert_eq!((stats.partial, stats.complete), (1, 0), "{stats:?}");
+    assert!(stats.oldest_partial_at_ms > 0);
+    h.stop().await;
+    Ok(())
+}

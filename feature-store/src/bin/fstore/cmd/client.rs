@@ -334,6 +334,20 @@ fn describe(d: &api::DescribeFeatureResponse, json: bool) -> anyhow::Result<()> 
             .map(|b| format!("<={}: {}", b.le, b.count))
             .collect();
         println!("  value ages:   {}", ages.join("  "));
+        if s.partial + s.complete > 0 {
+            let oldest = if s.oldest_partial_at_ms > 0 {
+                format!(
+                    ", oldest partial computed {}",
+                    timestamp_text(s.oldest_partial_at_ms)
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "  enrichment:   {} partial, {} complete{oldest}",
+                s.partial, s.complete
+            );
+        }
     }
     if let Some(f) = &d.flow {
         for m in &f.models {
