@@ -126,6 +126,18 @@ impl Enricher {
         Ok(started)
     }
 
+    /// Follows `request` to the end on a tracked task: what a call left awaiting (an
+    /// aggregate submitted only once the related values it reads are known) is carried
+    /// through without the caller.
+    pub fn drive(&self, request: Arc<ValidRequest>) {
+        let this = self.clone();
+        fstore_substrate::task::spawn_named(&self.tasks, "drive-awaiting", async move {
+            if let Err(e) = this.follow(request).await {
+                warn!(error = %e, "driving an awaiting request failed; it completes when next asked for");
+            }
+        });
+    }
+
     /// Plans `parked` again and follows it until it is final.
     async fn again(&self, tenant: &str, parked: &PartialRef) -> Result<()> {
         let Some(entity) = parked.entity.clone() else {
@@ -147,21 +159,25 @@ impl Enricher {
         )
         .await?;
         request.lane = Lane::Batch;
+        self.follow(Arc::new(request)).await?;
+        debug!(feature = %parked.feature, "re-enriched");
+        Ok(())
+    }
+
+    /// Plans `request` until nothing is pending (or [`FOLLOW_FOR`] runs out).
+    async fn follow(&self, request: Arc<ValidRequest>) -> Result<()> {
         let mut follower = Follower::new(
             self.planner.clone(),
             &self.hub,
-            Arc::new(request),
+            request,
             Instant::now() + FOLLOW_FOR,
             self.config.server.recheck_interval,
         )
         .waiting_for_all();
         let first = follower.first().await?;
-        let last = if first.is_pending() {
-            follower.last(first).await?
-        } else {
-            first
-        };
-        debug!(feature = %parked.feature, pending = last.is_pending(), "re-enriched");
+        if first.is_pending() {
+            follower.last(first).await?;
+        }
         Ok(())
     }
 }

@@ -32,6 +32,9 @@ pub struct Plan {
     /// claimed, and those of others it joined: what cancelling its ticket gives up.
     pub claimed: Vec<ClaimRef>,
     pub joined: Vec<ClaimRef>,
+    /// Some requested node cannot be submitted until values it reads are known (a
+    /// related input): only a later plan submits it.
+    pub awaiting: bool,
 }
 
 impl Plan {

@@ -196,6 +196,11 @@ impl Store {
         };
         answer.mark_cached(&origins);
         self.inner.planner.record(&request, &origins, &answer);
+        if answer.awaiting {
+            // Aggregates over related entities are submitted by a later plan: this
+            // replica makes it, whether or not the caller asks again.
+            self.inner.enricher.drive(request.clone());
+        }
         if !answer.is_pending() {
             ticket.clear();
         }

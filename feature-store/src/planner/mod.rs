@@ -161,6 +161,7 @@ impl Planner {
             pending_keys: Vec::new(),
             claimed: Vec::new(),
             joined: Vec::new(),
+            awaiting: false,
         };
         for entity in &request.entities {
             let mut states: NodeStates = HashMap::new();
@@ -235,7 +236,10 @@ impl Planner {
                 };
                 match &planned.state {
                     NodeState::Pending { .. } => plan.pending_keys.push(planned.key.clone()),
-                    NodeState::Awaiting(waits) => plan.pending_keys.extend(waits.iter().cloned()),
+                    NodeState::Awaiting(waits) => {
+                        plan.pending_keys.extend(waits.iter().cloned());
+                        plan.awaiting = true;
+                    }
                     _ => {}
                 }
                 plan.results.push(result(

@@ -291,6 +291,11 @@ fn aggregate_values(
     if aggregate == Aggregate::Count {
         return kind(Kind::I64(values.len() as i64));
     }
+    if aggregate == Aggregate::List {
+        return list(values).map(|t| api::Value {
+            kind: Some(Kind::Tensor(t)),
+        });
+    }
     let none = || format!("none of the {reached} related entities has a value yet");
     if let Some(Kind::Tensor(first)) = values.first().and_then(|v| v.kind.as_ref()) {
         let mut acc = vec![0f32; first.data.len()];
@@ -333,11 +338,39 @@ fn aggregate_values(
         Aggregate::Mean => numbers.iter().sum::<f64>() / numbers.len() as f64,
         Aggregate::Min => numbers.iter().copied().fold(f64::INFINITY, f64::min),
         Aggregate::Max => numbers.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        Aggregate::Count | Aggregate::Ids => {
+        Aggregate::Count | Aggregate::List | Aggregate::Ids => {
             return Err(format!("aggregate {} takes no values", aggregate.name()));
         }
     };
     kind(Kind::F64(x))
+}
+
+/// The related values as one batch: numbers as `[n]`, tensors of one shape `s` as
+/// `[n, ..s]`.
+fn list(values: &[api::Value]) -> std::result::Result<api::Tensor, String> {
+    let n = values.len() as u64;
+    let mut shape: Option<Vec<u64>> = None;
+    let mut data = Vec::new();
+    for v in values {
+        let (s, d): (Vec<u64>, Vec<f32>) = match &v.kind {
+            Some(Kind::F64(x)) => (Vec::new(), vec![*x as f32]),
+            Some(Kind::I64(x)) => (Vec::new(), vec![*x as f32]),
+            Some(Kind::Tensor(t)) => (t.shape.clone(), t.data.clone()),
+            _ => return Err("a related value is neither a number nor a tensor".to_string()),
+        };
+        match &shape {
+            Some(first) if *first != s => {
+                return Err(format!(
+                    "the related values differ in shape: {first:?} and {s:?}"
+                ));
+            }
+            _ => shape = Some(s),
+        }
+        data.extend(d);
+    }
+    let mut full = vec![n];
+    full.extend(shape.unwrap_or_default());
+    Ok(api::Tensor { shape: full, data })
 }
 
 /// The coverage of a value whose related inputs are `resolved`.
@@ -389,6 +422,24 @@ mod tests {
             .expect("tensor mean");
         assert_eq!(mean, t(vec![0.5, 0.5]));
         assert!(aggregate_values(Aggregate::Mean, &[t(vec![1.0]), t(vec![1.0, 2.0])], 2).is_err());
+    }
+
+    #[test]
+    fn a_list_is_the_batch_of_values() {
+        let got = aggregate_values(Aggregate::List, &[f(1.0), f(2.0)], 2).expect("list");
+        assert_eq!(got, t(vec![1.0, 2.0]));
+        let rows = aggregate_values(Aggregate::List, &[t(vec![1.0, 2.0]), t(vec![3.0, 4.0])], 2)
+            .expect("stacked");
+        assert_eq!(
+            rows.kind,
+            Some(Kind::Tensor(api::Tensor {
+                shape: vec![2, 2],
+                data: vec![1.0, 2.0, 3.0, 4.0]
+            }))
+        );
+        assert!(aggregate_values(Aggregate::List, &[t(vec![1.0]), t(vec![1.0, 2.0])], 2).is_err());
+        let empty = aggregate_values(Aggregate::List, &[], 0).expect("empty");
+        assert_eq!(empty, t(Vec::new()).clone());
     }
 
     #[test]

@@ -107,7 +107,7 @@ fn check_related(feature: &str, input: &str, r: &api::Related) -> Result<()> {
     }
     let Some(aggregate) = Aggregate::parse(&r.aggregate) else {
         return refuse(format!(
-            "aggregate `{}` is unknown: use mean, sum, min, max, count or ids",
+            "aggregate `{}` is unknown: use mean, sum, min, max, count, list or ids",
             r.aggregate
         ));
     };
@@ -491,7 +491,7 @@ fn related_input(
     let of = target.map(|t| t.value_type);
     let Some(output) = aggregate.output(of) else {
         return refuse(format!(
-            "aggregate `{}` cannot take {} values{}: mean and sum take numbers or tensors, min and max numbers, count anything",
+            "aggregate `{}` cannot take {} values{}: mean, sum and list take numbers or tensors, min and max numbers, count anything",
             aggregate.name(),
             of.map_or("entity".to_string(), |t| t.to_string()),
             target.map_or(String::new(), |t| format!(" (`{}`)", t.id))

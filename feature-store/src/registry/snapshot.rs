@@ -49,6 +49,9 @@ pub enum Aggregate {
     Min,
     Max,
     Count,
+    /// The values themselves, as one batch the flow receives: numbers as a tensor of
+    /// `[n]`, tensors of `[d]` stacked into `[n, d]`.
+    List,
     /// The entities reached, as a relation (a materialized edge).
     Ids,
 }
@@ -61,6 +64,7 @@ impl Aggregate {
             "min" => Aggregate::Min,
             "max" => Aggregate::Max,
             "count" => Aggregate::Count,
+            "list" => Aggregate::List,
             "ids" => Aggregate::Ids,
             _ => return None,
         })
@@ -73,6 +77,7 @@ impl Aggregate {
             Aggregate::Min => "min",
             Aggregate::Max => "max",
             Aggregate::Count => "count",
+            Aggregate::List => "list",
             Aggregate::Ids => "ids",
         }
     }
@@ -89,6 +94,7 @@ impl Aggregate {
                 Some(T::F64 | T::I64),
             ) => Some(T::F64),
             (Aggregate::Mean | Aggregate::Sum, Some(T::Tensor)) => Some(T::Tensor),
+            (Aggregate::List, Some(T::F64 | T::I64 | T::Tensor)) => Some(T::Tensor),
             _ => None,
         }
     }

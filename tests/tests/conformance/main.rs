@@ -100,4 +100,5 @@ fstore_tests::on_every_backend!(
     relations_that_cannot_type_check_are_refused,
     references_before_their_entities_are_enriched_when_they_arrive,
     the_sweep_enriches_what_no_arrival_announced,
+    an_awaiting_aggregate_completes_without_its_caller,
 );

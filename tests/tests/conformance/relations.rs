@@ -116,6 +116,12 @@ pub(crate) async fn features_read_related_entities_one_and_two_hops_away(
             "num.affine@1",
             &[("x", via(&["user.history"], "title.words", "sum", true))],
         ),
+        def(
+            "user.words_profile",
+            "user",
+            "vec.normalize@1",
+            &[("v", via(&["user.history"], "title.words", "list", false))],
+        ),
     ] {
         h.register(d).await?;
     }
@@ -171,6 +177,23 @@ pub(crate) async fn features_read_related_entities_one_and_two_hops_away(
     )
     .await?;
     assert_eq!(f64_of(&words), Some(5.0), "{words:?}");
+    // `list`: the flow receives the batch [2, 3] and scales it to unit length.
+    let profile = sync_one(
+        &h,
+        "u1",
+        &[("history", rel("title", &["t1", "t2"]))],
+        "user.words_profile",
+    )
+    .await?;
+    let Some(api::value::Kind::Tensor(t)) = profile.value.and_then(|v| v.kind) else {
+        anyhow::bail!("the profile is no tensor");
+    };
+    assert_eq!(t.shape, vec![2]);
+    assert!(
+        (t.data[0] - 2.0 / 13f32.sqrt()).abs() < 1e-6,
+        "{:?}",
+        t.data
+    );
     // A history naming a title nobody stored inputs for: the sum covers what exists.
     let partial = sync_one(
         &h,
@@ -496,6 +519,60 @@ pub(crate) async fn the_sweep_enriches_what_no_arrival_announced(b: Backend) -> 
     let stats = described.stats.unwrap_or_default();
     assert_eq!((stats.partial, stats.complete), (1, 0), "{stats:?}");
     assert!(stats.oldest_partial_at_ms > 0);
+    h.stop().await;
+    Ok(())
+}
+
+pub(crate) async fn an_awaiting_aggregate_completes_without_its_caller(
+    b: Backend,
+) -> anyhow::Result<()> {
+    let h = Harness::start(b).await?;
+    for d in [
+        api::FeatureDefinition {
+            params: [("stat".to_string(), "words".to_string())].into(),
+            ..def(
+                "title.words",
+                "title",
+                "text.stats@1",
+                &[("text", request("text"))],
+            )
+        },
+        relation("user.history", "user", "history", "title"),
+        def(
+            "user.words",
+            "user",
+            "num.affine@1",
+            &[("x", via(&["user.history"], "title.words", "sum", false))],
+        ),
+    ] {
+        h.register(d).await?;
+    }
+    h.client
+        .put_inputs(vec![
+            entity("k1", &[("text", text("a b"))]),
+            entity("k2", &[("text", text("c"))]),
+        ])
+        .await?;
+    // ASYNC, and the ticket is never read: the aggregate still gets computed.
+    let mut req = build::get(&[], &["user.words"]);
+    req.entities = vec![entity("u8", &[("history", rel("title", &["k1", "k2"]))])];
+    let first = h.client.get(req).await?;
+    assert_eq!(first.results[0].status(), Status::Pending, "{first:?}");
+    let record = wait_until(
+        LONG,
+        "user.words of u8 computed without its caller",
+        || async {
+            let log = h.client.log(&["user.words"], false).await.ok()?;
+            log.into_iter()
+                .filter_map(|e| e.record)
+                .find(|r| r.entity_id == "u8")
+        },
+    )
+    .await?;
+    assert_eq!(
+        record.value.and_then(|v| v.kind),
+        Some(api::value::Kind::F64(3.0))
+    );
     h.stop().await;
     Ok(())
 }
