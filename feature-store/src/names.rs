@@ -126,6 +126,28 @@ mod tests {
         assert!(FeatureRef::parse(&"a".repeat(129)).is_err());
     }
 
+    proptest::proptest! {
+        /// Any text parses or is refused, never panics; what parses prints as a
+        /// canonical reference (`a@01` as `a@1`) that parses back to itself, and names
+        /// only `a-z 0-9 _ . -` (no NATS wildcard, no space).
+        #[test]
+        fn any_reference_parses_or_is_refused(s in "\\PC{0,40}|[a-z][a-z0-9_.-]{0,20}@[0-9]{1,12}") {
+            if let Ok(r) = FeatureRef::parse(&s) {
+                proptest::prop_assert_eq!(FeatureRef::parse(&r.to_string()).ok(), Some(r.clone()));
+                proptest::prop_assert!(r.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c)));
+                proptest::prop_assert!(r.version != Some(0));
+            }
+        }
+
+        /// The registration file parser refuses what is not a registration file with an
+        /// error, whatever the text.
+        #[test]
+        fn any_registration_text_parses_or_is_refused(s in "\\PC{0,200}|\\[\\[feature\\]\\][\\PC\n]{0,200}") {
+            let _ = crate::definitions::parse(&s);
+            let _ = crate::definitions::schedules(&s);
+        }
+    }
+
     #[test]
     fn tenants_and_entities() {
         assert!(check_tenant("acme-1").is_ok());

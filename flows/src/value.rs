@@ -68,10 +68,12 @@ impl Value {
 
     /// A tensor from row-major f32 data, refusing a shape that does not fit the data.
     pub fn tensor(data: Vec<f32>, shape: &[usize]) -> Result<Value, Error> {
-        let expected: usize = shape.iter().product();
-        if expected != data.len() {
+        // Checked: a shape sent by a caller may multiply past usize.
+        let expected = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d));
+        if expected != Some(data.len()) {
             return Err(Error::Permanent(format!(
-                "tensor shape {shape:?} needs {expected} values, got {}",
+                "tensor shape {shape:?} needs {} values, got {}",
+                expected.map_or_else(|| "more than can be counted".to_string(), |n| n.to_string()),
                 data.len()
             )));
         }
@@ -120,4 +122,19 @@ fn type_error(expected: ValueType, got: &Value) -> Error {
         "expected a {expected} value, got a {}",
         got.value_type()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the conversion's property test: a caller's shape whose product
+    /// overflows used to panic (debug) or wrap (release).
+    #[test]
+    fn a_shape_past_usize_is_refused_not_multiplied() {
+        let e = Value::tensor(Vec::new(), &[usize::MAX, 2]).expect_err("overflow");
+        assert!(e.to_string().contains("more than can be counted"), "{e}");
+        assert!(Value::tensor(vec![1.0; 6], &[2, 3]).is_ok());
+        assert!(Value::tensor(vec![1.0; 5], &[2, 3]).is_err());
+    }
 }

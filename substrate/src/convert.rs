@@ -105,3 +105,45 @@ mod tests {
         assert!(to_flow(&bad).is_err());
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+    use prost::Message;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever bytes arrive as a value (a job's input, a stored envelope), decoding
+        /// and converting them answers Ok or an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(v) = api::Value::decode(bytes.as_slice()) {
+                let _ = to_flow(&v);
+                let _ = wire_type(&v);
+            }
+            let _ = fstore_proto::wire::ComputeJob::decode(bytes.as_slice());
+            let _ = fstore_proto::wire::ValueEnvelope::decode(bytes.as_slice());
+        }
+
+        /// A tensor whose shape does not fit its data is refused, whatever the shape —
+        /// including shapes whose product overflows.
+        #[test]
+        fn any_tensor_shape_is_checked(
+            shape in proptest::collection::vec(any::<u64>(), 0..4),
+            len in 0usize..8,
+        ) {
+            let v = api::Value {
+                kind: Some(api::value::Kind::Tensor(api::Tensor {
+                    shape: shape.clone(),
+                    data: vec![0.5; len],
+                })),
+            };
+            let fits = shape
+                .iter()
+                .try_fold(1u64, |acc, d| acc.checked_mul(*d))
+                .is_some_and(|n| n == len as u64);
+            prop_assert_eq!(to_flow(&v).is_ok(), fits, "shape {:?}, {} values", shape, len);
+        }
+    }
+}
