@@ -194,33 +194,7 @@ impl BackfillStore for NatsBackfills {
     ) -> Result<Option<u64>, Error> {
         let key = self.layout.schedule_key(&record.tenant, &record.name);
         let bytes = record.encode_to_vec();
-        let written = match revision {
-            Some(r) => self
-                .schedules
-                .update(&key, bytes.into(), r)
-                .await
-                .map_err(|e| {
-                    (
-                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                        e.to_string(),
-                    )
-                }),
-            None => self
-                .schedules
-                .create(&key, bytes.into())
-                .await
-                .map_err(|e| {
-                    (
-                        e.kind() == kv::CreateErrorKind::AlreadyExists,
-                        e.to_string(),
-                    )
-                }),
-        };
-        match written {
-            Ok(r) => Ok(Some(r)),
-            Err((true, _)) => Ok(None),
-            Err((false, e)) => Err(unavailable(e)),
-        }
+        super::kv::put_if_revision(&self.schedules, &key, bytes.into(), revision).await
     }
 
     async fn delete_schedule(&self, tenant: &str, name: &str) -> Result<(), Error> {

@@ -64,6 +64,35 @@ pub(super) async fn put_with_ttl(
     Ok(ack.sequence)
 }
 
+/// Writes `value` under `key` if its revision is still `revision` (None: if the key has
+/// none yet): the new revision, or None when another writer got there first.
+pub(super) async fn put_if_revision(
+    store: &kv::Store,
+    key: &str,
+    value: Bytes,
+    revision: Option<u64>,
+) -> Result<Option<u64>, Error> {
+    let written = match revision {
+        Some(r) => store.update(key, value, r).await.map_err(|e| {
+            (
+                e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                e.to_string(),
+            )
+        }),
+        None => store.create(key, value).await.map_err(|e| {
+            (
+                e.kind() == kv::CreateErrorKind::AlreadyExists,
+                e.to_string(),
+            )
+        }),
+    };
+    match written {
+        Ok(r) => Ok(Some(r)),
+        Err((true, _)) => Ok(None),
+        Err((false, e)) => Err(unavailable(e)),
+    }
+}
+
 /// Fails at once while the connection is down, instead of after the request timeout.
 pub(super) fn connected(js: &jetstream::Context) -> Result<(), Error> {
     match js.client().connection_state() {

@@ -67,29 +67,7 @@ impl PublishStore for NatsPublish {
             .layout
             .publish_key(&record.tenant, &record.feature, record.version);
         let bytes = record.encode_to_vec();
-        let written = match revision {
-            Some(r) => self
-                .records
-                .update(&key, bytes.into(), r)
-                .await
-                .map_err(|e| {
-                    (
-                        e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                        e.to_string(),
-                    )
-                }),
-            None => self.records.create(&key, bytes.into()).await.map_err(|e| {
-                (
-                    e.kind() == kv::CreateErrorKind::AlreadyExists,
-                    e.to_string(),
-                )
-            }),
-        };
-        match written {
-            Ok(r) => Ok(Some(r)),
-            Err((true, _)) => Ok(None),
-            Err((false, e)) => Err(unavailable(e)),
-        }
+        super::kv::put_if_revision(&self.records, &key, bytes.into(), revision).await
     }
 
     async fn list(&self) -> Result<Vec<RevisedRecord>, Error> {

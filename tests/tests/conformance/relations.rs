@@ -60,6 +60,32 @@ fn rel(entity_type: &str, ids: &[&str]) -> api::Value {
     }
 }
 
+/// `title.words` of a title's stored text, `user.history` and `user.words`: the sum
+/// of the words of the user's titles.
+async fn register_user_words(h: &Harness) -> anyhow::Result<()> {
+    for d in [
+        api::FeatureDefinition {
+            params: [("stat".to_string(), "words".to_string())].into(),
+            ..def(
+                "title.words",
+                "title",
+                "text.stats@1",
+                &[("text", request("text"))],
+            )
+        },
+        relation("user.history", "user", "history", "title"),
+        def(
+            "user.words",
+            "user",
+            "num.affine@1",
+            &[("x", via(&["user.history"], "title.words", "sum", false))],
+        ),
+    ] {
+        h.register(d).await?;
+    }
+    Ok(())
+}
+
 async fn sync_one(
     h: &Harness,
     id: &str,
@@ -390,26 +416,7 @@ pub(crate) async fn references_before_their_entities_are_enriched_when_they_arri
     b: Backend,
 ) -> anyhow::Result<()> {
     let h = Harness::start(b).await?;
-    for d in [
-        api::FeatureDefinition {
-            params: [("stat".to_string(), "words".to_string())].into(),
-            ..def(
-                "title.words",
-                "title",
-                "text.stats@1",
-                &[("text", request("text"))],
-            )
-        },
-        relation("user.history", "user", "history", "title"),
-        def(
-            "user.words",
-            "user",
-            "num.affine@1",
-            &[("x", via(&["user.history"], "title.words", "sum", false))],
-        ),
-    ] {
-        h.register(d).await?;
-    }
+    register_user_words(&h).await?;
     // The history names three titles nobody has sent yet.
     let history = [("history", rel("title", &["f1", "f2", "f3"]))];
     let early = sync_one(&h, "u9", &history, "user.words").await?;
@@ -458,26 +465,7 @@ pub(crate) async fn the_sweep_enriches_what_no_arrival_announced(b: Backend) -> 
     let mut config = test_config();
     config.server.enrich_sweep = Duration::from_millis(200);
     let h = Harness::with_config(b, config).await?;
-    for d in [
-        api::FeatureDefinition {
-            params: [("stat".to_string(), "words".to_string())].into(),
-            ..def(
-                "title.words",
-                "title",
-                "text.stats@1",
-                &[("text", request("text"))],
-            )
-        },
-        relation("user.history", "user", "history", "title"),
-        def(
-            "user.words",
-            "user",
-            "num.affine@1",
-            &[("x", via(&["user.history"], "title.words", "sum", false))],
-        ),
-    ] {
-        h.register(d).await?;
-    }
+    register_user_words(&h).await?;
     let history = [("history", rel("title", &["g1", "g2"]))];
     let early = sync_one(&h, "u7", &history, "user.words").await?;
     assert_eq!(early.coverage.map(|c| (c.resolved, c.total)), Some((0, 2)));
@@ -527,26 +515,7 @@ pub(crate) async fn an_awaiting_aggregate_completes_without_its_caller(
     b: Backend,
 ) -> anyhow::Result<()> {
     let h = Harness::start(b).await?;
-    for d in [
-        api::FeatureDefinition {
-            params: [("stat".to_string(), "words".to_string())].into(),
-            ..def(
-                "title.words",
-                "title",
-                "text.stats@1",
-                &[("text", request("text"))],
-            )
-        },
-        relation("user.history", "user", "history", "title"),
-        def(
-            "user.words",
-            "user",
-            "num.affine@1",
-            &[("x", via(&["user.history"], "title.words", "sum", false))],
-        ),
-    ] {
-        h.register(d).await?;
-    }
+    register_user_words(&h).await?;
     h.client
         .put_inputs(vec![
             entity("k1", &[("text", text("a b"))]),
