@@ -180,8 +180,18 @@ async fn a_failed_replay_gives_its_claim_back(b: Backend) -> anyhow::Result<()> 
     let letter = list.dead_letters[0].clone();
 
     // The tenant's queue for the flow is full while `slow` runs: the replay is refused.
-    let r = h.client.get(build::get(&["e1"], &["slow"])).await?;
-    assert_eq!(r.results[0].status(), Status::Pending);
+    // The dead-lettered job leaves the queue just after its failure is answered (the
+    // result is written before the message is settled), so `slow` may be refused for
+    // a moment first.
+    wait_until(
+        Duration::from_secs(5),
+        "`slow` to be accepted once the failed job settles",
+        || async {
+            let r = h.client.get(build::get(&["e1"], &["slow"])).await.ok()?;
+            (r.results[0].status() == Status::Pending).then_some(())
+        },
+    )
+    .await?;
     assert_refused(
         raw.replay_dead_letter(h.client.req(api::ReplayDeadLetterRequest {
             id: letter.id.clone(),
