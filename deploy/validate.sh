@@ -10,7 +10,7 @@
 # 1. every *.yaml parses (PyYAML, duplicate keys refused);
 # 2. structure and cross-references: apiVersion/kind/metadata.name on every Kubernetes
 #    document; kustomization.yaml lists every manifest; selectors match pod labels;
-#    fstore.toml parses (tomllib) and uses only the keys of feature-store/src/config.rs
+#    fstore.toml parses (tomllib) and uses only the keys of feature-store/src/config/
 #    (a list kept here and compared with config.rs), [worker.flows."…"] included;
 #    FSTORE_SECTION__KEY variables name real keys; each worker's --flows are built-in
 #    flows; every trigger of its ScaledObject watches a consumer of one of those flows
@@ -391,7 +391,7 @@ step("kustomization.yaml lists every manifest, and only those", check_kustomizat
 # ---------------------------------------------------------------------------------
 # 2c. fstore.toml against config.rs
 
-# Mirrors feature-store/src/config.rs: section -> key -> kind. "duration" keys are
+# Mirrors feature-store/src/config/: section -> key -> kind. "duration" keys are
 # humantime strings ("250ms", "30s", "1h"); a ("map", {...}, "required") kind is a
 # table of tables, here [worker.flows."name"], whose entries have the keys given, all
 # of them required (FlowSlots has no #[serde(default)]). check_config_rs() re-derives
@@ -421,6 +421,7 @@ CONFIG_KEYS = {
     "backfill": {"chunk_entities": "int", "window": "int", "lease": "duration",
                  "scan_interval": "duration", "retention": "duration", "max_entities": "int",
                  "keep_generations": "int"},
+    "auth": {"enabled": "bool", "cache_ttl": "duration"},
 }
 # The defaults of the [worker] keys the slot checks below use (impl Default for WorkerConfig).
 WORKER_DEFAULTS = {"slots": 2, "min_slots": 1, "jobs_per_slot": 16}
@@ -429,11 +430,13 @@ INTS = {"u8", "u16", "u32", "u64", "usize", "i8", "i16", "i32", "i64", "isize"}
 
 
 def check_config_rs():
-    path = os.path.join(repo, "feature-store", "src", "config.rs")
-    if not os.path.exists(path):
-        print("note config.rs not found: keys checked against the list in validate.sh only")
+    # The configuration module: config/mod.rs and the files beside it (security.rs).
+    path = os.path.join(repo, "feature-store", "src", "config")
+    if not os.path.isdir(path):
+        print("note feature-store/src/config/ not found: keys checked against the list in validate.sh only")
         return
-    src = open(path, encoding="utf-8").read()
+    src = "\n".join(open(os.path.join(path, f), encoding="utf-8").read()
+                    for f in sorted(os.listdir(path)) if f.endswith(".rs"))
 
     structs = {}  # name -> (has #[serde(default)], {field: type text, or "duration"})
     for m in re.finditer(r"^pub struct (\w+)\s*\{(.*?)^\}", src, re.S | re.M):
@@ -468,6 +471,8 @@ def check_config_rs():
             return "int"
         if rust in ("f32", "f64"):
             return "float"
+        if rust == "bool":
+            return "bool"
         if re.fullmatch(r"(?:std::collections::)?(?:BTreeMap|HashMap)<String,String>", rust):
             return "strmap"
         mp = re.fullmatch(r"(?:std::collections::)?(?:BTreeMap|HashMap)<String,(\w+)>", rust)
@@ -511,6 +516,9 @@ def check_value(where, kind, v):
     elif kind == "strmap":
         if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
             fail(where, "is not a table of strings")
+    elif kind == "bool":
+        if not isinstance(v, bool):
+            fail(where, f"{v!r} is not true or false")
     elif kind == "float":
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
             fail(where, f"{v!r} is not a non-negative number")

@@ -39,11 +39,22 @@ impl Error {
     }
 }
 
-/// A connected client that sets the tenant on every call.
-#[derive(Debug, Clone)]
+/// A connected client that sets the tenant (and the API key) on every call.
+#[derive(Clone)]
 pub struct Client {
     inner: FeatureStoreClient<Channel>,
     tenant: Option<String>,
+    api_key: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key.
+        f.debug_struct("Client")
+            .field("tenant", &self.tenant)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -61,7 +72,15 @@ impl Client {
                 .max_decoding_message_size(64 * 1024 * 1024)
                 .max_encoding_message_size(16 * 1024 * 1024),
             tenant,
+            api_key: None,
         })
+    }
+
+    /// Sends `key` as `authorization: Bearer` on every call (servers with
+    /// authentication on take the tenant from it).
+    pub fn with_api_key(mut self, key: Option<String>) -> Self {
+        self.api_key = key.filter(|k| !k.is_empty());
+        self
     }
 
     /// A request carrying the tenant header, if this client has a tenant.
@@ -71,6 +90,11 @@ impl Client {
             && let Ok(v) = t.parse()
         {
             r.metadata_mut().insert(fstore_proto::TENANT_HEADER, v);
+        }
+        if let Some(k) = &self.api_key
+            && let Ok(v) = format!("Bearer {k}").parse()
+        {
+            r.metadata_mut().insert("authorization", v);
         }
         r
     }
@@ -192,6 +216,27 @@ impl Client {
         let c = self;
         let req = c.request(api::PutInputsRequest { entities });
         Ok(c.raw().put_inputs(req).await?.into_inner())
+    }
+
+    pub async fn create_api_key(
+        &self,
+        req: api::CreateApiKeyRequest,
+    ) -> Result<api::CreatedApiKey, Status> {
+        Ok(self
+            .raw()
+            .create_api_key(self.request(req))
+            .await?
+            .into_inner())
+    }
+
+    pub async fn list_api_keys(&self) -> Result<api::ListApiKeysResponse, Status> {
+        let req = self.request(api::ListApiKeysRequest {});
+        Ok(self.raw().list_api_keys(req).await?.into_inner())
+    }
+
+    pub async fn revoke_api_key(&self, id: String) -> Result<api::ApiKey, Status> {
+        let req = self.request(api::RevokeApiKeyRequest { id });
+        Ok(self.raw().revoke_api_key(req).await?.into_inner())
     }
 
     pub async fn cancel_ticket(&self, ticket: String) -> Result<api::CancelTicketResponse, Status> {
@@ -325,13 +370,19 @@ mod tests {
         let client = Client {
             inner: FeatureStoreClient::new(channel),
             tenant: Some("acme".into()),
-        };
+            api_key: None,
+        }
+        .with_api_key(Some("fsk_0123456789abcdef_s".into()));
         let r = client.request(());
+        let header = |name: &str| r.metadata().get(name).and_then(|v| v.to_str().ok());
+        assert_eq!(header(fstore_proto::TENANT_HEADER), Some("acme"));
         assert_eq!(
-            r.metadata()
-                .get(fstore_proto::TENANT_HEADER)
-                .and_then(|v| v.to_str().ok()),
-            Some("acme")
+            header("authorization"),
+            Some("Bearer fsk_0123456789abcdef_s")
+        );
+        assert!(
+            !format!("{client:?}").contains("fsk_"),
+            "Debug never shows the key"
         );
     }
 
@@ -341,6 +392,7 @@ mod tests {
         let mut client = Client {
             inner: FeatureStoreClient::new(channel),
             tenant: None,
+            api_key: None,
         };
         let e = client.register_file("[[feature]]\nname = 3\n").await;
         assert!(matches!(e, Err(Error::Definitions(_))), "{e:?}");

@@ -17,9 +17,12 @@ pub enum Error {
     /// rollback to a generation the gate rejected): the message says what state it needs.
     #[error("{0}")]
     FailedPrecondition(String),
-    /// A call without a tenant where one is required.
+    /// A call without a valid credential (or without a tenant where one is required).
     #[error("{0}")]
     Unauthenticated(String),
+    /// A caller whose key does not allow the call: another role, another tenant.
+    #[error("{0}")]
+    PermissionDenied(String),
     /// A listener could not be bound: the address is taken, malformed or not ours.
     #[error("cannot listen on {addr}: {source}; pick another address")]
     Listen {

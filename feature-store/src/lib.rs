@@ -3,6 +3,7 @@
 //! ticket, wait with a deadline or watch a stream.
 //!
 //! Layout (a request's path through it, top to bottom):
+//! - [`auth`]: API keys, roles and the layer that authenticates every call (default deny)
 //! - [`service`]: the tonic adapter (tenant, one [`store`] call, error mapping)
 //! - [`status`]: the one place errors become gRPC statuses
 //! - [`store`]: the calls of `featurestore.v1`, free of gRPC
@@ -31,6 +32,7 @@
 //! - [`telemetry`]: logs, OpenTelemetry traces and the W3C propagator
 
 pub mod admin;
+pub mod auth;
 pub mod backfill;
 pub mod client;
 pub mod config;

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use tracing::info;
 
 use crate::Error;
+use crate::auth::{AuthLayer, Authenticator};
 use crate::backfill::runner::Runner;
 use crate::config::Config;
 use crate::ready::ReadyHub;
@@ -272,6 +273,7 @@ pub async fn start(
         registry.clone().follow(background_token.clone()),
     );
     let max_request_bytes = config.limits.max_request_bytes;
+    let (auth_required, auth_cache_ttl) = (config.auth.required(), config.auth.cache_ttl);
     let store = Store::new(
         substrate.clone(),
         registry,
@@ -311,6 +313,8 @@ pub async fn start(
         "backfill-runner",
         Runner::new(store.backfills().clone(), replica).run(tasks.clone(), serve_token.clone()),
     );
+    let authenticator =
+        auth_required.then(|| Arc::new(Authenticator::new(substrate.keys.clone(), auth_cache_ttl)));
     let service = Service::new(store);
     let svc = FeatureStoreServer::new(service.clone())
         .max_decoding_message_size(max_request_bytes)
@@ -321,6 +325,7 @@ pub async fn start(
         "grpc-server",
         tonic::transport::Server::builder()
             .layer(crate::status::RequestSizeLayer::new(max_request_bytes))
+            .layer(AuthLayer::new(authenticator))
             .add_service(health_service)
             .add_service(reflection)
             .add_service(svc)

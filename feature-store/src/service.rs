@@ -2,12 +2,14 @@
 //! caller's tenant, calls one [`Store`] method and maps the error (in
 //! [`crate::status`], the only place that knows gRPC codes).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use fstore_proto::api::{self, feature_store_server::FeatureStore};
 use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Principal;
 use crate::backfill::Spec;
 use crate::backfill::schedule::Repeat;
 use crate::names::check_tenant;
@@ -30,9 +32,11 @@ impl Service {
         self.store.registry()
     }
 
-    /// The caller's tenant: the `x-fstore-tenant` metadata, or the configured default.
+    /// The caller's tenant: its key's when authentication is on (naming another tenant
+    /// in the metadata is refused), else the `x-fstore-tenant` metadata, or the
+    /// configured default.
     fn tenant<T>(&self, req: &Request<T>) -> Result<String> {
-        match req.metadata().get(fstore_proto::TENANT_HEADER) {
+        let named = match req.metadata().get(fstore_proto::TENANT_HEADER) {
             Some(v) => {
                 let t = v.to_str().map_err(|_| {
                     Error::InvalidArgument(format!(
@@ -41,8 +45,27 @@ impl Service {
                     ))
                 })?;
                 check_tenant(t)?;
-                Ok(t.to_string())
+                Some(t.to_string())
             }
+            None => None,
+        };
+        if let Some(principal) = req.extensions().get::<Arc<Principal>>() {
+            return match named {
+                Some(t) if t != principal.tenant => Err(Error::PermissionDenied(format!(
+                    "key {} belongs to tenant `{}`; it cannot act for `{t}`",
+                    principal.key_id, principal.tenant
+                ))),
+                _ => Ok(principal.tenant.clone()),
+            };
+        }
+        if self.store.config().auth.required() {
+            // The layer admits no call of this service without a principal.
+            return Err(Error::Unauthenticated(
+                "no credential: send `authorization: Bearer <key>`".into(),
+            ));
+        }
+        match named {
+            Some(t) => Ok(t),
             None => self
                 .store
                 .config()
@@ -442,6 +465,34 @@ impl FeatureStore for Service {
                 .publisher()
                 .rollback(&tenant, &r.feature, r.to)
                 .await?,
+        ))
+    }
+
+    async fn create_api_key(
+        &self,
+        req: Request<api::CreateApiKeyRequest>,
+    ) -> Result<Response<api::CreatedApiKey>, Status> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(
+            self.store.create_key(&tenant, req.get_ref()).await?,
+        ))
+    }
+
+    async fn list_api_keys(
+        &self,
+        req: Request<api::ListApiKeysRequest>,
+    ) -> Result<Response<api::ListApiKeysResponse>, Status> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(self.store.list_keys(&tenant).await?))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        req: Request<api::RevokeApiKeyRequest>,
+    ) -> Result<Response<api::ApiKey>, Status> {
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(
+            self.store.revoke_key(&tenant, &req.get_ref().id).await?,
         ))
     }
 }

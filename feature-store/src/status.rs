@@ -17,6 +17,7 @@ impl From<Error> for Status {
             Error::NotFound(_) => Code::NotFound,
             Error::InvalidArgument(_) | Error::Definition(_) => Code::InvalidArgument,
             Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
             Error::Listen { .. } | Error::Internal(_) => Code::Internal,
             Error::Substrate(SubstrateError::Unavailable(_)) => Code::Unavailable,

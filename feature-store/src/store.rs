@@ -420,6 +420,36 @@ impl Store {
         .await
     }
 
+    /// Creates a key of the caller's tenant (`req.tenant` empty or the same).
+    pub async fn create_key(
+        &self,
+        tenant: &str,
+        req: &api::CreateApiKeyRequest,
+    ) -> Result<api::CreatedApiKey> {
+        if !req.tenant.is_empty() && req.tenant != tenant {
+            return Err(Error::PermissionDenied(format!(
+                "an admin key of tenant `{tenant}` creates keys of `{tenant}` only; \
+                 keys of `{}` come from its own admins",
+                req.tenant
+            )));
+        }
+        let keys = self.inner.substrate.keys.as_ref();
+        let made = crate::auth::create_key(keys, tenant, &req.roles, &req.label).await?;
+        Ok(api::CreatedApiKey {
+            key: Some(made.key),
+            secret: made.secret,
+        })
+    }
+
+    pub async fn list_keys(&self, tenant: &str) -> Result<api::ListApiKeysResponse> {
+        let keys = crate::auth::list_keys(self.inner.substrate.keys.as_ref(), tenant).await?;
+        Ok(api::ListApiKeysResponse { keys })
+    }
+
+    pub async fn revoke_key(&self, tenant: &str, id: &str) -> Result<api::ApiKey> {
+        crate::auth::revoke_key(self.inner.substrate.keys.as_ref(), tenant, id).await
+    }
+
     pub async fn list_flows(&self) -> Result<api::ListFlowsResponse> {
         describe::list_flows(&self.inner.substrate).await
     }

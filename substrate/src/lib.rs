@@ -18,6 +18,7 @@
 //! - [`log`]: the feature log and result-ready stream ([`FeatureLog`])
 //! - [`backfills`]: backfill records and their entities ([`BackfillStore`])
 //! - [`partials`]: the enrichment index of values missing a related entity ([`PartialIndex`])
+//! - [`keys`]: API key records, hashed ([`KeyStore`])
 //! - [`rate`]: rate limits shared by every worker of a flow ([`RateLimiter`])
 //! - [`publish`]: published generations of snapshot-served features ([`PublishStore`])
 //! - [`worker`]: pulls jobs, runs flows off the reactor, stores, notifies, continues
@@ -34,6 +35,7 @@ pub mod dispatch;
 pub mod embedded;
 pub mod error;
 pub mod fault;
+pub mod keys;
 pub mod log;
 pub mod metrics;
 pub mod nats;
@@ -55,6 +57,7 @@ pub use backfills::BackfillStore;
 pub use dispatch::{Dispatcher, Submitted};
 pub use error::Error;
 pub use fstore_proto::wire::{ComputeJob, DeadLetter, JobInput, Ticket, ValueEnvelope};
+pub use keys::KeyStore;
 pub use log::{FeatureLog, LogOptions, LogQuery, Start};
 pub use notify::Notifier;
 pub use partials::PartialIndex;
@@ -86,6 +89,7 @@ pub struct Substrate {
     pub publish: Arc<dyn PublishStore>,
     pub partials: Arc<dyn PartialIndex>,
     pub rates: Arc<dyn RateLimiter>,
+    pub keys: Arc<dyn KeyStore>,
     pub connection: Arc<dyn Connection>,
 }
 

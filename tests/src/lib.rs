@@ -54,6 +54,8 @@ pub fn test_config() -> Config {
     c.worker.retry_base = Duration::from_millis(20);
     c.worker.retry_max = Duration::from_millis(200);
     c.worker.slots = 4;
+    // Most suites test other things; the auth suite turns it on.
+    c.auth.enabled = Some(false);
     c
 }
 
@@ -61,6 +63,18 @@ pub fn test_config() -> Config {
 pub async fn start_embedded(config: Config) -> anyhow::Result<Running> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     Ok(server::start_embedded(config, Catalog::builtins(), listener).await?)
+}
+
+/// An API key of `tenant` with every role, made on the shared store at the NATS `url`
+/// (as `fstore auth create-key --nats` does): how tests call `serve` processes.
+pub async fn api_key(url: &str, tenant: &str) -> anyhow::Result<String> {
+    let mut config = Config::default();
+    config.nats.url = Some(url.to_string());
+    let substrate = server::substrate(&config).await?;
+    let roles = ["read", "write", "admin"].map(String::from);
+    let made = fstore::auth::create_key(substrate.keys.as_ref(), tenant, &roles, "tests").await;
+    substrate.connection.close().await;
+    Ok(made?.secret)
 }
 
 /// A feature store with a worker, in this process, on the NATS substrate at `url`.
@@ -76,6 +90,10 @@ pub async fn start_on_nats(mut config: Config, url: &str) -> anyhow::Result<Runn
 pub struct TestClient {
     pub raw: FeatureStoreClient<Channel>,
     pub tenant: Option<String>,
+    /// Where it is connected.
+    pub url: String,
+    /// The API key sent as `authorization: Bearer`, when the server wants one.
+    pub key: Option<String>,
 }
 
 impl TestClient {
@@ -84,13 +102,24 @@ impl TestClient {
         Ok(TestClient {
             raw,
             tenant: tenant.map(str::to_string),
+            url: url.to_string(),
+            key: None,
         })
     }
 
     pub fn with_tenant(&self, tenant: &str) -> Self {
         TestClient {
-            raw: self.raw.clone(),
             tenant: Some(tenant.to_string()),
+            ..self.clone()
+        }
+    }
+
+    /// The same connection, calling with `key` (and no tenant metadata).
+    pub fn with_key(&self, key: &str) -> Self {
+        TestClient {
+            tenant: None,
+            key: Some(key.to_string()),
+            ..self.clone()
         }
     }
 
@@ -100,6 +129,11 @@ impl TestClient {
             && let Ok(v) = t.parse()
         {
             r.metadata_mut().insert(fstore_proto::TENANT_HEADER, v);
+        }
+        if let Some(k) = &self.key
+            && let Ok(v) = format!("Bearer {k}").parse()
+        {
+            r.metadata_mut().insert("authorization", v);
         }
         r
     }

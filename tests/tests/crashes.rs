@@ -21,6 +21,8 @@ fn env() -> Vec<(&'static str, &'static str)> {
         ("FSTORE_WORKER__RETRY_BASE", "20ms"),
         ("FSTORE_WORKER__MAX_BATCH", "4"),
         ("FSTORE_SERVER__DEFAULT_TENANT", "crash"),
+        // This suite kills processes; keys are tested in auth.rs and multiprocess.rs.
+        ("FSTORE_AUTH__ENABLED", "false"),
     ]
 }
 

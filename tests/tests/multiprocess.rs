@@ -20,6 +20,8 @@ struct Cluster {
     dir: tempfile::TempDir,
     replicas: Vec<(Proc, String)>,
     workers: Vec<Proc>,
+    /// An API key of tenant `acme`: the replicas require one.
+    key: tokio::sync::OnceCell<String>,
 }
 
 fn env() -> Vec<(&'static str, &'static str)> {
@@ -43,6 +45,7 @@ impl Cluster {
             dir,
             replicas: Vec::new(),
             workers: Vec::new(),
+            key: tokio::sync::OnceCell::new(),
         };
         for i in 0..workers {
             let url = c.nats.url();
@@ -68,13 +71,23 @@ impl Cluster {
         Ok(c)
     }
 
+    async fn key(&self) -> anyhow::Result<String> {
+        let url = self.nats.url();
+        let key = self
+            .key
+            .get_or_try_init(|| fstore_tests::api_key(&url, "acme"))
+            .await?;
+        Ok(key.clone())
+    }
+
     async fn client(&self, i: usize) -> anyhow::Result<TestClient> {
         let url = self.replicas[i].1.clone();
         let logs = self.replicas[i].0.log.clone();
+        let key = self.key().await?;
         wait_until(
             LONG,
             &format!("replica {i} to accept calls (log: {})", logs.display()),
-            || async { TestClient::connect(&url, Some("acme")).await.ok() },
+            || async { Some(TestClient::connect(&url, None).await.ok()?.with_key(&key)) },
         )
         .await
     }
@@ -222,9 +235,14 @@ async fn a_backfill_survives_the_death_of_its_replica() -> anyhow::Result<()> {
     let r1 = cluster.client(0).await?;
     cluster.client(1).await?;
     r1.register(probe("mp.bulk", 40)).await?;
+    let key = Some(cluster.key().await?);
     let clients = [
-        fstore::client::Client::connect(&cluster.replicas[0].1, Some("acme".into())).await?,
-        fstore::client::Client::connect(&cluster.replicas[1].1, Some("acme".into())).await?,
+        fstore::client::Client::connect(&cluster.replicas[0].1, None)
+            .await?
+            .with_api_key(key.clone()),
+        fstore::client::Client::connect(&cluster.replicas[1].1, None)
+            .await?
+            .with_api_key(key),
     ];
     let entities: Vec<api::EntityRequest> = (0..300)
         .map(|i| api::EntityRequest {
@@ -321,8 +339,14 @@ async fn a_rate_limit_holds_across_two_worker_processes() -> anyhow::Result<()> 
         dir.path(),
     )?;
     let address = format!("http://{listen}");
+    let key = fstore_tests::api_key(&url, "acme").await?;
     let c = wait_until(LONG, "the replica to accept calls", || async {
-        TestClient::connect(&address, Some("acme")).await.ok()
+        Some(
+            TestClient::connect(&address, None)
+                .await
+                .ok()?
+                .with_key(&key),
+        )
     })
     .await?;
     wait_until(LONG, "both workers to advertise the flow", || async {

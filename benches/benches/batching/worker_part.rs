@@ -203,6 +203,7 @@ pub(crate) async fn measure_worker(
 ) -> anyhow::Result<Sample> {
     let mut config = fstore::Config::default();
     config.server.default_tenant = Some("bench".into());
+    config.auth.enabled = Some(false);
     config.worker.slots = 1;
     config.worker.max_batch = batch;
     config.worker.max_wait = s.max_wait;

@@ -118,6 +118,7 @@ fn record(i: u64, n: u64, rng: &mut Rng, s: &Settings, start_ms: i64) -> api::Lo
 fn config(dir: &Path) -> fstore::Config {
     let mut c = fstore::Config::default();
     c.server.default_tenant = Some("default".into());
+    c.auth.enabled = Some(false);
     c.log.dir = Some(dir.to_path_buf());
     c
 }

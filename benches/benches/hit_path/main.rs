@@ -296,6 +296,7 @@ async fn run() -> anyhow::Result<()> {
 
     let mut config = fstore::Config::default();
     config.server.default_tenant = Some("bench".into());
+    config.auth.enabled = Some(false);
     let store_listener = if s.fstore_nodelay {
         local_listener(true)?
     } else {

@@ -14,6 +14,8 @@ use fstore_flows::Catalog;
 async fn main() -> anyhow::Result<()> {
     let mut config = Config::load(None, &Default::default())?;
     config.server.default_tenant = Some("default".into());
+    // A local example: the server lives in this process, without keys.
+    config.auth.enabled = Some(false);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--nats" {

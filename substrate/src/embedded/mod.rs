@@ -6,6 +6,7 @@
 
 mod backfills;
 mod claims;
+mod keys;
 mod log;
 mod partials;
 mod publish;
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 pub use backfills::EmbeddedBackfills;
 pub use claims::EmbeddedClaims;
+pub use keys::EmbeddedKeys;
 pub use log::EmbeddedLog;
 pub use partials::EmbeddedPartials;
 pub use publish::EmbeddedPublish;
@@ -91,6 +93,7 @@ pub fn substrate(options: &Options) -> Result<Substrate, Error> {
         publish: Arc::new(EmbeddedPublish::default()),
         partials: Arc::new(EmbeddedPartials::default()),
         rates: Arc::new(EmbeddedRates::default()),
+        keys: Arc::new(EmbeddedKeys::default()),
         connection: Arc::new(InProcess { queue }),
     })
 }

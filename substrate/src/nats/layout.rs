@@ -318,6 +318,11 @@ impl Layout {
         )
     }
 
+    /// API key records: `<prefix>_keys`, one key per key id.
+    pub(crate) fn keys_bucket(&self) -> String {
+        self.bucket("keys")
+    }
+
     /// Shared rate limits: `<prefix>_rates`, one key per flow.
     pub(crate) fn rates_bucket(&self) -> String {
         self.bucket("rates")
@@ -420,6 +425,7 @@ mod tests {
         assert_eq!(l.schedule_key("acme", "nightly"), "rec.acme.nightly");
         assert_eq!(l.partials_bucket(), "fstore_partials");
         assert_eq!(l.rates_bucket(), "fstore_rates");
+        assert_eq!(l.keys_bucket(), "fstore_keys");
         assert_eq!(l.publish_bucket(), "fstore_publish");
         assert_eq!(l.generations_bucket(), "fstore_generations");
         assert_eq!(l.publish_key("acme", "score", 2), "pub.acme.score.2");

@@ -23,6 +23,7 @@
 //! | feature log, result-ready events | limits stream `<PREFIX>_LOG` on `<prefix>.log.>`, file storage, retention by `log.max_age` and `log.max_bytes`; subjects `<prefix>.log.<tenant>.<feature>.<version>` and `<prefix>.log.<tenant>.inputs`; one `featurestore.v1.LogRecord` per message, message id `log.<key>.<generation>`; the stream sequence is the event's cursor |
 //! | joined, submitted and abandoned computes | in the claims bucket: `joined.<key>.<generation>.<request id>` (one entry per request waiting on a compute another claimed; listed by subject), `submitted.<key>.<generation>` (its job enqueued or parked; a claim older than `claim_orphan_after` without it is taken over), `abandoned.<key>.<generation>` (given up by a cancelled ticket; watched into memory) |
 //! | stored inputs | KV `<prefix>_inputs`, keyed `<tenant>.<entity hash>` (PutInputs) |
+//! | API keys | KV `<prefix>_keys`, key `<key id>`: a key's tenant, roles, label, creation and revocation and the SHA-256 of the whole key (never the key); no TTL |
 //! | rate limits | KV `<prefix>_rates`, key `<flow>`: the flow's theoretical arrival time (µs), moved on by compare-and-set by every worker before it runs a batch |
 //! | enrichment index | KV `<prefix>_partials`, keyed `<tenant>.<entity hash>`: the values computed without that entity (no inputs yet), planned again when its inputs arrive; compare-and-set |
 //! | schedules | KV `<prefix>_schedules`: `rec.<tenant>.<name>` (a repeating backfill: spec, next run, lease, last runs; compare-and-set), `chunk.<entities id>.<index>` (its entities, written before the record names them); no TTL |
@@ -35,6 +36,7 @@ mod backfills;
 mod claims;
 mod dead_letters;
 mod directory;
+mod keys;
 mod kv;
 mod layout;
 mod log;
@@ -203,6 +205,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
     let schedules = kv::open(&js, bucket(layout.schedules_bucket(), Duration::ZERO)).await?;
     let partials = kv::open(&js, bucket(layout.partials_bucket(), Duration::ZERO)).await?;
     let rates = kv::open(&js, bucket(layout.rates_bucket(), Duration::ZERO)).await?;
+    let keys = kv::open(&js, bucket(layout.keys_bucket(), Duration::ZERO)).await?;
     let publish = kv::open(&js, bucket(layout.publish_bucket(), Duration::ZERO)).await?;
     let generations = kv::open(&js, bucket(layout.generations_bucket(), Duration::ZERO)).await?;
     let log = log::NatsLog::open(
@@ -270,6 +273,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
         )),
         partials: Arc::new(partials::NatsPartials::new(layout.clone(), partials)),
         rates: Arc::new(rate::NatsRates::new(rates)),
+        keys: Arc::new(keys::NatsKeys::new(keys)),
         publish: Arc::new(publish::NatsPublish::new(
             client.clone(),
             layout.clone(),

@@ -1,11 +1,11 @@
 //! `fstore`: run the feature store (`dev`, `serve`, `worker`, `demo`) or talk to one
-//! (`register`, `get`, `fetch`, `watch`, `describe`, `ls`, `dlq`, `invalidate`).
+//! (`register`, `get`, `fetch`, `watch`, `describe`, `ls`, `dlq`, `invalidate`, `auth`).
 //!
 //! Layout: this file parses the arguments, starts telemetry, calls the verb and reports
 //! its failure ([`error`]: the gRPC code and message, and the exit codes).
 //! - [`cmd::run`]: `dev`, `serve`, `worker`
 //! - [`cmd::client`]: the verbs that call a server, over [`fstore::client::Client`]
-//! - [`cmd::dlq`], [`cmd::flow`], [`cmd::demo`]
+//! - [`cmd::dlq`], [`cmd::flow`], [`cmd::demo`], [`cmd::auth`]
 //! - [`output`]: tables and JSON; [`input`]: `-i name:TYPE=value` arguments
 
 mod cmd;
@@ -31,9 +31,13 @@ struct Cli {
     /// Feature store address for client verbs [default: http://<server.listen's default>].
     #[arg(long, global = true, env = "FSTORE_ADDR")]
     addr: Option<String>,
-    /// Tenant for client verbs (the server's default tenant when absent).
+    /// Tenant for client verbs (the server's default tenant when absent; with an API
+    /// key, the key's tenant).
     #[arg(long, global = true, env = "FSTORE_TENANT")]
     tenant: Option<String>,
+    /// API key for client verbs, sent as `authorization: Bearer`.
+    #[arg(long, global = true, env = "FSTORE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
     /// Print JSON instead of tables (and errors as JSON on stderr).
     #[arg(long, global = true)]
     json: bool,
@@ -48,6 +52,9 @@ enum Cmd {
     /// Works with flows locally, without a server or queue.
     #[command(subcommand)]
     Flow(cmd::flow::Verb),
+    /// API keys: create, list, revoke.
+    #[command(subcommand)]
+    Auth(cmd::auth::Verb),
     #[command(flatten)]
     Client(cmd::client::Verb),
 }
@@ -73,16 +80,20 @@ async fn main() -> ExitCode {
         }
     };
     let json = cli.json;
+    let addr = cli
+        .addr
+        .unwrap_or_else(|| format!("http://{}", fstore::config::ServerConfig::default().listen));
+    let target = cmd::auth::Target {
+        addr: &addr,
+        tenant: cli.tenant,
+        api_key: cli.api_key,
+    };
     let outcome = match cli.cmd {
         Cmd::Run(verb) => cmd::run::run(verb).await,
         Cmd::Demo => cmd::demo::run().await,
         Cmd::Flow(verb) => cmd::flow::run(verb, json),
-        Cmd::Client(verb) => {
-            let addr = cli.addr.unwrap_or_else(|| {
-                format!("http://{}", fstore::config::ServerConfig::default().listen)
-            });
-            cmd::client::run(&addr, cli.tenant, json, verb).await
-        }
+        Cmd::Auth(verb) => cmd::auth::run(target, verb, json).await,
+        Cmd::Client(verb) => cmd::client::run(target, json, verb).await,
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

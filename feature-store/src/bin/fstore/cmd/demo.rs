@@ -17,6 +17,8 @@ use fstore::client::Client;
 pub async fn run() -> anyhow::Result<()> {
     let mut config = Config::default();
     config.server.default_tenant = Some("demo".to_string());
+    // The demo's server lives in this process, for this process only.
+    config.auth.enabled = Some(false);
     config.server.recheck_interval = Duration::from_millis(100);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = server::start_embedded(config, Catalog::builtins(), listener).await?;

@@ -60,6 +60,8 @@ pub async fn run(verb: Verb) -> anyhow::Result<()> {
 
 async fn dev(run: &RunArgs, features: Option<PathBuf>) -> anyhow::Result<()> {
     let mut config = load_config(run)?;
+    // dev trusts whoever reaches its port, unless the configuration turns keys on.
+    let open = !*config.auth.enabled.get_or_insert(false);
     config
         .server
         .default_tenant
@@ -83,9 +85,17 @@ async fn dev(run: &RunArgs, features: Option<PathBuf>) -> anyhow::Result<()> {
     if let Some(path) = features {
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
-        let mut client = Client::connect(&url, None).await?;
+        let mut client = Client::connect(&url, None)
+            .await?
+            .with_api_key(std::env::var("FSTORE_API_KEY").ok());
         let n = client.register_file(&text).await?.len();
         eprintln!("registered {n} features from {}", path.display());
+    }
+    if open {
+        eprintln!(
+            "authentication is OFF: any client that reaches {url} acts as any tenant \
+             (`fstore serve` requires API keys; set auth.enabled = true to try them here)"
+        );
     }
     eprintln!(
         "fstore dev is listening on {url} ({backend}, built-in flows, tenant `default`)\n\
@@ -109,6 +119,11 @@ async fn serve(run: &RunArgs) -> anyhow::Result<()> {
         Catalog::builtins()
     };
     let substrate = server::substrate(&config).await?;
+    if config.auth.required() {
+        first_key(&config, &substrate).await?;
+    } else {
+        eprintln!("authentication is OFF (auth.enabled = false): any client acts as any tenant");
+    }
     let running = server::start(config, substrate, catalog, listener).await?;
     eprintln!("fstore serve is listening on {}", running.url());
     shutdown_signal().await;
@@ -143,6 +158,34 @@ async fn worker(run: &RunArgs, flows: Vec<String>) -> anyhow::Result<()> {
             token.cancel();
             worker.await?;
         }
+    }
+    Ok(())
+}
+
+/// With keys required and none stored: the embedded substrate (keys live in this
+/// process) gets an admin key of the default tenant, printed once; on NATS, the
+/// operator is told how to make the first one.
+async fn first_key(config: &Config, substrate: &fstore_substrate::Substrate) -> anyhow::Result<()> {
+    if !substrate.keys.list().await?.is_empty() {
+        return Ok(());
+    }
+    let tenant = config.server.default_tenant.as_deref().unwrap_or("default");
+    match &config.nats.url {
+        None => {
+            let roles = ["read", "write", "admin"].map(String::from);
+            let made =
+                fstore::auth::create_key(substrate.keys.as_ref(), tenant, &roles, "bootstrap")
+                    .await?;
+            eprintln!(
+                "no API keys yet: created an admin key of tenant `{tenant}` (shown once):\n  \
+                 FSTORE_API_KEY={}",
+                made.secret
+            );
+        }
+        Some(url) => eprintln!(
+            "no API keys yet: every call is refused until you create one:\n  \
+             fstore auth create-key --nats {url} --for TENANT --role admin"
+        ),
     }
     Ok(())
 }

@@ -8,6 +8,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod security;
+
+pub use security::AuthConfig;
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -20,6 +24,7 @@ pub struct Config {
     pub tickets: TicketsConfig,
     pub log: LogConfig,
     pub backfill: BackfillConfig,
+    pub auth: AuthConfig,
 }
 
 /// Backfills: how a replica runs them on the batch lane.

@@ -1,0 +1,308 @@
+//! The trust boundary, black-box over gRPC on every backend: two tenants, keys of each
+//! role. Every RPC of the service descriptor is refused without a key and to a key of
+//! another role; nothing of another tenant is reachable or revealed; a revoked key is
+//! refused by every replica within the cache's time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fstore::auth::{self, Role, policy};
+use fstore_proto::api::{self, Status};
+use fstore_substrate::KeyStore;
+use fstore_tests::build::{self, feature};
+use fstore_tests::harness::{Backend, Harness};
+use fstore_tests::{TestClient, test_config, wait_until};
+use prost::Message;
+use tonic::Code;
+
+const CACHE_TTL: Duration = Duration::from_millis(200);
+
+fn config() -> fstore::Config {
+    let mut c = test_config();
+    c.auth.enabled = Some(true);
+    c.auth.cache_ttl = CACHE_TTL;
+    c.server.default_tenant = None;
+    c
+}
+
+async fn key(keys: &Arc<dyn KeyStore>, tenant: &str, roles: &[&str]) -> anyhow::Result<String> {
+    let roles: Vec<String> = roles.iter().map(|r| r.to_string()).collect();
+    Ok(auth::create_key(keys.as_ref(), tenant, &roles, "test")
+        .await?
+        .secret)
+}
+
+/// Every method of `featurestore.v1.FeatureStore`, from the descriptor the server serves.
+fn methods() -> anyhow::Result<Vec<String>> {
+    let set = prost_types::FileDescriptorSet::decode(fstore_proto::FILE_DESCRIPTOR_SET)?;
+    Ok(set
+        .file
+        .iter()
+        .filter(|f| f.package() == "featurestore.v1")
+        .flat_map(|f| f.service.iter())
+        .filter(|s| s.name() == "FeatureStore")
+        .flat_map(|s| s.method.iter().map(|m| m.name().to_string()))
+        .collect())
+}
+
+/// Any message: an empty request decodes as every request type, and any answer decodes
+/// as it (unknown fields are skipped).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Anything {}
+
+/// Calls `method` with an empty request as `client`'s caller: the status it ends with
+/// (OK for an answer; a stream still open after a moment counts as admitted).
+async fn call(client: &TestClient, method: &str) -> anyhow::Result<tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(client.url.clone())?
+        .connect()
+        .await?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await?;
+    let path = format!("{}{method}", policy::SERVICE_PATH).parse()?;
+    let codec = tonic_prost::ProstCodec::<Anything, Anything>::default();
+    let answer = tokio::time::timeout(
+        Duration::from_secs(2),
+        grpc.unary(client.req(Anything {}), path, codec),
+    )
+    .await;
+    Ok(match answer {
+        Ok(Ok(_)) | Err(_) => tonic::Status::ok("admitted"),
+        Ok(Err(s)) => s,
+    })
+}
+
+/// Whether `s` is a refusal by the trust boundary (as opposed to the call's own answer).
+fn refused_by_auth(s: &tonic::Status) -> bool {
+    matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied)
+}
+
+async fn every_rpc_is_checked(b: Backend) -> anyhow::Result<()> {
+    let h = Harness::with_config(b, config()).await?;
+    let keys = h.running.substrate.keys.clone();
+    let methods = methods()?;
+    assert!(methods.len() >= 27, "{methods:?}");
+    let anonymous = h.client.clone();
+    let mut by_role = Vec::new();
+    for role in Role::ALL {
+        let k = key(&keys, "acme", &[role.as_str()]).await?;
+        by_role.push((role, h.client.with_key(&k)));
+    }
+    let forged = h.client.with_key("fsk_0123456789abcdef_not-a-real-secret");
+    for method in &methods {
+        let needed = policy::required(method);
+        assert!(needed.is_some(), "{method} has no role: refused to all");
+        for c in [&anonymous, &forged] {
+            let s = call(c, method).await?;
+            assert_eq!(s.code(), Code::Unauthenticated, "{method}: {}", s.message());
+        }
+        for (role, client) in &by_role {
+            let s = call(client, method).await?;
+            if Some(*role) == needed {
+                assert!(
+                    !refused_by_auth(&s),
+                    "{method} refused to its role {role:?}: {s:?}"
+                );
+            } else {
+                assert_eq!(
+                    s.code(),
+                    Code::PermissionDenied,
+                    "{method} with a {role:?} key: {}",
+                    s.message()
+                );
+                assert!(
+                    s.message().contains(needed.map_or("", Role::as_str)),
+                    "{s:?}"
+                );
+            }
+        }
+    }
+    // Health stays open: load balancers probe it without a key.
+    let channel = tonic::transport::Endpoint::from_shared(h.running.url())?
+        .connect()
+        .await?;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let served = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await?;
+    assert_eq!(served.into_inner().status, 1, "SERVING");
+    h.stop().await;
+    Ok(())
+}
+
+async fn tenants_cannot_see_each_other(b: Backend) -> anyhow::Result<()> {
+    let h = Harness::with_config(b, config()).await?;
+    let keys = h.running.substrate.keys.clone();
+    let a = h
+        .client
+        .with_key(&key(&keys, "acme", &["read", "write", "admin"]).await?);
+    let other = h
+        .client
+        .with_key(&key(&keys, "globex", &["read", "write", "admin"]).await?);
+
+    a.register(feature(
+        "slow",
+        "test.probe@1",
+        &[("delay_ms", "3000")],
+        &[],
+        600_000,
+    ))
+    .await?;
+    let pending = a.get(build::get(&["e1"], &["slow"])).await?;
+    assert_eq!(pending.results[0].status(), Status::Pending);
+    let ticket = pending.ticket.clone();
+    assert!(!ticket.is_empty());
+
+    // A foreign ticket answers exactly as an unknown one does.
+    let foreign = other
+        .ticket(&ticket)
+        .await
+        .expect_err("another tenant's ticket");
+    let unknown_id = format!("{}0", &ticket[..ticket.len() - 1]);
+    let unknown = other
+        .ticket(&unknown_id)
+        .await
+        .expect_err("an unknown ticket");
+    assert_eq!(foreign.code(), Code::NotFound);
+    assert_eq!(
+        foreign.message().replace(&ticket, "ID"),
+        unknown.message().replace(&unknown_id, "ID"),
+        "a foreign ticket reveals nothing an unknown one does not"
+    );
+    let cancel = other
+        .raw
+        .clone()
+        .cancel_ticket(other.req(api::CancelTicketRequest {
+            ticket: ticket.clone(),
+        }))
+        .await
+        .expect_err("cancelling another tenant's ticket");
+    assert_eq!(cancel.code(), Code::NotFound);
+    assert_eq!(a.ticket(&ticket).await?.ticket, ticket, "still the owner's");
+
+    // A key acts for its own tenant only, whatever the metadata says.
+    let posing = other.with_tenant("acme");
+    let posing = TestClient {
+        key: other.key.clone(),
+        ..posing
+    };
+    let s = posing
+        .ticket(&ticket)
+        .await
+        .expect_err("naming another tenant");
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("globex"), "{s:?}");
+
+    // Keys: an admin manages its own tenant's only.
+    let mut raw = other.raw.clone();
+    let s = raw
+        .create_api_key(other.req(api::CreateApiKeyRequest {
+            tenant: "acme".into(),
+            roles: vec!["admin".into()],
+            label: String::new(),
+        }))
+        .await
+        .expect_err("a key of another tenant");
+    assert_eq!(s.code(), Code::PermissionDenied, "{s:?}");
+    let listed = raw
+        .list_api_keys(other.req(api::ListApiKeysRequest {}))
+        .await?
+        .into_inner();
+    assert!(
+        listed.keys.iter().all(|k| k.tenant == "globex"),
+        "{listed:?}"
+    );
+    let acme_keys = a
+        .raw
+        .clone()
+        .list_api_keys(a.req(api::ListApiKeysRequest {}))
+        .await?
+        .into_inner();
+    let s = raw
+        .revoke_api_key(other.req(api::RevokeApiKeyRequest {
+            id: acme_keys.keys[0].id.clone(),
+        }))
+        .await
+        .expect_err("revoking another tenant's key");
+    assert_eq!(s.code(), Code::NotFound);
+
+    // Dead letters of one tenant are not another's to list, replay or purge.
+    a.register(feature(
+        "broken",
+        "test.probe@1",
+        &[("fail", "permanent")],
+        &[],
+        600_000,
+    ))
+    .await?;
+    let r = a.get(build::sync(&["e1"], &["broken"], 10_000)).await?;
+    assert_eq!(r.results[0].status(), Status::Failed);
+    let theirs = raw
+        .list_dead_letters(other.req(api::ListDeadLettersRequest { limit: 0 }))
+        .await?
+        .into_inner();
+    assert_eq!(theirs.total, 0, "{theirs:?}");
+    h.stop().await;
+    Ok(())
+}
+
+async fn a_revoked_key_is_refused_by_every_replica(b: Backend) -> anyhow::Result<()> {
+    let h = Harness::with_config(b, config()).await?;
+    let keys = h.running.substrate.keys.clone();
+    let admin = h.client.with_key(&key(&keys, "acme", &["admin"]).await?);
+    let (replica, other) = h.replica(config()).await?;
+    // Made through the API, on one replica; used on both.
+    let made = admin
+        .raw
+        .clone()
+        .create_api_key(admin.req(api::CreateApiKeyRequest {
+            tenant: String::new(),
+            roles: vec!["read".into()],
+            label: "reader".into(),
+        }))
+        .await?
+        .into_inner();
+    let key_id = made.key.as_ref().map(|k| k.id.clone()).unwrap_or_default();
+    assert!(made.secret.starts_with(&format!("fsk_{key_id}_")));
+    let readers = [
+        h.client.with_key(&made.secret),
+        other.with_key(&made.secret),
+    ];
+    for r in &readers {
+        r.raw
+            .clone()
+            .list_features(r.req(api::ListFeaturesRequest::default()))
+            .await?;
+    }
+    let revoked = admin
+        .raw
+        .clone()
+        .revoke_api_key(admin.req(api::RevokeApiKeyRequest { id: key_id }))
+        .await?
+        .into_inner();
+    assert!(revoked.revoked_at_ms > 0);
+    for r in &readers {
+        wait_until(
+            Duration::from_secs(1),
+            "the revoked key to be refused",
+            || async {
+                let s = r
+                    .raw
+                    .clone()
+                    .list_features(r.req(api::ListFeaturesRequest::default()))
+                    .await
+                    .err()?;
+                (s.code() == Code::Unauthenticated).then_some(())
+            },
+        )
+        .await?;
+    }
+    replica.shutdown().await;
+    h.stop().await;
+    Ok(())
+}
+
+fstore_tests::on_every_backend!(
+    every_rpc_is_checked,
+    tenants_cannot_see_each_other,
+    a_revoked_key_is_refused_by_every_replica,
+);
