@@ -211,6 +211,8 @@ pub fn parse(text: &str) -> Result<Vec<api::FeatureDefinition>, Error> {
                     Serving::Snapshot => api::Serving::Snapshot,
                 } as i32,
                 relates_to: f.relates_to,
+                // The registry's: the caller's tenant.
+                tenant: String::new(),
                 gate: f.gate.map(|g| api::GateThresholds {
                     max_row_change: g.max_row_change,
                     max_failure_rate: g.max_failure_rate,

@@ -34,6 +34,7 @@ pub fn list_features(snapshot: &Snapshot, prefix: &str) -> api::ListFeaturesResp
 /// One feature version in full.
 pub async fn describe_feature(
     substrate: &Substrate,
+    tenant: &str,
     snapshot: &Snapshot,
     served: &ServedStats,
     feature: &str,
@@ -75,7 +76,7 @@ pub async fn describe_feature(
             .map(|d| d.version)
             .collect(),
         flow,
-        stats: Some(served.of(&node.id)),
+        stats: Some(served.of(tenant, &node.id)),
     })
 }
 

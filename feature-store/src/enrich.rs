@@ -152,7 +152,7 @@ impl Enricher {
         let mut request = ValidRequest::new(
             tenant.to_string(),
             &req,
-            &self.registry.snapshot(),
+            &self.registry.snapshot(tenant),
             &self.config.limits,
             now_ms(),
             self.substrate.inputs.as_ref(),

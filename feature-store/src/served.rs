@@ -1,4 +1,4 @@
-//! What this replica served, per feature version: the operator's staleness view in
+//! What this replica served, per tenant and feature version: the operator's staleness view in
 //! DescribeFeature and `fstore describe`. Each call counts once: a hit is a value found
 //! stored, a miss is a compute the call started, a coalesced call joined a compute that
 //! was already running; ages are those of the values answered.
@@ -19,10 +19,11 @@ const AGE_BUCKETS: [(i64, &str); 6] = [
     (i64::MAX, "+Inf"),
 ];
 
-/// Counts per feature version (`name@version`).
+/// Counts per tenant and feature version (`name@version`): each tenant's features are
+/// its own, and so are their figures.
 #[derive(Debug, Default)]
 pub struct ServedStats {
-    by_feature: std::sync::Mutex<HashMap<String, Served>>,
+    by_feature: std::sync::Mutex<HashMap<(String, String), Served>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -42,10 +43,12 @@ impl ServedStats {
     /// One call: `ids` are the requested feature versions (results cycle through them,
     /// entity-major), `origins` how the call's first plan came by each result, and
     /// `answer` what it answered.
-    pub fn record(&self, ids: &[&str], origins: &[Origin], answer: &[FeatureResult]) {
+    pub fn record(&self, tenant: &str, ids: &[&str], origins: &[Origin], answer: &[FeatureResult]) {
         let mut map = self.by_feature.lock().unwrap_or_else(|p| p.into_inner());
         for ((r, origin), id) in answer.iter().zip(origins).zip(ids.iter().cycle()) {
-            let s = map.entry((*id).to_string()).or_default();
+            let s = map
+                .entry((tenant.to_string(), (*id).to_string()))
+                .or_default();
             match r.status() {
                 Status::Failed => s.failures += 1,
                 _ => match origin {
@@ -75,13 +78,13 @@ impl ServedStats {
         }
     }
 
-    /// The view of one feature version (`name@version`).
-    pub fn of(&self, id: &str) -> api::FeatureStats {
+    /// The view of one feature version (`name@version`) of `tenant`.
+    pub fn of(&self, tenant: &str, id: &str) -> api::FeatureStats {
         let s = self
             .by_feature
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(id)
+            .get(&(tenant.to_string(), id.to_string()))
             .cloned()
             .unwrap_or_default();
         let served = s.hits + s.misses + s.coalesced;
@@ -129,12 +132,12 @@ mod tests {
     fn a_call_counts_once_by_origin() {
         let stats = ServedStats::default();
         // 1 compute and 199 callers that joined it, each answered READY once.
-        stats.record(&["f@1"], &[Origin::Computed], &[ready(10)]);
+        stats.record("t", &["f@1"], &[Origin::Computed], &[ready(10)]);
         for _ in 0..199 {
-            stats.record(&["f@1"], &[Origin::Joined], &[ready(10)]);
+            stats.record("t", &["f@1"], &[Origin::Joined], &[ready(10)]);
         }
-        stats.record(&["f@1"], &[Origin::Stored], &[ready(20_000)]);
-        let v = stats.of("f@1");
+        stats.record("t", &["f@1"], &[Origin::Stored], &[ready(20_000)]);
+        let v = stats.of("t", "f@1");
         assert_eq!((v.hits, v.misses, v.coalesced), (1, 1, 199));
         assert_eq!(v.ages[0].count, 200);
         assert_eq!(v.ages[2].count, 1);
@@ -154,9 +157,9 @@ mod tests {
             ..ready(10)
         };
         for r in [covered(1, 30), covered(2, 20), covered(3, 10)] {
-            stats.record(&["u@1"], &[Origin::Stored], &[r]);
+            stats.record("t", &["u@1"], &[Origin::Stored], &[r]);
         }
-        let v = stats.of("u@1");
+        let v = stats.of("t", "u@1");
         assert_eq!((v.partial, v.complete, v.oldest_partial_at_ms), (2, 1, 20));
     }
 }

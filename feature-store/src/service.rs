@@ -117,15 +117,19 @@ impl FeatureStore for Service {
         &self,
         req: Request<api::RegisterFeatureRequest>,
     ) -> Result<Response<api::RegisterFeatureResponse>, Status> {
-        Ok(Response::new(self.store.register(req.into_inner()).await?))
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(
+            self.store.register(&tenant, req.into_inner()).await?,
+        ))
     }
 
     async fn register_features(
         &self,
         req: Request<api::RegisterFeaturesRequest>,
     ) -> Result<Response<api::RegisterFeaturesResponse>, Status> {
+        let tenant = self.tenant(&req)?;
         Ok(Response::new(
-            self.store.register_all(req.into_inner()).await?,
+            self.store.register_all(&tenant, req.into_inner()).await?,
         ))
     }
 
@@ -133,8 +137,9 @@ impl FeatureStore for Service {
         &self,
         req: Request<api::ListFeaturesRequest>,
     ) -> Result<Response<api::ListFeaturesResponse>, Status> {
+        let tenant = self.tenant(&req)?;
         Ok(Response::new(
-            self.store.list_features(&req.get_ref().prefix),
+            self.store.list_features(&tenant, &req.get_ref().prefix),
         ))
     }
 
@@ -142,8 +147,11 @@ impl FeatureStore for Service {
         &self,
         req: Request<api::DescribeFeatureRequest>,
     ) -> Result<Response<api::DescribeFeatureResponse>, Status> {
+        let tenant = self.tenant(&req)?;
         Ok(Response::new(
-            self.store.describe_feature(&req.get_ref().feature).await?,
+            self.store
+                .describe_feature(&tenant, &req.get_ref().feature)
+                .await?,
         ))
     }
 

@@ -160,10 +160,11 @@ impl Store {
         tenant: String,
         req: &api::GetFeaturesRequest,
     ) -> Result<ValidRequest> {
+        let snapshot = self.inner.registry.snapshot(&tenant);
         ValidRequest::new(
             tenant,
             req,
-            &self.inner.registry.snapshot(),
+            &snapshot,
             &self.inner.config.limits,
             now_ms(),
             self.inner.substrate.inputs.as_ref(),
@@ -222,7 +223,8 @@ impl Store {
                 ticket: String::new(),
             });
         }
-        let request = ValidRequest::from_ticket(ticket.clone(), &self.inner.registry.snapshot())?;
+        let request =
+            ValidRequest::from_ticket(ticket.clone(), &self.inner.registry.snapshot(tenant))?;
         let plan = self.follow(request, Duration::ZERO).first().await?;
         if plan.is_pending() {
             return Ok(api::GetFeaturesResponse {
@@ -273,7 +275,8 @@ impl Store {
                 kept += 1;
             }
         }
-        let request = ValidRequest::from_ticket(ticket.clone(), &self.inner.registry.snapshot())?;
+        let request =
+            ValidRequest::from_ticket(ticket.clone(), &self.inner.registry.snapshot(tenant))?;
         let mut plan = self.inner.planner.plan(&request, Planning::Look).await?;
         for r in &mut plan.results {
             if matches!(r.status(), api::Status::Pending | api::Status::Stale) {
@@ -319,7 +322,8 @@ impl Store {
         tenant: String,
         req: &api::SubscribeEventsRequest,
     ) -> Result<events::EventStream> {
-        let query = events::subscription(tenant, req, &self.inner.registry.snapshot())?;
+        let snapshot = self.inner.registry.snapshot(&tenant);
+        let query = events::subscription(tenant, req, &snapshot)?;
         let events = events::read(&self.inner.substrate, query).await?;
         let stop = self.inner.shutdown.clone().cancelled_owned();
         Ok(Box::pin(events.take_until(stop)))
@@ -331,7 +335,8 @@ impl Store {
         tenant: String,
         req: &api::ReadLogRequest,
     ) -> Result<events::EventStream> {
-        let query = events::range(tenant, req, &self.inner.registry.snapshot(), now_ms())?;
+        let snapshot = self.inner.registry.snapshot(&tenant);
+        let query = events::range(tenant, req, &snapshot, now_ms())?;
         events::read(&self.inner.substrate, query).await
     }
 
@@ -360,7 +365,7 @@ impl Store {
                     });
                     return Ok(Box::pin(futures::stream::iter(events)));
                 }
-                let snapshot = self.inner.registry.snapshot();
+                let snapshot = self.inner.registry.snapshot(&tenant);
                 (ValidRequest::from_ticket(ticket, &snapshot)?, id.clone())
             }
             None => {
@@ -384,36 +389,44 @@ impl Store {
 
     pub async fn register(
         &self,
+        tenant: &str,
         req: api::RegisterFeatureRequest,
     ) -> Result<api::RegisterFeatureResponse> {
         let def = req
             .definition
             .ok_or_else(|| Error::InvalidArgument("register needs a definition".into()))?;
-        let mut done = self.inner.registry.register(vec![def], req.force).await?;
+        let registry = &self.inner.registry;
+        let mut done = registry.register(tenant, vec![def], req.force).await?;
         done.pop()
             .ok_or_else(|| Error::Internal("a registration answered nothing".into()))
     }
 
     pub async fn register_all(
         &self,
+        tenant: &str,
         req: api::RegisterFeaturesRequest,
     ) -> Result<api::RegisterFeaturesResponse> {
         let registered = self
             .inner
             .registry
-            .register(req.definitions, req.force)
+            .register(tenant, req.definitions, req.force)
             .await?;
         Ok(api::RegisterFeaturesResponse { registered })
     }
 
-    pub fn list_features(&self, prefix: &str) -> api::ListFeaturesResponse {
-        describe::list_features(&self.inner.registry.snapshot(), prefix)
+    pub fn list_features(&self, tenant: &str, prefix: &str) -> api::ListFeaturesResponse {
+        describe::list_features(&self.inner.registry.snapshot(tenant), prefix)
     }
 
-    pub async fn describe_feature(&self, feature: &str) -> Result<api::DescribeFeatureResponse> {
+    pub async fn describe_feature(
+        &self,
+        tenant: &str,
+        feature: &str,
+    ) -> Result<api::DescribeFeatureResponse> {
         describe::describe_feature(
             &self.inner.substrate,
-            &self.inner.registry.snapshot(),
+            tenant,
+            &self.inner.registry.snapshot(tenant),
             self.inner.planner.served(),
             feature,
         )
@@ -459,7 +472,7 @@ impl Store {
         tenant: &str,
         req: &api::InvalidateRequest,
     ) -> Result<api::InvalidateResponse> {
-        let snapshot = self.inner.registry.snapshot();
+        let snapshot = self.inner.registry.snapshot(tenant);
         admin::invalidate(&self.inner.substrate, &snapshot, tenant, req).await
     }
 

@@ -138,12 +138,14 @@ pub trait Watermarks: Send + Sync + 'static {
 /// two replicas cannot both register version N of one feature.
 #[async_trait]
 pub trait Definitions: Send + Sync + 'static {
-    /// Stores a definition under its (name, version); false if that version exists.
+    /// Stores a definition under its (tenant, name, version); false if that version
+    /// exists.
     async fn create(&self, def: &FeatureDefinition) -> Result<bool, Error>;
+    /// Every tenant's definitions.
     async fn list(&self) -> Result<Vec<FeatureDefinition>, Error>;
     /// Takes back a definition this caller created (a registration batch that could not
     /// be stored whole); `false` if it was not there.
-    async fn remove(&self, name: &str, version: u32) -> Result<bool, Error>;
+    async fn remove(&self, tenant: &str, name: &str, version: u32) -> Result<bool, Error>;
     /// Definitions created from now on, by any replica.
     async fn watch(&self) -> Result<BoxStream<'static, FeatureDefinition>, Error>;
 }

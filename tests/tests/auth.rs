@@ -301,7 +301,105 @@ async fn a_revoked_key_is_refused_by_every_replica(b: Backend) -> anyhow::Result
     Ok(())
 }
 
+/// Before, the registry was shared: B re-registering a feature A reads made A's next
+/// read answer B's value (666 instead of 1).
+async fn definitions_belong_to_their_tenant(b: Backend) -> anyhow::Result<()> {
+    let h = Harness::with_config(b, config()).await?;
+    let keys = h.running.substrate.keys.clone();
+    let a = h
+        .client
+        .with_key(&key(&keys, "acme", &["read", "write"]).await?);
+    let other = h
+        .client
+        .with_key(&key(&keys, "globex", &["read", "write"]).await?);
+    let score = |value: &str| feature("score", "test.probe@1", &[("value", value)], &[], 600_000);
+    let mine = a.register(score("1")).await?;
+    let theirs = other.register(score("666")).await?;
+    let version = |r: &api::RegisterFeatureResponse| r.feature.as_ref().map(|d| d.version);
+    assert_eq!(version(&mine), Some(1));
+    assert_eq!(
+        version(&theirs),
+        Some(1),
+        "globex's own first version, not acme's second"
+    );
+    // A feature of globex reading `score` reads globex's.
+    other
+        .register(feature(
+            "doubled",
+            "num.affine@1",
+            &[("scale", "2")],
+            &[("x", "score")],
+            600_000,
+        ))
+        .await?;
+
+    let read = |c: &TestClient, f: &'static str| {
+        let c = c.clone();
+        async move {
+            let r = c.get(build::sync(&["e1"], &[f], 10_000)).await?;
+            assert_eq!(r.results[0].status(), Status::Ready, "{r:?}");
+            anyhow::Ok(build::f64_of(&r.results[0]))
+        }
+    };
+    assert_eq!(read(&a, "score").await?, Some(1.0));
+    assert_eq!(read(&other, "score").await?, Some(666.0));
+    assert_eq!(read(&other, "doubled").await?, Some(1332.0));
+    assert_eq!(
+        read(&a, "score").await?,
+        Some(1.0),
+        "acme's value is acme's"
+    );
+    let missing = a
+        .get(build::get(&["e1"], &["doubled"]))
+        .await
+        .expect_err("not acme's");
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+
+    // Listings and stats are per tenant.
+    let listed = |c: &TestClient| {
+        let c = c.clone();
+        async move {
+            let l = c
+                .raw
+                .clone()
+                .list_features(c.req(api::ListFeaturesRequest::default()))
+                .await?
+                .into_inner();
+            let mut names: Vec<String> = l.features.iter().map(|f| f.name.clone()).collect();
+            names.sort();
+            anyhow::Ok(names)
+        }
+    };
+    assert_eq!(listed(&a).await?, ["score"]);
+    assert_eq!(listed(&other).await?, ["doubled", "score"]);
+    let described = a
+        .raw
+        .clone()
+        .describe_feature(a.req(api::DescribeFeatureRequest {
+            feature: "score".into(),
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(
+        described.definition.as_ref().map(|d| d.tenant.as_str()),
+        Some("acme")
+    );
+    assert!(
+        described.dependents.is_empty(),
+        "globex's `doubled` is not acme's dependent"
+    );
+    let stats = described.stats.unwrap_or_default();
+    assert_eq!(
+        stats.misses + stats.hits,
+        2,
+        "acme's two reads only: {stats:?}"
+    );
+    h.stop().await;
+    Ok(())
+}
+
 fstore_tests::on_every_backend!(
+    definitions_belong_to_their_tenant,
     every_rpc_is_checked,
     tenants_cannot_see_each_other,
     a_revoked_key_is_refused_by_every_replica,

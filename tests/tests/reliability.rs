@@ -42,9 +42,11 @@ async fn a_flooding_tenant_does_not_hold_back_another(b: Backend) -> anyhow::Res
     config.worker.slots = 2;
     config.worker.max_batch = 16;
     let h = Harness::with_config(b, config).await?;
-    h.register(probe("work", &[("delay_ms", "5")])).await?;
     let a = h.client.with_tenant("flood");
     let b_client = h.client.with_tenant("quiet");
+    for c in [&a, &b_client] {
+        c.register(probe("work", &[("delay_ms", "5")])).await?;
+    }
     let started = Instant::now();
     let mut tickets = Vec::new();
     let calls = (0..5).map(|k| {

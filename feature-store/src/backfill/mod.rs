@@ -101,7 +101,7 @@ impl Backfills {
         let mut request = ValidRequest::new(
             record.tenant.clone(),
             &req,
-            &s.registry.snapshot(),
+            &s.registry.snapshot(&record.tenant),
             &s.config.limits,
             now_ms(),
             s.substrate.inputs.as_ref(),
@@ -150,7 +150,7 @@ impl Backfills {
             ));
         }
         // Unknown features are NOT_FOUND before any entity is looked at.
-        let snapshot = self.inner.registry.snapshot();
+        let snapshot = self.inner.registry.snapshot(&tenant);
         let mut nodes = Vec::with_capacity(features.len());
         for f in &features {
             let node = snapshot.resolve(&crate::names::FeatureRef::parse(f)?)?;

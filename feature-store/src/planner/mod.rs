@@ -146,7 +146,8 @@ impl Planner {
         fstore_substrate::metrics::global()
             .coalesced
             .inc_by(joined as u64);
-        self.stats.record(&ids, first, &answer.results);
+        self.stats
+            .record(&request.tenant, &ids, first, &answer.results);
     }
 
     /// Plans every requested node of every entity, as `how` says.

@@ -169,10 +169,13 @@ impl Publisher {
                 Some(p) => Some(self.load(feature, number(p), p.chunks).await?),
                 None => None,
             };
-            let node = self.registry.snapshot().resolve(&FeatureRef {
-                name: staged.feature.clone(),
-                version: Some(staged.version),
-            })?;
+            let node = self
+                .registry
+                .snapshot(&record.tenant)
+                .resolve(&FeatureRef {
+                    name: staged.feature.clone(),
+                    version: Some(staged.version),
+                })?;
             let checks = gate::check(node.definition.gate.as_ref(), &new, old.as_deref());
             let failed: Vec<String> = checks
                 .iter()
@@ -264,7 +267,7 @@ impl Publisher {
                 .filter(|r| r.tenant == tenant)
                 .collect()
         } else {
-            let node = self.resolve(feature)?;
+            let node = self.resolve(tenant, feature)?;
             let found = self
                 .store
                 .get(Feature {
@@ -293,7 +296,7 @@ impl Publisher {
         feature: &str,
         to: Option<u64>,
     ) -> Result<api::FeaturePublish> {
-        let node = self.resolve(feature)?;
+        let node = self.resolve(tenant, feature)?;
         let key = Feature {
             tenant,
             feature: &node.name,
@@ -362,9 +365,9 @@ impl Publisher {
         load(self.store.as_ref(), feature, generation, chunks).await
     }
 
-    fn resolve(&self, feature: &str) -> Result<Arc<Node>> {
+    fn resolve(&self, tenant: &str, feature: &str) -> Result<Arc<Node>> {
         self.registry
-            .snapshot()
+            .snapshot(tenant)
             .resolve(&FeatureRef::parse(feature)?)
     }
 

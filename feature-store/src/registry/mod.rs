@@ -8,13 +8,17 @@
 //! keys. Every change builds a new immutable [`Snapshot`]; readers never wait.
 //! Definitions live in the substrate, so every replica sees every registration.
 //!
+//! Each tenant has its own namespace: its own features, versions and DAG (one snapshot
+//! per tenant). A feature reads only features of its own tenant, so no tenant can
+//! change what another's features compute.
+//!
 //! - [`snapshot`]: nodes and the immutable snapshot
 //! - [`build`]: checking definitions and resolving them into the DAG
 
 mod build;
 mod snapshot;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use std::sync::{Arc, RwLock};
 
@@ -35,7 +39,8 @@ pub const MAX_DEFINITIONS_PER_CALL: usize = 1000;
 /// substrate's [`Definitions`] store, so every replica sees every registration.
 #[derive(Clone)]
 pub struct Registry {
-    snapshot: Arc<RwLock<Arc<Snapshot>>>,
+    /// Per tenant, its current snapshot.
+    snapshots: Arc<RwLock<HashMap<String, Arc<Snapshot>>>>,
     /// Serialises local writers; replicas race through the definitions store.
     write: Arc<tokio::sync::Mutex<()>>,
     definitions: Arc<dyn Definitions>,
@@ -52,7 +57,7 @@ impl Registry {
     /// A registry over the substrate's definitions, loaded with what is stored there.
     pub async fn load(substrate: &Substrate) -> Result<Self> {
         let r = Registry {
-            snapshot: Arc::new(RwLock::new(Arc::new(Snapshot::default()))),
+            snapshots: Arc::new(RwLock::new(HashMap::new())),
             write: Arc::new(tokio::sync::Mutex::new(())),
             definitions: substrate.definitions.clone(),
             directory: substrate.directory.clone(),
@@ -63,11 +68,21 @@ impl Registry {
         Ok(r)
     }
 
-    pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.snapshot
+    /// The current snapshot of `tenant`'s features (empty for a tenant without any).
+    pub fn snapshot(&self, tenant: &str) -> Arc<Snapshot> {
+        self.snapshots
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn set_snapshot(&self, tenant: &str, next: Snapshot) {
+        self.snapshots
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.to_string(), Arc::new(next));
     }
 
     async fn flows(&self) -> Result<Vec<FlowSpec>> {
@@ -80,31 +95,45 @@ impl Registry {
             .collect())
     }
 
-    /// Rebuilds the snapshot from every stored definition. Callers hold the write lock.
+    /// Rebuilds every tenant's snapshot from the stored definitions. Callers hold the
+    /// write lock. A tenant whose definitions do not resolve keeps its snapshot (and
+    /// the others are rebuilt): one tenant never blocks another.
     async fn reload(&self) -> Result<()> {
-        let mut definitions: BTreeMap<String, Vec<api::FeatureDefinition>> = BTreeMap::new();
+        let mut tenants: BTreeMap<String, BTreeMap<String, Vec<api::FeatureDefinition>>> =
+            BTreeMap::new();
         for d in self.definitions.list().await? {
-            definitions.entry(d.name.clone()).or_default().push(d);
+            tenants
+                .entry(d.tenant.clone())
+                .or_default()
+                .entry(d.name.clone())
+                .or_default()
+                .push(d);
         }
-        for versions in definitions.values_mut() {
-            versions.sort_by_key(|d| d.version);
-            // Versions are taken in order; a gap means a registration is still landing.
-            let n = versions
-                .iter()
-                .enumerate()
-                .take_while(|(i, d)| d.version as usize == i + 1)
-                .count();
-            versions.truncate(n);
+        let flows = self.flows().await?;
+        for (tenant, mut definitions) in tenants {
+            for versions in definitions.values_mut() {
+                versions.sort_by_key(|d| d.version);
+                // Versions are taken in order; a gap means a registration is still landing.
+                let n = versions
+                    .iter()
+                    .enumerate()
+                    .take_while(|(i, d)| d.version as usize == i + 1)
+                    .count();
+                versions.truncate(n);
+            }
+            match build::build(definitions, &flows) {
+                Ok(next) => self.set_snapshot(&tenant, next),
+                Err(e) => tracing::warn!(%tenant, error = %e,
+                    "the tenant's stored definitions do not resolve; it keeps its last snapshot"),
+            }
         }
-        let next = build::build(definitions, &self.flows().await?)?;
-        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
         Ok(())
     }
 
     /// Takes in a definition another replica registered.
     pub async fn apply(&self, def: api::FeatureDefinition) -> Result<()> {
         let _writer = self.write.lock().await;
-        let known = self.snapshot().versions(&def.name).len() as u32;
+        let known = self.snapshot(&def.tenant).versions(&def.name).len() as u32;
         if def.version <= known {
             return Ok(());
         }
@@ -122,6 +151,7 @@ impl Registry {
     /// resolved against the registry it lands in.
     pub async fn register(
         &self,
+        tenant: &str,
         defs: Vec<api::FeatureDefinition>,
         force: bool,
     ) -> Result<Vec<api::RegisterFeatureResponse>> {
@@ -138,7 +168,11 @@ impl Registry {
         }
         let defs = defs
             .into_iter()
-            .map(build::normalise)
+            .map(|d| {
+                let mut d = build::normalise(d)?;
+                d.tenant = tenant.to_string();
+                Ok(d)
+            })
             .collect::<Result<Vec<_>>>()?;
         let _writer = self.write.lock().await;
         let entries = self.directory.list().await?;
@@ -162,7 +196,7 @@ impl Registry {
         // Versions this call stored, across catch-up rounds.
         let mut stored: HashSet<FeatureId> = HashSet::new();
         for _ in 0..16 {
-            let current = self.snapshot();
+            let current = self.snapshot(tenant);
             let mut definitions = current.definitions.clone();
             let mut ids = Vec::with_capacity(defs.len());
             let mut new = Vec::new();
@@ -222,7 +256,7 @@ impl Registry {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+            self.set_snapshot(tenant, next);
             return Ok(answers);
         }
         Err(Error::Substrate(fstore_substrate::Error::Unavailable(
@@ -236,7 +270,11 @@ impl Registry {
     /// taken), and a failure here is logged.
     async fn take_back(&self, created: &[&api::FeatureDefinition]) {
         for def in created.iter().rev() {
-            if let Err(e) = self.definitions.remove(&def.name, def.version).await {
+            if let Err(e) = self
+                .definitions
+                .remove(&def.tenant, &def.name, def.version)
+                .await
+            {
                 tracing::warn!(feature = %def.name, version = def.version, error = %e,
                     "could not take back a definition of a batch that was not stored whole");
             }
@@ -273,6 +311,9 @@ mod tests {
     use super::*;
     use fstore_flows::Catalog;
 
+    /// The tenant the tests register as.
+    const T: &str = "t";
+
     /// An embedded substrate whose directory lists the built-in flows.
     async fn substrate() -> Substrate {
         let substrate =
@@ -292,13 +333,13 @@ mod tests {
     }
 
     async fn one(r: &Registry, d: api::FeatureDefinition) -> Result<api::RegisterFeatureResponse> {
-        let mut done = r.register(vec![d], false).await?;
+        let mut done = r.register(T, vec![d], false).await?;
         done.pop()
             .ok_or_else(|| Error::Internal("no answer".into()))
     }
 
     fn node(r: &Registry, feature: &str) -> Arc<Node> {
-        r.snapshot()
+        r.snapshot(T)
             .resolve(&FeatureRef::parse(feature).expect("ref"))
             .expect("registered")
     }
@@ -351,7 +392,7 @@ mod tests {
             "a new upstream version changes b's lineage"
         );
         assert_eq!(
-            r.snapshot().dependents(&("a".into(), 2)),
+            r.snapshot(T).dependents(&("a".into(), 2)),
             vec!["b@1".to_string()]
         );
         assert_eq!(
@@ -404,7 +445,7 @@ mod tests {
         assert!(e.contains("dependency cycle: "), "{e}");
         assert!(e.contains("a@2") && e.contains("c@1"), "{e}");
         assert_eq!(
-            r.snapshot().versions("a").len(),
+            r.snapshot(T).versions("a").len(),
             1,
             "a refused definition is not stored"
         );
@@ -419,16 +460,21 @@ mod tests {
             def("b", "num.affine@1", &[("x", "a")]),
             def("c", "num.affine@1", &[("x", "nope")]),
         ];
-        let e = r.register(batch, false).await.err().map(|e| e.to_string());
+        let e = r
+            .register(T, batch, false)
+            .await
+            .err()
+            .map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("unknown feature `nope`")));
         assert!(
-            r.snapshot().versions("a").is_empty(),
+            r.snapshot(T).versions("a").is_empty(),
             "nothing of a refused batch is stored"
         );
-        assert!(r.snapshot().versions("b").is_empty());
+        assert!(r.snapshot(T).versions("b").is_empty());
         // A batch whose later definition reads an earlier one lands whole, in order.
         let done = r
             .register(
+                T,
                 vec![
                     def("a", "test.probe@1", &[]),
                     def("b", "num.affine@1", &[("x", "a")]),
@@ -492,8 +538,13 @@ mod tests {
             self.inner.list().await
         }
 
-        async fn remove(&self, name: &str, version: u32) -> Result<bool, fstore_substrate::Error> {
-            self.inner.remove(name, version).await
+        async fn remove(
+            &self,
+            tenant: &str,
+            name: &str,
+            version: u32,
+        ) -> Result<bool, fstore_substrate::Error> {
+            self.inner.remove(tenant, name, version).await
         }
 
         async fn watch(
@@ -504,6 +555,33 @@ mod tests {
         > {
             self.inner.watch().await
         }
+    }
+
+    #[tokio::test]
+    async fn each_tenant_has_its_own_features() {
+        let r = registry().await;
+        one(&r, def("a", "test.probe@1", &[])).await.expect("t's a");
+        let mut theirs = def("a", "test.probe@1", &[]);
+        theirs.params.insert("value".into(), "666".into());
+        let mut done = r.register("u", vec![theirs], false).await.expect("u's a");
+        let theirs = done.pop().expect("answer");
+        assert_eq!(
+            theirs.feature.as_ref().map(|d| d.version),
+            Some(1),
+            "u's own first version"
+        );
+        assert_eq!(
+            theirs.feature.as_ref().map(|d| d.tenant.as_str()),
+            Some("u")
+        );
+        let mine = node(&r, "a");
+        assert_eq!(mine.definition.version, 1, "t's a is untouched");
+        assert!(!mine.definition.params.contains_key("value"));
+        assert_ne!(mine.lineage.to_string(), theirs.lineage_hash);
+        assert!(r.snapshot("nobody").versions("a").is_empty());
+        // A replica loading the store sees both namespaces apart.
+        let stored = r.definitions.list().await.expect("list");
+        assert_eq!(stored.len(), 2);
     }
 
     #[tokio::test]
@@ -521,15 +599,15 @@ mod tests {
             def("b", "num.affine@1", &[("x", "a")]),
             def("c", "num.affine@1", &[("x", "b")]),
         ];
-        let e = r.register(batch.clone(), false).await;
+        let e = r.register(T, batch.clone(), false).await;
         assert!(e.is_err_and(|e| e.to_string().contains("injected")));
         assert!(
             store.list().await.expect("list").is_empty(),
             "the two definitions stored before the failure are taken back"
         );
-        assert!(r.snapshot().versions("a").is_empty());
+        assert!(r.snapshot(T).versions("a").is_empty());
         // The store is back: the same batch lands whole.
-        let done = r.register(batch, false).await.expect("batch");
+        let done = r.register(T, batch, false).await.expect("batch");
         assert_eq!(done.len(), 3);
         assert_eq!(store.list().await.expect("list").len(), 3);
     }

@@ -364,14 +364,15 @@ impl DeadLetters for EmbeddedDeadLetters {
 /// Definitions of a single process: nobody else registers, so the watch is silent.
 #[derive(Default)]
 pub struct EmbeddedDefinitions {
-    defs: Mutex<BTreeMap<(String, u32), FeatureDefinition>>,
+    /// By (tenant, name, version).
+    defs: Mutex<BTreeMap<(String, String, u32), FeatureDefinition>>,
 }
 
 #[async_trait]
 impl Definitions for EmbeddedDefinitions {
     async fn create(&self, def: &FeatureDefinition) -> Result<bool, Error> {
         let mut defs = lock(&self.defs);
-        let key = (def.name.clone(), def.version);
+        let key = (def.tenant.clone(), def.name.clone(), def.version);
         if defs.contains_key(&key) {
             return Ok(false);
         }
@@ -383,9 +384,9 @@ impl Definitions for EmbeddedDefinitions {
         Ok(lock(&self.defs).values().cloned().collect())
     }
 
-    async fn remove(&self, name: &str, version: u32) -> Result<bool, Error> {
+    async fn remove(&self, tenant: &str, name: &str, version: u32) -> Result<bool, Error> {
         Ok(lock(&self.defs)
-            .remove(&(name.to_string(), version))
+            .remove(&(tenant.to_string(), name.to_string(), version))
             .is_some())
     }
 

@@ -456,7 +456,8 @@ impl Definitions for NatsDefinitions {
         match self
             .store
             .create(
-                self.layout.definition_key(&def.name, def.version),
+                self.layout
+                    .definition_key(&def.tenant, &def.name, def.version),
                 def.encode_to_vec().into(),
             )
             .await
@@ -481,8 +482,8 @@ impl Definitions for NatsDefinitions {
         Ok(out)
     }
 
-    async fn remove(&self, name: &str, version: u32) -> Result<bool, Error> {
-        let key = self.layout.definition_key(name, version);
+    async fn remove(&self, tenant: &str, name: &str, version: u32) -> Result<bool, Error> {
+        let key = self.layout.definition_key(tenant, name, version);
         let there = self.store.get(&key).await.map_err(unavailable)?;
         if there.is_none_or(|b| b.is_empty()) {
             return Ok(false);

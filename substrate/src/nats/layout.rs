@@ -173,9 +173,13 @@ impl Layout {
         }
     }
 
-    /// A feature definition's key: `<name>.<version>`.
-    pub(crate) fn definition_key(&self, name: &str, version: u32) -> String {
-        format!("{}.{version}", token::encode(name))
+    /// A feature definition's key: `<tenant>.<name>.<version>`.
+    pub(crate) fn definition_key(&self, tenant: &str, name: &str, version: u32) -> String {
+        format!(
+            "{}.{}.{version}",
+            token::encode(tenant),
+            token::encode(name)
+        )
     }
 
     // --- dead letters -----------------------------------------------------------------
@@ -467,7 +471,10 @@ mod tests {
             l.watermark_key("acme", "title.len", Some("42")),
             format!("acme.title_2Elen.{}", &blake3::hash(b"42").to_hex()[..32])
         );
-        assert_eq!(l.definition_key("title.len", 3), "title_2Elen.3");
+        assert_eq!(
+            l.definition_key("acme", "title.len", 3),
+            "acme.title_2Elen.3"
+        );
 
         assert_eq!(l.dlq_stream(), "FSTORE_DLQ");
         assert_eq!(l.dlq_filter(), "fstore.dlq.>");

@@ -16,7 +16,7 @@
 //! | in-flight claims | KV `<prefix>_claims`, keyed by value key, created with an expected last sequence and a per-key TTL (the revision is the generation); bucket TTL `claim_ttl` (`nats/claims.rs`) |
 //! | waiting jobs | KV `<prefix>_waiters`, one job list per input value key, updated by compare-and-set; bucket TTL `claim_ttl` |
 //! | invalidation watermarks | KV `<prefix>_watermarks`, keys `<tenant>.<feature>` and `<tenant>.<feature>.<entity hash>` (per-key TTL), watched into memory by every replica |
-//! | registry | KV `<prefix>_registry`, one key `<feature>.<version>` per definition, created once; watched by every replica |
+//! | registry | KV `<prefix>_registry`, one key `<tenant>.<feature>.<version>` per definition (each tenant its own namespace), created once; watched by every replica |
 //! | flows and workers | KV `<prefix>_flows`, key `<flow>` (specs ever advertised); `<prefix>_workers`, key `<flow>.<worker>` (heartbeats with a TTL of three beats, carrying the model state) |
 //! | dead letters | limits stream `<PREFIX>_DLQ` on `<prefix>.dlq.>`, file storage, direct get; subjects `<prefix>.dlq.<tenant>.<flow>`; id = sequence |
 //! | ready notifications | core subject `<prefix>.ready.<value key>` |

@@ -78,9 +78,12 @@ pub(crate) async fn request_inputs_are_part_of_the_key(b: Backend) -> anyhow::Re
 
 pub(crate) async fn tenants_do_not_share(b: Backend) -> anyhow::Result<()> {
     let h = Harness::start(b).await?;
-    h.register(probe("t", &[("delay_ms", "300")])).await?;
     let acme = h.client.with_tenant("acme");
     let other = h.client.with_tenant("globex");
+    // Each tenant registers its own `t`: definitions are per tenant too.
+    for c in [&acme, &other] {
+        c.register(probe("t", &[("delay_ms", "300")])).await?;
+    }
     let r = acme.get(build::get(&["d"], &["t"])).await?;
     let missing = other.ticket(&r.ticket).await;
     assert!(
