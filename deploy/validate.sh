@@ -417,11 +417,16 @@ CONFIG_KEYS = {
                "retry_base": "duration", "retry_max": "duration", "batch_every": "int",
                "batch_slots": "int", "rates": "strmap"},
     "nats": {"url": "str", "prefix": "str", "replicas": "int", "ack_wait": "duration",
-             "max_deliver": "int", "l1_max_bytes": "int", "heartbeat": "duration"},
+             "max_deliver": "int", "l1_max_bytes": "int", "heartbeat": "duration",
+             "require_tls": "bool", "ca_file": "str", "cert_file": "str", "key_file": "str",
+             "creds_file": "str", "nkey_seed_file": "str", "user": "str", "password": "str",
+             "token": "str"},
     "backfill": {"chunk_entities": "int", "window": "int", "lease": "duration",
                  "scan_interval": "duration", "retention": "duration", "max_entities": "int",
                  "keep_generations": "int"},
     "auth": {"enabled": "bool", "cache_ttl": "duration"},
+    "tls": {"cert_file": "str", "key_file": "str", "client_ca_file": "str",
+            "reload_interval": "duration"},
 }
 # The defaults of the [worker] keys the slot checks below use (impl Default for WorkerConfig).
 WORKER_DEFAULTS = {"slots": 2, "min_slots": 1, "jobs_per_slot": 16}

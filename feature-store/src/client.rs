@@ -2,8 +2,10 @@
 //! has one method per call and registers a definitions file. The `fstore` binary, the example flow and tests use it.
 
 use fstore_proto::api::{self, feature_store_client::FeatureStoreClient};
+use std::path::PathBuf;
 use tonic::codec::Streaming;
-use tonic::transport::Channel;
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Status};
 
 /// Why a client operation failed.
@@ -16,6 +18,9 @@ pub enum Error {
         #[source]
         source: tonic::transport::Error,
     },
+    /// A TLS file that cannot be read, or TLS asked of an address without it.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The registration file does not parse; nothing of it was registered.
     #[error(transparent)]
     Definitions(#[from] crate::definitions::Error),
@@ -34,7 +39,7 @@ impl Error {
     pub fn status(&self) -> Option<&Status> {
         match self {
             Error::Register { status, .. } => Some(status),
-            Error::Connect { .. } | Error::Definitions(_) => None,
+            Error::Connect { .. } | Error::Tls(_) | Error::Definitions(_) => None,
         }
     }
 }
@@ -57,16 +62,67 @@ impl std::fmt::Debug for Client {
     }
 }
 
+/// A client's TLS: the CA that signed the server's certificate, and a certificate of
+/// its own for servers that verify clients (mTLS).
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The name to verify the server's certificate against [default: the address's host].
+    pub domain: Option<String>,
+}
+
+impl ClientTls {
+    /// The tonic TLS configuration: None when nothing asks for TLS (`http://` and no
+    /// file given).
+    fn config(&self, addr: &str) -> Result<Option<ClientTlsConfig>, Error> {
+        let wanted = addr.starts_with("https://") || self.ca_file.is_some();
+        if !wanted {
+            return Ok(None);
+        }
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| Error::Tls(format!("cannot read {}: {e}", p.display())))
+        };
+        let ca = self.ca_file.as_ref().ok_or_else(|| {
+            Error::Tls(format!(
+                "{addr} speaks TLS: name the CA that signed its certificate (--tls-ca or FSTORE_TLS_CA)"
+            ))
+        })?;
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(read(ca)?));
+        match (&self.cert_file, &self.key_file) {
+            (Some(cert), Some(key)) => {
+                tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            (None, None) => {}
+            _ => {
+                return Err(Error::Tls(
+                    "a client certificate needs its key, and a key its certificate".into(),
+                ));
+            }
+        }
+        if let Some(d) = &self.domain {
+            tls = tls.domain_name(d.clone());
+        }
+        Ok(Some(tls))
+    }
+}
+
 impl Client {
     /// Connects to `addr` (e.g. `http://127.0.0.1:50051`); without a tenant, calls get the
     /// server's default tenant.
     pub async fn connect(addr: &str, tenant: Option<String>) -> Result<Self, Error> {
-        let inner = FeatureStoreClient::connect(addr.to_string())
-            .await
-            .map_err(|source| Error::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
+        Self::connect_with(addr, tenant, &ClientTls::default()).await
+    }
+
+    /// Connects with TLS as `tls` says (an `https://` address needs at least its CA).
+    pub async fn connect_with(
+        addr: &str,
+        tenant: Option<String>,
+        tls: &ClientTls,
+    ) -> Result<Self, Error> {
+        let channel = channel(addr, tls).await?;
+        let inner = FeatureStoreClient::new(channel);
         Ok(Client {
             inner: inner
                 .max_decoding_message_size(64 * 1024 * 1024)
@@ -359,6 +415,20 @@ impl Client {
 
 /// Entities per message of a backfill's start.
 pub const BACKFILL_MESSAGE_ENTITIES: usize = 1_000;
+
+/// A channel to `addr`, over TLS when `tls` asks for it.
+pub async fn channel(addr: &str, tls: &ClientTls) -> Result<Channel, Error> {
+    let tls_config = tls.config(addr)?;
+    let connect = |source| Error::Connect {
+        addr: addr.to_string(),
+        source,
+    };
+    let mut endpoint = Endpoint::from_shared(addr.to_string()).map_err(connect)?;
+    if let Some(t) = tls_config {
+        endpoint = endpoint.tls_config(t).map_err(connect)?;
+    }
+    endpoint.connect().await.map_err(connect)
+}
 
 #[cfg(test)]
 mod tests {

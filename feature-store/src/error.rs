@@ -29,6 +29,9 @@ pub enum Error {
         addr: String,
         source: std::io::Error,
     },
+    /// TLS files that cannot be used (at start, or at a reload that keeps the old ones).
+    #[error("TLS: {0}; fix the tls.* setting that names it")]
+    Tls(String),
     /// A broken invariant of the feature store itself: never the caller's fault.
     #[error("internal error: {0}; please report it")]
     Internal(String),

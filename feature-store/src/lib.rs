@@ -30,6 +30,7 @@
 //! - [`client`]: a typed gRPC client (tenant header, registration files)
 //! - [`export`]: training exports from the log (Parquet, CSV, point-in-time joins)
 //! - [`telemetry`]: logs, OpenTelemetry traces and the W3C propagator
+//! - [`tls`]: TLS of the gRPC listener, mTLS, certificates reloaded on change
 
 pub mod admin;
 pub mod auth;
@@ -60,6 +61,7 @@ pub mod status;
 pub mod store;
 pub mod telemetry;
 pub mod tickets;
+pub mod tls;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -26,6 +26,7 @@ use crate::ready::ReadyHub;
 use crate::registry::Registry;
 use crate::service::Service;
 use crate::store::Store;
+use crate::tls::ServerTls;
 
 /// A server running in this process.
 #[derive(Debug)]
@@ -37,6 +38,8 @@ pub struct Running {
     pub worker_stats: Option<Arc<WorkerStats>>,
     /// Where `/metrics` is served, when `server.metrics_listen` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// Whether the listener speaks TLS.
+    pub tls: bool,
     health: tonic_health::server::HealthReporter,
     draining: Arc<std::sync::atomic::AtomicBool>,
     serve_token: CancellationToken,
@@ -54,9 +57,10 @@ pub struct Running {
 }
 
 impl Running {
-    /// The address to give a client: `http://127.0.0.1:PORT`.
+    /// The address to give a client: `http://127.0.0.1:PORT` (`https://` with TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Shuts down in order: health NOT_SERVING (load balancers stop sending), stop
@@ -274,6 +278,8 @@ pub async fn start(
     );
     let max_request_bytes = config.limits.max_request_bytes;
     let (auth_required, auth_cache_ttl) = (config.auth.required(), config.auth.cache_ttl);
+    let tls = ServerTls::from_config(&config.tls)?;
+    let tls_reload = config.tls.reload_interval;
     let store = Store::new(
         substrate.clone(),
         registry,
@@ -320,23 +326,36 @@ pub async fn start(
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(64 * 1024 * 1024);
     let shutdown = serve_token.clone();
-    let server = spawn(
-        &tasks,
-        "grpc-server",
-        tonic::transport::Server::builder()
-            .layer(crate::status::RequestSizeLayer::new(max_request_bytes))
-            .layer(AuthLayer::new(authenticator))
-            .add_service(health_service)
-            .add_service(reflection)
-            .add_service(svc)
-            .serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned()),
-    );
-    info!(%addr, "feature store listening");
+    let routes = tonic::transport::Server::builder()
+        .layer(crate::status::RequestSizeLayer::new(max_request_bytes))
+        .layer(AuthLayer::new(authenticator))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(svc);
+    let secure = tls.is_some();
+    let server = match tls {
+        Some(tls) => {
+            info!(mtls = tls.verifies_clients(), "TLS on the gRPC listener");
+            let follow = tls.clone().follow(tls_reload, background_token.clone());
+            spawn(&tasks, "tls-reload", follow);
+            let connections = tls.incoming(listener, &tasks, serve_token.clone());
+            let serve =
+                routes.serve_with_incoming_shutdown(connections, shutdown.cancelled_owned());
+            spawn(&tasks, "grpc-server", serve)
+        }
+        None => {
+            let serve =
+                routes.serve_with_incoming_shutdown(incoming(listener), shutdown.cancelled_owned());
+            spawn(&tasks, "grpc-server", serve)
+        }
+    };
+    info!(%addr, tls = secure, "feature store listening");
     for guard in guards {
         guard.disarm();
     }
     Ok(Running {
         metrics_addr,
+        tls: secure,
         health,
         draining,
         addr,

@@ -4,6 +4,7 @@
 pub mod harness;
 pub mod nats;
 pub mod process;
+pub mod tls;
 
 use std::future::Future;
 use std::time::Duration;
@@ -89,20 +90,27 @@ pub async fn start_on_nats(mut config: Config, url: &str) -> anyhow::Result<Runn
 #[derive(Debug, Clone)]
 pub struct TestClient {
     pub raw: FeatureStoreClient<Channel>,
+    /// The connection, for calls the generated client has no method for.
+    pub channel: Channel,
     pub tenant: Option<String>,
-    /// Where it is connected.
-    pub url: String,
     /// The API key sent as `authorization: Bearer`, when the server wants one.
     pub key: Option<String>,
 }
 
 impl TestClient {
+    /// Connects to `url`; an `https://` one with this process's test certificates
+    /// ([`tls::certs`]), presenting the client certificate.
     pub async fn connect(url: &str, tenant: Option<&str>) -> anyhow::Result<Self> {
-        let raw = FeatureStoreClient::connect(url.to_string()).await?;
+        let tls = if url.starts_with("https://") {
+            tls::certs()?.client()
+        } else {
+            fstore::client::ClientTls::default()
+        };
+        let channel = fstore::client::channel(url, &tls).await?;
         Ok(TestClient {
-            raw,
+            raw: FeatureStoreClient::new(channel.clone()),
+            channel,
             tenant: tenant.map(str::to_string),
-            url: url.to_string(),
             key: None,
         })
     }

@@ -130,9 +130,13 @@ impl NatsServer {
                 break;
             }
             if Instant::now() > deadline {
+                // The log goes with the temporary directory: say what it says.
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
                 bail!(
-                    "nats-server wrote no ports file in 10 s; see {}",
-                    self.dir.path().join("server.log").display()
+                    "nats-server wrote no ports file in 10 s; its log ends: {:?}",
+                    tail.into_iter().rev().collect::<Vec<_>>()
                 );
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -193,8 +197,8 @@ impl Drop for NatsServer {
 fn read_port(dir: &Path) -> Option<u16> {
     for entry in std::fs::read_dir(dir).ok()?.filter_map(Result::ok) {
         let text = std::fs::read_to_string(entry.path()).ok()?;
-        // {"nats":["nats://127.0.0.1:PORT"], ...}
-        let after = text.split("nats://").nth(1)?;
+        // {"nats":["nats://127.0.0.1:PORT"], ...} (`tls://` when TLS is required)
+        let after = text.split_once("\"nats\":[\"")?.1.split_once("://")?.1;
         let port: String = after
             .split(':')
             .nth(1)?

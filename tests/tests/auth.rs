@@ -53,10 +53,7 @@ struct Anything {}
 /// Calls `method` with an empty request as `client`'s caller: the status it ends with
 /// (OK for an answer; a stream still open after a moment counts as admitted).
 async fn call(client: &TestClient, method: &str) -> anyhow::Result<tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(client.url.clone())?
-        .connect()
-        .await?;
-    let mut grpc = tonic::client::Grpc::new(channel);
+    let mut grpc = tonic::client::Grpc::new(client.channel.clone());
     grpc.ready().await?;
     let path = format!("{}{method}", policy::SERVICE_PATH).parse()?;
     let codec = tonic_prost::ProstCodec::<Anything, Anything>::default();
@@ -117,10 +114,7 @@ async fn every_rpc_is_checked(b: Backend) -> anyhow::Result<()> {
         }
     }
     // Health stays open: load balancers probe it without a key.
-    let channel = tonic::transport::Endpoint::from_shared(h.running.url())?
-        .connect()
-        .await?;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(h.client.channel.clone());
     let served = health
         .check(tonic_health::pb::HealthCheckRequest::default())
         .await?;
@@ -398,7 +392,107 @@ async fn definitions_belong_to_their_tenant(b: Backend) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// TLS itself, on a NATS harness over TLS: a plaintext client and a client without a
+/// certificate are refused; a certificate rotated to a new authority on disk is served
+/// to new connections within the reload interval, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tls_refuses_plaintext_and_strangers_and_reloads_its_certificate() -> anyhow::Result<()> {
+    let certs = fstore_tests::tls::certs()?;
+    // The server's own copies of its files, rotated below.
+    let dir = tempfile::tempdir()?;
+    let (cert, key) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::copy(&certs.server_cert, &cert)?;
+    std::fs::copy(&certs.server_key, &key)?;
+    let mut c = config();
+    c.tls.reload_interval = Duration::from_millis(100);
+    let h = Harness::with_config(Backend::NatsTls, c.clone()).await?;
+    // The replica serves the copies.
+    c.tls.cert_file = Some(cert.clone());
+    c.tls.key_file = Some(key.clone());
+    let (replica, _) = h.replica(c).await?;
+    let url = replica.url();
+    assert!(url.starts_with("https://"), "{url}");
+    let keys = h.running.substrate.keys.clone();
+    let secret = key_of(&keys).await?;
+    let list = |tls: fstore::client::ClientTls, url: String| {
+        let secret = secret.clone();
+        async move {
+            let c = fstore::client::Client::connect_with(&url, None, &tls)
+                .await?
+                .with_api_key(Some(secret));
+            anyhow::Ok(c.list_features(String::new()).await?)
+        }
+    };
+    list(certs.client(), url.clone()).await?;
+
+    let plaintext = url.replacen("https://", "http://", 1);
+    assert!(
+        list(Default::default(), plaintext).await.is_err(),
+        "plaintext is refused"
+    );
+    let stranger = fstore::client::ClientTls {
+        ca_file: Some(certs.ca.clone()),
+        ..Default::default()
+    };
+    assert!(
+        list(stranger, url.clone()).await.is_err(),
+        "no client certificate: refused"
+    );
+
+    // Rotate to a certificate of a new authority: clients that trust only the new one
+    // get in once the replica has reloaded, without a restart.
+    let [new_ca, new_cert, new_key] = fstore_tests::tls::another_authority(dir.path(), "next")?;
+    let trusting_new = fstore::client::ClientTls {
+        ca_file: Some(new_ca),
+        ..certs.client()
+    };
+    assert!(
+        list(trusting_new.clone(), url.clone()).await.is_err(),
+        "not yet rotated"
+    );
+    std::fs::copy(&new_key, &key)?;
+    std::fs::copy(&new_cert, &cert)?;
+    wait_until(
+        Duration::from_secs(5),
+        "the rotated certificate to be served",
+        || {
+            let (tls, url) = (trusting_new.clone(), url.clone());
+            let list = &list;
+            async move { list(tls, url).await.ok() }
+        },
+    )
+    .await?;
+    replica.shutdown().await;
+    h.stop().await;
+    Ok(())
+}
+
+/// A wrong NATS password stops the process at start, saying where it could not connect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wrong_nats_password_is_refused_at_start() -> anyhow::Result<()> {
+    let h = Harness::with_config(Backend::NatsTls, config()).await?;
+    let mut c = h.fit(config())?;
+    c.nats.password = Some("not-the-password".into());
+    c.nats.url = h.nats.as_ref().map(|n| n.url());
+    let e = fstore::server::substrate(&c)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        e.as_deref()
+            .is_some_and(|e| e.contains("cannot connect to NATS")),
+        "{e:?}"
+    );
+    h.stop().await;
+    Ok(())
+}
+
+async fn key_of(keys: &Arc<dyn KeyStore>) -> anyhow::Result<String> {
+    key(keys, "acme", &["read"]).await
+}
+
 fstore_tests::on_every_backend!(
+    tls;
     definitions_belong_to_their_tenant,
     every_rpc_is_checked,
     tenants_cannot_see_each_other,

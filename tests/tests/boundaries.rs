@@ -291,7 +291,7 @@ async fn messages_nats_cannot_carry_are_refused_as_bad_input(b: Backend) -> anyh
             assert!(pending.is_ok(), "{pending:?}");
             assert!(big_job.is_ok(), "{big_job:?}");
         }
-        Backend::Nats => {
+        Backend::Nats | Backend::NatsTls => {
             // Before: UNAVAILABLE ("NATS did not answer"), which callers retry forever.
             assert_refused(pending, Code::InvalidArgument, "pending request's ticket");
             assert_refused(big_job, Code::InvalidArgument, "max_payload");

@@ -8,9 +8,10 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod options;
 mod security;
 
-pub use security::AuthConfig;
+pub use security::{AuthConfig, TlsConfig};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -25,6 +26,7 @@ pub struct Config {
     pub log: LogConfig,
     pub backfill: BackfillConfig,
     pub auth: AuthConfig,
+    pub tls: TlsConfig,
 }
 
 /// Backfills: how a replica runs them on the batch lane.
@@ -152,6 +154,20 @@ pub struct NatsConfig {
     /// How often workers renew their presence in the flow directory.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
+    /// Connect with TLS (also implied by `ca_file` or `cert_file`).
+    pub require_tls: bool,
+    /// The CA that signed the NATS servers' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key, for servers that verify clients.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT and nkey seed), an nkey seed file, a user and
+    /// password, or a token: how this process authenticates to NATS.
+    pub creds_file: Option<PathBuf>,
+    pub nkey_seed_file: Option<PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
 }
 
 impl Default for NatsConfig {
@@ -164,6 +180,15 @@ impl Default for NatsConfig {
             max_deliver: 20,
             l1_max_bytes: 64 * 1024 * 1024,
             heartbeat: Duration::from_secs(2),
+            require_tls: false,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            creds_file: None,
+            nkey_seed_file: None,
+            user: None,
+            password: None,
+            token: None,
         }
     }
 }
@@ -467,96 +492,19 @@ impl Config {
         if !(0.0..1.0).contains(&r) {
             return rule("cache.refresh_ahead must be from 0 (off) to below 1, a share of the TTL");
         }
+        self.tls.validate()?;
+        let n = &self.nats;
+        if n.cert_file.is_some() != n.key_file.is_some() {
+            return rule("nats.cert_file and nats.key_file go together");
+        }
+        if n.user.is_some() != n.password.is_some() {
+            return rule("nats.user and nats.password go together");
+        }
         if let Some(t) = &self.server.default_tenant {
             crate::names::check_tenant(t)
                 .map_err(|e| Error::Rule(format!("server.default_tenant: {e}")))?;
         }
         Ok(())
-    }
-
-    pub fn worker_options(&self, worker_id: String) -> fstore_substrate::WorkerOptions {
-        fstore_substrate::WorkerOptions {
-            worker_id,
-            slots: self.worker.slots,
-            min_slots: self.worker.min_slots,
-            scaling: fstore_substrate::ScalingOptions {
-                jobs_per_slot: self.worker.jobs_per_slot,
-                scale_down_after: self.worker.scale_down_after,
-                tick: self.worker.scale_tick,
-                flows: self
-                    .worker
-                    .flows
-                    .iter()
-                    .map(|(name, b)| {
-                        (
-                            name.clone(),
-                            fstore_substrate::SlotBounds {
-                                min: b.min_slots,
-                                max: b.max_slots,
-                            },
-                        )
-                    })
-                    .collect(),
-            },
-            max_batch: self.worker.max_batch,
-            max_wait: self.worker.max_wait,
-            batch_every: self.worker.batch_every,
-            batch_slots: self.worker.batch_slots,
-            max_attempts: self.worker.max_attempts,
-            max_deliveries: u32::try_from(self.nats.max_deliver).unwrap_or(u32::MAX),
-            retry_base: self.worker.retry_base,
-            retry_max: self.worker.retry_max,
-            failure_ttl: self.cache.failure_ttl,
-            heartbeat: self.nats.heartbeat,
-            progress_interval: (self.nats.ack_wait / 3).max(std::time::Duration::from_millis(100)),
-            rates: self
-                .worker
-                .rates
-                .iter()
-                .filter_map(|(flow, rate)| Some((flow.clone(), parse_rate(rate)?)))
-                .collect(),
-        }
-    }
-
-    pub fn nats_options(&self, url: &str) -> fstore_substrate::nats::Options {
-        fstore_substrate::nats::Options {
-            url: url.to_string(),
-            prefix: self.nats.prefix.clone(),
-            replicas: self.nats.replicas,
-            ack_wait: self.nats.ack_wait,
-            max_deliver: self.nats.max_deliver,
-            duplicate_window: self.queue.duplicate_window,
-            max_queued_per_flow: self.queue.max_queued_per_flow,
-            max_queued_per_tenant: self.queue.max_queued_per_tenant,
-            ticket_ttl: self.tickets.retention,
-            claim_ttl: self.cache.claim_ttl,
-            l1_max_bytes: self.nats.l1_max_bytes,
-            heartbeat: self.nats.heartbeat,
-            log: self.log_options(),
-            backfill_retention: self.backfill.retention,
-            claim_orphan_after: self.cache.claim_orphan_after,
-        }
-    }
-
-    pub fn embedded_options(&self) -> fstore_substrate::embedded::Options {
-        fstore_substrate::embedded::Options {
-            cache_max_bytes: self.cache.max_bytes,
-            ticket_ttl: self.tickets.retention,
-            max_queued_per_flow: self.queue.max_queued_per_flow,
-            max_queued_per_tenant: self.queue.max_queued_per_tenant,
-            duplicate_window: self.queue.duplicate_window,
-            log: self.log_options(),
-            claim_orphan_after: self.cache.claim_orphan_after,
-        }
-    }
-
-    fn log_options(&self) -> fstore_substrate::LogOptions {
-        fstore_substrate::LogOptions {
-            dir: self.log.dir.clone(),
-            max_age: self.log.max_age,
-            max_bytes: self.log.max_bytes,
-            segment_bytes: self.log.segment_bytes,
-        }
     }
 }
 

@@ -93,6 +93,83 @@ pub struct Options {
     pub backfill_retention: Duration,
     /// How long a claim may go unsubmitted before another claimer takes it over.
     pub claim_orphan_after: Duration,
+    /// TLS and credentials of the connection.
+    pub security: Security,
+}
+
+/// How the connection to NATS is secured: TLS (a CA to trust, a client certificate)
+/// and one way to authenticate (a `.creds` file, an nkey seed file, a user and
+/// password, or a token).
+#[derive(Clone, Default)]
+pub struct Security {
+    /// Connect with TLS and refuse a server that does not offer it.
+    pub require_tls: bool,
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate and its key, for a server that verifies clients.
+    pub cert_file: Option<std::path::PathBuf>,
+    pub key_file: Option<std::path::PathBuf>,
+    pub creds_file: Option<std::path::PathBuf>,
+    pub nkey_seed_file: Option<std::path::PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for Security {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secrets themselves.
+        f.debug_struct("Security")
+            .field("require_tls", &self.require_tls)
+            .field("ca_file", &self.ca_file)
+            .field("cert_file", &self.cert_file)
+            .field("creds_file", &self.creds_file)
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl Security {
+    /// `options` with this TLS and these credentials.
+    async fn apply(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> Result<async_nats::ConnectOptions, Error> {
+        let refused = |what: &std::path::Path, e: std::io::Error| {
+            Error::Unavailable(format!(
+                "cannot read {} for the NATS connection: {e}; fix the nats.* setting that names it",
+                what.display()
+            ))
+        };
+        if self.require_tls || self.ca_file.is_some() || self.cert_file.is_some() {
+            options = options.require_tls(true);
+        }
+        if let Some(ca) = &self.ca_file {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if let Some(creds) = &self.creds_file {
+            options = options
+                .credentials_file(creds)
+                .await
+                .map_err(|e| refused(creds, e))?;
+        }
+        if let Some(seed) = &self.nkey_seed_file {
+            let text = std::fs::read_to_string(seed).map_err(|e| refused(seed, e))?;
+            options = options.nkey(text.trim().to_string());
+        }
+        if let (Some(user), Some(password)) = (&self.user, &self.password) {
+            options = options.user_and_password(user.clone(), password.clone());
+        }
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        Ok(options)
+    }
 }
 
 /// Lowest nats-server with per-key TTL and `sync_interval: always`.
@@ -139,7 +216,11 @@ pub(crate) fn jetstream_code(
 
 /// Connects, checks the server version, and creates (or opens) the streams and buckets.
 pub async fn connect(options: &Options) -> Result<Substrate, Error> {
-    let client = async_nats::ConnectOptions::new()
+    let connect = options
+        .security
+        .apply(async_nats::ConnectOptions::new())
+        .await?;
+    let client = connect
         .name("fstore")
         .connection_timeout(Duration::from_secs(3))
         .request_timeout(Some(Duration::from_secs(3)))

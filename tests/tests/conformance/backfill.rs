@@ -32,7 +32,7 @@ async fn until_ended(c: &fstore::client::Client, id: &str) -> anyhow::Result<api
 }
 
 async fn client(h: &Harness) -> anyhow::Result<fstore::client::Client> {
-    Ok(fstore::client::Client::connect(&h.running.url(), None).await?)
+    h.store_client(&h.running.url(), None).await
 }
 
 pub(crate) async fn a_backfill_computes_each_pair_once_and_a_rerun_skips_it(
@@ -128,7 +128,9 @@ pub(crate) async fn a_bad_backfill_is_refused_whole(b: Backend) -> anyhow::Resul
     let mine = c
         .start_backfill(vec!["words".into()], None, entities(2))
         .await?;
-    let other = fstore::client::Client::connect(&h.running.url(), Some("other".into())).await?;
+    let other = h
+        .store_client(&h.running.url(), Some("other".into()))
+        .await?;
     let e = other
         .get_backfill(mine.id.clone())
         .await
@@ -217,7 +219,7 @@ pub(crate) async fn a_backfill_outlives_the_replica_running_it(b: Backend) -> an
     let (one, one_client) = h.replica(config.clone()).await?;
     let (two, two_client) = h.replica(config).await?;
     let one_url = one.url();
-    let c = fstore::client::Client::connect(&one_url, None).await?;
+    let c = h.store_client(&one_url, None).await?;
     let ids: Vec<api::EntityRequest> = (0..96).map(|i| entity(&format!("p{i}"), &[])).collect();
     let started = c.start_backfill(vec!["paced".into()], None, ids).await?;
     // Whichever replica runs it is stopped once it is under way.
@@ -237,7 +239,7 @@ pub(crate) async fn a_backfill_outlives_the_replica_running_it(b: Backend) -> an
         (two, one, one_client)
     };
     stopped.shutdown().await;
-    let c = fstore::client::Client::connect(&survivor.url(), None).await?;
+    let c = h.store_client(&survivor.url(), None).await?;
     let done = until_ended(&c, &started.id).await?;
     assert_eq!(done.state(), BackfillState::Done, "{done:?}");
     // Only the survivor could finish it: the harness's replica scanned once, at start.

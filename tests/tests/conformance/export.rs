@@ -9,7 +9,6 @@ use std::path::Path;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float64Type, Int64Type};
 use arrow_array::{Array, RecordBatch};
-use fstore::client::Client;
 use fstore::export::{self, Destination, Format, JoinExport, RangeExport};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
@@ -67,7 +66,7 @@ pub(crate) async fn point_in_time_join_never_leaks_a_later_value(b: Backend) -> 
         text.push_str(&format!("{e},{t},{why}\n"));
     }
     std::fs::write(&labels, text)?;
-    let client = Client::connect(&h.running.url(), None).await?;
+    let client = h.store_client(&h.running.url(), None).await?;
     let spec = JoinExport {
         features: vec!["words".into()],
         labels: labels.clone(),

@@ -64,6 +64,7 @@ fn statuses(r: &api::GetFeaturesResponse) -> Vec<Status> {
 }
 
 fstore_tests::on_every_backend!(
+    tls;
     async_then_ticket_until_ready,
     sync_waits_and_keeps_its_deadline,
     watch_delivers_every_result_once,

@@ -71,7 +71,7 @@ pub(crate) async fn the_gate_publishes_refuses_and_rolls_back(b: Backend) -> any
     let h = Harness::with_config(b, config.clone()).await?;
     h.register(score()).await?;
     let (other, other_client) = h.replica(config).await?;
-    let c = fstore::client::Client::connect(&h.running.url(), None).await?;
+    let c = h.store_client(&h.running.url(), None).await?;
 
     // A good run is published, and the other replica serves it from memory.
     let first = staged(&c, population(good)).await?;
@@ -184,7 +184,7 @@ pub(crate) async fn the_gate_publishes_refuses_and_rolls_back(b: Backend) -> any
 pub(crate) async fn staging_an_online_feature_is_refused(b: Backend) -> anyhow::Result<()> {
     let h = Harness::start(b).await?;
     h.register(words()).await?;
-    let c = fstore::client::Client::connect(&h.running.url(), None).await?;
+    let c = h.store_client(&h.running.url(), None).await?;
     let spec = api::StartBackfillRequest {
         features: vec!["words".into()],
         stage: true,

@@ -36,7 +36,7 @@ pub(crate) async fn a_schedule_runs_by_itself_once_per_period(b: Backend) -> any
     let h = Harness::with_config(b, config.clone()).await?;
     h.register(score()).await?;
     let (other, _) = h.replica(config).await?;
-    let c = fstore::client::Client::connect(&h.running.url(), None).await?;
+    let c = h.store_client(&h.running.url(), None).await?;
 
     // Refused, and nothing stored.
     for (bad, code, says) in [

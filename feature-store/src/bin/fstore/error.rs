@@ -96,7 +96,7 @@ fn local_exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
         match cause.downcast_ref::<client::Error>() {
             Some(client::Error::Connect { .. }) => return 3,
-            Some(client::Error::Definitions(_)) => return 2,
+            Some(client::Error::Definitions(_) | client::Error::Tls(_)) => return 2,
             Some(client::Error::Register { .. }) | None => {}
         }
         if cause.is::<Usage>()

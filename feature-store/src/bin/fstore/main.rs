@@ -38,6 +38,15 @@ struct Cli {
     /// API key for client verbs, sent as `authorization: Bearer`.
     #[arg(long, global = true, env = "FSTORE_API_KEY", hide_env_values = true)]
     api_key: Option<String>,
+    /// The CA that signed the server's certificate (an https:// address needs it).
+    #[arg(long, global = true, env = "FSTORE_TLS_CA")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// A client certificate (PEM), for servers that verify clients (mTLS).
+    #[arg(long, global = true, env = "FSTORE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, global = true, env = "FSTORE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Print JSON instead of tables (and errors as JSON on stderr).
     #[arg(long, global = true)]
     json: bool,
@@ -87,6 +96,12 @@ async fn main() -> ExitCode {
         addr: &addr,
         tenant: cli.tenant,
         api_key: cli.api_key,
+        tls: fstore::client::ClientTls {
+            ca_file: cli.tls_ca,
+            cert_file: cli.tls_cert,
+            key_file: cli.tls_key,
+            domain: None,
+        },
     };
     let outcome = match cli.cmd {
         Cmd::Run(verb) => cmd::run::run(verb).await,

@@ -45,6 +45,16 @@ pub struct Target<'a> {
     pub addr: &'a str,
     pub tenant: Option<String>,
     pub api_key: Option<String>,
+    pub tls: fstore::client::ClientTls,
+}
+
+impl Target<'_> {
+    /// A client of the server, with the key and TLS asked for.
+    pub async fn connect(self) -> anyhow::Result<Client> {
+        Ok(Client::connect_with(self.addr, self.tenant, &self.tls)
+            .await?
+            .with_api_key(self.api_key))
+    }
 }
 
 pub async fn run(target: Target<'_>, verb: Verb, json: bool) -> anyhow::Result<()> {
@@ -55,12 +65,7 @@ pub async fn run(target: Target<'_>, verb: Verb, json: bool) -> anyhow::Result<(
     };
     match nats {
         Some(url) => direct(&url, target.tenant, verb, json).await,
-        None => {
-            let store = Client::connect(target.addr, target.tenant)
-                .await?
-                .with_api_key(target.api_key);
-            through(&store, verb, json).await
-        }
+        None => through(&target.connect().await?, verb, json).await,
     }
 }
 

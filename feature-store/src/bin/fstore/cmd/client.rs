@@ -145,9 +145,7 @@ pub enum Verb {
 }
 
 pub async fn run(target: super::auth::Target<'_>, json: bool, verb: Verb) -> anyhow::Result<()> {
-    let mut store = Client::connect(target.addr, target.tenant)
-        .await?
-        .with_api_key(target.api_key);
+    let mut store = target.connect().await?;
     match verb {
         Verb::Register { file } => register(&mut store, &file, json).await,
         Verb::Get(a) => output::print_response(&store.get_features(a.request()?).await?, json),
