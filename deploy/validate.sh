@@ -427,6 +427,8 @@ CONFIG_KEYS = {
     "auth": {"enabled": "bool", "cache_ttl": "duration"},
     "tls": {"cert_file": "str", "key_file": "str", "client_ca_file": "str",
             "reload_interval": "duration"},
+    "quotas": {"calls_per_second": "float", "burst": "int",
+               "tenants": ("map", {"calls_per_second": "float", "burst": "int"}, "optional")},
 }
 # The defaults of the [worker] keys the slot checks below use (impl Default for WorkerConfig).
 WORKER_DEFAULTS = {"slots": 2, "min_slots": 1, "jobs_per_slot": 16}

@@ -23,6 +23,16 @@ pub enum Error {
     /// A caller whose key does not allow the call: another role, another tenant.
     #[error("{0}")]
     PermissionDenied(String),
+    /// A tenant over its calls per second on this replica.
+    #[error(
+        "tenant `{tenant}` is over its quota of {rate} calls per second (burst {burst}); retry after {retry_after_ms} ms"
+    )]
+    QuotaExceeded {
+        tenant: String,
+        rate: f64,
+        burst: u32,
+        retry_after_ms: u64,
+    },
     /// A listener could not be bound: the address is taken, malformed or not ours.
     #[error("cannot listen on {addr}: {source}; pick another address")]
     Listen {

@@ -3,6 +3,7 @@
 //! ticket, wait with a deadline or watch a stream.
 //!
 //! Layout (a request's path through it, top to bottom):
+//! - [`quota`]: calls per second per tenant on a replica
 //! - [`auth`]: API keys, roles and the layer that authenticates every call (default deny)
 //! - [`service`]: the tonic adapter (tenant, one [`store`] call, error mapping)
 //! - [`status`]: the one place errors become gRPC statuses
@@ -51,6 +52,7 @@ pub mod names;
 pub mod plan;
 pub mod planner;
 pub mod publish;
+pub mod quota;
 pub mod ready;
 pub mod registry;
 pub mod request;

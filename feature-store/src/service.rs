@@ -13,6 +13,7 @@ use crate::auth::Principal;
 use crate::backfill::Spec;
 use crate::backfill::schedule::Repeat;
 use crate::names::check_tenant;
+use crate::quota::Quotas;
 use crate::registry::Registry;
 use crate::store::Store;
 use crate::{Error, Result};
@@ -21,21 +22,30 @@ use crate::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct Service {
     store: Store,
+    quotas: Arc<Quotas>,
 }
 
 impl Service {
     pub fn new(store: Store) -> Self {
-        Service { store }
+        let quotas = Arc::new(Quotas::new(store.config().quotas.clone()));
+        Service { store, quotas }
     }
 
     pub fn registry(&self) -> &Registry {
         self.store.registry()
     }
 
-    /// The caller's tenant: its key's when authentication is on (naming another tenant
-    /// in the metadata is refused), else the `x-fstore-tenant` metadata, or the
-    /// configured default.
+    /// The caller's tenant, its call charged against the tenant's quota.
     fn tenant<T>(&self, req: &Request<T>) -> Result<String> {
+        let tenant = self.caller(req)?;
+        self.quotas.admit(&tenant)?;
+        Ok(tenant)
+    }
+
+    /// Who calls: the key's tenant when authentication is on (naming another tenant in
+    /// the metadata is refused), else the `x-fstore-tenant` metadata, or the configured
+    /// default.
+    fn caller<T>(&self, req: &Request<T>) -> Result<String> {
         let named = match req.metadata().get(fstore_proto::TENANT_HEADER) {
             Some(v) => {
                 let t = v.to_str().map_err(|_| {

@@ -22,6 +22,7 @@ impl From<Error> for Status {
             Error::Listen { .. } | Error::Tls(_) | Error::Internal(_) => Code::Internal,
             Error::Substrate(SubstrateError::Unavailable(_)) => Code::Unavailable,
             Error::Substrate(SubstrateError::QueueFull { .. }) => Code::ResourceExhausted,
+            Error::QuotaExceeded { .. } => Code::ResourceExhausted,
             Error::Substrate(SubstrateError::TooLarge { .. }) => Code::InvalidArgument,
             Error::Substrate(SubstrateError::Codec(_)) => Code::Internal,
             Error::Substrate(SubstrateError::Cursor(_)) => Code::InvalidArgument,
@@ -36,11 +37,19 @@ impl From<Error> for Status {
                 };
                 format!("{e} (setting {setting})")
             }
+            Error::QuotaExceeded { tenant, .. } => {
+                format!("{e} (setting quotas.calls_per_second, or quotas.tenants.\"{tenant}\")")
+            }
             _ => e.to_string(),
         };
         let mut status = Status::new(code, message);
-        if let Error::Substrate(SubstrateError::QueueFull { retry_after_ms, .. }) = &e
-            && let Ok(v) = retry_after_ms.to_string().parse()
+        let retry_after_ms = match &e {
+            Error::Substrate(SubstrateError::QueueFull { retry_after_ms, .. })
+            | Error::QuotaExceeded { retry_after_ms, .. } => Some(*retry_after_ms),
+            _ => None,
+        };
+        if let Some(ms) = retry_after_ms
+            && let Ok(v) = ms.to_string().parse()
         {
             status.metadata_mut().insert("retry-after-ms", v);
         }

@@ -57,6 +57,9 @@ pub fn test_config() -> Config {
     c.worker.slots = 4;
     // Most suites test other things; the auth suite turns it on.
     c.auth.enabled = Some(false);
+    // JetStream reserves a stream's max bytes from the free disk at creation: the
+    // default 10 GiB log makes every test's nats-server need that much free.
+    c.log.max_bytes = 256 * 1024 * 1024;
     c
 }
 
@@ -69,7 +72,7 @@ pub async fn start_embedded(config: Config) -> anyhow::Result<Running> {
 /// An API key of `tenant` with every role, made on the shared store at the NATS `url`
 /// (as `fstore auth create-key --nats` does): how tests call `serve` processes.
 pub async fn api_key(url: &str, tenant: &str) -> anyhow::Result<String> {
-    let mut config = Config::default();
+    let mut config = test_config();
     config.nats.url = Some(url.to_string());
     let substrate = server::substrate(&config).await?;
     let roles = ["read", "write", "admin"].map(String::from);

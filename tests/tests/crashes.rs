@@ -23,6 +23,8 @@ fn env() -> Vec<(&'static str, &'static str)> {
         ("FSTORE_SERVER__DEFAULT_TENANT", "crash"),
         // This suite kills processes; keys are tested in auth.rs and multiprocess.rs.
         ("FSTORE_AUTH__ENABLED", "false"),
+        // JetStream reserves the log's max bytes from the free disk (default 10 GiB).
+        ("FSTORE_LOG__MAX_BYTES", "268435456"),
     ]
 }
 

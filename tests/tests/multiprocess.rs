@@ -33,6 +33,8 @@ fn env() -> Vec<(&'static str, &'static str)> {
         ("FSTORE_BACKFILL__SCAN_INTERVAL", "200ms"),
         ("FSTORE_BACKFILL__CHUNK_ENTITIES", "10"),
         ("FSTORE_BACKFILL__WINDOW", "2"),
+        // JetStream reserves the log's max bytes from the free disk (default 10 GiB).
+        ("FSTORE_LOG__MAX_BYTES", "268435456"),
     ]
 }
 

@@ -268,3 +268,91 @@ async fn long_jobs_extend_their_lease() -> anyhow::Result<()> {
     h.stop().await;
     Ok(())
 }
+
+/// Quotas: a tenant calling past its calls per second is refused at once with a retry
+/// hint, while another tenant's calls pass and keep their latency (printed: p50 and p99
+/// of the calm tenant's cached reads alone and during the flood).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tenant_over_its_quota_is_refused_and_another_is_not_slowed() -> anyhow::Result<()> {
+    const RATE: f64 = 100.0;
+    const FLOOD: Duration = Duration::from_secs(2);
+    let mut config = test_config();
+    config.quotas.calls_per_second = 1000.0;
+    config.quotas.burst = 50;
+    config.quotas.tenants.insert(
+        "greedy".into(),
+        fstore::config::TenantQuota {
+            calls_per_second: Some(RATE),
+            burst: Some(10),
+        },
+    );
+    let h = Harness::with_config(Backend::Embedded, config).await?;
+    let greedy = h.client.with_tenant("greedy");
+    let calm = h.client.with_tenant("calm");
+    for c in [&greedy, &calm] {
+        c.register(probe("q", &[])).await?;
+        let r = c.get(build::sync(&["e"], &["q"], 10_000)).await?;
+        assert_eq!(r.results[0].status(), Status::Ready);
+    }
+    // The calm tenant's cached reads: latencies in µs, sorted.
+    let reads = |n: usize| {
+        let calm = calm.clone();
+        async move {
+            let mut took = Vec::with_capacity(n);
+            for _ in 0..n {
+                let t = Instant::now();
+                let r = calm.get(build::get(&["e"], &["q"])).await?;
+                took.push(t.elapsed().as_micros() as u64);
+                anyhow::ensure!(r.results[0].status() == Status::Ready, "{r:?}");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            took.sort_unstable();
+            anyhow::Ok(took)
+        }
+    };
+    let alone = reads(200).await?;
+
+    let started = Instant::now();
+    let floods = (0..8).map(|_| {
+        let greedy = greedy.clone();
+        async move {
+            let (mut passed, mut refused, mut hinted) = (0u64, 0u64, 0u64);
+            while started.elapsed() < FLOOD && passed + refused < 20_000 {
+                match greedy.get(build::get(&["e"], &["q"])).await {
+                    Ok(_) => passed += 1,
+                    Err(s) if s.code() == Code::ResourceExhausted => {
+                        refused += 1;
+                        hinted += u64::from(s.metadata().get("retry-after-ms").is_some());
+                        assert!(s.message().contains("quotas.tenants"), "{}", s.message());
+                    }
+                    Err(s) => anyhow::bail!("unexpected {s:?}"),
+                }
+            }
+            anyhow::Ok((passed, refused, hinted))
+        }
+    });
+    let (flooded, during) = tokio::join!(futures::future::try_join_all(floods), reads(200));
+    let during = during?;
+    let (passed, refused, hinted) = flooded?
+        .into_iter()
+        .fold((0, 0, 0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+    let secs = started.elapsed().as_secs_f64();
+    let pct = |v: &[u64], p: f64| v[((v.len() - 1) as f64 * p) as usize];
+    println!(
+        "quota {RATE}/s: greedy passed {passed}, refused {refused} in {secs:.1} s; calm p50/p99 \
+         {}/{} µs alone, {}/{} µs during the flood",
+        pct(&alone, 0.5),
+        pct(&alone, 0.99),
+        pct(&during, 0.5),
+        pct(&during, 0.99)
+    );
+    assert!(refused > 0, "the flood went past the quota");
+    assert_eq!(hinted, refused, "every refusal says when to retry");
+    let allowed = RATE * secs + 10.0;
+    assert!(
+        (passed as f64) <= allowed * 1.1,
+        "passed {passed}, the quota allows about {allowed:.0}"
+    );
+    h.stop().await;
+    Ok(())
+}

@@ -30,6 +30,7 @@ pub(crate) fn proc_env(l1_max_bytes: Option<u64>) -> Vec<(&'static str, String)>
         ("FSTORE_WORKER__RETRY_BASE", "20ms"),
         // The soak measures loss under load; keys are tested by tests/auth.rs.
         ("FSTORE_AUTH__ENABLED", "false"),
+        ("FSTORE_LOG__MAX_BYTES", "268435456"),
     ]
     .into_iter()
     .map(|(k, v)| (k, v.to_string()))

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 mod options;
 mod security;
 
-pub use security::{AuthConfig, TlsConfig};
+pub use security::{AuthConfig, QuotaConfig, TenantQuota, TlsConfig};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -27,6 +27,7 @@ pub struct Config {
     pub backfill: BackfillConfig,
     pub auth: AuthConfig,
     pub tls: TlsConfig,
+    pub quotas: QuotaConfig,
 }
 
 /// Backfills: how a replica runs them on the batch lane.
@@ -493,6 +494,7 @@ impl Config {
             return rule("cache.refresh_ahead must be from 0 (off) to below 1, a share of the TTL");
         }
         self.tls.validate()?;
+        self.quotas.validate()?;
         let n = &self.nats;
         if n.cert_file.is_some() != n.key_file.is_some() {
             return rule("nats.cert_file and nats.key_file go together");

@@ -1,6 +1,8 @@
-//! The security settings: who may call (`[auth]`) and how the listener encrypts
-//! (`[tls]`). The NATS connection's TLS and credentials are `nats.*` keys.
+//! The trust boundary's settings: who may call (`[auth]`), how the listener encrypts
+//! (`[tls]`) and how much each tenant may ask (`[quotas]`). The NATS connection's TLS
+//! and credentials are `nats.*` keys.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -75,6 +77,70 @@ impl TlsConfig {
         }
         if self.reload_interval.is_zero() {
             return rule("tls.reload_interval must be above zero");
+        }
+        Ok(())
+    }
+}
+
+/// How much one tenant may ask of one replica: calls per second, with a burst. Refused
+/// calls are RESOURCE_EXHAUSTED with a `retry-after-ms` hint. (Jobs waiting per tenant
+/// and flow are bounded by `queue.max_queued_per_tenant`.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// Calls per second of each tenant on each replica; 0: unbounded.
+    pub calls_per_second: f64,
+    /// Calls a tenant may make at once above its rate.
+    pub burst: u32,
+    /// Per tenant: its own rate and burst in place of the ones above.
+    pub tenants: BTreeMap<String, TenantQuota>,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            calls_per_second: 0.0,
+            burst: 100,
+            tenants: BTreeMap::new(),
+        }
+    }
+}
+
+/// One tenant's quota; what it leaves unset is the `[quotas]` default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantQuota {
+    pub calls_per_second: Option<f64>,
+    pub burst: Option<u32>,
+}
+
+impl QuotaConfig {
+    /// `tenant`'s calls per second (0: unbounded) and burst.
+    pub fn of(&self, tenant: &str) -> (f64, u32) {
+        let own = self.tenants.get(tenant);
+        (
+            own.and_then(|q| q.calls_per_second)
+                .unwrap_or(self.calls_per_second),
+            own.and_then(|q| q.burst).unwrap_or(self.burst),
+        )
+    }
+
+    pub(super) fn validate(&self) -> Result<(), super::Error> {
+        let all = std::iter::once((None, self.calls_per_second, self.burst)).chain(
+            self.tenants
+                .keys()
+                .map(|t| (Some(t.as_str()), self.of(t).0, self.of(t).1)),
+        );
+        for (tenant, rate, burst) in all {
+            let at = tenant.map_or("quotas".to_string(), |t| format!("quotas.tenants.\"{t}\""));
+            if !rate.is_finite() || rate < 0.0 {
+                return Err(super::Error::Rule(format!(
+                    "{at}.calls_per_second must be 0 (unbounded) or more"
+                )));
+            }
+            if burst == 0 {
+                return Err(super::Error::Rule(format!("{at}.burst must be at least 1")));
+            }
         }
         Ok(())
     }
