@@ -444,6 +444,8 @@ pub struct FeaturesCall {
     grpc: tonic::client::Grpc<Channel>,
     request: Bytes,
     expect: usize,
+    /// `authorization: Bearer <key>`, for a server that wants keys.
+    bearer: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
 }
 
 impl FeaturesCall {
@@ -452,7 +454,14 @@ impl FeaturesCall {
             grpc: tonic::client::Grpc::new(channel).max_decoding_message_size(usize::MAX),
             request: Bytes::from(request.encode_to_vec()),
             expect: request.entities.len() * request.features.len(),
+            bearer: None,
         }
+    }
+
+    /// Every call sends `key` as `authorization: Bearer`.
+    pub fn with_key(mut self, key: Option<&str>) -> Self {
+        self.bearer = key.and_then(|k| format!("Bearer {k}").parse().ok());
+        self
     }
 }
 
@@ -462,10 +471,14 @@ impl Call for FeaturesCall {
             .ready()
             .await
             .map_err(|e| format!("channel not ready: {e}"))?;
+        let mut request = Request::new(self.request.clone());
+        if let Some(b) = &self.bearer {
+            request.metadata_mut().insert("authorization", b.clone());
+        }
         let answer = self
             .grpc
             .unary(
-                Request::new(self.request.clone()),
+                request,
                 PathAndQuery::from_static(GET_FEATURES_PATH),
                 PreEncodedCodec::<GetFeaturesStatusView>::default(),
             )

@@ -1,6 +1,7 @@
 //! Test support for fstore's black-box suites (and the benches): servers on free
 //! loopback ports, clients that carry a tenant, and [`wait_until`] instead of sleeps.
 
+pub mod fuzz;
 pub mod harness;
 pub mod nats;
 pub mod process;

@@ -22,6 +22,9 @@
 //!   decoding only the statuses
 //! - `HIT_PATH_CASES` (10,250): the feature counts to run
 //! - `HIT_PATH_SERVING` (cached,snapshot): where the features are answered from
+//! - `HIT_PATH_AUTH` (off,on): without API keys, and with them (a second replica on the
+//!   same substrate with `auth.enabled`, every call carrying a key): the cost of the
+//!   trust boundary on the hit path
 //! - `HIT_PATH_FSTORE_NODELAY` (0): 1 binds the feature store's listener with TCP_NODELAY,
 //!   which Linux copies onto accepted connections. `server::start` serves a bare
 //!   `TcpListenerStream`, so its connections otherwise keep Nagle's algorithm while the
@@ -64,6 +67,7 @@ struct Settings {
     fstore_nodelay: bool,
     cases: Vec<usize>,
     serving: Vec<Serving>,
+    auth: Vec<bool>,
 }
 
 impl Settings {
@@ -97,6 +101,14 @@ impl Settings {
                     "cached" => Ok(Serving::Cached),
                     "snapshot" => Ok(Serving::Snapshot),
                     other => bail!("HIT_PATH_SERVING: `{other}` is not cached or snapshot"),
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            auth: env("HIT_PATH_AUTH", "off,on".to_string())?
+                .split(',')
+                .map(|c| match c.trim() {
+                    "off" => Ok(false),
+                    "on" => Ok(true),
+                    other => bail!("HIT_PATH_AUTH: `{other}` is not off or on"),
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
         })
@@ -199,15 +211,26 @@ async fn handler_latency(
     }
 }
 
+/// One store under test: its service, channels, and the key its calls carry (if any).
+struct Target<'a> {
+    service: &'a fstore::service::Service,
+    channels: &'a [Channel],
+    key: Option<&'a str>,
+}
+
 async fn run_case(
     s: &Settings,
     features: usize,
     serving: Serving,
-    service: &fstore::service::Service,
-    store: &mut FeatureStoreClient<Channel>,
-    store_channels: &[Channel],
+    target: &Target<'_>,
     echo_channels: &[Channel],
 ) -> anyhow::Result<Row> {
+    let (service, store_channels, key) = (target.service, target.channels, target.key);
+    ensure!(
+        !(s.full_decode && key.is_some()),
+        "HIT_PATH_FULL_DECODE=1 sends no key: run it with HIT_PATH_AUTH=off"
+    );
+    let mut store = FeatureStoreClient::new(store_channels[0].clone());
     let request = api::GetFeaturesRequest {
         entities: vec![api::EntityRequest {
             entity_id: ENTITY.into(),
@@ -217,7 +240,13 @@ async fn run_case(
         ..Default::default()
     };
     // One real call gives the sizes the echo must match.
-    let response = store.get_features(request.clone()).await?.into_inner();
+    let mut sizing = tonic::Request::new(request.clone());
+    if let Some(k) = key {
+        sizing
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {k}").parse()?);
+    }
+    let response = store.get_features(sizing).await?.into_inner();
     ensure!(
         response.results.len() == features
             && response
@@ -245,7 +274,7 @@ async fn run_case(
             if s.full_decode {
                 AnyFeaturesCall::Full(FeaturesFullCall::new(ch.clone(), request.clone()))
             } else {
-                AnyFeaturesCall::Light(FeaturesCall::new(ch.clone(), &request))
+                AnyFeaturesCall::Light(FeaturesCall::new(ch.clone(), &request).with_key(key))
             }
         })
         .collect();
@@ -265,7 +294,11 @@ async fn run_case(
     let echo_thr = measure_throughput(s, &echo_calls, warmup, window).await;
 
     Ok(Row {
-        case: format!("1 × {features} {}", serving.name()),
+        case: format!(
+            "1 × {features} {}{}",
+            serving.name(),
+            if key.is_some() { ", API key" } else { "" }
+        ),
         features,
         request_bytes,
         response_bytes,
@@ -302,6 +335,7 @@ async fn run() -> anyhow::Result<()> {
     } else {
         TcpListener::bind("127.0.0.1:0").await?
     };
+    let store_config = config.clone();
     let store =
         fstore::server::start_embedded(config, fstore_flows::Catalog::builtins(), store_listener)
             .await?;
@@ -317,21 +351,41 @@ async fn run() -> anyhow::Result<()> {
         publish(&mut admin).await?;
     }
 
+    // The same store behind keys: a second replica on the same substrate (the same
+    // features and cached values) with authentication on.
+    let mut secure_config = store_config.clone();
+    secure_config.auth.enabled = Some(true);
+    let secure = fstore::server::start_sharing(
+        secure_config,
+        store.substrate.clone(),
+        TcpListener::bind("127.0.0.1:0").await?,
+    )
+    .await?;
+    let roles = ["read".to_string()];
+    let key = fstore::auth::create_key(store.substrate.keys.as_ref(), "bench", &roles, "bench")
+        .await?
+        .secret;
+    let secure_channels = channels(&secure.url(), s.channels).await?;
+
     let mut rows = Vec::new();
     for &features in &s.cases {
         for &serving in &s.serving {
-            rows.push(
-                run_case(
-                    &s,
-                    features,
-                    serving,
-                    &store.service,
-                    &mut admin,
-                    &store_channels,
-                    &echo_channels,
-                )
-                .await?,
-            );
+            for &auth in &s.auth {
+                let target = if auth {
+                    Target {
+                        service: &secure.service,
+                        channels: &secure_channels,
+                        key: Some(&key),
+                    }
+                } else {
+                    Target {
+                        service: &store.service,
+                        channels: &store_channels,
+                        key: None,
+                    }
+                };
+                rows.push(run_case(&s, features, serving, &target, &echo_channels).await?);
+            }
         }
     }
 
@@ -430,6 +484,18 @@ async fn run() -> anyhow::Result<()> {
         );
     }
 
+    for keyed in rows.iter().filter(|r| r.case.ends_with(", API key")) {
+        let plain = keyed.case.trim_end_matches(", API key");
+        if let Some(r) = rows.iter().find(|r| r.case == plain) {
+            println!(
+                "{plain}: with API keys, {:.1}% of the throughput without (target ≥ 95%); p50 {} vs {} µs",
+                100.0 * keyed.store_thr.per_sec() / r.store_thr.per_sec().max(1e-9),
+                keyed.store_seq.p50_us(),
+                r.store_seq.p50_us(),
+            );
+        }
+    }
+
     for r in &rows {
         if r.store_seq.p50_us() >= 30_000 && r.echo_seq.p50_us() < 10_000 {
             println!(
@@ -454,9 +520,10 @@ async fn run() -> anyhow::Result<()> {
     }
 
     // Connections first, so the servers' graceful shutdowns have nothing to wait for.
-    drop((admin, store_channels, echo_channels));
+    drop((admin, store_channels, secure_channels, echo_channels));
     let stop = async {
         echo.shutdown().await?;
+        secure.shutdown().await;
         store.shutdown().await;
         anyhow::Ok(())
     };

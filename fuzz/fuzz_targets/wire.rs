@@ -1,0 +1,4 @@
+//! `fstore_tests::fuzz::wire` on whatever libFuzzer makes up.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fstore_tests::fuzz::wire(data));
