@@ -487,6 +487,76 @@ async fn a_wrong_nats_password_is_refused_at_start() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The binary: an embedded `fstore serve` with no keys prints one admin key of its
+/// default tenant; with it the CLI makes a read key (printed once, on stdout) that
+/// reads but cannot register; without a key every call is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_starts_closed_and_the_cli_manages_keys() -> anyhow::Result<()> {
+    use fstore_tests::process::{Proc, free_port, fstore_binary};
+    let dir = tempfile::tempdir()?;
+    let listen = format!("127.0.0.1:{}", free_port()?);
+    let serve = Proc::fstore("serve", &["serve", "--listen", &listen], &[], dir.path())?;
+    let admin = wait_until(
+        Duration::from_secs(30),
+        "serve to print its first key",
+        || async {
+            let log = serve.log_text();
+            let line = log
+                .lines()
+                .find(|l| l.trim_start().starts_with("FSTORE_API_KEY="))?;
+            Some(
+                line.trim()
+                    .trim_start_matches("FSTORE_API_KEY=")
+                    .to_string(),
+            )
+        },
+    )
+    .await?;
+    let addr = format!("http://{listen}");
+    let cli = |key: &str, args: &[&str]| {
+        std::process::Command::new(fstore_binary()?)
+            .args(["--addr", &addr])
+            .args(args)
+            .env("FSTORE_API_KEY", key)
+            .output()
+            .map_err(anyhow::Error::from)
+    };
+    let made = cli(
+        &admin,
+        &["auth", "create-key", "--role", "read", "--label", "cli"],
+    )?;
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let reader = String::from_utf8(made.stdout)?.trim().to_string();
+    assert!(reader.starts_with("fsk_"), "{reader}");
+    let listed = cli(&reader, &["ls"])?;
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let file = dir.path().join("f.toml");
+    std::fs::write(
+        &file,
+        "[[feature]]\nname = \"a\"\nentity_type = \"doc\"\nflow = \"test.probe@1\"\nttl = \"1m\"\n",
+    )?;
+    let file = file.display().to_string();
+    let refused = cli(&reader, &["register", &file])?;
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("write"), "a read key cannot register: {said}");
+    let anonymous = cli("", &["ls"])?;
+    assert!(!anonymous.status.success());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("no credential"));
+    let keys = cli(&admin, &["--json", "auth", "ls"])?;
+    let keys: serde_json::Value = serde_json::from_slice(&keys.stdout)?;
+    assert_eq!(keys.as_array().map(Vec::len), Some(2), "{keys}");
+    Ok(())
+}
+
 async fn key_of(keys: &Arc<dyn KeyStore>) -> anyhow::Result<String> {
     key(keys, "acme", &["read"]).await
 }
