@@ -91,6 +91,9 @@ struct Feature {
     /// For a relation feature: the entity type its ids are of.
     #[serde(default)]
     relates_to: String,
+    /// Tenants that may read it (as `<owner>/<name>`), not change it.
+    #[serde(default)]
+    shared_with: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +216,7 @@ pub fn parse(text: &str) -> Result<Vec<api::FeatureDefinition>, Error> {
                 relates_to: f.relates_to,
                 // The registry's: the caller's tenant.
                 tenant: String::new(),
+                shared_with: f.shared_with,
                 gate: f.gate.map(|g| api::GateThresholds {
                     max_row_change: g.max_row_change,
                     max_failure_rate: g.max_failure_rate,

@@ -17,6 +17,7 @@
 //! - [`keys`]: [`keys::ValueKey`], [`keys::LineageHash`] and their one hasher
 //! - [`served`]: what this replica served (the staleness view)
 //! - [`registry`]: definitions, versions, the petgraph DAG, lineage
+//! - [`shared`]: features shared read-only with named tenants (`owner/name`)
 //! - [`enrich`]: values re-enriched in the background when a related entity's inputs arrive
 //! - [`admin`]: invalidation and dead letters
 //! - [`backfill`]: backfills on the batch lane, and the runner that holds them
@@ -59,6 +60,7 @@ pub mod request;
 pub mod served;
 pub mod server;
 pub mod service;
+pub mod shared;
 pub mod status;
 pub mod store;
 pub mod telemetry;

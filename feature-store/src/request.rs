@@ -47,7 +47,11 @@ pub struct ValidRequest {
     /// The request's id: its ticket's id if it gets one. A UUID v7, so the time it was
     /// issued can be read back from it.
     pub(crate) id: String,
+    /// Whose features and values: the caller's own, or those of the tenant that shared
+    /// them with the caller.
     pub(crate) tenant: String,
+    /// The tenant that asked: the ticket is its.
+    pub(crate) caller: String,
     pub(crate) entities: Vec<api::EntityRequest>,
     pub(crate) features: Vec<Wanted>,
     /// Per feature name, for dependencies named in the request's staleness map.
@@ -115,6 +119,7 @@ impl ValidRequest {
         }
         let mut valid = ValidRequest {
             id: uuid::Uuid::now_v7().simple().to_string(),
+            caller: tenant.clone(),
             tenant,
             entities: req.entities.clone(),
             features,
@@ -180,6 +185,11 @@ impl ValidRequest {
             .collect::<Result<Vec<_>>>()?;
         let valid = ValidRequest {
             id: ticket.id,
+            caller: if ticket.caller.is_empty() {
+                ticket.tenant.clone()
+            } else {
+                ticket.caller
+            },
             tenant: ticket.tenant,
             entities: ticket.entities,
             features,

@@ -491,8 +491,9 @@ impl FeatureStore for Service {
         req: Request<api::CreateApiKeyRequest>,
     ) -> Result<Response<api::CreatedApiKey>, Status> {
         let tenant = self.tenant(&req)?;
+        let keys = self.store.keys();
         Ok(Response::new(
-            self.store.create_key(&tenant, req.get_ref()).await?,
+            crate::auth::create_key_for(keys, &tenant, req.get_ref()).await?,
         ))
     }
 
@@ -501,7 +502,8 @@ impl FeatureStore for Service {
         req: Request<api::ListApiKeysRequest>,
     ) -> Result<Response<api::ListApiKeysResponse>, Status> {
         let tenant = self.tenant(&req)?;
-        Ok(Response::new(self.store.list_keys(&tenant).await?))
+        let keys = crate::auth::list_keys(self.store.keys(), &tenant).await?;
+        Ok(Response::new(api::ListApiKeysResponse { keys }))
     }
 
     async fn revoke_api_key(
@@ -509,8 +511,9 @@ impl FeatureStore for Service {
         req: Request<api::RevokeApiKeyRequest>,
     ) -> Result<Response<api::ApiKey>, Status> {
         let tenant = self.tenant(&req)?;
+        let keys = self.store.keys();
         Ok(Response::new(
-            self.store.revoke_key(&tenant, &req.get_ref().id).await?,
+            crate::auth::revoke_key(keys, &tenant, &req.get_ref().id).await?,
         ))
     }
 }

@@ -25,6 +25,7 @@ use crate::publish::snapshots::Snapshots;
 use crate::ready::ReadyHub;
 use crate::registry::Registry;
 use crate::request::{Mode, ValidRequest, wait_bound};
+use crate::shared;
 use crate::tickets::Tickets;
 use crate::{Error, Result, admin, describe, events, inputs};
 
@@ -160,16 +161,25 @@ impl Store {
         tenant: String,
         req: &api::GetFeaturesRequest,
     ) -> Result<ValidRequest> {
-        let snapshot = self.inner.registry.snapshot(&tenant);
-        ValidRequest::new(
-            tenant,
-            req,
-            &snapshot,
-            &self.inner.config.limits,
-            now_ms(),
-            self.inner.substrate.inputs.as_ref(),
-        )
-        .await
+        let limits = &self.inner.config.limits;
+        let inputs = self.inner.substrate.inputs.as_ref();
+        let Some(owner) = shared::owner_of(&req.features)? else {
+            let snapshot = self.inner.registry.snapshot(&tenant);
+            return ValidRequest::new(tenant, req, &snapshot, limits, now_ms(), inputs).await;
+        };
+        // Features another tenant shared: read in the owner's namespace, as the caller.
+        let snapshot = self.inner.registry.snapshot(&owner);
+        for f in &req.features {
+            shared::resolve(&snapshot, &tenant, &owner, shared::split(f).1)?;
+        }
+        let theirs = shared::in_owner_terms(req);
+        let mut request =
+            ValidRequest::new(owner.clone(), &theirs, &snapshot, limits, now_ms(), inputs).await?;
+        request.caller = tenant;
+        for w in &mut request.features {
+            w.requested = format!("{owner}/{}", w.requested);
+        }
+        Ok(request)
     }
 
     /// ASYNC answers the first plan; SYNC the last one before its wait runs out. A ticket
@@ -223,8 +233,10 @@ impl Store {
                 ticket: String::new(),
             });
         }
-        let request =
-            ValidRequest::from_ticket(ticket.clone(), &self.inner.registry.snapshot(tenant))?;
+        let request = ValidRequest::from_ticket(
+            ticket.clone(),
+            &self.inner.registry.snapshot(&ticket.tenant),
+        )?;
         let plan = self.follow(request, Duration::ZERO).first().await?;
         if plan.is_pending() {
             return Ok(api::GetFeaturesResponse {
@@ -275,8 +287,10 @@ impl Store {
                 kept += 1;
             }
         }
-        let request =
-            ValidRequest::from_ticket(ticket.clone(), &self.inner.registry.snapshot(tenant))?;
+        let request = ValidRequest::from_ticket(
+            ticket.clone(),
+            &self.inner.registry.snapshot(&ticket.tenant),
+        )?;
         let mut plan = self.inner.planner.plan(&request, Planning::Look).await?;
         for r in &mut plan.results {
             if matches!(r.status(), api::Status::Pending | api::Status::Stale) {
@@ -365,7 +379,7 @@ impl Store {
                     });
                     return Ok(Box::pin(futures::stream::iter(events)));
                 }
-                let snapshot = self.inner.registry.snapshot(&tenant);
+                let snapshot = self.inner.registry.snapshot(&ticket.tenant);
                 (ValidRequest::from_ticket(ticket, &snapshot)?, id.clone())
             }
             None => {
@@ -414,8 +428,14 @@ impl Store {
         Ok(api::RegisterFeaturesResponse { registered })
     }
 
+    /// The tenant's features, then those shared with it (`owner/name`).
     pub fn list_features(&self, tenant: &str, prefix: &str) -> api::ListFeaturesResponse {
-        describe::list_features(&self.inner.registry.snapshot(tenant), prefix)
+        let registry = &self.inner.registry;
+        let mut listed = describe::list_features(&registry.snapshot(tenant), prefix);
+        listed
+            .features
+            .extend(shared::listed(registry, tenant, prefix));
+        listed
     }
 
     pub async fn describe_feature(
@@ -423,6 +443,11 @@ impl Store {
         tenant: &str,
         feature: &str,
     ) -> Result<api::DescribeFeatureResponse> {
+        if let (Some(owner), name) = shared::split(feature) {
+            let snapshot = self.inner.registry.snapshot(owner);
+            let node = shared::resolve(&snapshot, tenant, owner, name)?;
+            return shared::describe(&self.inner.substrate, owner, &snapshot, &node).await;
+        }
         describe::describe_feature(
             &self.inner.substrate,
             tenant,
@@ -433,34 +458,9 @@ impl Store {
         .await
     }
 
-    /// Creates a key of the caller's tenant (`req.tenant` empty or the same).
-    pub async fn create_key(
-        &self,
-        tenant: &str,
-        req: &api::CreateApiKeyRequest,
-    ) -> Result<api::CreatedApiKey> {
-        if !req.tenant.is_empty() && req.tenant != tenant {
-            return Err(Error::PermissionDenied(format!(
-                "an admin key of tenant `{tenant}` creates keys of `{tenant}` only; \
-                 keys of `{}` come from its own admins",
-                req.tenant
-            )));
-        }
-        let keys = self.inner.substrate.keys.as_ref();
-        let made = crate::auth::create_key(keys, tenant, &req.roles, &req.label).await?;
-        Ok(api::CreatedApiKey {
-            key: Some(made.key),
-            secret: made.secret,
-        })
-    }
-
-    pub async fn list_keys(&self, tenant: &str) -> Result<api::ListApiKeysResponse> {
-        let keys = crate::auth::list_keys(self.inner.substrate.keys.as_ref(), tenant).await?;
-        Ok(api::ListApiKeysResponse { keys })
-    }
-
-    pub async fn revoke_key(&self, tenant: &str, id: &str) -> Result<api::ApiKey> {
-        crate::auth::revoke_key(self.inner.substrate.keys.as_ref(), tenant, id).await
+    /// The API key records, shared by every replica.
+    pub fn keys(&self) -> &dyn fstore_substrate::KeyStore {
+        self.inner.substrate.keys.as_ref()
     }
 
     pub async fn list_flows(&self) -> Result<api::ListFlowsResponse> {

@@ -52,14 +52,21 @@ impl Tickets {
         Ok(request.id.clone())
     }
 
-    /// Ticket `id`, if it belongs to `tenant`. Another tenant's ticket is answered like
+    /// Ticket `id`, if `tenant` asked for it. Another tenant's ticket is answered like
     /// an unknown one.
     pub async fn get(&self, tenant: &str, id: &str) -> Result<wire::Ticket> {
         if id.is_empty() || id.len() > MAX_ID_LEN {
             return Err(self.missing(id));
         }
+        let asked_by = |t: &wire::Ticket| {
+            if t.caller.is_empty() {
+                t.tenant == tenant
+            } else {
+                t.caller == tenant
+            }
+        };
         match self.store.get(id).await? {
-            Some(t) if t.tenant == tenant => Ok(Arc::unwrap_or_clone(t)),
+            Some(t) if asked_by(&t) => Ok(Arc::unwrap_or_clone(t)),
             _ => Err(self.missing(id)),
         }
     }
@@ -115,6 +122,11 @@ fn to_wire(id: String, request: &ValidRequest) -> wire::Ticket {
     wire::Ticket {
         id,
         tenant: request.tenant.clone(),
+        caller: if request.caller == request.tenant {
+            String::new()
+        } else {
+            request.caller.clone()
+        },
         created_at_ms: request.started_at_ms,
         entities: request.entities.clone(),
         features: request

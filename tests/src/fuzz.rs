@@ -12,8 +12,11 @@ use fstore_proto::{api, wire};
 use fstore_substrate::{Substrate, convert, token};
 use prost::Message;
 
+/// A target's check of one input.
+pub type Check = fn(&[u8]);
+
 /// Every target, by the name of its file under `fuzz/fuzz_targets/` and its corpus.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Check); 6] = [
     ("references", references),
     ("tokens", tokens),
     ("registration", registration),

@@ -561,8 +561,125 @@ async fn key_of(keys: &Arc<dyn KeyStore>) -> anyhow::Result<String> {
     key(keys, "acme", &["read"]).await
 }
 
+/// A feature shared read-only with a named tenant: that tenant reads the owner's
+/// values as `owner/name` (SYNC and through a ticket of its own), sees it listed and
+/// described without the owner's traffic; nobody else sees it; nobody but the owner
+/// changes it.
+async fn a_feature_is_shared_read_only_with_named_tenants(b: Backend) -> anyhow::Result<()> {
+    let h = Harness::with_config(b, config()).await?;
+    let keys = h.running.substrate.keys.clone();
+    let owner = h
+        .client
+        .with_key(&key(&keys, "acme", &["read", "write"]).await?);
+    let reader = h
+        .client
+        .with_key(&key(&keys, "globex", &["read", "write"]).await?);
+    let stranger = h.client.with_key(&key(&keys, "initech", &["read"]).await?);
+    let mut score = feature("score", "test.probe@1", &[("value", "7")], &[], 600_000);
+    score.shared_with = vec!["globex".into()];
+    owner.register(score).await?;
+    let slow = feature("slow", "test.probe@1", &[("delay_ms", "300")], &[], 600_000);
+    owner
+        .register(api::FeatureDefinition {
+            shared_with: vec!["globex".into()],
+            ..slow
+        })
+        .await?;
+
+    let r = reader
+        .get(build::sync(&["e1"], &["acme/score"], 10_000))
+        .await?;
+    assert_eq!(r.results[0].status(), Status::Ready, "{r:?}");
+    assert_eq!(build::f64_of(&r.results[0]), Some(7.0));
+    assert_eq!(
+        r.results[0].feature, "acme/score",
+        "named as the reader asked"
+    );
+    // A pending read gets a ticket of the reader's, not the owner's.
+    let pending = reader.get(build::get(&["e2"], &["acme/slow"])).await?;
+    assert!(!pending.ticket.is_empty());
+    let done = reader
+        .until_done(&pending.ticket, Duration::from_secs(10))
+        .await?;
+    assert_eq!(done.results[0].status(), Status::Ready, "{done:?}");
+    let s = owner
+        .ticket(&pending.ticket)
+        .await
+        .expect_err("the reader's ticket");
+    assert_eq!(s.code(), Code::NotFound);
+
+    // Nobody else reads it; a feature that does not exist answers alike.
+    let refused = stranger
+        .get(build::get(&["e1"], &["acme/score"]))
+        .await
+        .expect_err("not shared");
+    let missing = stranger
+        .get(build::get(&["e1"], &["acme/nothing"]))
+        .await
+        .expect_err("absent");
+    assert_eq!(refused.code(), Code::NotFound);
+    assert_eq!(
+        refused.message().replace("score", "X"),
+        missing.message().replace("nothing", "X")
+    );
+    // One namespace per call.
+    reader
+        .register(feature("own", "test.probe@1", &[], &[], 600_000))
+        .await?;
+    let mixed = reader
+        .get(build::get(&["e1"], &["own", "acme/score"]))
+        .await
+        .expect_err("mixed");
+    assert_eq!(mixed.code(), Code::InvalidArgument);
+    // Read-only: no name with an owner can be registered or invalidated by the reader.
+    let s = reader
+        .register(feature("acme/score", "test.probe@1", &[], &[], 600_000))
+        .await
+        .expect_err("a foreign name");
+    assert_eq!(s.code(), Code::InvalidArgument, "{s:?}");
+    let s = reader
+        .raw
+        .clone()
+        .invalidate(reader.req(api::InvalidateRequest {
+            feature: "acme/score".into(),
+            entity_id: String::new(),
+        }))
+        .await
+        .expect_err("invalidating the owner's values");
+    assert!(
+        matches!(s.code(), Code::NotFound | Code::InvalidArgument),
+        "{s:?}"
+    );
+
+    let listed = reader
+        .raw
+        .clone()
+        .list_features(reader.req(api::ListFeaturesRequest::default()))
+        .await?
+        .into_inner();
+    let mut names: Vec<&str> = listed.features.iter().map(|f| f.name.as_str()).collect();
+    names.sort();
+    assert_eq!(names, ["acme/score", "acme/slow", "own"]);
+    let described = reader
+        .raw
+        .clone()
+        .describe_feature(reader.req(api::DescribeFeatureRequest {
+            feature: "acme/score".into(),
+        }))
+        .await?
+        .into_inner();
+    assert_eq!(described.definition.map(|d| d.tenant), Some("acme".into()));
+    assert!(
+        described.stats.is_none(),
+        "the owner's traffic is the owner's"
+    );
+    h.stop().await;
+    Ok(())
+}
+
 fstore_tests::on_every_backend!(
     tls;
+    a_feature_is_shared_read_only_with_named_tenants,
     definitions_belong_to_their_tenant,
     every_rpc_is_checked,
     tenants_cannot_see_each_other,

@@ -221,6 +221,26 @@ pub async fn create_key(
     Ok(Created { key, secret })
 }
 
+/// Creates the key an admin of `caller` asked for: of its own tenant only.
+pub async fn create_key_for(
+    keys: &dyn KeyStore,
+    caller: &str,
+    req: &api::CreateApiKeyRequest,
+) -> Result<api::CreatedApiKey> {
+    if !req.tenant.is_empty() && req.tenant != caller {
+        return Err(Error::PermissionDenied(format!(
+            "an admin key of tenant `{caller}` creates keys of `{caller}` only; \
+             keys of `{}` come from its own admins",
+            req.tenant
+        )));
+    }
+    let made = create_key(keys, caller, &req.roles, &req.label).await?;
+    Ok(api::CreatedApiKey {
+        key: Some(made.key),
+        secret: made.secret,
+    })
+}
+
 /// The keys of `tenant`, oldest first.
 pub async fn list_keys(keys: &dyn KeyStore, tenant: &str) -> Result<Vec<api::ApiKey>> {
     let mut out: Vec<api::ApiKey> = keys

@@ -15,7 +15,7 @@ use prost::Message;
 
 use super::snapshot::{Aggregate, FeatureId, Node, NodeInput, Snapshot};
 use crate::keys::{FieldHasher, LineageHash};
-use crate::names::{FeatureRef, check_name};
+use crate::names::{FeatureRef, check_name, check_tenant};
 use crate::request::MAX_DURATION_MS;
 use crate::{Error, Result};
 
@@ -52,6 +52,12 @@ pub(super) fn normalise(mut def: api::FeatureDefinition) -> Result<api::FeatureD
     if let Some(gate) = &def.gate {
         check_gate(&def.name, gate)?;
     }
+    for t in &def.shared_with {
+        check_tenant(t)
+            .map_err(|e| Error::Definition(format!("feature `{}`: shared_with: {e}", def.name)))?;
+    }
+    def.shared_with.sort();
+    def.shared_with.dedup();
     def.flow
         .parse::<FlowId>()
         .map_err(|e| Error::Definition(format!("feature `{}`: {e}", def.name)))?;

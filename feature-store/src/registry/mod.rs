@@ -78,6 +78,14 @@ impl Registry {
             .unwrap_or_default()
     }
 
+    /// Every tenant with features.
+    pub fn tenants(&self) -> Vec<String> {
+        let snapshots = self.snapshots.read().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<String> = snapshots.keys().cloned().collect();
+        out.sort();
+        out
+    }
+
     fn set_snapshot(&self, tenant: &str, next: Snapshot) {
         self.snapshots
             .write()
