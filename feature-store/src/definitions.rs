@@ -248,9 +248,10 @@ mod tests {
     #[test]
     fn serving_and_gate_are_read() {
         let defs = parse(
-            "[[feature]]\nname='a'\nentity_type='d'\nflow='f@1'\nttl='1s'\nserving='snapshot'\ngate={max_psi=0.2}\n",
+            "[[feature]]\nname='a'\nentity_type='d'\nflow='f@1'\nttl='1s'\nserving='snapshot'\ngate={max_psi=0.2}\nshared_with=['globex']\n",
         )
         .expect("parses");
+        assert_eq!(defs[0].shared_with, ["globex"]);
         assert_eq!(defs[0].serving(), api::Serving::Snapshot);
         assert_eq!(defs[0].gate.as_ref().and_then(|g| g.max_psi), Some(0.2));
         let e = parse(
