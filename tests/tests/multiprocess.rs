@@ -73,11 +73,25 @@ impl Cluster {
         Ok(c)
     }
 
+    /// The first admin key of tenant `acme`, made as an operator makes it: `fstore auth
+    /// create-key --nats` on the shared store (the replicas require keys).
     async fn key(&self) -> anyhow::Result<String> {
         let url = self.nats.url();
         let key = self
             .key
-            .get_or_try_init(|| fstore_tests::api_key(&url, "acme"))
+            .get_or_try_init(|| async {
+                let out = std::process::Command::new(fstore_tests::process::fstore_binary()?)
+                    .args(["auth", "create-key", "--nats", &url, "--for", "acme"])
+                    .args(["--role", "admin", "--role", "write", "--role", "read"])
+                    .env("FSTORE_LOG__MAX_BYTES", "268435456")
+                    .output()?;
+                anyhow::ensure!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                anyhow::Ok(String::from_utf8(out.stdout)?.trim().to_string())
+            })
             .await?;
         Ok(key.clone())
     }
