@@ -68,8 +68,14 @@ impl Value {
 
     /// A tensor from row-major f32 data, refusing a shape that does not fit the data.
     pub fn tensor(data: Vec<f32>, shape: &[usize]) -> Result<Value, Error> {
-        // Checked: a shape sent by a caller may multiply past usize.
+        // Checked: a shape sent by a caller may multiply past usize. candle multiplies
+        // the dimensions after a zero too (its strides), so those must fit as well.
         let expected = shape.iter().try_fold(1usize, |acc, d| acc.checked_mul(*d));
+        let strides = shape
+            .iter()
+            .filter(|d| **d != 0)
+            .try_fold(1usize, |acc, d| acc.checked_mul(*d));
+        let expected = expected.filter(|_| strides.is_some());
         if expected != Some(data.len()) {
             return Err(Error::Permanent(format!(
                 "tensor shape {shape:?} needs {} values, got {}",
@@ -136,5 +142,13 @@ mod tests {
         assert!(e.to_string().contains("more than can be counted"), "{e}");
         assert!(Value::tensor(vec![1.0; 6], &[2, 3]).is_ok());
         assert!(Value::tensor(vec![1.0; 5], &[2, 3]).is_err());
+        // Found by fuzzing (the wire target, replayed in a debug build): no values, but
+        // strides past usize that candle would compute and overflow on.
+        let e = Value::tensor(Vec::new(), &[0, 1 << 40, 1 << 40]).expect_err("overflow");
+        assert!(e.to_string().contains("more than can be counted"), "{e}");
+        assert!(
+            Value::tensor(Vec::new(), &[0, 3]).is_ok(),
+            "an empty tensor is fine"
+        );
     }
 }
