@@ -101,9 +101,9 @@ pub(crate) fn listed(registry: &Registry, caller: &str, prefix: &str) -> Vec<api
         if owner == caller {
             continue;
         }
-        let mine = crate::describe::list_features(&registry.snapshot(&owner), "");
         let snapshot = registry.snapshot(&owner);
-        for mut f in mine.features {
+        let theirs = crate::describe::list_features(&snapshot, "");
+        for mut f in theirs.features {
             let shared = snapshot
                 .versions(&f.name)
                 .last()

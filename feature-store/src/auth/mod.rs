@@ -103,10 +103,7 @@ impl Authenticator {
     pub async fn authenticate(&self, presented: &str) -> Result<Arc<Principal>> {
         let found = self
             .cache
-            .try_get_with(
-                presented.to_string(),
-                resolve(self.keys.as_ref(), presented),
-            )
+            .try_get_with_by_ref(presented, resolve(self.keys.as_ref(), presented))
             .await
             .map_err(|e| match Arc::try_unwrap(e) {
                 Ok(e) => e,

@@ -63,7 +63,7 @@ impl Registry {
             directory: substrate.directory.clone(),
         };
         let _writer = r.write.lock().await;
-        r.reload().await?;
+        r.reload(None).await?;
         drop(_writer);
         Ok(r)
     }
@@ -103,13 +103,17 @@ impl Registry {
             .collect())
     }
 
-    /// Rebuilds every tenant's snapshot from the stored definitions. Callers hold the
-    /// write lock. A tenant whose definitions do not resolve keeps its snapshot (and
-    /// the others are rebuilt): one tenant never blocks another.
-    async fn reload(&self) -> Result<()> {
+    /// Rebuilds the snapshots of `only` that tenant (None: every tenant) from the
+    /// stored definitions. Callers hold the write lock. A tenant whose definitions do
+    /// not resolve keeps its snapshot: one tenant never blocks another.
+    async fn reload(&self, only: Option<&str>) -> Result<()> {
         let mut tenants: BTreeMap<String, BTreeMap<String, Vec<api::FeatureDefinition>>> =
             BTreeMap::new();
-        for d in self.definitions.list().await? {
+        let stored = self.definitions.list().await?;
+        for d in stored
+            .into_iter()
+            .filter(|d| only.is_none_or(|t| t == d.tenant))
+        {
             tenants
                 .entry(d.tenant.clone())
                 .or_default()
@@ -145,7 +149,7 @@ impl Registry {
         if def.version <= known {
             return Ok(());
         }
-        self.reload().await
+        self.reload(Some(&def.tenant)).await
     }
 
     /// Registers `defs` in order, all or nothing: each is checked, then all are resolved
@@ -245,7 +249,7 @@ impl Registry {
                     self.take_back(&created).await;
                     failed?;
                     // A race: catch up and resolve again.
-                    self.reload().await?;
+                    self.reload(Some(tenant)).await?;
                     continue;
                 }
             }

@@ -4,7 +4,6 @@
 use async_nats::jetstream::kv;
 use async_trait::async_trait;
 use fstore_proto::wire::ApiKeyRecord;
-use futures::StreamExt;
 use prost::Message;
 
 use super::unavailable;
@@ -47,16 +46,6 @@ impl KeyStore for NatsKeys {
     }
 
     async fn list(&self) -> Result<Vec<ApiKeyRecord>, Error> {
-        let mut keys = self.store.keys().await.map_err(unavailable)?;
-        let mut out = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(unavailable)?;
-            if let Some(bytes) = self.store.get(&key).await.map_err(unavailable)?
-                && !bytes.is_empty()
-            {
-                out.push(ApiKeyRecord::decode(bytes)?);
-            }
-        }
-        Ok(out)
+        super::kv::decode_all(&self.store).await
     }
 }

@@ -35,6 +35,22 @@ pub(crate) async fn open(js: &jetstream::Context, config: kv::Config) -> Result<
     }
 }
 
+/// Every record of a bucket whose values are all `M`, in no particular order (keys
+/// deleted or purged meanwhile are skipped).
+pub(super) async fn decode_all<M: Message + Default>(store: &kv::Store) -> Result<Vec<M>, Error> {
+    let mut keys = store.keys().await.map_err(unavailable)?;
+    let mut out = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key.map_err(unavailable)?;
+        if let Some(bytes) = store.get(&key).await.map_err(unavailable)?
+            && !bytes.is_empty()
+        {
+            out.push(M::decode(bytes)?);
+        }
+    }
+    Ok(out)
+}
+
 /// Publishes a value under a key with a per-message TTL and optional expected revision.
 pub(super) async fn put_with_ttl(
     js: &jetstream::Context,
@@ -469,17 +485,7 @@ impl Definitions for NatsDefinitions {
     }
 
     async fn list(&self) -> Result<Vec<FeatureDefinition>, Error> {
-        let mut keys = self.store.keys().await.map_err(unavailable)?;
-        let mut out = Vec::new();
-        while let Some(key) = keys.next().await {
-            let key = key.map_err(unavailable)?;
-            if let Some(bytes) = self.store.get(&key).await.map_err(unavailable)?
-                && !bytes.is_empty()
-            {
-                out.push(FeatureDefinition::decode(bytes)?);
-            }
-        }
-        Ok(out)
+        decode_all(&self.store).await
     }
 
     async fn remove(&self, tenant: &str, name: &str, version: u32) -> Result<bool, Error> {
