@@ -60,19 +60,24 @@ fn rel(entity_type: &str, ids: &[&str]) -> api::Value {
     }
 }
 
+/// `title.words`: the number of words of a title's text.
+fn title_words() -> api::FeatureDefinition {
+    api::FeatureDefinition {
+        params: [("stat".to_string(), "words".to_string())].into(),
+        ..def(
+            "title.words",
+            "title",
+            "text.stats@1",
+            &[("text", request("text"))],
+        )
+    }
+}
+
 /// `title.words` of a title's stored text, `user.history` and `user.words`: the sum
 /// of the words of the user's titles.
 async fn register_user_words(h: &Harness) -> anyhow::Result<()> {
     for d in [
-        api::FeatureDefinition {
-            params: [("stat".to_string(), "words".to_string())].into(),
-            ..def(
-                "title.words",
-                "title",
-                "text.stats@1",
-                &[("text", request("text"))],
-            )
-        },
+        title_words(),
         relation("user.history", "user", "history", "title"),
         def(
             "user.words",
@@ -111,15 +116,7 @@ pub(crate) async fn features_read_related_entities_one_and_two_hops_away(
             "text.hash_embed@1",
             &[("text", request("text"))],
         ),
-        api::FeatureDefinition {
-            params: [("stat".to_string(), "words".to_string())].into(),
-            ..def(
-                "title.words",
-                "title",
-                "text.stats@1",
-                &[("text", request("text"))],
-            )
-        },
+        title_words(),
         relation("user.history", "user", "history", "title"),
         def(
             "user.taste",
