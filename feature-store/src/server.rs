@@ -160,7 +160,7 @@ pub async fn run_worker(
     let metrics_token = CancellationToken::new();
     if let Some(at) = &config.server.metrics_listen {
         let addr = crate::metrics::serve(at, &tasks, metrics_token.clone()).await?;
-        info!(%addr, "metrics on /metrics");
+        info!("metrics on http://{addr}/metrics");
     }
     let worker = Worker::new(substrate.clone(), catalog, config.worker_options(id));
     let ran = worker.run(shutdown).await;
@@ -266,7 +266,11 @@ pub async fn start(
         .build_v1()
         .map_err(|e| Error::Internal(format!("reflection descriptors: {e}")))?;
     let metrics_addr = match &config.server.metrics_listen {
-        Some(at) => Some(crate::metrics::serve(at, &tasks, background_token.clone()).await?),
+        Some(at) => {
+            let addr = crate::metrics::serve(at, &tasks, background_token.clone()).await?;
+            info!("metrics on http://{addr}/metrics");
+            Some(addr)
+        }
         None => None,
     };
     let hub = ReadyHub::start(&substrate, &tasks, background_token.clone()).await?;

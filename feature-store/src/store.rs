@@ -66,7 +66,12 @@ impl Store {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let dispatcher = Dispatcher::new(substrate.clone(), config.cache.failure_ttl);
+        let dispatcher = Dispatcher::new(
+            substrate.clone(),
+            config.cache.failure_ttl,
+            config.cache.claim_ttl,
+            tasks.clone(),
+        );
         let snapshots = Snapshots::default();
         let planner = Arc::new(Planner::new(
             substrate.clone(),

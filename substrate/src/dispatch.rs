@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use fstore_proto::wire::job_input::Source;
+use tokio_util::task::TaskTracker;
 
 use crate::log::{record_id, value_record};
 use crate::queue::Enqueued;
@@ -20,8 +21,38 @@ pub const TENANT_HEADER: &str = "Fstore-Tenant";
 enum Inputs {
     Ready,
     Missing(Vec<String>),
-    /// An input failed: (its key, its error).
-    Failed(String, String),
+    /// An input failed: its key and its failure.
+    Failed(String, Failure),
+}
+
+/// Why a job ended without a value: the error, the tries it took, and whether it came
+/// from timing or a transient condition rather than from the job's inputs
+/// (`ValueEnvelope::retryable`: a call made after it computes again).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub error: String,
+    pub attempts: u32,
+    pub retryable: bool,
+}
+
+impl Failure {
+    /// A failure the job's inputs cause: computing again gives the same one.
+    pub fn permanent(error: impl Into<String>, attempts: u32) -> Self {
+        Failure {
+            error: error.into(),
+            attempts,
+            retryable: false,
+        }
+    }
+
+    /// A failure of timing or of a transient condition.
+    pub fn retryable(error: impl Into<String>, attempts: u32) -> Self {
+        Failure {
+            error: error.into(),
+            attempts,
+            retryable: true,
+        }
+    }
 }
 
 /// Submits jobs and continues or fails their dependents.
@@ -29,6 +60,9 @@ enum Inputs {
 pub struct Dispatcher {
     substrate: Substrate,
     failure_ttl: Duration,
+    claim_ttl: Duration,
+    /// Where claims abandoned by cancelled callers are given back.
+    tasks: TaskTracker,
 }
 
 /// What [`Dispatcher::submit`] did with a job.
@@ -42,10 +76,20 @@ pub enum Submitted {
 }
 
 impl Dispatcher {
-    pub fn new(substrate: Substrate, failure_ttl: Duration) -> Self {
+    /// A dispatcher storing failures for `failure_ttl` and claiming for `claim_ttl`;
+    /// `tasks` is where it gives back claims that cancelled callers abandoned (its
+    /// owner's tracker, so shutdown waits for them).
+    pub fn new(
+        substrate: Substrate,
+        failure_ttl: Duration,
+        claim_ttl: Duration,
+        tasks: TaskTracker,
+    ) -> Self {
         Dispatcher {
             substrate,
             failure_ttl,
+            claim_ttl,
+            tasks,
         }
     }
 
@@ -53,14 +97,23 @@ impl Dispatcher {
         &self.substrate
     }
 
+    /// How long a claim holds before another caller may take over.
+    pub fn claim_ttl(&self) -> Duration {
+        self.claim_ttl
+    }
+
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
     /// Enqueues `job` if its inputs are stored, else parks it on the missing ones.
     pub async fn submit(&self, job: &ComputeJob) -> Result<Submitted, Error> {
         match self.inputs(job).await? {
             Inputs::Ready => self.enqueue(job).await.map(|_| Submitted::Enqueued),
-            Inputs::Failed(key, error) => {
-                let error = upstream_error(job, &key, &error);
-                self.fail(job, &error, 0).await?;
-                Ok(Submitted::Failed(error))
+            Inputs::Failed(key, failure) => {
+                let failure = upstream(job, &key, failure);
+                self.fail(job, &failure).await?;
+                Ok(Submitted::Failed(failure.error))
             }
             Inputs::Missing(keys) => {
                 for key in &keys {
@@ -71,10 +124,10 @@ impl Dispatcher {
                 match self.inputs(job).await? {
                     Inputs::Ready => self.enqueue(job).await.map(|_| Submitted::Enqueued),
                     Inputs::Missing(_) => Ok(Submitted::Waiting),
-                    Inputs::Failed(key, error) => {
-                        let error = upstream_error(job, &key, &error);
-                        self.fail(job, &error, 0).await?;
-                        Ok(Submitted::Failed(error))
+                    Inputs::Failed(key, failure) => {
+                        let failure = upstream(job, &key, failure);
+                        self.fail(job, &failure).await?;
+                        Ok(Submitted::Failed(failure.error))
                     }
                 }
             }
@@ -90,19 +143,20 @@ impl Dispatcher {
                 }
                 // Still waiting on another input, where it is parked too.
                 Inputs::Missing(_) => {}
-                Inputs::Failed(k, error) => {
-                    let error = upstream_error(&job, &k, &error);
-                    self.fail(&job, &error, 0).await?;
+                Inputs::Failed(k, failure) => {
+                    let failure = upstream(&job, &k, failure);
+                    self.fail(&job, &failure).await?;
                 }
             }
         }
         Ok(())
     }
 
-    /// Ends `job` as failed, and every job waiting on it, transitively.
-    pub async fn fail(&self, job: &ComputeJob, error: &str, attempts: u32) -> Result<(), Error> {
-        let mut stack = vec![(job.clone(), error.to_string(), attempts)];
-        while let Some((job, error, attempts)) = stack.pop() {
+    /// Ends `job` as failed, and every job waiting on it, transitively (a retryable
+    /// failure stays retryable downstream).
+    pub async fn fail(&self, job: &ComputeJob, failure: &Failure) -> Result<(), Error> {
+        let mut stack = vec![(job.clone(), failure.clone())];
+        while let Some((job, failure)) = stack.pop() {
             let now = now_ms();
             let envelope = ValueEnvelope {
                 value: None,
@@ -112,15 +166,16 @@ impl Dispatcher {
                 feature: job.feature.clone(),
                 feature_version: job.feature_version,
                 lineage_hash: job.lineage_hash.clone(),
-                attempts,
-                error: error.clone(),
+                attempts: failure.attempts,
+                error: failure.error.clone(),
                 generation: job.generation,
                 coverage: job.coverage.clone(),
+                retryable: failure.retryable,
             };
             self.finish(&job, envelope).await?;
             for waiting in self.substrate.waiters.take(&job.value_key).await? {
-                let e = upstream_error(&waiting, &job.value_key, &error);
-                stack.push((waiting, e, 0));
+                let f = upstream(&waiting, &job.value_key, failure.clone());
+                stack.push((waiting, f));
             }
         }
         Ok(())
@@ -168,8 +223,12 @@ impl Dispatcher {
         if stored.error.is_empty() {
             self.succeed(job, stored).await
         } else {
-            let error = stored.error.clone();
-            self.fail(job, &error, stored.attempts).await
+            let failure = Failure {
+                error: stored.error.clone(),
+                attempts: stored.attempts,
+                retryable: stored.retryable,
+            };
+            self.fail(job, &failure).await
         }
     }
 
@@ -191,7 +250,7 @@ impl Dispatcher {
                         "input `{}` was given up by a cancelled ticket; ask again",
                         job.feature
                     );
-                    self.fail(&waiting, &error, 0).await?;
+                    self.fail(&waiting, &Failure::retryable(error, 0)).await?;
                 }
             }
         }
@@ -224,8 +283,17 @@ impl Dispatcher {
             };
             match self.substrate.results.get(key, 0).await? {
                 Some(env) if env.expires_at_ms > now => {
-                    if !env.error.is_empty() {
-                        return Ok(Inputs::Failed(key.clone(), env.error.clone()));
+                    // A retryable failure older than the job does not answer it: the
+                    // input is being computed again (or will be, by whoever planned it).
+                    if env.retryable && env.computed_at_ms < job.planned_at_ms {
+                        missing.push(key.clone());
+                    } else if !env.error.is_empty() {
+                        let failure = Failure {
+                            error: env.error.clone(),
+                            attempts: env.attempts,
+                            retryable: env.retryable,
+                        };
+                        return Ok(Inputs::Failed(key.clone(), failure));
                     }
                 }
                 _ => missing.push(key.clone()),
@@ -237,13 +305,49 @@ impl Dispatcher {
             Inputs::Missing(missing)
         })
     }
+
+    /// The key inputs of `job` whose value is not stored (or expired), each with the
+    /// recipe that computes it, when the job carries one.
+    pub(crate) async fn missing_inputs(
+        &self,
+        job: &ComputeJob,
+    ) -> Result<Vec<(String, Option<ComputeJob>)>, Error> {
+        let mut missing = Vec::new();
+        for input in &job.inputs {
+            let Some(Source::ValueKey(key)) = &input.source else {
+                continue;
+            };
+            if self.stored(key).await?.is_none() {
+                missing.push((key.clone(), input.recipe.clone()));
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Whether a value that has not expired is stored under `key` (a failure counts
+    /// when it is not retryable).
+    pub(crate) async fn stored(&self, key: &str) -> Result<Option<()>, Error> {
+        let now = now_ms();
+        Ok(self
+            .substrate
+            .results
+            .get(key, 0)
+            .await?
+            .filter(|env| env.expires_at_ms > now && !env.retryable)
+            .map(|_| ()))
+    }
 }
 
-fn upstream_error(job: &ComputeJob, input_key: &str, error: &str) -> String {
+/// The failure of a job whose input `input_key` failed with `failure`.
+fn upstream(job: &ComputeJob, input_key: &str, failure: Failure) -> Failure {
     let name = job
         .inputs
         .iter()
         .find(|i| matches!(&i.source, Some(Source::ValueKey(k)) if k == input_key))
         .map_or("?", |i| i.name.as_str());
-    format!("input `{name}` failed: {error}")
+    Failure {
+        error: format!("input `{name}` failed: {}", failure.error),
+        attempts: 0,
+        retryable: failure.retryable,
+    }
 }

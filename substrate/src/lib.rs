@@ -30,6 +30,7 @@
 //! - `task`: every spawned task, tracked and named
 
 pub mod backfills;
+pub mod claim;
 pub mod convert;
 pub mod dispatch;
 pub mod embedded;
@@ -54,7 +55,8 @@ pub mod worker;
 use std::sync::Arc;
 
 pub use backfills::BackfillStore;
-pub use dispatch::{Dispatcher, Submitted};
+pub use claim::Claimed;
+pub use dispatch::{Dispatcher, Failure, Submitted};
 pub use error::Error;
 pub use fstore_proto::wire::{ComputeJob, DeadLetter, JobInput, Ticket, ValueEnvelope};
 pub use keys::KeyStore;

@@ -194,18 +194,21 @@ mod tests {
                     source: Some(Source::Value(f64(1.0))),
                     request_input: "setting".into(),
                     key: String::new(),
+                    ..Default::default()
                 },
                 JobInput {
                     name: "dep".into(),
                     source: Some(Source::Value(f64(2.0))),
                     request_input: String::new(),
                     key: "dk".into(),
+                    ..Default::default()
                 },
                 JobInput {
                     name: "later".into(),
                     source: Some(Source::ValueKey("lk".into())),
                     request_input: String::new(),
                     key: String::new(),
+                    ..Default::default()
                 },
             ],
             ..Default::default()

@@ -15,10 +15,15 @@ pub use fstore_proto::wire::Lane;
 /// Message headers: tenant, trace context.
 pub type Headers = BTreeMap<String, String>;
 
-/// The de-duplication id of a job: its value key and generation. A second enqueue with
-/// the same id inside the queue's duplicate window is dropped.
+/// The de-duplication id of a job: its value key and generation (and how often it was
+/// put back to wait for expired inputs). A second enqueue with the same id inside the
+/// queue's duplicate window is dropped.
 pub fn message_id(job: &ComputeJob) -> String {
-    format!("{}.{}", job.value_key, job.generation)
+    if job.requeues == 0 {
+        format!("{}.{}", job.value_key, job.generation)
+    } else {
+        format!("{}.{}.r{}", job.value_key, job.generation, job.requeues)
+    }
 }
 
 /// How a lane is named in a full queue's message: nothing for the interactive lane.

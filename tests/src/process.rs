@@ -94,6 +94,71 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The URL a `serve` or `dev` started with `--listen 127.0.0.1:0` reports once it
+    /// listens (`fstore serve is listening on URL`): the port the process itself bound,
+    /// which no other process can take in between. Fails when the process exits first
+    /// or `timeout` passes, with the end of its log.
+    pub async fn listening(&mut self, timeout: Duration) -> anyhow::Result<String> {
+        self.reported(timeout, "is listening on ", "its address")
+            .await
+    }
+
+    /// The address of `/metrics` a process started with `server.metrics_listen =
+    /// 127.0.0.1:0` reports (`metrics on http://ADDR/metrics`).
+    pub async fn metrics_addr(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<std::net::SocketAddr> {
+        let url = self
+            .reported(timeout, "metrics on http://", "its metrics address")
+            .await?;
+        let addr = url.trim_end_matches("/metrics");
+        addr.parse()
+            .with_context(|| format!("{} reported metrics on {addr:?}", self.name))
+    }
+
+    /// The first word after `marker` in the log, waited for.
+    async fn reported(
+        &mut self,
+        timeout: Duration,
+        marker: &str,
+        what: &str,
+    ) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let text = self.log_text();
+            if let Some(word) = text
+                .split_once(marker)
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+            {
+                return Ok(word.to_string());
+            }
+            if let Some(c) = self.child.as_mut()
+                && let Some(status) = c.try_wait()?
+            {
+                bail!(
+                    "{} exited ({status}) before reporting {what}:\n{}",
+                    self.name,
+                    tail(&text)
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{} did not report {what} within {timeout:?}:\n{}",
+                    self.name,
+                    tail(&text)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// The last lines of a log, for an error message.
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 impl Drop for Proc {
@@ -102,7 +167,9 @@ impl Drop for Proc {
     }
 }
 
-/// A free loopback port (bound and released; used for child servers' --listen).
+/// A free loopback port, bound and released: another process can take it before the
+/// caller binds it again, so it is only for what cannot report its own port (the route
+/// ports of a nats-server cluster, which every node must know before any starts).
 pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())

@@ -37,6 +37,7 @@ impl Config {
             retry_base: self.worker.retry_base,
             retry_max: self.worker.retry_max,
             failure_ttl: self.cache.failure_ttl,
+            claim_ttl: self.cache.claim_ttl,
             heartbeat: self.nats.heartbeat,
             progress_interval: (self.nats.ack_wait / 3).max(std::time::Duration::from_millis(100)),
             rates: self

@@ -13,6 +13,11 @@ use crate::registry::{Node, NodeInput};
 use crate::request::{ValidRequest, Wanted};
 use crate::{Error, Result};
 
+/// The largest recipe (the job computing a pending input) a dependent's job carries;
+/// past it the input is sent by key alone, and if it expires before the dependent runs
+/// the dependent fails retryably instead of recomputing it.
+const MAX_RECIPE_BYTES: usize = 16 * 1024;
+
 /// A node's job inputs for `entity`: ready inputs inline, pending ones by key, related
 /// ones as aggregated (`related`); the state to answer instead when an input failed or
 /// cannot be submitted yet.
@@ -37,15 +42,27 @@ pub(super) fn job_inputs(
                             node.id, dep_node.id
                         )));
                     };
-                    let source = match &dep_planned.state {
-                        NodeState::Ready(env) => env.value.clone().map(job_input::Source::Value),
-                        NodeState::Pending { .. } => {
-                            Some(job_input::Source::ValueKey(dep_planned.key.to_string()))
+                    let (source, recipe) = match &dep_planned.state {
+                        NodeState::Ready(env) => {
+                            (env.value.clone().map(job_input::Source::Value), None)
                         }
-                        NodeState::Failed { error, attempts } => {
+                        NodeState::Pending { .. } => (
+                            Some(job_input::Source::ValueKey(dep_planned.key.to_string())),
+                            dep_planned
+                                .recipe
+                                .as_deref()
+                                .filter(|r| prost::Message::encoded_len(*r) <= MAX_RECIPE_BYTES)
+                                .cloned(),
+                        ),
+                        NodeState::Failed {
+                            error,
+                            attempts,
+                            computed_at_ms,
+                        } => {
                             return Ok(Err(NodeState::Failed {
                                 error: format!("input `{name}` ({}) failed: {error}", dep_node.id),
                                 attempts: *attempts,
+                                computed_at_ms: *computed_at_ms,
                             }));
                         }
                         NodeState::Awaiting(waits) => {
@@ -57,6 +74,7 @@ pub(super) fn job_inputs(
                         source,
                         request_input: String::new(),
                         key: dep_planned.key.to_string(),
+                        recipe,
                     });
                 }
                 NodeInput::Request {
@@ -74,6 +92,7 @@ pub(super) fn job_inputs(
                         source: Some(job_input::Source::Value(value)),
                         request_input: request_input.clone(),
                         key: String::new(),
+                        recipe: None,
                     });
                 }
                 NodeInput::Related { input: name, .. } => {
@@ -88,6 +107,7 @@ pub(super) fn job_inputs(
                         source: Some(job_input::Source::Value(r.value.clone())),
                         request_input: String::new(),
                         key: String::new(),
+                        recipe: None,
                     });
                 }
             }
@@ -123,6 +143,7 @@ pub(super) fn job(
         tickets: vec![request.id.clone()],
         lane: request.lane as i32,
         coverage: None,
+        requeues: 0,
     }
 }
 
@@ -237,10 +258,19 @@ pub(super) fn result(
         NodeState::Pending { stale: None } | NodeState::Awaiting(_) => {
             r.set_status(Status::Pending)
         }
-        NodeState::Failed { error, attempts } => {
+        NodeState::Failed {
+            error,
+            attempts,
+            computed_at_ms,
+        } => {
             r.set_status(Status::Failed);
             r.error = error.clone();
             r.attempts = *attempts;
+            // A stored failure answered to a call made after it is served from the store.
+            r.from_cache = *computed_at_ms > 0 && *computed_at_ms < started_at_ms;
+            if *computed_at_ms > 0 {
+                r.computed_at_ms = *computed_at_ms;
+            }
         }
     }
     r

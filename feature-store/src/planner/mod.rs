@@ -24,12 +24,11 @@ use crate::registry::{Node, NodeInput};
 use crate::request::{ValidRequest, Wanted};
 use crate::served::ServedStats;
 
-mod claim;
 mod job;
 mod refresh;
 mod related;
 
-pub use claim::Claimed;
+pub use fstore_substrate::Claimed;
 use job::{from_snapshot, job, job_inputs, result, value_key};
 use related::Related;
 
@@ -43,20 +42,25 @@ enum NodeState {
     Failed {
         error: String,
         attempts: u32,
+        /// When the failure was stored (0: decided by this plan).
+        computed_at_ms: i64,
     },
     /// Cannot be submitted yet: a related input needs these values first (its key is
     /// not known until they are).
     Awaiting(Vec<ValueKey>),
 }
 
-/// A planned node: its key, state and origin, and the generation of the compute it
-/// claimed or joined.
+/// A planned node: its key, state and origin, the generation of the compute it
+/// claimed or joined, and, while pending, the job that computes it (which its
+/// dependents' jobs carry, so a worker can compute it again if it expires before they
+/// run).
 #[derive(Debug, Clone)]
 struct Planned {
     key: ValueKey,
     state: NodeState,
     origin: Origin,
     generation: Option<u64>,
+    recipe: Option<Arc<ComputeJob>>,
 }
 
 /// Planned nodes of one entity, by node identity (the registry's `Arc<Node>` address).
@@ -131,6 +135,19 @@ impl Planner {
 
     pub fn served(&self) -> &ServedStats {
         &self.stats
+    }
+
+    /// Claims `key` and, if won and `recheck` finds nothing, submits `job(generation)`:
+    /// [`Dispatcher::claim_and_submit`], the one way into the queue.
+    pub async fn claim_and_submit<T>(
+        &self,
+        key: &ValueKey,
+        recheck: impl AsyncFnOnce() -> Result<Option<T>>,
+        job: impl FnOnce(u64) -> ComputeJob,
+    ) -> Result<Claimed<T>> {
+        self.dispatcher
+            .claim_and_submit(key.as_str(), recheck, job)
+            .await
     }
 
     /// Records what one GetFeatures call was served, once per call: hits, computes and
@@ -301,9 +318,14 @@ impl Planner {
                     continue;
                 }
                 Related::Awaiting(waits) => (NodeState::Awaiting(waits), Origin::Computed),
-                Related::Failed(error) => {
-                    (NodeState::Failed { error, attempts: 0 }, Origin::Stored)
-                }
+                Related::Failed(error) => (
+                    NodeState::Failed {
+                        error,
+                        attempts: 0,
+                        computed_at_ms: 0,
+                    },
+                    Origin::Stored,
+                ),
             };
             return Ok(Planned {
                 key: value_key(
@@ -316,6 +338,7 @@ impl Planner {
                 state: unresolved,
                 origin,
                 generation: None,
+                recipe: None,
             });
         }
         let key = value_key(
@@ -332,7 +355,12 @@ impl Planner {
             .await?;
         let fresh_from = watermark.max(min_planned_at_ms);
         let metrics = fstore_substrate::metrics::global();
-        let stale = match self.lookup(&key, watermark, fresh_from, now).await? {
+        let judge = Judge {
+            watermark,
+            fresh_from,
+            started_at_ms: request.started_at_ms,
+        };
+        let stale = match self.lookup(&key, judge, now).await? {
             Lookup::Final(state) => {
                 metrics
                     .cache
@@ -349,6 +377,7 @@ impl Planner {
                     state,
                     origin: Origin::Stored,
                     generation: None,
+                    recipe: None,
                 });
             }
             Lookup::Missing { older } => {
@@ -365,6 +394,7 @@ impl Planner {
                 state: NodeState::Pending { stale },
                 origin: Origin::Joined,
                 generation: None,
+                recipe: None,
             });
         }
         // Missing: refuse to compute behind a failed input, else claim and submit.
@@ -380,18 +410,21 @@ impl Planner {
                     state: failed,
                     origin: Origin::Stored,
                     generation: None,
+                    recipe: None,
                 });
             }
         };
-        let coverage = related::coverage(&resolved);
+        let recipe = Arc::new(ComputeJob {
+            coverage: related::coverage(&resolved),
+            ..job(request, entity, node, &key, job_inputs, now)
+        });
         let job = |generation| ComputeJob {
             generation,
-            coverage,
-            ..job(request, entity, node, &key, job_inputs, now)
+            ..ComputeJob::clone(&recipe)
         };
         // The value may have landed between the look-up and the claim (its computer
         // stores it before releasing its claim): look again before computing it twice.
-        let recheck = async || match self.lookup(&key, watermark, fresh_from, now_ms()).await? {
+        let recheck = async || match self.lookup(&key, judge, now_ms()).await? {
             Lookup::Final(state) => Ok(Some(state)),
             Lookup::Missing { .. } => Ok(None),
         };
@@ -402,18 +435,34 @@ impl Planner {
                 (NodeState::Pending { stale }, Origin::Computed, Some(g))
             }
             Claimed::Submitted(Submitted::Failed(error), _) => (
-                NodeState::Failed { error, attempts: 0 },
+                NodeState::Failed {
+                    error,
+                    attempts: 0,
+                    computed_at_ms: 0,
+                },
                 Origin::Computed,
                 None,
             ),
         };
+        let recipe = matches!(state, NodeState::Pending { .. }).then_some(recipe);
         Ok(Planned {
             key,
             state,
             origin,
             generation,
+            recipe,
         })
     }
+}
+
+/// What a stored envelope is judged against: the invalidation watermark, the oldest
+/// plan the call accepts, and when the call started (a retryable failure stored before
+/// it does not answer it).
+#[derive(Debug, Clone, Copy)]
+struct Judge {
+    watermark: i64,
+    fresh_from: i64,
+    started_at_ms: i64,
 }
 
 /// What the result store holds for a key, judged against a call's freshness.
@@ -425,19 +474,21 @@ enum Lookup {
 }
 
 impl Planner {
-    async fn lookup(
-        &self,
-        key: &ValueKey,
-        watermark: i64,
-        fresh_from: i64,
-        now: i64,
-    ) -> Result<Lookup> {
+    async fn lookup(&self, key: &ValueKey, judge: Judge, now: i64) -> Result<Lookup> {
+        let Judge {
+            watermark,
+            fresh_from,
+            started_at_ms,
+        } = judge;
         let stored = self
             .substrate
             .results
             .get(key.as_str(), fresh_from)
             .await?
-            .filter(|env| env.expires_at_ms > now && env.planned_at_ms >= watermark);
+            .filter(|env| env.expires_at_ms > now && env.planned_at_ms >= watermark)
+            // A failure of timing or of a transient condition answers the calls that
+            // were waiting for it, never a call made after it: that one computes again.
+            .filter(|env| !(env.retryable && env.computed_at_ms < started_at_ms));
         let Some(env) = stored else {
             return Ok(Lookup::Missing { older: None });
         };
@@ -448,6 +499,7 @@ impl Planner {
                 NodeState::Failed {
                     error: env.error.clone(),
                     attempts: env.attempts,
+                    computed_at_ms: env.computed_at_ms,
                 }
             }));
         }

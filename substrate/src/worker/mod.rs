@@ -74,6 +74,8 @@ pub struct WorkerOptions {
     pub retry_max: Duration,
     /// How long a failure is remembered (and answered) before a request recomputes.
     pub failure_ttl: Duration,
+    /// How long a claim the worker takes (recomputing an expired input) holds.
+    pub claim_ttl: Duration,
     /// How often the worker renews its presence in the flow directory.
     pub heartbeat: Duration,
     /// How often a running batch extends its jobs' leases (in-progress acks); keep it
@@ -106,6 +108,8 @@ pub struct WorkerStats {
     pub failed: AtomicU64,
     pub retried: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Jobs put back to wait for inputs that expired before they ran.
+    pub requeued: AtomicU64,
 }
 
 impl WorkerStats {
@@ -158,7 +162,12 @@ impl std::fmt::Debug for Worker {
 impl Worker {
     pub fn new(substrate: Substrate, catalog: Catalog, options: WorkerOptions) -> Self {
         Worker {
-            dispatcher: Dispatcher::new(substrate, options.failure_ttl),
+            dispatcher: Dispatcher::new(
+                substrate,
+                options.failure_ttl,
+                options.claim_ttl,
+                TaskTracker::new(),
+            ),
             catalog,
             options,
             stats: Arc::new(WorkerStats::default()),
@@ -207,6 +216,10 @@ impl Worker {
         // Each autoscaler returns only after its slots have settled what they held.
         tasks.close();
         tasks.wait().await;
+        // Claims its recomputes of expired inputs gave back.
+        let releases = this.dispatcher.tasks();
+        releases.close();
+        releases.wait().await;
         substrate
             .directory
             .withdraw(&this.options.worker_id)
@@ -275,6 +288,7 @@ pub(crate) fn test_options() -> WorkerOptions {
         retry_base: Duration::from_millis(200),
         retry_max: Duration::from_secs(30),
         failure_ttl: Duration::from_secs(60),
+        claim_ttl: Duration::from_secs(600),
         heartbeat: Duration::from_secs(2),
         progress_interval: Duration::from_secs(10),
         rates: Vec::new(),

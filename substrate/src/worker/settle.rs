@@ -15,12 +15,15 @@ use tracing::{debug, warn};
 use super::retry::{RetryPolicy, Verdict};
 use super::{Worker, job_flow};
 use crate::time::{expires_at_ms, now_ms};
-use crate::{ComputeJob, Delivery, ValueEnvelope};
+use crate::{ComputeJob, Delivery, Failure, ValueEnvelope};
 
 /// How long a job waits before it is delivered again when the backend could not store
 /// its result: long enough to ride out a leader election, so that outage does not use
 /// up the job's deliveries.
-const BACKEND_RETRY: Duration = Duration::from_secs(1);
+pub(super) const BACKEND_RETRY: Duration = Duration::from_secs(1);
+
+/// How often a job is put back to wait for inputs that expired before it ran.
+const MAX_REQUEUES: u32 = 3;
 
 /// The envelope of a value computed at `now_ms` by attempt `attempt` of `job`; it
 /// expires `job.ttl_ms` later, at the end of time at the latest.
@@ -37,6 +40,7 @@ fn value_envelope(job: &ComputeJob, value: Value, attempt: u32, now_ms: i64) -> 
         error: String::new(),
         generation: job.generation,
         coverage: job.coverage.clone(),
+        retryable: false,
     }
 }
 
@@ -64,8 +68,12 @@ impl Worker {
                     warn!(error = %e, "nak failed; the job will be redelivered");
                 }
             }
-            Verdict::DeadLetter(message) => self.dead_letter(d, &message).await,
-            Verdict::Fail(message) => self.settle_failed(d, &message).await,
+            // Tries used up on transient errors: a later call may try again.
+            Verdict::DeadLetter(message) => self.dead_letter(d, &message, true).await,
+            Verdict::Fail(message) => {
+                let failure = Failure::permanent(message, d.attempt);
+                self.settle_failed(d, &failure).await;
+            }
         }
     }
 
@@ -139,7 +147,8 @@ impl Worker {
                     ..
                 },
             ) => {
-                self.settle_failed(d, &e.to_string()).await;
+                let failure = Failure::permanent(e.to_string(), d.attempt);
+                self.settle_failed(d, &failure).await;
             }
             Err(e) => {
                 warn!(key = %job.value_key, error = %e, "storing the value failed; retrying the job");
@@ -149,8 +158,10 @@ impl Worker {
     }
 
     /// The job used up its attempts: keep it as a dead letter, fail its value and every
-    /// job waiting on it, then ack (which deletes it from the work queue).
-    pub(super) async fn dead_letter(&self, d: Delivery, message: &str) {
+    /// job waiting on it, then ack (which deletes it from the work queue). `retryable`:
+    /// the tries went to transient errors, so a later call computes again; a job that
+    /// crashed its workers every time stays failed for `cache.failure_ttl`.
+    pub(super) async fn dead_letter(&self, d: Delivery, message: &str, retryable: bool) {
         let s = self.dispatcher.substrate();
         let letter = crate::DeadLetter {
             id: String::new(),
@@ -171,20 +182,60 @@ impl Worker {
             .dead_letters
             .get_or_create(&job_flow(&d.job))
             .inc();
-        self.fail_and_settle(d, message, true).await;
+        let failure = Failure {
+            error: message.to_string(),
+            attempts: d.attempt,
+            retryable,
+        };
+        self.fail_and_settle(d, &failure, true).await;
     }
 
     /// The job cannot succeed: fail it and every job waiting on it, then terminate it.
-    pub(super) async fn settle_failed(&self, d: Delivery, message: &str) {
-        warn!(key = %d.job.value_key, feature = %d.job.feature, attempts = d.attempt, error = %message, "job failed");
-        self.fail_and_settle(d, message, false).await;
+    pub(super) async fn settle_failed(&self, d: Delivery, failure: &Failure) {
+        warn!(key = %d.job.value_key, feature = %d.job.feature, attempts = d.attempt, error = %failure.error, retryable = failure.retryable, "job failed");
+        self.fail_and_settle(d, failure, false).await;
+    }
+
+    /// A job whose key inputs expired before it ran: they are computed again and the
+    /// job waits for them under a new message id, then this delivery is acked. After
+    /// `MAX_REQUEUES` such rounds (the inputs' TTL is shorter than the queue's wait),
+    /// or when an input has no recipe, it fails — retryably: the next call computes
+    /// everything again.
+    pub(super) async fn requeue(&self, d: Delivery, expired: &[String]) {
+        let names = expired.join("`, `");
+        if d.job.requeues >= MAX_REQUEUES {
+            let error = format!(
+                "input `{names}` expired before this compute ran, {MAX_REQUEUES} times after it was computed again: \
+                 its ttl is shorter than the wait in the queue; raise the input's ttl or add workers"
+            );
+            return self.settle_failed(d, &Failure::retryable(error, 0)).await;
+        }
+        debug!(key = %d.job.value_key, inputs = %names, "inputs expired before the compute ran; computing them again");
+        match self.dispatcher.requeue(&d.job).await {
+            Ok(Some(_)) => {
+                self.stats.requeued.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = d.ack().await {
+                    warn!(error = %e, "ack failed; the job may be delivered again");
+                }
+            }
+            Ok(None) => {
+                let error = format!(
+                    "input `{names}` expired before this compute ran and the job carries no recipe to compute it again; ask again"
+                );
+                self.settle_failed(d, &Failure::retryable(error, 0)).await;
+            }
+            Err(e) => {
+                warn!(key = %d.job.value_key, error = %e, "putting back a job whose inputs expired failed; retrying");
+                let _ = d.nak(BACKEND_RETRY).await;
+            }
+        }
     }
 
     /// Stores the failure of `d` and of every job waiting on it, then acks a dead-lettered
     /// job (deleting it from the work queue) or terminates a failed one. If the failure
     /// cannot be stored, the job is delivered again.
-    async fn fail_and_settle(&self, d: Delivery, message: &str, dead_lettered: bool) {
-        match self.dispatcher.fail(&d.job, message, d.attempt).await {
+    async fn fail_and_settle(&self, d: Delivery, failure: &Failure, dead_lettered: bool) {
+        match self.dispatcher.fail(&d.job, failure).await {
             Ok(()) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::global()

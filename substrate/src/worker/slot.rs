@@ -16,11 +16,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, warn};
 
+use super::settle::BACKEND_RETRY;
 use super::{FlowStats, Worker};
 use crate::convert::{to_flow, to_wire, wire_type};
 use crate::queue::Lane;
 use crate::time::now_ms;
-use crate::{Delivery, JobQueue};
+use crate::{Delivery, Failure, JobQueue};
 
 /// The order a slot takes the lanes in on its `turn`-th pull: interactive first, and
 /// batch first once every `batch_every` pulls (never when it is 0).
@@ -30,6 +31,17 @@ fn lane_order(turn: u32, batch_every: u32) -> [Lane; 2] {
     } else {
         [Lane::Interactive, Lane::Batch]
     }
+}
+
+/// Why a job's flow input could not be read.
+enum Unready {
+    /// Key inputs expired (or failed retryably) before the compute ran, by name: they
+    /// are computed again and the job waits for them.
+    Expired(Vec<String>),
+    /// The result store could not be read: the job comes back.
+    Backend(crate::Error),
+    /// The job cannot run: an input failed for good, or is malformed.
+    Invalid(Failure),
 }
 
 /// How long a slot waits before pulling again after a failed pull.
@@ -165,7 +177,7 @@ impl Worker {
                 continue;
             };
             if let Some(message) = policy.crash_looped(d.attempt) {
-                self.dead_letter(d, &message).await;
+                self.dead_letter(d, &message, false).await;
                 continue;
             }
             match self.flow_input(&d).await {
@@ -173,7 +185,12 @@ impl Worker {
                     inputs.push(input);
                     runnable.push(d);
                 }
-                Err(message) => self.settle_failed(d, &message).await,
+                Err(Unready::Expired(names)) => self.requeue(d, &names).await,
+                Err(Unready::Backend(e)) => {
+                    warn!(key = %d.job.value_key, error = %e, "reading the job's inputs failed; retrying");
+                    let _ = d.nak(BACKEND_RETRY).await;
+                }
+                Err(Unready::Invalid(failure)) => self.settle_failed(d, &failure).await,
             }
         }
         if runnable.is_empty() {
@@ -301,9 +318,11 @@ impl Worker {
     }
 
     /// The flow input of a job, reading dependency values from the result store.
-    async fn flow_input(&self, d: &Delivery) -> Result<FlowInput, String> {
+    async fn flow_input(&self, d: &Delivery) -> Result<FlowInput, Unready> {
         let job = &d.job;
+        let invalid = |error: String| Unready::Invalid(Failure::permanent(error, d.attempt));
         let mut values = BTreeMap::new();
+        let mut expired = Vec::new();
         let now = now_ms();
         for input in &job.inputs {
             let wire = match &input.source {
@@ -315,23 +334,35 @@ impl Worker {
                         .results
                         .get(key, 0)
                         .await
-                        .map_err(|e| e.to_string())?;
+                        .map_err(Unready::Backend)?;
                     match env {
                         Some(env) if env.expires_at_ms > now && env.error.is_empty() => {
                             env.value.clone().unwrap_or_default()
                         }
+                        // Failed for good since the job was enqueued: so does the job.
+                        Some(env)
+                            if env.expires_at_ms > now
+                                && !env.retryable
+                                && env.computed_at_ms >= job.planned_at_ms =>
+                        {
+                            return Err(invalid(format!(
+                                "input `{}` failed: {}",
+                                input.name, env.error
+                            )));
+                        }
                         _ => {
-                            return Err(format!(
-                                "input `{}` expired before the compute ran; request the feature again",
-                                input.name
-                            ));
+                            expired.push(input.name.clone());
+                            continue;
                         }
                     }
                 }
-                None => return Err(format!("input `{}` has no source", input.name)),
+                None => return Err(invalid(format!("input `{}` has no source", input.name))),
             };
-            let v = to_flow(&wire).map_err(|e| format!("input `{}`: {e}", input.name))?;
+            let v = to_flow(&wire).map_err(|e| invalid(format!("input `{}`: {e}", input.name)))?;
             values.insert(input.name.clone(), v);
+        }
+        if !expired.is_empty() {
+            return Err(Unready::Expired(expired));
         }
         Ok(FlowInput {
             entity_id: job.entity_id.clone(),

@@ -77,6 +77,10 @@ pub(crate) async fn failures_expire_and_recompute(b: Backend) -> anyhow::Result<
         vec![Status::Failed],
         "a failure is answered for a while"
     );
+    assert!(
+        r.results[0].from_cache,
+        "a stored failure is served from the store"
+    );
     // After failure_ttl (2 s in tests) a request computes again (a new generation).
     wait_until(LONG, "the failure to expire", || async {
         let r = h.client.get(build::get(&["e"], &["once"])).await.ok()?;
@@ -184,6 +188,99 @@ pub(crate) async fn dead_letters_keep_exhausted_jobs_for_replay(b: Backend) -> a
         .await?
         .into_inner();
     assert_eq!(list.total, 0);
+    h.stop().await;
+    Ok(())
+}
+
+/// A job whose key input expired while it waited in the queue computes the input again
+/// (claimed like a planner would) and then runs: the call ends READY, not FAILED with
+/// "request again". One slot taking one job at a time makes the wait: the input is
+/// computed, then a slow job queued before the dependent holds the slot past the
+/// input's 200 ms TTL.
+pub(crate) async fn expired_inputs_are_computed_again(b: Backend) -> anyhow::Result<()> {
+    let mut config = test_config();
+    config.worker.slots = 1;
+    config.worker.max_batch = 1;
+    let h = Harness::with_config(b, config).await?;
+    h.register(feature(
+        "short",
+        "test.probe@1",
+        &[("value", "2")],
+        &[],
+        200,
+    ))
+    .await?;
+    h.register(feature(
+        "after_short",
+        "test.probe@1",
+        &[("value", "1")],
+        &[("x", "short")],
+        600_000,
+    ))
+    .await?;
+    h.register(probe("blocker", &[("delay_ms", "700")])).await?;
+    // The slot is busy with the first blocker while `short` and a second blocker queue.
+    h.client.get(build::get(&["b1"], &["blocker"])).await?;
+    let client = h.client.clone();
+    let call = tokio::spawn(async move {
+        client
+            .get(build::sync(&["e"], &["after_short"], 15_000))
+            .await
+    });
+    wait_until(LONG, "the call to plan", || async {
+        let r = h.client.get(build::get(&["e"], &["short"])).await.ok()?;
+        (r.results[0].status() == Status::Pending).then_some(())
+    })
+    .await?;
+    h.client.get(build::get(&["b2"], &["blocker"])).await?;
+    let r = call.await??;
+    assert_eq!(statuses(&r), vec![Status::Ready], "{r:?}");
+    assert_eq!(f64_of(&r.results[0]), Some(3.0));
+    assert_eq!(
+        h.computes("short@1"),
+        2,
+        "the expired input was computed again"
+    );
+    if let Some(stats) = &h.running.worker_stats {
+        assert_eq!(stats.requeued.load(Ordering::Relaxed), 1);
+    }
+    h.stop().await;
+    Ok(())
+}
+
+/// A failure of a transient condition (tries used up while a dependency was down)
+/// answers the call that waited for it, and is never answered to a later call as if
+/// it were the feature's value: that call computes again, long before
+/// `cache.failure_ttl` would have let it.
+pub(crate) async fn transient_failures_are_not_cached(b: Backend) -> anyhow::Result<()> {
+    let mut config = test_config();
+    config.cache.failure_ttl = Duration::from_secs(600);
+    let h = Harness::with_config(b, config).await?;
+    let fixed_at = fstore_substrate::time::now_ms() + 1_000;
+    let until = fixed_at.to_string();
+    h.register(probe(
+        "flaky",
+        &[("fail", "transient"), ("fail_until_ms", &until)],
+    ))
+    .await?;
+    let r = h
+        .client
+        .get(build::sync(&["e"], &["flaky"], 10_000))
+        .await?;
+    assert_eq!(statuses(&r), vec![Status::Failed], "{r:?}");
+    assert!(
+        r.results[0].error.contains("gave up after 5 tries"),
+        "{r:?}"
+    );
+    let wait = (fixed_at - fstore_substrate::time::now_ms()).max(0) as u64 + 50;
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let r = h
+        .client
+        .get(build::sync(&["e"], &["flaky"], 10_000))
+        .await?;
+    assert_eq!(statuses(&r), vec![Status::Ready], "{r:?}");
+    assert!(!r.results[0].from_cache, "computed again for this call");
+    assert_eq!(h.computes("flaky@1"), 6, "5 failed tries, then one compute");
     h.stop().await;
     Ok(())
 }

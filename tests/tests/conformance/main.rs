@@ -76,6 +76,8 @@ fstore_tests::on_every_backend!(
     staleness_bounds_and_stale_serving,
     failures_are_reported_and_retried,
     failures_expire_and_recompute,
+    expired_inputs_are_computed_again,
+    transient_failures_are_not_cached,
     request_inputs_are_part_of_the_key,
     tenants_do_not_share,
     bad_input_gets_a_status_that_says_what_to_fix,
