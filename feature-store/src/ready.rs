@@ -26,12 +26,17 @@ impl ReadyHub {
         let (tx, _) = broadcast::channel(64 * 1024);
         let mut stream = substrate.notifier.subscribe().await?;
         let fwd = tx.clone();
+        let results = substrate.results.clone();
         fstore_substrate::task::spawn_named(tasks, "ready-hub", async move {
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break,
                     next = stream.next() => match next {
-                        Some(key) => { let _ = fwd.send(key); }
+                        Some(key) => {
+                            // Stored again: a local copy of it is out of date.
+                            results.forget(&key);
+                            let _ = fwd.send(key);
+                        }
                         None => { warn!("ready notifications ended"); break; }
                     }
                 }

@@ -23,6 +23,9 @@ pub trait ResultStore: Send + Sync + 'static {
     -> Result<Option<Arc<ValueEnvelope>>, Error>;
     /// Stores an envelope until its `expires_at_ms`.
     async fn put(&self, key: &str, envelope: ValueEnvelope) -> Result<(), Error>;
+    /// Drops this process's copy of `key`, if the store keeps one in front of a shared
+    /// tier: the key was stored again elsewhere (a ready notification says so).
+    fn forget(&self, _key: &str) {}
 }
 
 #[async_trait]

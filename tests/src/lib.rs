@@ -3,6 +3,7 @@
 
 pub mod fuzz;
 pub mod harness;
+pub mod metrics;
 pub mod nats;
 pub mod process;
 pub mod tls;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use fstore_proto::api::{self, Status};
 use fstore_tests::build::{self, f64_of, feature};
 use fstore_tests::nats::{NatsCluster, NatsServer};
-use fstore_tests::process::{Proc, free_port};
+use fstore_tests::process::Proc;
 use fstore_tests::{TestClient, test_config, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -28,15 +28,21 @@ fn env() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
-fn serve(nats: &str, dir: &std::path::Path) -> anyhow::Result<(Proc, String)> {
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let p = Proc::fstore(
-        "serve",
-        &["serve", "--nats", nats, "--listen", &listen],
-        &env(),
-        dir,
-    )?;
-    Ok((p, format!("http://{listen}")))
+/// A serve replica on a port it binds itself, and its URL.
+async fn serve(nats: &str, dir: &std::path::Path) -> anyhow::Result<(Proc, String)> {
+    serve_with("serve", nats, &env(), dir).await
+}
+
+async fn serve_with(
+    name: &str,
+    nats: &str,
+    env: &[(&str, &str)],
+    dir: &std::path::Path,
+) -> anyhow::Result<(Proc, String)> {
+    let args = ["serve", "--nats", nats, "--listen", "127.0.0.1:0"];
+    let mut p = Proc::fstore(name, &args, env, dir)?;
+    let url = p.listening(LONG).await?;
+    Ok((p, url))
 }
 
 fn worker(name: &str, nats: &str, dir: &std::path::Path) -> anyhow::Result<Proc> {
@@ -48,11 +54,52 @@ fn worker(name: &str, nats: &str, dir: &std::path::Path) -> anyhow::Result<Proc>
     )
 }
 
+/// A worker serving `/metrics` on a port it binds itself, and that address.
+async fn worker_with_metrics(
+    name: &str,
+    nats: &str,
+    dir: &std::path::Path,
+) -> anyhow::Result<(Proc, std::net::SocketAddr)> {
+    let mut env = env();
+    env.push(("FSTORE_SERVER__METRICS_LISTEN", "127.0.0.1:0"));
+    let args = ["worker", "--nats", nats, "--flows", "test.probe"];
+    let mut p = Proc::fstore(name, &args, &env, dir)?;
+    let addr = p.metrics_addr(LONG).await?;
+    Ok((p, addr))
+}
+
 async fn connect(url: &str) -> anyhow::Result<TestClient> {
     wait_until(LONG, "the serve replica", || async {
         TestClient::connect(url, None).await.ok()
     })
     .await
+}
+
+/// Jobs delivered to a worker and not settled yet, over every consumer of the job
+/// stream: the evidence that a job is running.
+async fn jobs_in_flight(nats_url: &str) -> anyhow::Result<u64> {
+    use futures::TryStreamExt;
+    let client = async_nats::connect(nats_url).await?;
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("FSTORE_JOBS").await?;
+    let consumers: Vec<_> = stream.consumers().try_collect().await?;
+    Ok(consumers.iter().map(|c| c.num_ack_pending as u64).sum())
+}
+
+/// Waits until a worker holds at least one job.
+async fn until_running(nats_url: &str) -> anyhow::Result<()> {
+    wait_until(LONG, "a job to run", || async {
+        (jobs_in_flight(nats_url).await.ok()? > 0).then_some(())
+    })
+    .await
+}
+
+/// `fstore_jobs_completed_total` of test.probe as a worker's `/metrics` says; an
+/// absent series is an error, not 0.
+async fn probe_completed(addr: std::net::SocketAddr) -> anyhow::Result<f64> {
+    let text = fstore_tests::metrics::scrape(addr).await?;
+    let series = "fstore_jobs_completed_total{flow=\"test.probe@1\"}";
+    fstore_tests::metrics::value(&text, series)
 }
 
 async fn jobs_enqueued(nats_url: &str) -> anyhow::Result<u64> {
@@ -94,9 +141,9 @@ fn expect_all_ready(r: &api::GetFeaturesResponse, value: f64) -> anyhow::Result<
 async fn killing_a_worker_mid_run_loses_nothing() -> anyhow::Result<()> {
     let nats = NatsServer::start()?;
     let dir = tempfile::tempdir()?;
-    let mut w0 = worker("worker0", &nats.url(), dir.path())?;
+    let (mut w0, w0_metrics) = worker_with_metrics("worker0", &nats.url(), dir.path()).await?;
     let _w1 = worker("worker1", &nats.url(), dir.path())?;
-    let (_serve, url) = serve(&nats.url(), dir.path())?;
+    let (_serve, url) = serve(&nats.url(), dir.path()).await?;
     let c = connect(&url).await?;
     live_probe_workers(&c, 2).await?;
     c.register(feature(
@@ -110,7 +157,12 @@ async fn killing_a_worker_mid_run_loses_nothing() -> anyhow::Result<()> {
     let entities: Vec<String> = (0..200).map(|i| format!("e{i}")).collect();
     let refs: Vec<&str> = entities.iter().map(String::as_str).collect();
     let r = c.get(build::get(&refs, &["slow"])).await?;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Mid-run, by evidence: worker0 has finished batches and holds more.
+    wait_until(LONG, "worker0 to be running jobs", || async {
+        (probe_completed(w0_metrics).await.ok()? >= 8.0).then_some(())
+    })
+    .await?;
+    until_running(&nats.url()).await?;
     w0.kill();
     let started = Instant::now();
     let done = c.until_done(&r.ticket, LONG).await?;
@@ -129,7 +181,7 @@ async fn killing_nats_with_jobs_queued_loses_nothing() -> anyhow::Result<()> {
     let mut nats = NatsServer::start()?;
     let dir = tempfile::tempdir()?;
     let _w = worker("worker", &nats.url(), dir.path())?;
-    let (_serve, url) = serve(&nats.url(), dir.path())?;
+    let (_serve, url) = serve(&nats.url(), dir.path()).await?;
     let c = connect(&url).await?;
     live_probe_workers(&c, 1).await?;
     c.register(feature(
@@ -235,7 +287,7 @@ async fn sigterm_on_a_worker_finishes_or_hands_back_its_jobs() -> anyhow::Result
     let nats = NatsServer::start()?;
     let dir = tempfile::tempdir()?;
     let mut leaving = worker("leaving", &nats.url(), dir.path())?;
-    let (_serve, url) = serve(&nats.url(), dir.path())?;
+    let (_serve, url) = serve(&nats.url(), dir.path()).await?;
     let c = connect(&url).await?;
     live_probe_workers(&c, 1).await?;
     c.register(feature(
@@ -249,7 +301,7 @@ async fn sigterm_on_a_worker_finishes_or_hands_back_its_jobs() -> anyhow::Result
     let entities: Vec<String> = (0..40).map(|i| format!("e{i}")).collect();
     let refs: Vec<&str> = entities.iter().map(String::as_str).collect();
     let r = c.get(build::get(&refs, &["graceful"])).await?;
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    until_running(&nats.url()).await?;
     // SIGTERM mid-batch: the worker stops pulling, finishes what it holds, and exits.
     let started = Instant::now();
     leaving.terminate(Duration::from_secs(10))?;
@@ -283,7 +335,7 @@ async fn a_worker_killed_between_store_and_log_keeps_the_record() -> anyhow::Res
         &faulty_env,
         dir.path(),
     )?;
-    let (_serve, url) = serve(&nats.url(), dir.path())?;
+    let (_serve, url) = serve(&nats.url(), dir.path()).await?;
     let c = connect(&url).await?;
     live_probe_workers(&c, 1).await?;
     c.register(feature(
@@ -321,7 +373,13 @@ async fn a_worker_killed_between_store_and_log_keeps_the_record() -> anyhow::Res
         Some(api::value::Kind::F64(7.0))
     );
     assert!(record.tickets.contains(&r.ticket), "{:?}", record.tickets);
-    expect_all_ready(&c.until_done(&r.ticket, LONG).await?, 7.0)?;
+    assert_eq!(record.attempts, 2, "the record counts the deliveries");
+    let done = c.until_done(&r.ticket, LONG).await?;
+    expect_all_ready(&done, 7.0)?;
+    assert_eq!(
+        done.results[0].attempts, 2,
+        "settled again by the second delivery, the value says so"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         c.log(&["logged"], false).await?.len(),
@@ -348,21 +406,10 @@ async fn a_planner_killed_between_claim_and_submit_blocks_its_key_for_seconds() 
     let mut faulty_env = with_orphans.clone();
     faulty_env.push((fault::VARIABLE, fault::BEFORE_SUBMIT));
     let _w = worker("worker", &nats.url(), dir.path())?;
-    let faulty_listen = format!("127.0.0.1:{}", free_port()?);
-    let mut faulty = Proc::fstore(
-        "faulty-serve",
-        &["serve", "--nats", &nats.url(), "--listen", &faulty_listen],
-        &faulty_env,
-        dir.path(),
-    )?;
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let _healthy = Proc::fstore(
-        "serve",
-        &["serve", "--nats", &nats.url(), "--listen", &listen],
-        &with_orphans,
-        dir.path(),
-    )?;
-    let c = connect(&format!("http://{listen}")).await?;
+    let (mut faulty, faulty_url) =
+        serve_with("faulty-serve", &nats.url(), &faulty_env, dir.path()).await?;
+    let (_healthy, url) = serve_with("serve", &nats.url(), &with_orphans, dir.path()).await?;
+    let c = connect(&url).await?;
     live_probe_workers(&c, 1).await?;
     c.register(feature(
         "orphan",
@@ -372,7 +419,7 @@ async fn a_planner_killed_between_claim_and_submit_blocks_its_key_for_seconds() 
         600_000,
     ))
     .await?;
-    let f = connect(&format!("http://{faulty_listen}")).await?;
+    let f = connect(&faulty_url).await?;
     wait_until(LONG, "the faulty replica to see the feature", || async {
         f.describe("orphan").await.ok()
     })
@@ -400,5 +447,33 @@ async fn a_planner_killed_between_claim_and_submit_blocks_its_key_for_seconds() 
     expect_all_ready(&r, 8.0)?;
     println!("a claim orphaned by a killed planner was taken over; the call took {took:?}");
     assert!(took < Duration::from_secs(8), "took {took:?}");
+    Ok(())
+}
+
+/// A job whose worker was SIGKILLed while it ran is delivered again, and the value says
+/// so: `attempts` counts deliveries (2), not computes that finished (1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_redelivered_job_counts_its_deliveries() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let mut first = worker("first", &nats.url(), dir.path())?;
+    let (_serve, url) = serve(&nats.url(), dir.path()).await?;
+    let c = connect(&url).await?;
+    live_probe_workers(&c, 1).await?;
+    c.register(feature(
+        "long",
+        "test.probe@1",
+        &[("delay_ms", "1500"), ("value", "4")],
+        &[],
+        600_000,
+    ))
+    .await?;
+    let r = c.get(build::get(&["e"], &["long"])).await?;
+    until_running(&nats.url()).await?;
+    first.kill();
+    let _second = worker("second", &nats.url(), dir.path())?;
+    let done = c.until_done(&r.ticket, LONG).await?;
+    expect_all_ready(&done, 4.0)?;
+    assert_eq!(done.results[0].attempts, 2, "{:?}", done.results[0]);
     Ok(())
 }

@@ -6,44 +6,8 @@ use std::time::Duration;
 
 use fstore_proto::api::Status;
 use fstore_tests::build::{self, feature};
+use fstore_tests::metrics::{find, scrape, value};
 use fstore_tests::{TestClient, test_config, wait_until};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-
-/// `GET /metrics` with a real HTTP client: status 200, the Prometheus text content type,
-/// and the body.
-async fn scrape(addr: std::net::SocketAddr) -> anyhow::Result<String> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-    let response = client
-        .get(format!("http://{addr}/metrics").parse()?)
-        .await?;
-    anyhow::ensure!(
-        response.status().as_u16() == 200,
-        "status {}",
-        response.status()
-    );
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    anyhow::ensure!(
-        content_type.starts_with("text/plain; version=0.0.4"),
-        "content type {content_type:?}"
-    );
-    let body = response.into_body().collect().await?.to_bytes();
-    Ok(String::from_utf8(body.to_vec())?)
-}
-
-fn value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn metrics_count_a_scripted_run() -> anyhow::Result<()> {
@@ -81,7 +45,7 @@ async fn metrics_count_a_scripted_run() -> anyhow::Result<()> {
         "the slow job to complete",
         || async {
             let t = scrape(addr).await.ok()?;
-            (value(&t, "fstore_jobs_completed_total{flow=\"test.probe@1\"}") >= 3.0).then_some(t)
+            (find(&t, "fstore_jobs_completed_total{flow=\"test.probe@1\"}")? >= 3.0).then_some(t)
         },
     )
     .await?;
@@ -94,30 +58,31 @@ async fn metrics_count_a_scripted_run() -> anyhow::Result<()> {
         text.contains("# TYPE fstore_requests counter"),
         "no fstore_requests family in {text}"
     );
-    assert_eq!(value(&text, "fstore_requests_total{mode=\"sync\"}"), 2.0);
-    assert_eq!(value(&text, "fstore_requests_total{mode=\"async\"}"), 1.0);
-    assert_eq!(value(&text, "fstore_sync_timeouts_total"), 1.0);
+    assert_eq!(value(&text, "fstore_requests_total{mode=\"sync\"}")?, 2.0);
+    assert_eq!(value(&text, "fstore_requests_total{mode=\"async\"}")?, 1.0);
+    assert_eq!(value(&text, "fstore_sync_timeouts_total")?, 1.0);
     assert_eq!(
-        value(&text, "fstore_jobs_enqueued_total{flow=\"test.probe@1\"}"),
+        value(&text, "fstore_jobs_enqueued_total{flow=\"test.probe@1\"}")?,
         3.0
     );
     assert_eq!(
-        value(&text, "fstore_jobs_enqueued_total{flow=\"num.affine@1\"}"),
+        value(&text, "fstore_jobs_enqueued_total{flow=\"num.affine@1\"}")?,
         2.0
     );
     assert_eq!(
-        value(&text, "fstore_jobs_completed_total{flow=\"num.affine@1\"}"),
+        value(&text, "fstore_jobs_completed_total{flow=\"num.affine@1\"}")?,
         2.0
     );
     assert_eq!(
-        value(&text, "fstore_jobs_failed_total{flow=\"num.affine@1\"}"),
-        0.0
+        find(&text, "fstore_jobs_failed_total{flow=\"num.affine@1\"}"),
+        None,
+        "no num.affine job failed, so its series was never made"
     );
-    assert!(value(&text, "fstore_cache_total{tier=\"store\",result=\"hit\"}") >= 4.0);
-    assert!(value(&text, "fstore_cache_total{tier=\"store\",result=\"miss\"}") >= 5.0);
-    assert!(value(&text, "fstore_compute_seconds_count{flow=\"test.probe@1\"}") >= 2.0);
-    assert!(value(&text, "fstore_request_seconds_count{mode=\"sync\"}") == 2.0);
-    assert!(value(&text, "fstore_slots{flow=\"test.probe@1\"}") >= 1.0);
+    assert!(value(&text, "fstore_cache_total{tier=\"store\",result=\"hit\"}")? >= 4.0);
+    assert!(value(&text, "fstore_cache_total{tier=\"store\",result=\"miss\"}")? >= 5.0);
+    assert!(value(&text, "fstore_compute_seconds_count{flow=\"test.probe@1\"}")? >= 2.0);
+    assert!(value(&text, "fstore_request_seconds_count{mode=\"sync\"}")? == 2.0);
+    assert!(value(&text, "fstore_slots{flow=\"test.probe@1\"}")? >= 1.0);
     running.shutdown().await;
     Ok(())
 }

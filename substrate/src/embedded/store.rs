@@ -78,6 +78,11 @@ impl EmbeddedResults {
             .build();
         EmbeddedResults { cache }
     }
+
+    /// Drops the copy of `key` (for a tier in front of another store).
+    pub(crate) fn evict(&self, key: &str) {
+        self.cache.invalidate(key);
+    }
 }
 
 #[async_trait]

@@ -1,6 +1,9 @@
 //! Values in two tiers: an L1 moka cache per process in front of the shared KV bucket.
-//! L1 answers only with a copy fresh enough for the caller; otherwise the shared tier
-//! is read (it may hold a value another replica computed since) and L1 refilled.
+//! L1 answers only with a copy fresh enough for the caller, never with a retryable
+//! failure; otherwise the shared tier is read (it may hold a value another replica
+//! computed since) and L1 refilled. A ready notification for a key drops its L1 copy
+//! (`ResultStore::forget`): the key was stored again, by another process (a job
+//! settled again after a redelivery says how often it was delivered).
 
 use std::sync::Arc;
 
@@ -27,9 +30,12 @@ impl ResultStore for Tiered {
         key: &str,
         fresh_from_ms: i64,
     ) -> Result<Option<Arc<ValueEnvelope>>, Error> {
+        // A retryable failure is never answered from L1: the shared tier may hold the
+        // value computed again since, by another process.
         if let Some(env) = self.l1.get(key, fresh_from_ms).await?
             && env.planned_at_ms >= fresh_from_ms
             && env.expires_at_ms > crate::time::now_ms()
+            && !env.retryable
         {
             crate::metrics::global()
                 .cache
@@ -54,5 +60,9 @@ impl ResultStore for Tiered {
     async fn put(&self, key: &str, envelope: ValueEnvelope) -> Result<(), Error> {
         self.shared.put(key, envelope.clone()).await?;
         self.l1.put(key, envelope).await
+    }
+
+    fn forget(&self, key: &str) {
+        self.l1.evict(key);
     }
 }

@@ -102,7 +102,11 @@ impl Worker {
             return Some(d);
         }
         let stored = match s.results.get(&d.job.value_key, d.job.planned_at_ms).await {
-            Ok(Some(env)) if env.generation == d.job.generation => Arc::unwrap_or_clone(env),
+            // Settled again, it says how often it was delivered (stored again with it).
+            Ok(Some(env)) if env.generation == d.job.generation => ValueEnvelope {
+                attempts: env.attempts.max(d.attempt),
+                ..Arc::unwrap_or_clone(env)
+            },
             Ok(_) => return Some(d),
             Err(e) => {
                 warn!(key = %d.job.value_key, error = %e, "reading a redelivered job's value failed; retrying");
