@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use fstore_proto::api::{self, Status};
 use fstore_tests::build::{self, f64_of, feature};
 use fstore_tests::nats::NatsServer;
-use fstore_tests::process::{Proc, free_port};
+use fstore_tests::process::Proc;
 use fstore_tests::{TestClient, wait_until};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -39,7 +39,7 @@ fn env() -> Vec<(&'static str, &'static str)> {
 }
 
 impl Cluster {
-    fn start(replicas: usize, workers: usize) -> anyhow::Result<Cluster> {
+    async fn start(replicas: usize, workers: usize) -> anyhow::Result<Cluster> {
         let nats = NatsServer::start()?;
         let dir = tempfile::tempdir()?;
         let mut c = Cluster {
@@ -61,14 +61,14 @@ impl Cluster {
         }
         for i in 0..replicas {
             let url = c.nats.url();
-            let listen = format!("127.0.0.1:{}", free_port()?);
-            let p = Proc::fstore(
+            let mut p = Proc::fstore(
                 &format!("serve{i}"),
-                &["serve", "--nats", &url, "--listen", &listen],
+                &["serve", "--nats", &url, "--listen", "127.0.0.1:0"],
                 &env(),
                 c.dir.path(),
             )?;
-            c.replicas.push((p, format!("http://{listen}")));
+            let address = p.listening(LONG).await?;
+            c.replicas.push((p, address));
         }
         Ok(c)
     }
@@ -135,7 +135,7 @@ fn probe(name: &str, delay_ms: u64) -> api::FeatureDefinition {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_and_workers_cooperate_through_nats() -> anyhow::Result<()> {
-    let mut cluster = Cluster::start(2, 2)?;
+    let mut cluster = Cluster::start(2, 2).await?;
     let r1 = cluster.client(0).await?;
     let r2 = cluster.client(1).await?;
 
@@ -247,7 +247,7 @@ async fn a_worker_without_nats_says_how_to_run() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backfill_survives_the_death_of_its_replica() -> anyhow::Result<()> {
     use fstore_proto::api::BackfillState;
-    let mut cluster = Cluster::start(2, 2)?;
+    let mut cluster = Cluster::start(2, 2).await?;
     let r1 = cluster.client(0).await?;
     cluster.client(1).await?;
     r1.register(probe("mp.bulk", 40)).await?;
@@ -347,14 +347,13 @@ async fn a_rate_limit_holds_across_two_worker_processes() -> anyhow::Result<()> 
             )
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let _serve = Proc::fstore(
+    let mut serve = Proc::fstore(
         "serve",
-        &["serve", "--nats", &url, "--listen", &listen],
+        &["serve", "--nats", &url, "--listen", "127.0.0.1:0"],
         &env(),
         dir.path(),
     )?;
-    let address = format!("http://{listen}");
+    let address = serve.listening(LONG).await?;
     let key = fstore_tests::api_key(&url, "acme").await?;
     let c = wait_until(LONG, "the replica to accept calls", || async {
         Some(

@@ -218,3 +218,59 @@ async fn health_follows_nats_and_reflection_lists_the_services() -> anyhow::Resu
     running.shutdown().await;
     Ok(())
 }
+
+/// A job consumer deleted by hand (an operator's slip, a botched migration) while jobs
+/// wait: the queue notices the jobs with no consumer and creates it again, so every
+/// call ends READY without restarting anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deleted_consumer_is_created_again_without_a_restart() -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    let nats = NatsServer::start()?;
+    let mut config = test_config();
+    config.nats.url = Some(nats.url());
+    config.worker.slots = 1;
+    config.worker.max_batch = 1;
+    let running = fstore_tests::start_on_nats(config, &nats.url()).await?;
+    let client = TestClient::connect(&running.url(), None).await?;
+    client
+        .register(feature(
+            "slow",
+            "test.probe@1",
+            &[("value", "5"), ("delay_ms", "100")],
+            &[],
+            600_000,
+        ))
+        .await?;
+    let entities: Vec<String> = (0..10).map(|i| format!("e{i}")).collect();
+    let refs: Vec<&str> = entities.iter().map(String::as_str).collect();
+    let r = client.get(build::get(&refs, &["slow"])).await?;
+
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await?);
+    let stream = js.get_stream("FSTORE_JOBS").await?;
+    let names: Vec<String> = stream.consumer_names().try_collect().await?;
+    let deleted: Vec<&String> = names.iter().filter(|n| n.starts_with("c__")).collect();
+    anyhow::ensure!(!deleted.is_empty(), "no interactive consumer in {names:?}");
+    for name in &deleted {
+        stream.delete_consumer(name).await?;
+    }
+    let left = js
+        .get_stream("FSTORE_JOBS")
+        .await?
+        .info()
+        .await?
+        .state
+        .messages;
+    println!("deleted {deleted:?} with {left} jobs left in the stream");
+
+    let done = client
+        .until_done(&r.ticket, Duration::from_secs(30))
+        .await?;
+    for x in &done.results {
+        assert_eq!(x.status(), Status::Ready, "{x:?}");
+        assert_eq!(f64_of(x), Some(5.0));
+    }
+    let names: Vec<String> = stream.consumer_names().try_collect().await?;
+    assert!(names.iter().any(|n| n.starts_with("c__")), "{names:?}");
+    running.shutdown().await;
+    Ok(())
+}

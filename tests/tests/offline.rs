@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use fstore_proto::api::{self, Status};
 use fstore_tests::build::{self, entity, text};
-use fstore_tests::process::{Proc, free_port, fstore_binary};
+use fstore_tests::process::{Proc, fstore_binary};
 use fstore_tests::{TestClient, wait_until};
 use serde_json::Value as Json;
 
@@ -34,22 +34,21 @@ fn demo_features() -> PathBuf {
 
 /// `fstore dev` with its feature log in `log_dir`, registering the demo's features.
 async fn dev(dir: &Path, log_dir: &Path, name: &str) -> anyhow::Result<(Proc, TestClient, String)> {
-    let listen = format!("127.0.0.1:{}", free_port()?);
     let features = demo_features();
     let log_dir = log_dir.to_string_lossy().into_owned();
-    let p = Proc::fstore(
+    let mut p = Proc::fstore(
         name,
         &[
             "dev",
             "--listen",
-            &listen,
+            "127.0.0.1:0",
             "--features",
             &features.to_string_lossy(),
         ],
         &[("FSTORE_LOG__DIR", log_dir.as_str())],
         dir,
     )?;
-    let url = format!("http://{listen}");
+    let url = p.listening(LONG).await?;
     let client = wait_until(LONG, "fstore dev to serve its features", || async {
         let c = TestClient::connect(&url, None).await.ok()?;
         c.describe("doc.words").await.ok().map(|_| c)

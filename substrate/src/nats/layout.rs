@@ -58,6 +58,16 @@ impl Layout {
         )
     }
 
+    /// Every tenant's jobs of one flow in a lane: `<prefix>.jobs.<flow>.*` or
+    /// `<prefix>.batch.<flow>.*`.
+    pub(crate) fn jobs_of(&self, flow: &str, lane: Lane) -> String {
+        let lane = match lane {
+            Lane::Interactive => "jobs",
+            Lane::Batch => "batch",
+        };
+        format!("{}.{lane}.{}.*", self.prefix, token::encode(flow))
+    }
+
     /// The durable consumer of one (flow, tenant) in a lane: `c__<flow>__<tenant>`
     /// (interactive) or `b__<flow>__<tenant>`. Tokens never contain `__`, so a name
     /// splits back into its flow and tenant.

@@ -6,7 +6,7 @@
 //! inside its window; bounds per (flow, lane, tenant) subject (stream limit, discard
 //! new) and per (flow, lane) (admission check) refuse new work with QueueFull.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,6 +27,7 @@ use super::{Layout, Options, unavailable};
 use crate::error::QueueLimit;
 use crate::queue::{Enqueued, Lane, Settle, lane_scope};
 use crate::task::Background;
+use crate::token;
 use crate::{ComputeJob, Delivery, Error, Headers, JobQueue, message_id};
 
 pub struct NatsQueue {
@@ -57,6 +58,8 @@ struct LaneState {
     consumers: Mutex<(Option<Instant>, Vec<Consumer<pull::Config>>)>,
     next: AtomicUsize,
     depth: Mutex<Option<(Instant, u64)>>,
+    /// When the lane's subjects were last checked for jobs without a consumer.
+    reconciled: Mutex<Option<Instant>>,
 }
 
 impl FlowState {
@@ -72,6 +75,10 @@ const LANES: [Lane; 2] = [Lane::Interactive, Lane::Batch];
 
 /// How long a tenant list or a depth is trusted before it is read again.
 const REFRESH: Duration = Duration::from_millis(500);
+
+/// How often a lane's subjects are checked for jobs whose consumer is gone (deleted by
+/// hand, or lost): those get their consumer back, without a restart.
+const RECONCILE: Duration = Duration::from_secs(5);
 
 /// The longest a queue operation waits on the network before it reports unavailable.
 const NETWORK_BOUND: Duration = Duration::from_secs(3);
@@ -144,6 +151,17 @@ impl NatsQueue {
         if let Some(c) = lock(&self.known).get(&name) {
             return Ok(c.clone());
         }
+        self.create_consumer(flow, lane, tenant).await
+    }
+
+    /// Creates (or finds) the durable consumer of one (flow, lane, tenant).
+    async fn create_consumer(
+        &self,
+        flow: &str,
+        lane: Lane,
+        tenant: &str,
+    ) -> Result<Consumer<pull::Config>, Error> {
+        let name = self.layout.consumer(flow, lane, tenant);
         let consumer = self
             .stream
             .get_or_create_consumer(
@@ -216,11 +234,55 @@ impl NatsQueue {
                 return Ok(guard.1.clone());
             }
         }
+        let due = lock(&state.reconciled).is_none_or(|at| at.elapsed() >= RECONCILE);
+        if due {
+            tokio::time::timeout(NETWORK_BOUND, self.reconcile(flow, lane))
+                .await
+                .map_err(|_| unavailable("checking the consumers timed out"))??;
+            *lock(&state.reconciled) = Some(Instant::now());
+        }
         let consumers = tokio::time::timeout(NETWORK_BOUND, self.list_consumers(flow, lane))
             .await
             .map_err(|_| unavailable("listing consumers timed out"))??;
         *lock(&state.consumers) = (Some(Instant::now()), consumers.clone());
         Ok(consumers)
+    }
+
+    /// Gives every subject of `flow` in `lane` that holds jobs its consumer, if it has
+    /// none: a consumer deleted by hand leaves its jobs in the stream with nobody to
+    /// deliver them, and enqueuers only create consumers they have not seen.
+    async fn reconcile(&self, flow: &FlowId, lane: Lane) -> Result<(), Error> {
+        let flow = flow.to_string();
+        let mut subjects = self
+            .stream
+            .info_with_subjects(self.layout.jobs_of(&flow, lane))
+            .await
+            .map_err(unavailable)?;
+        let mut tenants = Vec::new();
+        while let Some(subject) = subjects.next().await {
+            let (subject, count) = subject.map_err(unavailable)?;
+            let tenant = subject.rsplit('.').next().and_then(token::decode);
+            if let (Some(tenant), true) = (tenant, count > 0) {
+                tenants.push(tenant);
+            }
+        }
+        if tenants.is_empty() {
+            return Ok(());
+        }
+        let mut names = HashSet::new();
+        let mut listed = self.stream.consumer_names();
+        while let Some(name) = listed.next().await {
+            names.insert(name.map_err(unavailable)?);
+        }
+        for tenant in tenants {
+            let name = self.layout.consumer(&flow, lane, &tenant);
+            if !names.contains(&name) {
+                warn!(consumer = %name, "jobs without a consumer (deleted?); creating it again");
+                lock(&self.known).remove(&name);
+                self.create_consumer(&flow, lane, &tenant).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn list_consumers(
@@ -270,18 +332,28 @@ impl NatsQueue {
         }
         let start = state.next.fetch_add(1, Ordering::Relaxed);
         let share = (max - out.len()).div_ceil(n).max(1);
+        let mut failed = None;
         for i in 0..n {
             let room = max - out.len();
             if room == 0 {
                 break;
             }
             let consumer = &consumers[(start + i) % n];
-            let mut batch = consumer
+            // One tenant's consumer failing (deleted by hand, say) does not hold back
+            // the others; every one failing is the pull's error.
+            let mut batch = match consumer
                 .fetch()
                 .max_messages(share.min(room))
                 .messages()
                 .await
-                .map_err(unavailable)?;
+            {
+                Ok(batch) => batch,
+                Err(e) => {
+                    debug!(error = %e, "fetching from a consumer failed; skipping it this round");
+                    failed = Some(unavailable(e));
+                    continue;
+                }
+            };
             while let Some(m) = batch.next().await {
                 match m {
                     Ok(m) => out.extend(self.delivery(m).await),
@@ -289,7 +361,10 @@ impl NatsQueue {
                 }
             }
         }
-        Ok(())
+        match failed {
+            Some(e) if out.is_empty() => Err(e),
+            _ => Ok(()),
+        }
     }
 
     /// Jobs of `flow` in `lane` waiting or in progress, read at most every REFRESH.

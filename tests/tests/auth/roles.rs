@@ -165,10 +165,11 @@ pub(crate) async fn a_revoked_key_is_refused_by_every_replica(b: Backend) -> any
 /// reads but cannot register; without a key every call is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn serve_starts_closed_and_the_cli_manages_keys() -> anyhow::Result<()> {
-    use fstore_tests::process::{Proc, free_port, fstore_binary};
+    use fstore_tests::process::{Proc, fstore_binary};
     let dir = tempfile::tempdir()?;
-    let listen = format!("127.0.0.1:{}", free_port()?);
-    let serve = Proc::fstore("serve", &["serve", "--listen", &listen], &[], dir.path())?;
+    let args = ["serve", "--listen", "127.0.0.1:0"];
+    let mut serve = Proc::fstore("serve", &args, &[], dir.path())?;
+    let addr = serve.listening(Duration::from_secs(30)).await?;
     let admin = wait_until(
         Duration::from_secs(30),
         "serve to print its first key",
@@ -185,7 +186,6 @@ async fn serve_starts_closed_and_the_cli_manages_keys() -> anyhow::Result<()> {
         },
     )
     .await?;
-    let addr = format!("http://{listen}");
     let cli = |key: &str, args: &[&str]| {
         std::process::Command::new(fstore_binary()?)
             .args(["--addr", &addr])
