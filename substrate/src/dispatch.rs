@@ -135,50 +135,92 @@ impl Dispatcher {
     }
 
     /// A value was stored under `key`: enqueue the jobs that were waiting only for it.
+    /// If continuing one fails, the jobs taken and not continued are parked on `key`
+    /// again before the error returns, so the redelivery that settles `key` again
+    /// continues them: taken from the waiters and never enqueued, they would be lost.
     pub async fn completed(&self, key: &str) -> Result<(), Error> {
-        for job in self.substrate.waiters.take(key).await? {
-            match self.inputs(&job).await? {
-                Inputs::Ready => {
-                    self.enqueue(&job).await?;
-                }
-                // Still waiting on another input, where it is parked too.
-                Inputs::Missing(_) => {}
-                Inputs::Failed(k, failure) => {
-                    let failure = upstream(&job, &k, failure);
-                    self.fail(&job, &failure).await?;
-                }
+        let mut taken = self.substrate.waiters.take(key).await?.into_iter();
+        while let Some(job) = taken.next() {
+            if let Err(e) = self.continue_waiting(&job).await {
+                self.park_again(key, std::iter::once(job).chain(taken))
+                    .await;
+                return Err(e);
             }
         }
         Ok(())
     }
 
-    /// Ends `job` as failed, and every job waiting on it, transitively (a retryable
-    /// failure stays retryable downstream).
-    pub async fn fail(&self, job: &ComputeJob, failure: &Failure) -> Result<(), Error> {
-        let mut stack = vec![(job.clone(), failure.clone())];
-        while let Some((job, failure)) = stack.pop() {
-            let now = now_ms();
-            let envelope = ValueEnvelope {
-                value: None,
-                computed_at_ms: now,
-                expires_at_ms: crate::time::expires_after(now, self.failure_ttl),
-                planned_at_ms: job.planned_at_ms,
-                feature: job.feature.clone(),
-                feature_version: job.feature_version,
-                lineage_hash: job.lineage_hash.clone(),
-                attempts: failure.attempts,
-                error: failure.error.clone(),
-                generation: job.generation,
-                coverage: job.coverage.clone(),
-                retryable: failure.retryable,
-            };
-            self.finish(&job, envelope).await?;
-            for waiting in self.substrate.waiters.take(&job.value_key).await? {
-                let f = upstream(&waiting, &job.value_key, failure.clone());
-                stack.push((waiting, f));
+    /// A job taken from the waiters of one of its inputs: enqueued if every input is
+    /// stored, failed if one failed, left where it is also parked otherwise.
+    async fn continue_waiting(&self, job: &ComputeJob) -> Result<(), Error> {
+        match self.inputs(job).await? {
+            Inputs::Ready => {
+                self.enqueue(job).await?;
+            }
+            // Still waiting on another input, where it is parked too.
+            Inputs::Missing(_) => {}
+            Inputs::Failed(k, failure) => {
+                let failure = upstream(job, &k, failure);
+                self.fail(job, &failure).await?;
             }
         }
         Ok(())
+    }
+
+    /// Parks `jobs` on `key` again after settling them failed halfway. Best effort: a
+    /// backend that cannot take them now loses them only if it also lost the write
+    /// that failed.
+    async fn park_again(&self, key: &str, jobs: impl Iterator<Item = ComputeJob>) {
+        for job in jobs {
+            if let Err(e) = self.substrate.waiters.add(key, &job).await {
+                tracing::warn!(%key, waiting = %job.value_key, error = %e, "could not park a waiting job again; it may be lost");
+            }
+        }
+    }
+
+    /// Ends `job` as failed, and every job waiting on it, transitively (a retryable
+    /// failure stays retryable downstream).
+    /// As in [`Dispatcher::completed`], waiting jobs taken and not failed yet when a
+    /// write fails are parked again where they were taken from.
+    pub async fn fail(&self, job: &ComputeJob, failure: &Failure) -> Result<(), Error> {
+        // Each job with the key it was taken from (none for `job` itself).
+        let mut stack = vec![(job.clone(), failure.clone(), None::<String>)];
+        while let Some((job, failure, from)) = stack.pop() {
+            if let Err(e) = self.fail_one(&job, &failure).await {
+                let pending = std::iter::once((job, failure, from)).chain(stack.drain(..));
+                for (job, _, from) in pending {
+                    if let Some(key) = from {
+                        self.park_again(&key, std::iter::once(job)).await;
+                    }
+                }
+                return Err(e);
+            }
+            for waiting in self.substrate.waiters.take(&job.value_key).await? {
+                let f = upstream(&waiting, &job.value_key, failure.clone());
+                stack.push((waiting, f, Some(job.value_key.clone())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the failure of one job (its claim released, callers told).
+    async fn fail_one(&self, job: &ComputeJob, failure: &Failure) -> Result<(), Error> {
+        let now = now_ms();
+        let envelope = ValueEnvelope {
+            value: None,
+            computed_at_ms: now,
+            expires_at_ms: crate::time::expires_after(now, self.failure_ttl),
+            planned_at_ms: job.planned_at_ms,
+            feature: job.feature.clone(),
+            feature_version: job.feature_version,
+            lineage_hash: job.lineage_hash.clone(),
+            attempts: failure.attempts,
+            error: failure.error.clone(),
+            generation: job.generation,
+            coverage: job.coverage.clone(),
+            retryable: failure.retryable,
+        };
+        self.finish(job, envelope).await
     }
 
     /// Stores a computed value, releases the claim, notifies and continues dependents.

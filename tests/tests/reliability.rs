@@ -1,6 +1,7 @@
 //! Reliability properties on every backend: fairness between tenants, back-pressure
 //! that refuses new work without dropping accepted work, SYNC under a backlog, poison
-//! at volume, and (NATS) leases extended by long computations.
+//! at volume, (NATS) leases extended by long computations, and no waiting job lost when
+//! continuing it fails halfway.
 
 use std::time::{Duration, Instant};
 
@@ -354,5 +355,83 @@ async fn a_tenant_over_its_quota_is_refused_and_another_is_not_slowed() -> anyho
         "passed {passed}, the quota allows about {allowed:.0}"
     );
     h.stop().await;
+    Ok(())
+}
+
+/// Enqueues through the embedded queue, failing one chosen enqueue (the `fail_at`-th).
+struct FailOneEnqueue {
+    inner: std::sync::Arc<dyn fstore_substrate::JobQueue>,
+    calls: std::sync::atomic::AtomicU32,
+    fail_at: u32,
+}
+
+#[async_trait::async_trait]
+impl fstore_substrate::JobQueue for FailOneEnqueue {
+    async fn enqueue(
+        &self,
+        job: &fstore_substrate::ComputeJob,
+        headers: &fstore_substrate::Headers,
+    ) -> Result<fstore_substrate::queue::Enqueued, fstore_substrate::Error> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == self.fail_at {
+            return Err(fstore_substrate::Error::Unavailable(
+                "enqueue failed on purpose".into(),
+            ));
+        }
+        self.inner.enqueue(job, headers).await
+    }
+
+    async fn pull(
+        &self,
+        flow: &fstore_flows::FlowId,
+        lanes: &[fstore_substrate::Lane],
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<fstore_substrate::Delivery>, fstore_substrate::Error> {
+        self.inner.pull(flow, lanes, max, wait).await
+    }
+
+    async fn depth(&self, flow: &fstore_flows::FlowId) -> Result<u64, fstore_substrate::Error> {
+        self.inner.depth(flow).await
+    }
+}
+
+/// The soak's lost calls, made deterministic: when a value is stored and enqueueing a
+/// job that waited for it fails (a timeout on a loaded machine), the job must not be
+/// lost. Its input's job is delivered again and settles again; the waiting job, taken
+/// from the waiters before the failure, was parked again, so that second settling
+/// enqueues it and the call ends READY (it used to stay PENDING for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dependent_whose_enqueue_failed_is_not_lost() -> anyhow::Result<()> {
+    let config = test_config();
+    let mut substrate = fstore::server::substrate(&config).await?;
+    // Enqueue 1 is `a`'s job; enqueue 2 is `b`'s, after `a` is stored.
+    substrate.queue = std::sync::Arc::new(FailOneEnqueue {
+        inner: substrate.queue.clone(),
+        calls: Default::default(),
+        fail_at: 2,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = fstore::server::start(
+        config,
+        substrate,
+        fstore_flows::Catalog::builtins(),
+        listener,
+    )
+    .await?;
+    let c = TestClient::connect(&running.url(), None).await?;
+    c.register(probe("a", &[("value", "2")])).await?;
+    c.register(feature(
+        "b",
+        "num.affine@1",
+        &[("scale", "3")],
+        &[("x", "a")],
+        600_000,
+    ))
+    .await?;
+    let r = c.get(build::sync(&["e"], &["b"], 10_000)).await?;
+    assert_eq!(r.results[0].status(), Status::Ready, "{r:?}");
+    assert_eq!(f64_of(&r.results[0]), Some(6.0));
+    running.shutdown().await;
     Ok(())
 }
