@@ -70,6 +70,12 @@ pub fn init(filter: &str, otlp_endpoint: Option<&str>, service: &str) -> Result<
                     .with_resource(
                         opentelemetry_sdk::Resource::builder()
                             .with_service_name(service.to_string())
+                            // Which process of the service: serve and worker processes
+                            // share a trace, and this tells their spans apart.
+                            .with_attribute(opentelemetry::KeyValue::new(
+                                "process.pid",
+                                i64::from(std::process::id()),
+                            ))
                             .build(),
                     )
                     .build(),
