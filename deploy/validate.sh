@@ -400,7 +400,8 @@ step("kustomization.yaml lists every manifest, and only those", check_kustomizat
 FLOW_SLOTS = {"min_slots": "int", "max_slots": "int"}
 CONFIG_KEYS = {
     "server": {"listen": "str", "default_tenant": "str", "recheck_interval": "duration",
-               "metrics_listen": "str", "enrich_sweep": "duration"},
+               "metrics_listen": "str", "enrich_sweep": "duration",
+               "stats_interval": "duration"},
     "limits": {"max_entities": "int", "max_features": "int", "max_items": "int",
                "max_input_bytes": "int", "max_request_bytes": "int", "max_wait": "duration",
                "default_wait": "duration", "max_related": "int"},

@@ -11,6 +11,7 @@ use crate::Result;
 use crate::names::FeatureRef;
 use crate::registry::{NodeInput, Snapshot};
 use crate::served::ServedStats;
+use fstore_proto::wire::ServedReport;
 
 /// The latest version of every feature whose name starts with `prefix`.
 pub fn list_features(snapshot: &Snapshot, prefix: &str) -> api::ListFeaturesResponse {
@@ -37,6 +38,7 @@ pub async fn describe_feature(
     tenant: &str,
     snapshot: &Snapshot,
     served: &ServedStats,
+    others: &[ServedReport],
     feature: &str,
 ) -> Result<api::DescribeFeatureResponse> {
     let node = snapshot.resolve(&FeatureRef::parse(feature)?)?;
@@ -76,7 +78,13 @@ pub async fn describe_feature(
             .map(|d| d.version)
             .collect(),
         flow,
-        stats: Some(served.of(tenant, &node.id)),
+        stats: Some(crate::served::merge(
+            std::iter::once(served.of(tenant, &node.id)).chain(
+                others
+                    .iter()
+                    .filter_map(|r| r.features.get(&node.id).cloned()),
+            ),
+        )),
     })
 }
 

@@ -1,11 +1,14 @@
 //! What this replica served, per tenant and feature version: the operator's staleness view in
 //! DescribeFeature and `fstore describe`. Each call counts once: a hit is a value found
 //! stored, a miss is a compute the call started, a coalesced call joined a compute that
-//! was already running; ages are those of the values answered.
+//! was already running; ages are those of the values answered. Every replica reports
+//! its figures to the substrate (`ServedReports`) each `server.stats_interval`, and the
+//! view adds up this replica's live figures and the others' reports ([`merge`]).
 
 use std::collections::HashMap;
 
 use fstore_proto::api::{self, FeatureResult, Status};
+use fstore_proto::wire::ServedReport;
 
 use crate::planner::Origin;
 
@@ -110,8 +113,74 @@ impl ServedStats {
             partial: s.partial,
             complete: s.complete,
             oldest_partial_at_ms: s.oldest_partial_at_ms,
+            replicas: 1,
         }
     }
+
+    /// This replica's report of each tenant it served.
+    pub fn reports(&self) -> Vec<(String, ServedReport)> {
+        let keys: Vec<(String, String)> = self
+            .by_feature
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        let mut by_tenant: HashMap<String, ServedReport> = HashMap::new();
+        for (tenant, id) in keys {
+            let view = self.of(&tenant, &id);
+            by_tenant
+                .entry(tenant)
+                .or_default()
+                .features
+                .insert(id, view);
+        }
+        by_tenant.into_iter().collect()
+    }
+}
+
+/// The figures of several replicas as one: counts and age buckets added, the newest
+/// computed_at, the oldest partial value, the hit rate of the sums, the replicas
+/// counted.
+pub fn merge(views: impl IntoIterator<Item = api::FeatureStats>) -> api::FeatureStats {
+    let mut total = api::FeatureStats {
+        ages: AGE_BUCKETS
+            .iter()
+            .map(|(_, le)| api::AgeBucket {
+                le: (*le).to_string(),
+                count: 0,
+            })
+            .collect(),
+        ..Default::default()
+    };
+    for v in views {
+        total.hits += v.hits;
+        total.misses += v.misses;
+        total.coalesced += v.coalesced;
+        total.failures += v.failures;
+        total.partial += v.partial;
+        total.complete += v.complete;
+        total.replicas += v.replicas;
+        total.last_computed_at_ms = total.last_computed_at_ms.max(v.last_computed_at_ms);
+        if v.oldest_partial_at_ms > 0
+            && (total.oldest_partial_at_ms == 0
+                || v.oldest_partial_at_ms < total.oldest_partial_at_ms)
+        {
+            total.oldest_partial_at_ms = v.oldest_partial_at_ms;
+        }
+        for bucket in v.ages {
+            if let Some(b) = total.ages.iter_mut().find(|b| b.le == bucket.le) {
+                b.count += bucket.count;
+            }
+        }
+    }
+    let served = total.hits + total.misses + total.coalesced;
+    total.hit_rate = if served == 0 {
+        0.0
+    } else {
+        total.hits as f64 / served as f64
+    };
+    total
 }
 
 #[cfg(test)]
@@ -161,5 +230,26 @@ mod tests {
         }
         let v = stats.of("t", "u@1");
         assert_eq!((v.partial, v.complete, v.oldest_partial_at_ms), (2, 1, 20));
+    }
+
+    #[test]
+    fn replicas_add_up_through_their_reports() {
+        let (a, b) = (ServedStats::default(), ServedStats::default());
+        a.record("t", &["f@1"], &[Origin::Computed], &[ready(10)]);
+        b.record("t", &["f@1"], &[Origin::Stored], &[ready(20_000)]);
+        b.record("t", &["f@1"], &[Origin::Stored], &[ready(30)]);
+        b.record("other", &["f@1"], &[Origin::Stored], &[ready(30)]);
+        let reports = b.reports();
+        let theirs = reports
+            .iter()
+            .find(|(tenant, _)| tenant == "t")
+            .and_then(|(_, r)| r.features.get("f@1").cloned())
+            .expect("b's report of t");
+        let v = merge([a.of("t", "f@1"), theirs]);
+        assert_eq!((v.hits, v.misses, v.replicas), (2, 1, 2));
+        assert_eq!(v.ages[0].count, 2);
+        assert_eq!(v.ages[2].count, 1);
+        assert!((v.hit_rate - 2.0 / 3.0).abs() < 1e-12);
+        assert_eq!(reports.len(), 2, "one report per tenant");
     }
 }

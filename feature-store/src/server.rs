@@ -284,11 +284,19 @@ pub async fn start(
     let (auth_required, auth_cache_ttl) = (config.auth.required(), config.auth.cache_ttl);
     let tls = ServerTls::from_config(&config.tls)?;
     let tls_reload = config.tls.reload_interval;
+    // This replica's name: its backfill leases and its served figures carry it.
+    let replica = format!(
+        "replica-{}-{}-{}",
+        hostname(),
+        std::process::id(),
+        addr.port()
+    );
     let store = Store::new(
         substrate.clone(),
         registry,
         hub,
         config,
+        replica.clone(),
         tasks.clone(),
         serve_token.clone(),
     );
@@ -310,14 +318,13 @@ pub async fn start(
         "enrichment-sweep",
         store.enricher().clone().sweep(background_token.clone()),
     );
+    spawn(
+        &tasks,
+        "served-reporter",
+        store.clone().report_served(background_token.clone()),
+    );
     // Backfills stop with the calls: their leases run out and another replica (or this
     // one, started again) continues them.
-    let replica = format!(
-        "replica-{}-{}-{}",
-        hostname(),
-        std::process::id(),
-        addr.port()
-    );
     spawn(
         &tasks,
         "backfill-runner",

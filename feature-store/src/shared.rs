@@ -87,7 +87,8 @@ pub(crate) async fn describe(
 ) -> Result<api::DescribeFeatureResponse> {
     let unseen = crate::served::ServedStats::default();
     let mut seen =
-        crate::describe::describe_feature(substrate, owner, snapshot, &unseen, &node.id).await?;
+        crate::describe::describe_feature(substrate, owner, snapshot, &unseen, &[], &node.id)
+            .await?;
     seen.stats = None;
     seen.dependents.clear();
     Ok(seen)

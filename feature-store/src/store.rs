@@ -47,6 +47,8 @@ struct Inner {
     substrate: Substrate,
     hub: ReadyHub,
     config: Config,
+    /// This replica's name among the others (its served figures are reported under it).
+    replica: String,
     /// Cancelled when the server drains: live subscriptions end then.
     shutdown: CancellationToken,
 }
@@ -63,6 +65,7 @@ impl Store {
         registry: Registry,
         hub: ReadyHub,
         config: Config,
+        replica: String,
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
@@ -117,6 +120,7 @@ impl Store {
                 substrate,
                 hub,
                 config,
+                replica,
                 shutdown,
             }),
         }
@@ -453,14 +457,47 @@ impl Store {
             let node = shared::resolve(&snapshot, tenant, owner, name)?;
             return shared::describe(&self.inner.substrate, owner, &snapshot, &node).await;
         }
+        // The other replicas' figures; without them this replica's alone (the view
+        // says how many replicas it adds up).
+        let others: Vec<_> = match self.inner.substrate.served.list(tenant).await {
+            Ok(reports) => reports
+                .into_iter()
+                .filter(|(replica, _)| *replica != self.inner.replica)
+                .map(|(_, report)| report)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the other replicas' figures");
+                Vec::new()
+            }
+        };
         describe::describe_feature(
             &self.inner.substrate,
             tenant,
             &self.inner.registry.snapshot(tenant),
             self.inner.planner.served(),
+            &others,
             feature,
         )
         .await
+    }
+
+    /// Reports what this replica served, each `server.stats_interval` until `shutdown`,
+    /// for the other replicas' views; kept three intervals.
+    pub async fn report_served(self, shutdown: CancellationToken) {
+        let every = self.inner.config.server.stats_interval;
+        let served = &self.inner.substrate.served;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            for (tenant, report) in self.inner.planner.served().reports() {
+                let put = served.put(&tenant, &self.inner.replica, &report, every * 3);
+                if let Err(e) = put.await {
+                    tracing::debug!(error = %e, %tenant, "reporting what this replica served failed; trying again");
+                }
+            }
+        }
     }
 
     /// The API key records, shared by every replica.

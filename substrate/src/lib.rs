@@ -68,7 +68,7 @@ pub use queue::{Delivery, Headers, JobQueue, Lane, message_id};
 pub use rate::RateLimiter;
 pub use store::{
     Advert, Claim, ClaimStore, Connection, DeadLetters, Definitions, FlowDirectory, InputStore,
-    ResultStore, TicketStore, WaiterStore, Watermarks,
+    ResultStore, ServedReports, TicketStore, WaiterStore, Watermarks,
 };
 pub use worker::{FlowStats, ScalingOptions, SlotBounds, Worker, WorkerOptions, WorkerStats};
 
@@ -83,6 +83,7 @@ pub struct Substrate {
     pub notifier: Arc<dyn Notifier>,
     pub watermarks: Arc<dyn Watermarks>,
     pub directory: Arc<dyn FlowDirectory>,
+    pub served: Arc<dyn ServedReports>,
     pub definitions: Arc<dyn Definitions>,
     pub dead_letters: Arc<dyn DeadLetters>,
     pub log: Arc<dyn FeatureLog>,

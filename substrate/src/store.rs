@@ -1,5 +1,6 @@
 //! Shared state other than the queue: values, tickets, in-flight claims, continuations,
-//! invalidation watermarks and the directory of flows that workers serve.
+//! invalidation watermarks, the directory of flows that workers serve, and what each
+//! serve replica reports it served.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use fstore_flows::{FlowSpec, ModelInfo};
 use fstore_proto::api::FeatureDefinition;
 use futures::stream::BoxStream;
 
-use fstore_proto::wire::StoredInputs;
+use fstore_proto::wire::{ServedReport, StoredInputs};
 
 use crate::{ComputeJob, DeadLetter, Error, Ticket, ValueEnvelope};
 
@@ -198,4 +199,20 @@ pub trait FlowDirectory: Send + Sync + 'static {
     async fn withdraw(&self, worker_id: &str) -> Result<(), Error>;
     /// Every flow ever advertised, with its live workers.
     async fn list(&self) -> Result<Vec<FlowEntry>, Error>;
+}
+
+/// What each serve replica served, per tenant: its latest report, kept for a few of its
+/// intervals, so a staleness view adds up every live replica's figures.
+#[async_trait]
+pub trait ServedReports: Send + Sync + 'static {
+    /// Stores `replica`'s report of `tenant`, kept for `ttl`.
+    async fn put(
+        &self,
+        tenant: &str,
+        replica: &str,
+        report: &ServedReport,
+        ttl: Duration,
+    ) -> Result<(), Error>;
+    /// The live reports of `tenant`, with the replica of each.
+    async fn list(&self, tenant: &str) -> Result<Vec<(String, ServedReport)>, Error>;
 }

@@ -33,6 +33,7 @@ fn env() -> Vec<(&'static str, &'static str)> {
         ("FSTORE_BACKFILL__SCAN_INTERVAL", "200ms"),
         ("FSTORE_BACKFILL__CHUNK_ENTITIES", "10"),
         ("FSTORE_BACKFILL__WINDOW", "2"),
+        ("FSTORE_SERVER__STATS_INTERVAL", "200ms"),
         // JetStream reserves the log's max bytes from the free disk (default 10 GiB).
         ("FSTORE_LOG__MAX_BYTES", "268435456"),
     ]
@@ -405,5 +406,32 @@ async fn a_rate_limit_holds_across_two_worker_processes() -> anyhow::Result<()> 
         (rate - RATE).abs() / RATE <= 0.10,
         "{rate:.2} jobs/s is not within 10% of {RATE}/s"
     );
+    Ok(())
+}
+
+/// The staleness view adds up every replica: calls served by replica 0 show in
+/// DescribeFeature on replica 1, which says it adds up two replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn describe_adds_up_what_every_replica_served() -> anyhow::Result<()> {
+    let cluster = Cluster::start(2, 1).await?;
+    let (a, b) = (cluster.client(0).await?, cluster.client(1).await?);
+    a.register(probe("counted", 0)).await?;
+    let r = a
+        .get(build::sync(&["e1", "e2"], &["counted"], 10_000))
+        .await?;
+    assert!(
+        r.results.iter().all(|x| x.status() == Status::Ready),
+        "{r:?}"
+    );
+    let r = a.get(build::get(&["e1"], &["counted"])).await?;
+    assert_eq!(r.results[0].status(), Status::Ready);
+    let stats = wait_until(LONG, "replica 1 to see replica 0's figures", || async {
+        let d = b.describe("counted").await.ok()?;
+        let stats = d.stats?;
+        (stats.misses == 2 && stats.hits == 1).then_some(stats)
+    })
+    .await?;
+    assert_eq!(stats.replicas, 2, "{stats:?}");
+    assert!((stats.hit_rate - 1.0 / 3.0).abs() < 1e-9, "{stats:?}");
     Ok(())
 }

@@ -209,6 +209,10 @@ pub struct ServerConfig {
     /// re-enrich those whose entities have arrived (0s: never).
     #[serde(with = "humantime_serde")]
     pub enrich_sweep: Duration,
+    /// How often a replica reports what it served (DescribeFeature adds up the reports
+    /// of every replica heard from within three intervals).
+    #[serde(with = "humantime_serde")]
+    pub stats_interval: Duration,
 }
 
 impl Default for ServerConfig {
@@ -219,6 +223,7 @@ impl Default for ServerConfig {
             recheck_interval: Duration::from_millis(500),
             metrics_listen: None,
             enrich_sweep: Duration::from_secs(30),
+            stats_interval: Duration::from_secs(5),
         }
     }
 }
@@ -454,6 +459,9 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), Error> {
         let rule = |text: &str| Err(Error::Rule(text.to_string()));
+        if self.server.stats_interval < Duration::from_millis(100) {
+            return rule("server.stats_interval must be at least 100ms");
+        }
         let l = &self.limits;
         if l.max_entities == 0 || l.max_features == 0 || l.max_items == 0 {
             return rule("limits.max_entities, max_features and max_items must be above zero");

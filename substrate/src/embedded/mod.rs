@@ -27,7 +27,7 @@ pub use queue::EmbeddedQueue;
 pub use rate::EmbeddedRates;
 pub use store::{
     EmbeddedDeadLetters, EmbeddedDefinitions, EmbeddedDirectory, EmbeddedInputs, EmbeddedNotifier,
-    EmbeddedResults, EmbeddedTickets, EmbeddedWaiters, EmbeddedWatermarks,
+    EmbeddedResults, EmbeddedServed, EmbeddedTickets, EmbeddedWaiters, EmbeddedWatermarks,
 };
 
 use crate::{Error, LogOptions, Substrate};
@@ -85,6 +85,7 @@ pub fn substrate(options: &Options) -> Result<Substrate, Error> {
         notifier: Arc::new(EmbeddedNotifier::default()),
         watermarks: Arc::new(EmbeddedWatermarks::default()),
         directory: Arc::new(EmbeddedDirectory::default()),
+        served: Arc::new(EmbeddedServed::default()),
         definitions: Arc::new(EmbeddedDefinitions::default()),
         dead_letters: Arc::new(EmbeddedDeadLetters::default()),
         log: Arc::new(log),

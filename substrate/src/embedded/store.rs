@@ -18,11 +18,11 @@ use crate::store::{Advert, FlowEntry};
 use crate::time::now_ms;
 use fstore_proto::api::FeatureDefinition;
 
-use fstore_proto::wire::StoredInputs;
+use fstore_proto::wire::{ServedReport, StoredInputs};
 
 use crate::{
     ComputeJob, DeadLetter, DeadLetters, Definitions, Error, FlowDirectory, InputStore, Notifier,
-    ResultStore, Ticket, TicketStore, ValueEnvelope, WaiterStore, Watermarks,
+    ResultStore, ServedReports, Ticket, TicketStore, ValueEnvelope, WaiterStore, Watermarks,
 };
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -397,6 +397,42 @@ impl Definitions for EmbeddedDefinitions {
 
     async fn watch(&self) -> Result<BoxStream<'static, FeatureDefinition>, Error> {
         Ok(futures::stream::pending().boxed())
+    }
+}
+
+/// Replicas' reports with when each expires.
+#[derive(Default)]
+pub struct EmbeddedServed {
+    reports: Mutex<HashMap<(String, String), (ServedReport, Instant)>>,
+}
+
+#[async_trait]
+impl ServedReports for EmbeddedServed {
+    async fn put(
+        &self,
+        tenant: &str,
+        replica: &str,
+        report: &ServedReport,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let mut reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        reports.retain(|_, (_, until)| *until > now);
+        reports.insert(
+            (tenant.to_string(), replica.to_string()),
+            (report.clone(), now + ttl),
+        );
+        Ok(())
+    }
+
+    async fn list(&self, tenant: &str) -> Result<Vec<(String, ServedReport)>, Error> {
+        let reports = self.reports.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        Ok(reports
+            .iter()
+            .filter(|((t, _), (_, until))| t == tenant && *until > now)
+            .map(|((_, replica), (report, _))| (replica.clone(), report.clone()))
+            .collect())
     }
 }
 

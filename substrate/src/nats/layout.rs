@@ -136,6 +136,12 @@ impl Layout {
         self.bucket("workers")
     }
 
+    /// What each serve replica served: `<prefix>_served`, one key per (tenant, replica)
+    /// with a TTL.
+    pub(crate) fn served_bucket(&self) -> String {
+        self.bucket("served")
+    }
+
     /// The subject a KV entry is published on: `$KV.<bucket>.<key>` (the convention of
     /// JetStream KV, for puts that carry headers the KV client cannot set).
     pub(crate) fn kv_subject(&self, bucket: &str, key: &str) -> String {

@@ -18,6 +18,7 @@
 //! | invalidation watermarks | KV `<prefix>_watermarks`, keys `<tenant>.<feature>` and `<tenant>.<feature>.<entity hash>` (per-key TTL), watched into memory by every replica |
 //! | registry | KV `<prefix>_registry`, one key `<tenant>.<feature>.<version>` per definition (each tenant its own namespace), created once; watched by every replica |
 //! | flows and workers | KV `<prefix>_flows`, key `<flow>` (specs ever advertised); `<prefix>_workers`, key `<flow>.<worker>` (heartbeats with a TTL of three beats, carrying the model state) |
+//! | served figures | KV `<prefix>_served`, key `<tenant>.<replica>` (each serve replica's `ServedReport`, with a TTL of three reports) |
 //! | dead letters | limits stream `<PREFIX>_DLQ` on `<prefix>.dlq.>`, file storage, direct get; subjects `<prefix>.dlq.<tenant>.<flow>`; id = sequence |
 //! | ready notifications | core subject `<prefix>.ready.<value key>` |
 //! | feature log, result-ready events | limits stream `<PREFIX>_LOG` on `<prefix>.log.>`, file storage, retention by `log.max_age` and `log.max_bytes`; subjects `<prefix>.log.<tenant>.<feature>.<version>` and `<prefix>.log.<tenant>.inputs`; one `featurestore.v1.LogRecord` per message, message id `log.<key>.<generation>`; the stream sequence is the event's cursor |
@@ -44,6 +45,7 @@ mod partials;
 mod publish;
 mod queue;
 mod rate;
+mod served;
 mod tiered;
 
 use std::sync::Arc;
@@ -272,6 +274,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
     let registry = kv::open(&js, bucket(layout.registry_bucket(), Duration::ZERO)).await?;
     let flows = kv::open(&js, bucket(layout.flows_bucket(), Duration::ZERO)).await?;
     let workers = kv::open(&js, bucket(layout.workers_bucket(), Duration::ZERO)).await?;
+    let served = kv::open(&js, bucket(layout.served_bucket(), Duration::ZERO)).await?;
     let inputs = kv::open(&js, bucket(layout.inputs_bucket(), Duration::ZERO)).await?;
     let backfills = kv::open(
         &js,
@@ -341,6 +344,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             workers,
             options.heartbeat,
         )),
+        served: Arc::new(served::NatsServed::new(js.clone(), layout.clone(), served)),
         definitions: Arc::new(kv::NatsDefinitions::new(layout.clone(), registry)),
         dead_letters: Arc::new(dead_letters),
         log: Arc::new(log),

@@ -321,10 +321,15 @@ fn describe(d: &api::DescribeFeatureResponse, json: bool) -> anyhow::Result<()> 
         } else {
             "never".to_string()
         };
+        let by = match s.replicas {
+            0 | 1 => "this replica".to_string(),
+            n => format!("{n} replicas"),
+        };
         println!(
-            "  served here:  {} hits, {} misses, {} failures (hit rate {:.1}%), last computed {last}",
+            "  served ({by}): {} hits, {} misses, {} coalesced, {} failures (hit rate {:.1}%), last computed {last}",
             s.hits,
             s.misses,
+            s.coalesced,
             s.failures,
             100.0 * s.hit_rate
         );

@@ -1,0 +1,78 @@
+//! What each serve replica served, on KV `<prefix>_served`: one key per (tenant,
+//! replica), `<tenant>.<replica>`, each put with a TTL of a few reporting intervals, so
+//! the live reports are the keys that exist.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use async_trait::async_trait;
+use fstore_proto::wire::ServedReport;
+use futures::StreamExt;
+use prost::Message as _;
+
+use super::{Layout, unavailable};
+use crate::{Error, ServedReports, token};
+
+pub struct NatsServed {
+    js: jetstream::Context,
+    layout: Layout,
+    bucket: kv::Store,
+}
+
+impl NatsServed {
+    pub(crate) fn new(js: jetstream::Context, layout: Layout, bucket: kv::Store) -> Self {
+        NatsServed { js, layout, bucket }
+    }
+}
+
+#[async_trait]
+impl ServedReports for NatsServed {
+    async fn put(
+        &self,
+        tenant: &str,
+        replica: &str,
+        report: &ServedReport,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        let key = format!("{}.{}", token::encode(tenant), token::encode(replica));
+        let mut h = async_nats::HeaderMap::new();
+        let ttl = ttl.as_secs().max(1);
+        h.insert(
+            async_nats::header::NATS_MESSAGE_TTL,
+            ttl.to_string().as_str(),
+        );
+        self.js
+            .publish_with_headers(
+                self.layout.kv_subject(&self.bucket.name, &key),
+                h,
+                report.encode_to_vec().into(),
+            )
+            .await
+            .map_err(unavailable)?
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn list(&self, tenant: &str) -> Result<Vec<(String, ServedReport)>, Error> {
+        let prefix = format!("{}.", token::encode(tenant));
+        let mut keys = self.bucket.keys().await.map_err(unavailable)?;
+        let mut mine = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(unavailable)?;
+            if let Some(replica) = k.strip_prefix(&prefix).and_then(token::decode) {
+                mine.push((k, replica));
+            }
+        }
+        let mut out = Vec::with_capacity(mine.len());
+        for (key, replica) in mine {
+            // Expired between the listing and the read: gone, not an error.
+            if let Some(bytes) = self.bucket.get(&key).await.map_err(unavailable)? {
+                let report = ServedReport::decode(bytes.as_ref())
+                    .map_err(|e| Error::Codec(format!("served report `{key}`: {e}")))?;
+                out.push((replica, report));
+            }
+        }
+        Ok(out)
+    }
+}
