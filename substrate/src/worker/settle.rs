@@ -207,32 +207,33 @@ impl Worker {
     /// everything again.
     pub(super) async fn requeue(&self, d: Delivery, expired: &[String]) {
         let names = expired.join("`, `");
-        if d.job.requeues >= MAX_REQUEUES {
-            let error = format!(
+        let error = if d.job.requeues >= MAX_REQUEUES {
+            format!(
                 "input `{names}` expired before this compute ran, {MAX_REQUEUES} times after it was computed again: \
                  its ttl is shorter than the wait in the queue; raise the input's ttl or add workers"
-            );
-            return self.settle_failed(d, &Failure::retryable(error, 0)).await;
-        }
-        debug!(key = %d.job.value_key, inputs = %names, "inputs expired before the compute ran; computing them again");
-        match self.dispatcher.requeue(&d.job).await {
-            Ok(Some(_)) => {
-                self.stats.requeued.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = d.ack().await {
-                    warn!(error = %e, "ack failed; the job may be delivered again");
+            )
+        } else {
+            debug!(key = %d.job.value_key, inputs = %names, "inputs expired before the compute ran; computing them again");
+            match self.dispatcher.requeue(&d.job).await {
+                Ok(Some(_)) => {
+                    self.stats.requeued.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = d.ack().await {
+                        warn!(error = %e, "ack failed; the job may be delivered again");
+                    }
+                    return;
+                }
+                Ok(None) => format!(
+                    "input `{names}` expired before this compute ran and the job carries no recipe to compute it again; ask again"
+                ),
+                Err(e) => {
+                    warn!(key = %d.job.value_key, error = %e, "putting back a job whose inputs expired failed; retrying");
+                    let _ = d.nak(BACKEND_RETRY).await;
+                    return;
                 }
             }
-            Ok(None) => {
-                let error = format!(
-                    "input `{names}` expired before this compute ran and the job carries no recipe to compute it again; ask again"
-                );
-                self.settle_failed(d, &Failure::retryable(error, 0)).await;
-            }
-            Err(e) => {
-                warn!(key = %d.job.value_key, error = %e, "putting back a job whose inputs expired failed; retrying");
-                let _ = d.nak(BACKEND_RETRY).await;
-            }
-        }
+        };
+        let failure = Failure::retryable(error, d.attempt);
+        self.settle_failed(d, &failure).await;
     }
 
     /// Stores the failure of `d` and of every job waiting on it, then acks a dead-lettered
