@@ -5,12 +5,16 @@
 //! then after each notification for a pending key, a lost notification, or a periodic
 //! re-check (notifications are a hint, the result store is the truth). The sequence ends
 //! after a plan with nothing pending or a failed one, or at the deadline.
+//! `watch_events` turns the updates into a watch's events: each result once, as soon as
+//! it is final.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use fstore_proto::api;
+use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 
@@ -166,4 +170,75 @@ async fn wait_for(
             _ = tokio::time::sleep_until(until) => return,
         }
     }
+}
+
+pub(crate) type PlanStream = Pin<Box<dyn Stream<Item = Result<Plan>> + Send>>;
+
+/// What a watch has sent so far.
+struct Watching {
+    plans: PlanStream,
+    ticket: String,
+    sent: Vec<bool>,
+    last: Option<Plan>,
+    queue: VecDeque<api::WatchEvent>,
+    done: bool,
+}
+
+/// Turns plan updates into watch events: each result once, as soon as it is final, and
+/// when the updates end, every result not sent yet as it stands.
+pub(crate) fn watch_events(
+    plans: PlanStream,
+    ticket: String,
+) -> impl Stream<Item = Result<api::WatchEvent>> {
+    let state = Watching {
+        plans,
+        ticket,
+        sent: Vec::new(),
+        last: None,
+        queue: VecDeque::new(),
+        done: false,
+    };
+    futures::stream::unfold(state, |mut w| async move {
+        loop {
+            if let Some(event) = w.queue.pop_front() {
+                return Some((Ok(event), w));
+            }
+            if w.done {
+                return None;
+            }
+            match w.plans.next().await {
+                Some(Ok(plan)) => {
+                    w.sent.resize(plan.results.len(), false);
+                    for (r, sent) in plan.results.iter().zip(w.sent.iter_mut()) {
+                        let done = matches!(r.status(), api::Status::Ready | api::Status::Failed);
+                        if done && !*sent {
+                            *sent = true;
+                            w.queue.push_back(api::WatchEvent {
+                                result: Some(r.clone()),
+                                ticket: w.ticket.clone(),
+                            });
+                        }
+                    }
+                    w.last = Some(plan);
+                }
+                Some(Err(e)) => {
+                    w.done = true;
+                    return Some((Err(e), w));
+                }
+                None => {
+                    w.done = true;
+                    if let Some(last) = w.last.take() {
+                        for (r, sent) in last.results.iter().zip(w.sent.iter()) {
+                            if !*sent {
+                                w.queue.push_back(api::WatchEvent {
+                                    result: Some(r.clone()),
+                                    ticket: w.ticket.clone(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    })
 }

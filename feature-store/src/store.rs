@@ -2,7 +2,6 @@
 //! each taking the caller's tenant. The tonic adapter ([`crate::service`]) authenticates,
 //! calls one of these and maps the error; nothing here knows `tonic::Status`.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +18,7 @@ use crate::backfill::{Backfills, Spec};
 use crate::config::Config;
 use crate::enrich::Enricher;
 use crate::follow::Follower;
-use crate::planner::{Plan, Planner, PlannerOptions, Planning};
+use crate::planner::{Planner, PlannerOptions, Planning};
 use crate::publish::Publisher;
 use crate::publish::snapshots::Snapshots;
 use crate::ready::ReadyHub;
@@ -242,10 +241,7 @@ impl Store {
                 ticket: String::new(),
             });
         }
-        let request = ValidRequest::from_ticket(
-            ticket.clone(),
-            &self.inner.registry.snapshot(&ticket.tenant),
-        )?;
+        let request = self.ticket_request(ticket.clone()).await?;
         let plan = self.follow(request, Duration::ZERO).first().await?;
         if plan.is_pending() {
             return Ok(api::GetFeaturesResponse {
@@ -263,6 +259,21 @@ impl Store {
             results: plan.results,
             canceled: false,
         })
+    }
+
+    /// The request a ticket holds, resolved in its tenant's registry. A ticket planned
+    /// on another replica may name a version this one has not seen yet (registrations
+    /// reach replicas by a watch): the registry is read again once before the version
+    /// counts as unknown, so a valid ticket is never answered NOT_FOUND.
+    async fn ticket_request(&self, ticket: fstore_proto::wire::Ticket) -> Result<ValidRequest> {
+        let registry = &self.inner.registry;
+        match ValidRequest::from_ticket(ticket.clone(), &registry.snapshot(&ticket.tenant)) {
+            Err(Error::NotFound(_)) => {
+                registry.reload(Some(&ticket.tenant)).await?;
+                ValidRequest::from_ticket(ticket.clone(), &registry.snapshot(&ticket.tenant))
+            }
+            resolved => resolved,
+        }
     }
 
     /// Gives a ticket up: each compute its first plan claimed is abandoned unless a
@@ -296,10 +307,7 @@ impl Store {
                 kept += 1;
             }
         }
-        let request = ValidRequest::from_ticket(
-            ticket.clone(),
-            &self.inner.registry.snapshot(&ticket.tenant),
-        )?;
+        let request = self.ticket_request(ticket.clone()).await?;
         let mut plan = self.inner.planner.plan(&request, Planning::Look).await?;
         for r in &mut plan.results {
             if matches!(r.status(), api::Status::Pending | api::Status::Stale) {
@@ -388,8 +396,7 @@ impl Store {
                     });
                     return Ok(Box::pin(futures::stream::iter(events)));
                 }
-                let snapshot = self.inner.registry.snapshot(&ticket.tenant);
-                (ValidRequest::from_ticket(ticket, &snapshot)?, id.clone())
+                (self.ticket_request(ticket).await?, id.clone())
             }
             None => {
                 return Err(Error::InvalidArgument(
@@ -407,7 +414,10 @@ impl Store {
                 .await?;
         }
         let plans = futures::stream::once(async { Ok(first) }).chain(follower.into_stream());
-        Ok(Box::pin(watch_events(Box::pin(plans), ticket)))
+        Ok(Box::pin(crate::follow::watch_events(
+            Box::pin(plans),
+            ticket,
+        )))
     }
 
     pub async fn register(
@@ -541,74 +551,6 @@ impl Store {
     ) -> Result<api::PurgeDeadLettersResponse> {
         admin::purge_dead_letters(&self.inner.substrate, tenant, id).await
     }
-}
-
-type PlanStream = Pin<Box<dyn Stream<Item = Result<Plan>> + Send>>;
-
-/// What a watch has sent so far.
-struct Watching {
-    plans: PlanStream,
-    ticket: String,
-    sent: Vec<bool>,
-    last: Option<Plan>,
-    queue: VecDeque<api::WatchEvent>,
-    done: bool,
-}
-
-/// Turns plan updates into watch events: each result once, as soon as it is final, and
-/// when the updates end, every result not sent yet as it stands.
-fn watch_events(plans: PlanStream, ticket: String) -> impl Stream<Item = Result<api::WatchEvent>> {
-    let state = Watching {
-        plans,
-        ticket,
-        sent: Vec::new(),
-        last: None,
-        queue: VecDeque::new(),
-        done: false,
-    };
-    futures::stream::unfold(state, |mut w| async move {
-        loop {
-            if let Some(event) = w.queue.pop_front() {
-                return Some((Ok(event), w));
-            }
-            if w.done {
-                return None;
-            }
-            match w.plans.next().await {
-                Some(Ok(plan)) => {
-                    w.sent.resize(plan.results.len(), false);
-                    for (r, sent) in plan.results.iter().zip(w.sent.iter_mut()) {
-                        let done = matches!(r.status(), api::Status::Ready | api::Status::Failed);
-                        if done && !*sent {
-                            *sent = true;
-                            w.queue.push_back(api::WatchEvent {
-                                result: Some(r.clone()),
-                                ticket: w.ticket.clone(),
-                            });
-                        }
-                    }
-                    w.last = Some(plan);
-                }
-                Some(Err(e)) => {
-                    w.done = true;
-                    return Some((Err(e), w));
-                }
-                None => {
-                    w.done = true;
-                    if let Some(last) = w.last.take() {
-                        for (r, sent) in last.results.iter().zip(w.sent.iter()) {
-                            if !*sent {
-                                w.queue.push_back(api::WatchEvent {
-                                    result: Some(r.clone()),
-                                    ticket: w.ticket.clone(),
-                                });
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    })
 }
 
 /// Backfills: [`crate::backfill`].

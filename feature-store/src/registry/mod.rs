@@ -106,7 +106,7 @@ impl Registry {
     /// Rebuilds the snapshots of `only` that tenant (None: every tenant) from the
     /// stored definitions. Callers hold the write lock. A tenant whose definitions do
     /// not resolve keeps its snapshot: one tenant never blocks another.
-    async fn reload(&self, only: Option<&str>) -> Result<()> {
+    pub(crate) async fn reload(&self, only: Option<&str>) -> Result<()> {
         let mut tenants: BTreeMap<String, BTreeMap<String, Vec<api::FeatureDefinition>>> =
             BTreeMap::new();
         let stored = self.definitions.list().await?;

@@ -35,6 +35,31 @@ pub(crate) async fn open(js: &jetstream::Context, config: kv::Config) -> Result<
     }
 }
 
+/// The latest value of `key` and its revision as the bucket stream's leader has them:
+/// a read that sees every write acknowledged before it, also on a cluster. The KV
+/// client's own reads are direct gets, which any replica may answer, one that lags
+/// included: a job parked on an input just stored, or taken from its waiters just now,
+/// would then be decided on a stale read (and lost). Deleted, purged and expired keys
+/// read as absent.
+pub(super) async fn leader_entry(
+    store: &kv::Store,
+    key: &str,
+) -> Result<Option<(Bytes, u64)>, Error> {
+    use async_nats::jetstream::stream::LastRawMessageErrorKind;
+    let subject = format!("{}{key}", store.prefix);
+    let message = match store.stream.get_last_raw_message_by_subject(&subject).await {
+        Ok(message) => message,
+        Err(e) if e.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+        Err(e) => return Err(unavailable(e)),
+    };
+    let removed = message
+        .headers
+        .get("KV-Operation")
+        .is_some_and(|op| matches!(op.as_str(), "DEL" | "PURGE"))
+        || message.headers.get("Nats-Marker-Reason").is_some();
+    Ok((!removed).then_some((message.payload, message.sequence)))
+}
+
 /// Every record of a bucket whose values are all `M`, in no particular order (keys
 /// deleted or purged meanwhile are skipped).
 pub(super) async fn decode_all<M: Message + Default>(store: &kv::Store) -> Result<Vec<M>, Error> {
@@ -140,7 +165,7 @@ impl ResultStore for NatsValues {
         _fresh_from_ms: i64,
     ) -> Result<Option<Arc<ValueEnvelope>>, Error> {
         connected(&self.js)?;
-        let Some(bytes) = self.store.get(key).await.map_err(unavailable)? else {
+        let Some((bytes, _)) = leader_entry(&self.store, key).await? else {
             return Ok(None);
         };
         if bytes.is_empty() {
@@ -196,8 +221,9 @@ impl TicketStore for NatsTickets {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Ok(None);
         }
-        match self.store.get(id).await.map_err(unavailable)? {
-            Some(b) if !b.is_empty() => Ok(Some(Arc::new(Ticket::decode(b)?))),
+        // Read from the leader: a ticket stored by one replica is read back by another.
+        match leader_entry(&self.store, id).await? {
+            Some((b, _)) if !b.is_empty() => Ok(Some(Arc::new(Ticket::decode(b)?))),
             _ => Ok(None),
         }
     }
@@ -280,10 +306,9 @@ pub(super) const CAS_TRIES: usize = 50;
 impl WaiterStore for NatsWaiters {
     async fn add(&self, input_key: &str, job: &ComputeJob) -> Result<(), Error> {
         for _ in 0..CAS_TRIES {
-            let entry = self.store.entry(input_key).await.map_err(unavailable)?;
-            let (mut list, revision) = match &entry {
-                Some(e) if e.operation == kv::Operation::Put => {
-                    (JobList::decode(e.value.clone())?, Some(e.revision))
+            let (mut list, revision) = match leader_entry(&self.store, input_key).await? {
+                Some((bytes, revision)) if !bytes.is_empty() => {
+                    (JobList::decode(bytes)?, Some(revision))
                 }
                 _ => (JobList::default(), None),
             };
@@ -311,19 +336,19 @@ impl WaiterStore for NatsWaiters {
 
     async fn take(&self, input_key: &str) -> Result<Vec<ComputeJob>, Error> {
         for _ in 0..CAS_TRIES {
-            let Some(e) = self.store.entry(input_key).await.map_err(unavailable)? else {
+            let Some((bytes, revision)) = leader_entry(&self.store, input_key).await? else {
                 return Ok(Vec::new());
             };
-            if e.operation != kv::Operation::Put {
-                return Ok(Vec::new());
-            }
             if self
                 .store
-                .delete_expect_revision(input_key, Some(e.revision))
+                .delete_expect_revision(input_key, Some(revision))
                 .await
                 .is_ok()
             {
-                return Ok(JobList::decode(e.value)?.jobs);
+                if bytes.is_empty() {
+                    return Ok(Vec::new());
+                }
+                return Ok(JobList::decode(bytes)?.jobs);
             }
         }
         Err(Error::Unavailable(format!(
