@@ -393,12 +393,18 @@ impl JobQueue for NatsQueue {
             for &lane in lanes {
                 let lane_state = state.lane(lane);
                 let consumers = self.tenant_consumers(flow, lane, lane_state, force).await?;
-                tokio::time::timeout(
+                let round = tokio::time::timeout(
                     NETWORK_BOUND,
                     self.take_round(&consumers, lane_state, max.max(1), &mut got),
                 )
-                .await
-                .map_err(|_| unavailable("pulling jobs timed out"))??;
+                .await;
+                match round {
+                    Ok(taken) => taken?,
+                    // Jobs taken before the time ran out are this pull's: dropping them
+                    // would leave them to come back only after their lease.
+                    Err(_) if !got.is_empty() => return Ok(got),
+                    Err(_) => return Err(unavailable("pulling jobs timed out")),
+                }
             }
             if !got.is_empty() {
                 return Ok(got);

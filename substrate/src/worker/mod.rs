@@ -338,4 +338,106 @@ mod tests {
         let listed = substrate.directory.list().await.expect("directory");
         assert!(listed.iter().all(|f| f.live_workers == 0), "{listed:?}");
     }
+
+    /// Holds what the embedded queue pulled for a while before handing it over, and
+    /// says when it holds something: a stop can then land in the middle of a pull.
+    struct SlowPull {
+        inner: Arc<dyn crate::JobQueue>,
+        holding: Arc<tokio::sync::Notify>,
+    }
+
+    #[async_trait::async_trait]
+    impl crate::JobQueue for SlowPull {
+        async fn enqueue(
+            &self,
+            job: &crate::ComputeJob,
+            headers: &crate::Headers,
+        ) -> Result<crate::queue::Enqueued, Error> {
+            self.inner.enqueue(job, headers).await
+        }
+
+        async fn pull(
+            &self,
+            flow: &FlowId,
+            lanes: &[crate::Lane],
+            max: usize,
+            wait: Duration,
+        ) -> Result<Vec<crate::Delivery>, Error> {
+            let got = self.inner.pull(flow, lanes, max, wait).await?;
+            if !got.is_empty() {
+                self.holding.notify_one();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Ok(got)
+        }
+
+        async fn depth(&self, flow: &FlowId) -> Result<u64, Error> {
+            self.inner.depth(flow).await
+        }
+    }
+
+    /// The soak's stuck calls: a slot stopped (scaled down, or the worker shut down)
+    /// while a pull was in flight dropped the jobs the pull had taken; they came back
+    /// only when their lease ran out (30 s on NATS), and their callers waited that long.
+    /// A pull is now never cut short: what it took is computed before the slot stops.
+    #[tokio::test]
+    async fn a_slot_stopped_mid_pull_computes_what_the_pull_took() {
+        use fstore_proto::wire::{JobInput, job_input::Source};
+        let mut substrate =
+            crate::embedded::substrate(&crate::embedded::Options::for_tests()).expect("substrate");
+        let holding = Arc::new(tokio::sync::Notify::new());
+        substrate.queue = Arc::new(SlowPull {
+            inner: substrate.queue.clone(),
+            holding: holding.clone(),
+        });
+        let catalog = Catalog::builtins().only(&["num.affine".to_string()]);
+        let options = WorkerOptions {
+            slots: 1,
+            ..test_options()
+        };
+        let worker = Worker::new(substrate.clone(), catalog, options);
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        let job = crate::ComputeJob {
+            value_key: "k".into(),
+            generation: 1,
+            tenant: "t".into(),
+            feature: "f".into(),
+            feature_version: 1,
+            flow: "num.affine".into(),
+            flow_version: 1,
+            inputs: vec![JobInput {
+                name: "x".into(),
+                source: Some(Source::Value(fstore_proto::api::Value {
+                    kind: Some(fstore_proto::api::value::Kind::F64(2.0)),
+                })),
+                ..Default::default()
+            }],
+            ttl_ms: 60_000,
+            planned_at_ms: crate::time::now_ms(),
+            ..Default::default()
+        };
+        substrate
+            .queue
+            .enqueue(&job, &crate::Headers::new())
+            .await
+            .expect("enqueue");
+        tokio::time::timeout(Duration::from_secs(5), holding.notified())
+            .await
+            .expect("the slot pulls the job");
+        // Stop while the pull holds the job.
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("run returns")
+            .expect("no panic")
+            .expect("clean stop");
+        let stored = substrate.results.get("k", 0).await.expect("read");
+        assert!(
+            stored.is_some_and(|e| e.error.is_empty()),
+            "the job the pull had taken was computed before the slot stopped"
+        );
+        let flow = FlowId::new("num.affine", 1);
+        assert_eq!(substrate.queue.depth(&flow).await.expect("depth"), 0);
+    }
 }

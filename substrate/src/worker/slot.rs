@@ -90,7 +90,7 @@ impl Worker {
         };
         let queue = self.dispatcher.substrate().queue.clone();
         let mut turn = 0u32;
-        loop {
+        while !shutdown.is_cancelled() {
             turn = turn.wrapping_add(1);
             let permit = batch_slots.clone().try_acquire_owned().ok();
             let both = lane_order(turn, self.options.batch_every);
@@ -99,10 +99,14 @@ impl Worker {
             } else {
                 &[Lane::Interactive]
             };
-            let pulled = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = queue.pull(&id, lanes, self.options.max_batch, PULL_WAIT) => r,
-            };
+            // A pull is never cut short, even by a stop (the autoscaler scaling down, a
+            // shutdown): one dropped mid-way would drop the jobs it had taken with it,
+            // which come back only when their lease runs out (`nats.ack_wait`), and a
+            // call waiting on them looks lost meanwhile. It waits at most PULL_WAIT, and
+            // what it brings is computed and settled before the slot stops.
+            let pulled = queue
+                .pull(&id, lanes, self.options.max_batch, PULL_WAIT)
+                .await;
             match pulled {
                 Ok(batch) if batch.is_empty() => {}
                 Ok(mut batch) => {
