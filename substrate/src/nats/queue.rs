@@ -308,6 +308,11 @@ fn refused_by_limits(e: &PublishError) -> bool {
         && super::jetstream_code(e) == Some(jetstream::ErrorCode::STREAM_STORE_FAILED)
 }
 
+/// "duplicate message id is in process": another publish of the same id is in flight.
+fn in_flight_duplicate(e: &PublishError) -> bool {
+    super::jetstream_code(e) == Some(jetstream::ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT)
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -358,6 +363,10 @@ impl JobQueue for NatsQueue {
                     self.max_queued_per_tenant,
                 ));
             }
+            // The same job (same message id) is being added by another enqueuer this
+            // very moment (a cluster answers so while that publish is in its raft
+            // proposal): a duplicate, as it would be a moment later.
+            Err(e) if in_flight_duplicate(&e) => return Ok(Enqueued::Duplicate),
             Err(e) => return Err(unavailable(format!("enqueue on {subject}: {e}"))),
         };
         if ack.duplicate {
