@@ -1,6 +1,12 @@
 //! Load generation for the benches: sequential latency into an HDR histogram, throughput
 //! with a fixed number of requests in flight, and the floor the feature store is compared
 //! against — a bare tonic echo service answering bytes sized like a real response.
+//! Its modules hold what the multi-process runs (soak, chaos) share: the fstore processes
+//! (`cluster`), their memory (`memory`) and a seeded generator (`rng`).
+
+pub mod cluster;
+pub mod memory;
+pub mod rng;
 
 use std::collections::HashMap;
 use std::marker::PhantomData;

@@ -6,6 +6,7 @@ pub mod harness;
 pub mod metrics;
 pub mod nats;
 pub mod process;
+pub mod proxy;
 pub mod tls;
 
 use std::future::Future;

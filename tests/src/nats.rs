@@ -220,6 +220,14 @@ pub struct NatsCluster {
 
 impl NatsCluster {
     pub fn start(n: usize) -> anyhow::Result<NatsCluster> {
+        Self::start_with(n, &[])
+    }
+
+    /// A cluster whose nodes all get `extra` arguments too (`--no_advertise`: clients
+    /// know only the URLs they were given, so a proxy in front of a node cannot be
+    /// bypassed by a URL the cluster told them).
+    pub fn start_with(n: usize, extra: &[&str]) -> anyhow::Result<NatsCluster> {
+        // Route ports must be known before any node starts: the one use of free_port.
         let cluster_ports = (0..n)
             .map(|_| crate::process::free_port())
             .collect::<anyhow::Result<Vec<u16>>>()?;
@@ -230,7 +238,7 @@ impl NatsCluster {
                 .filter(|p| *p != port)
                 .map(|p| format!("nats://127.0.0.1:{p}"))
                 .collect();
-            nodes.push(NatsServer::start_with(vec![
+            let mut args = vec![
                 "--cluster_name".into(),
                 "fstore-test".into(),
                 "--server_name".into(),
@@ -239,7 +247,9 @@ impl NatsCluster {
                 format!("nats://127.0.0.1:{port}"),
                 "--routes".into(),
                 routes.join(","),
-            ])?);
+            ];
+            args.extend(extra.iter().map(|a| a.to_string()));
+            nodes.push(NatsServer::start_with(args)?);
         }
         Ok(NatsCluster { nodes })
     }

@@ -102,10 +102,18 @@ async fn a_request_is_one_trace_from_call_to_compute() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A span as the collector received it: its trace, its name, the pid of its process.
+#[derive(Debug, Clone)]
+struct Received {
+    trace: Vec<u8>,
+    name: String,
+    pid: i64,
+}
+
 /// The spans an OTLP collector on a loopback port received, from any process.
 #[derive(Default, Clone)]
 struct Collector {
-    spans: std::sync::Arc<std::sync::Mutex<Vec<(Vec<u8>, String, i64)>>>,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
 }
 
 #[tonic::async_trait]
@@ -131,7 +139,11 @@ impl TraceService for Collector {
                 .unwrap_or(0);
             for scope in resource.scope_spans {
                 for span in scope.spans {
-                    spans.push((span.trace_id, span.name, pid));
+                    spans.push(Received {
+                        trace: span.trace_id,
+                        name: span.name,
+                        pid,
+                    });
                 }
             }
         }
@@ -202,13 +214,13 @@ async fn a_trace_crosses_from_the_serve_process_to_the_worker_process() -> anyho
     server.abort();
     let (trace, serve_pid) = spans
         .iter()
-        .find(|(_, name, _)| name == "get_features")
-        .map(|(t, _, pid)| (t.clone(), *pid))
+        .find(|s| s.name == "get_features")
+        .map(|s| (s.trace.clone(), s.pid))
         .ok_or_else(|| anyhow::anyhow!("no get_features span among {} spans", spans.len()))?;
     let computes: Vec<i64> = spans
         .iter()
-        .filter(|(t, name, _)| *t == trace && name == "compute")
-        .map(|(_, _, pid)| *pid)
+        .filter(|s| s.trace == trace && s.name == "compute")
+        .map(|s| s.pid)
         .collect();
     println!(
         "{} spans collected; the call's trace has {} computes",

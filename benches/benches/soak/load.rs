@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fstore_benches::rng::Rng;
 use fstore_proto::api::{self, Status};
 use fstore_tests::TestClient;
 
@@ -16,34 +17,6 @@ use crate::stats::Stats;
 
 /// Bound on one RPC; a call with no answer in this time is lost.
 pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// splitmix64: enough randomness for choosing calls, no dependency.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    pub(crate) fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    /// A non-empty random subset of `items`, in order.
-    pub(crate) fn subset<'a>(&mut self, items: &[&'a str]) -> Vec<&'a str> {
-        let mask = 1 + self.below((1 << items.len()) - 1);
-        items
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| mask & (1 << i) != 0)
-            .map(|(_, f)| *f)
-            .collect()
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Kind {

@@ -56,7 +56,6 @@
 mod cluster;
 mod features;
 mod load;
-mod memory;
 mod report;
 mod settings;
 mod stats;
@@ -72,11 +71,12 @@ use fstore_tests::{TestClient, wait_until};
 
 use crate::cluster::Cluster;
 use crate::features::{GOOD, definitions, expected, request, warm_entity};
-use crate::load::{Client, Rng};
-use crate::memory::{Rss, mib, nats_pid, read_all};
+use crate::load::Client;
 use crate::report::{l1_label, report};
 use crate::settings::Settings;
 use crate::stats::Stats;
+use fstore_benches::memory::{Rss, mib, nats_pid, read_all};
+use fstore_benches::rng::Rng;
 
 const LONG: Duration = Duration::from_secs(60);
 
@@ -281,7 +281,7 @@ async fn soak() -> anyhow::Result<()> {
         "L1 value cache of every fstore process: {}",
         l1_label(settings.l1_max_bytes)
     );
-    let mut cluster = Cluster::start(settings.log_dir.as_deref(), settings.l1_max_bytes)?;
+    let mut cluster = Cluster::start(settings.log_dir.as_deref(), settings.l1_max_bytes).await?;
     println!(
         "nats-server at {}; fstore logs in {}",
         cluster.nats.url(),

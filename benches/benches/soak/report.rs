@@ -5,8 +5,8 @@ use hdrhistogram::Histogram;
 
 use crate::Outcome;
 use crate::load::Kind;
-use crate::memory::mib;
 use crate::settings::Settings;
+use fstore_benches::memory::mib;
 
 pub(crate) fn l1_label(l1: Option<u64>) -> String {
     match l1 {

@@ -1,9 +1,10 @@
-//! Memory: the RSS of the processes under load, read from `/proc`, and its samples.
+//! Memory: the RSS of the processes under load (the soak, the chaos run), read from
+//! `/proc`, and its samples.
 
 use std::path::Path;
 
 /// VmRSS of a live process, in KiB; None once it has exited (or is a zombie).
-pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
+pub fn rss_kib(pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let mut rss = None;
     for line in text.lines() {
@@ -20,7 +21,7 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
 }
 
 /// The pid of the nats-server whose command line names `store` (ours, not another).
-pub(crate) fn nats_pid(store: &Path) -> Option<u32> {
+pub fn nats_pid(store: &Path) -> Option<u32> {
     let needle = store.to_string_lossy().to_string();
     std::fs::read_dir("/proc")
         .ok()?
@@ -34,17 +35,17 @@ pub(crate) fn nats_pid(store: &Path) -> Option<u32> {
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Rss {
+pub struct Rss {
     /// (seconds into the load, RSS in KiB per process; None once exited).
-    pub(crate) samples: Vec<(f64, Vec<Option<u64>>)>,
-    pub(crate) warmup: Option<Vec<Option<u64>>>,
-    pub(crate) end: Option<Vec<Option<u64>>>,
+    pub samples: Vec<(f64, Vec<Option<u64>>)>,
+    pub warmup: Option<Vec<Option<u64>>>,
+    pub end: Option<Vec<Option<u64>>>,
 }
 
-pub(crate) fn read_all(pids: &[Option<u32>]) -> Vec<Option<u64>> {
+pub fn read_all(pids: &[Option<u32>]) -> Vec<Option<u64>> {
     pids.iter().map(|p| p.and_then(rss_kib)).collect()
 }
 
-pub(crate) fn mib(kib: Option<u64>) -> String {
+pub fn mib(kib: Option<u64>) -> String {
     kib.map_or("gone".to_string(), |k| format!("{:.1}", k as f64 / 1024.0))
 }
