@@ -133,9 +133,22 @@ async fn prepare(topo: &Topology, s: &Settings) -> anyhow::Result<()> {
     for (t, tenant) in TENANTS.iter().enumerate() {
         let c = topo.client(0, t).context("replica 0 is down")?;
         for d in definitions() {
-            c.register(d.clone())
-                .await
-                .with_context(|| format!("registering {} for {tenant}", d.name))?;
+            // A worker's heartbeat may lapse for a moment on a loaded machine, and a
+            // flow no worker serves is refused: tried again within the setup bound.
+            let deadline = Instant::now() + SETUP;
+            loop {
+                match c.register(d.clone()).await {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() < deadline => {
+                        eprintln!("registering {} for {tenant}: {e}; trying again", d.name);
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => {
+                        return Err(e)
+                            .with_context(|| format!("registering {} for {tenant}", d.name));
+                    }
+                }
+            }
         }
         for r in 0..topo.procs.replicas.len() {
             let c = topo.client(r, t).context("a replica is down")?;

@@ -55,7 +55,7 @@ impl FlowDirectory for NatsDirectory {
             let model =
                 serde_json::to_vec(&advert.model).map_err(|e| Error::Codec(e.to_string()))?;
             let mut h = async_nats::HeaderMap::new();
-            let ttl = (self.heartbeat * 3).as_secs().max(1);
+            let ttl = super::kv::ttl_secs(self.heartbeat * 3);
             h.insert(
                 async_nats::header::NATS_MESSAGE_TTL,
                 ttl.to_string().as_str(),

@@ -76,6 +76,12 @@ pub(super) async fn decode_all<M: Message + Default>(store: &kv::Store) -> Resul
     Ok(out)
 }
 
+/// A per-message TTL as `Nats-TTL` takes it: whole seconds, rounded up (rounding down
+/// would cut a heartbeat's three beats of 500 ms to two).
+pub(super) fn ttl_secs(ttl: Duration) -> u128 {
+    ttl.as_millis().div_ceil(1000).max(1)
+}
+
 /// Publishes a value under a key with a per-message TTL and optional expected revision.
 pub(super) async fn put_with_ttl(
     js: &jetstream::Context,
@@ -89,7 +95,7 @@ pub(super) async fn put_with_ttl(
     let mut h = async_nats::HeaderMap::new();
     if let Some(ttl) = ttl {
         // Whole seconds, at least one: readers check expires_at themselves.
-        let secs = ttl.as_millis().div_ceil(1000).max(1);
+        let secs = ttl_secs(ttl);
         h.insert(header::NATS_MESSAGE_TTL, secs.to_string().as_str());
     }
     if let Some(rev) = expect_revision {

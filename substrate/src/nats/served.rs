@@ -36,7 +36,7 @@ impl ServedReports for NatsServed {
     ) -> Result<(), Error> {
         let key = format!("{}.{}", token::encode(tenant), token::encode(replica));
         let mut h = async_nats::HeaderMap::new();
-        let ttl = ttl.as_secs().max(1);
+        let ttl = super::kv::ttl_secs(ttl);
         h.insert(
             async_nats::header::NATS_MESSAGE_TTL,
             ttl.to_string().as_str(),
