@@ -293,10 +293,10 @@ mod tests {
             .expect("pull");
         let keys: Vec<&str> = pulled.iter().map(|d| d.job.value_key.as_str()).collect();
         assert_eq!(keys, ["a"]);
-        let waiting_on_a = substrate.waiters.take("a").await.expect("waiters");
+        let waiting_on_a = substrate.waiters.waiting("a").await.expect("waiters");
         assert_eq!(waiting_on_a.len(), 1);
         assert_eq!(waiting_on_a[0].value_key, "b");
-        let waiting_on_b = substrate.waiters.take("b").await.expect("waiters");
+        let waiting_on_b = substrate.waiters.waiting("b").await.expect("waiters");
         assert_eq!(
             (waiting_on_b[0].value_key.as_str(), waiting_on_b[0].requeues),
             ("c", 1),

@@ -135,23 +135,21 @@ impl Dispatcher {
     }
 
     /// A value was stored under `key`: enqueue the jobs that were waiting only for it.
-    /// If continuing one fails, the jobs taken and not continued are parked on `key`
-    /// again before the error returns, so the redelivery that settles `key` again
-    /// continues them: taken from the waiters and never enqueued, they would be lost.
+    /// They leave the waiters only once each is continued (see [`WaiterStore`]): a
+    /// settlement cut short anywhere is done again by the redelivery that settles `key`
+    /// again, and continuing a job twice enqueues it once (same message id).
+    ///
+    /// [`WaiterStore`]: crate::WaiterStore
     pub async fn completed(&self, key: &str) -> Result<(), Error> {
-        let mut taken = self.substrate.waiters.take(key).await?.into_iter();
-        while let Some(job) = taken.next() {
-            if let Err(e) = self.continue_waiting(&job).await {
-                self.park_again(key, std::iter::once(job).chain(taken))
-                    .await;
-                return Err(e);
-            }
+        let waiting = self.substrate.waiters.waiting(key).await?;
+        for job in &waiting {
+            self.continue_waiting(job).await?;
         }
-        Ok(())
+        self.substrate.waiters.remove(key, &waiting).await
     }
 
-    /// A job taken from the waiters of one of its inputs: enqueued if every input is
-    /// stored, failed if one failed, left where it is also parked otherwise.
+    /// A job waiting on one of its inputs: enqueued if every input is stored, failed
+    /// if one failed, left where it is also parked otherwise.
     async fn continue_waiting(&self, job: &ComputeJob) -> Result<(), Error> {
         match self.inputs(job).await? {
             Inputs::Ready => {
@@ -167,38 +165,28 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Parks `jobs` on `key` again after settling them failed halfway. Best effort: a
-    /// backend that cannot take them now loses them only if it also lost the write
-    /// that failed.
-    async fn park_again(&self, key: &str, jobs: impl Iterator<Item = ComputeJob>) {
-        for job in jobs {
-            if let Err(e) = self.substrate.waiters.add(key, &job).await {
-                tracing::warn!(%key, waiting = %job.value_key, error = %e, "could not park a waiting job again; it may be lost");
+    /// Ends `job` as failed, and every job waiting on it, transitively (a retryable
+    /// failure stays retryable downstream). As in [`Dispatcher::completed`], the
+    /// waiting jobs leave the waiters only after all of them are failed.
+    pub async fn fail(&self, job: &ComputeJob, failure: &Failure) -> Result<(), Error> {
+        let mut stack = vec![(job.clone(), failure.clone())];
+        let mut settled = Vec::new();
+        while let Some((job, failure)) = stack.pop() {
+            self.fail_one(&job, &failure).await?;
+            let waiting = self.substrate.waiters.waiting(&job.value_key).await?;
+            for w in &waiting {
+                let f = upstream(w, &job.value_key, failure.clone());
+                stack.push((w.clone(), f));
             }
+            settled.push((job.value_key, waiting));
         }
+        self.remove_waiters(settled).await
     }
 
-    /// Ends `job` as failed, and every job waiting on it, transitively (a retryable
-    /// failure stays retryable downstream).
-    /// As in [`Dispatcher::completed`], waiting jobs taken and not failed yet when a
-    /// write fails are parked again where they were taken from.
-    pub async fn fail(&self, job: &ComputeJob, failure: &Failure) -> Result<(), Error> {
-        // Each job with the key it was taken from (none for `job` itself).
-        let mut stack = vec![(job.clone(), failure.clone(), None::<String>)];
-        while let Some((job, failure, from)) = stack.pop() {
-            if let Err(e) = self.fail_one(&job, &failure).await {
-                let pending = std::iter::once((job, failure, from)).chain(stack.drain(..));
-                for (job, _, from) in pending {
-                    if let Some(key) = from {
-                        self.park_again(&key, std::iter::once(job)).await;
-                    }
-                }
-                return Err(e);
-            }
-            for waiting in self.substrate.waiters.take(&job.value_key).await? {
-                let f = upstream(&waiting, &job.value_key, failure.clone());
-                stack.push((waiting, f, Some(job.value_key.clone())));
-            }
+    /// Removes the jobs that were waiting on each key, now that all are settled.
+    async fn remove_waiters(&self, settled: Vec<(String, Vec<ComputeJob>)>) -> Result<(), Error> {
+        for (key, jobs) in settled {
+            self.substrate.waiters.remove(&key, &jobs).await?;
         }
         Ok(())
     }
@@ -279,24 +267,27 @@ impl Dispatcher {
     /// fail, and can be asked for again).
     pub async fn drop_abandoned(&self, job: &ComputeJob) -> Result<(), Error> {
         let mut stack = vec![job.clone()];
+        let mut settled = Vec::new();
         while let Some(job) = stack.pop() {
-            for waiting in self.substrate.waiters.take(&job.value_key).await? {
+            let waiting = self.substrate.waiters.waiting(&job.value_key).await?;
+            for w in &waiting {
                 if self
                     .substrate
                     .claims
-                    .is_abandoned(&waiting.value_key, waiting.generation)
+                    .is_abandoned(&w.value_key, w.generation)
                 {
-                    stack.push(waiting);
+                    stack.push(w.clone());
                 } else {
                     let error = format!(
                         "input `{}` was given up by a cancelled ticket; ask again",
                         job.feature
                     );
-                    self.fail(&waiting, &Failure::retryable(error, 0)).await?;
+                    self.fail(w, &Failure::retryable(error, 0)).await?;
                 }
             }
+            settled.push((job.value_key, waiting));
         }
-        Ok(())
+        self.remove_waiters(settled).await
     }
 
     async fn enqueue(&self, job: &ComputeJob) -> Result<Enqueued, Error> {

@@ -114,11 +114,28 @@ pub trait InputStore: Send + Sync + 'static {
 }
 
 /// Jobs waiting for an input value: enqueued when their last missing input completes.
+///
+/// Settling a key is two steps, so that no step can lose a job: read the jobs waiting
+/// on it ([`WaiterStore::waiting`]), continue each (enqueue or fail it; both are
+/// idempotent), and only then remove them ([`WaiterStore::remove`]). A caller cut
+/// short anywhere, or a removal whose acknowledgement was lost, leaves the jobs to the
+/// redelivery that settles the key again. (Removing first and continuing after loses
+/// the jobs whenever the removal lands but its answer does not.)
 #[async_trait]
 pub trait WaiterStore: Send + Sync + 'static {
+    /// Parks `job` on `input_key`; parking the same job (key and generation) twice
+    /// keeps one.
     async fn add(&self, input_key: &str, job: &ComputeJob) -> Result<(), Error>;
-    /// Removes and returns the jobs waiting on a key.
-    async fn take(&self, input_key: &str) -> Result<Vec<ComputeJob>, Error>;
+    /// The jobs waiting on a key, left in place.
+    async fn waiting(&self, input_key: &str) -> Result<Vec<ComputeJob>, Error>;
+    /// Removes `jobs` (matched by key and generation) from the waiters of `input_key`.
+    /// Jobs parked since stay; removing jobs already gone is a no-op.
+    async fn remove(&self, input_key: &str, jobs: &[ComputeJob]) -> Result<(), Error>;
+}
+
+/// Whether two waiting jobs are the same job: the same key at the same generation.
+pub(crate) fn same_job(a: &ComputeJob, b: &ComputeJob) -> bool {
+    a.value_key == b.value_key && a.generation == b.generation
 }
 
 /// Invalidation watermarks: a value planned before its watermark is treated as missing.

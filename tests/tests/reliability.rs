@@ -398,9 +398,9 @@ impl fstore_substrate::JobQueue for FailOneEnqueue {
 
 /// The soak's lost calls, made deterministic: when a value is stored and enqueueing a
 /// job that waited for it fails (a timeout on a loaded machine), the job must not be
-/// lost. Its input's job is delivered again and settles again; the waiting job, taken
-/// from the waiters before the failure, was parked again, so that second settling
-/// enqueues it and the call ends READY (it used to stay PENDING for good).
+/// lost. Its input's job is delivered again and settles again; the waiting job, still
+/// in the waiters (they are removed only once continued), is enqueued by that second
+/// settling and the call ends READY (it used to stay PENDING for good).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dependent_whose_enqueue_failed_is_not_lost() -> anyhow::Result<()> {
     let config = test_config();
@@ -432,6 +432,95 @@ async fn a_dependent_whose_enqueue_failed_is_not_lost() -> anyhow::Result<()> {
     let r = c.get(build::sync(&["e"], &["b"], 10_000)).await?;
     assert_eq!(r.results[0].status(), Status::Ready, "{r:?}");
     assert_eq!(f64_of(&r.results[0]), Some(6.0));
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Removes waiting jobs through the embedded store, but answers the first removal that
+/// removes anything with an error after it landed: an acknowledgement lost on the way
+/// back, as a NATS cluster's leader change can lose it.
+struct LoseOneRemovalAnswer {
+    inner: std::sync::Arc<dyn fstore_substrate::WaiterStore>,
+    lost: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl fstore_substrate::WaiterStore for LoseOneRemovalAnswer {
+    async fn add(
+        &self,
+        input_key: &str,
+        job: &fstore_substrate::ComputeJob,
+    ) -> Result<(), fstore_substrate::Error> {
+        self.inner.add(input_key, job).await
+    }
+
+    async fn waiting(
+        &self,
+        input_key: &str,
+    ) -> Result<Vec<fstore_substrate::ComputeJob>, fstore_substrate::Error> {
+        self.inner.waiting(input_key).await
+    }
+
+    async fn remove(
+        &self,
+        input_key: &str,
+        jobs: &[fstore_substrate::ComputeJob],
+    ) -> Result<(), fstore_substrate::Error> {
+        self.inner.remove(input_key, jobs).await?;
+        if !jobs.is_empty() && !self.lost.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(fstore_substrate::Error::Unavailable(
+                "the removal's answer was lost on purpose".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The chaos run's lost calls: taking the jobs that wait on a stored value used to
+/// remove them first and enqueue them after, so a removal that landed while its
+/// answer was lost (a NATS node killed mid-write) made the settling fail, and its
+/// redelivery found nothing left to enqueue. The jobs now leave the waiters only once
+/// enqueued: the same lost answer delays nothing, and the call ends READY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lost_answer_to_removing_waiters_loses_no_job() -> anyhow::Result<()> {
+    let config = test_config();
+    let mut substrate = fstore::server::substrate(&config).await?;
+    let lossy = std::sync::Arc::new(LoseOneRemovalAnswer {
+        inner: substrate.waiters.clone(),
+        lost: Default::default(),
+    });
+    substrate.waiters = lossy.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let running = fstore::server::start(
+        config,
+        substrate,
+        fstore_flows::Catalog::builtins(),
+        listener,
+    )
+    .await?;
+    let c = TestClient::connect(&running.url(), None).await?;
+    c.register(probe("a", &[("value", "2")])).await?;
+    c.register(feature(
+        "b",
+        "num.affine@1",
+        &[("scale", "3")],
+        &[("x", "a")],
+        600_000,
+    ))
+    .await?;
+    let started = std::time::Instant::now();
+    let r = c.get(build::sync(&["e"], &["b"], 10_000)).await?;
+    assert_eq!(r.results[0].status(), Status::Ready, "{r:?}");
+    assert_eq!(f64_of(&r.results[0]), Some(6.0));
+    assert!(
+        lossy.lost.load(std::sync::atomic::Ordering::SeqCst),
+        "the test lost no answer: it tested nothing"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the waiting job waited for a redelivery: {:?}",
+        started.elapsed()
+    );
     running.shutdown().await;
     Ok(())
 }

@@ -14,7 +14,7 @@ use prost::Message;
 use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 
-use crate::store::{Advert, FlowEntry};
+use crate::store::{Advert, FlowEntry, same_job};
 use crate::time::now_ms;
 use fstore_proto::api::FeatureDefinition;
 
@@ -168,17 +168,28 @@ impl WaiterStore for EmbeddedWaiters {
     async fn add(&self, input_key: &str, job: &ComputeJob) -> Result<(), Error> {
         let mut w = lock(&self.waiters);
         let list = w.entry(input_key.to_string()).or_default();
-        if !list
-            .iter()
-            .any(|j| j.value_key == job.value_key && j.generation == job.generation)
-        {
+        if !list.iter().any(|j| same_job(j, job)) {
             list.push(job.clone());
         }
         Ok(())
     }
 
-    async fn take(&self, input_key: &str) -> Result<Vec<ComputeJob>, Error> {
-        Ok(lock(&self.waiters).remove(input_key).unwrap_or_default())
+    async fn waiting(&self, input_key: &str) -> Result<Vec<ComputeJob>, Error> {
+        Ok(lock(&self.waiters)
+            .get(input_key)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn remove(&self, input_key: &str, jobs: &[ComputeJob]) -> Result<(), Error> {
+        let mut w = lock(&self.waiters);
+        if let Some(list) = w.get_mut(input_key) {
+            list.retain(|j| !jobs.iter().any(|t| same_job(j, t)));
+            if list.is_empty() {
+                w.remove(input_key);
+            }
+        }
+        Ok(())
     }
 }
 

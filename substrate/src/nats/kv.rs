@@ -17,6 +17,7 @@ use tracing::warn;
 
 use super::{Layout, unavailable};
 use crate::error::Message as Stored;
+use crate::store::same_job;
 use crate::task::Background;
 use crate::{
     ComputeJob, Definitions, Error, InputStore, ResultStore, Ticket, TicketStore, ValueEnvelope,
@@ -318,11 +319,8 @@ impl WaiterStore for NatsWaiters {
                 }
                 _ => (JobList::default(), None),
             };
-            if list
-                .jobs
-                .iter()
-                .any(|j| j.value_key == job.value_key && j.generation == job.generation)
-            {
+            // A write that landed unacknowledged shows here on the next try.
+            if list.jobs.iter().any(|j| same_job(j, job)) {
                 return Ok(());
             }
             list.jobs.push(job.clone());
@@ -340,25 +338,47 @@ impl WaiterStore for NatsWaiters {
         )))
     }
 
-    async fn take(&self, input_key: &str) -> Result<Vec<ComputeJob>, Error> {
+    async fn waiting(&self, input_key: &str) -> Result<Vec<ComputeJob>, Error> {
+        match leader_entry(&self.store, input_key).await? {
+            Some((bytes, _)) if !bytes.is_empty() => Ok(JobList::decode(bytes)?.jobs),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    async fn remove(&self, input_key: &str, jobs: &[ComputeJob]) -> Result<(), Error> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
         for _ in 0..CAS_TRIES {
             let Some((bytes, revision)) = leader_entry(&self.store, input_key).await? else {
-                return Ok(Vec::new());
+                return Ok(());
             };
-            if self
-                .store
-                .delete_expect_revision(input_key, Some(revision))
-                .await
-                .is_ok()
-            {
-                if bytes.is_empty() {
-                    return Ok(Vec::new());
-                }
-                return Ok(JobList::decode(bytes)?.jobs);
+            let mut list = if bytes.is_empty() {
+                JobList::default()
+            } else {
+                JobList::decode(bytes)?
+            };
+            let before = list.jobs.len();
+            list.jobs.retain(|j| !jobs.iter().any(|t| same_job(j, t)));
+            // Also where a write that landed unacknowledged already removed them.
+            if list.jobs.len() == before {
+                return Ok(());
+            }
+            let done = if list.jobs.is_empty() {
+                self.store
+                    .delete_expect_revision(input_key, Some(revision))
+                    .await
+                    .is_ok()
+            } else {
+                let bytes: Bytes = list.encode_to_vec().into();
+                self.store.update(input_key, bytes, revision).await.is_ok()
+            };
+            if done {
+                return Ok(());
             }
         }
         Err(Error::Unavailable(format!(
-            "too much contention taking the jobs waiting on {input_key}"
+            "too much contention removing the jobs waiting on {input_key}"
         )))
     }
 }
