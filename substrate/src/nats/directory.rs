@@ -101,10 +101,12 @@ impl FlowDirectory for NatsDirectory {
             let Some((flow, worker)) = self.layout.parse_worker_key(&k) else {
                 continue;
             };
+            // Read from the leader: a lagging replica may not have the key yet.
+            let Some((bytes, _)) = super::kv::leader_entry(&self.workers, &k).await? else {
+                continue;
+            };
             *live.entry(flow.clone()).or_default() += 1;
-            if let Some(bytes) = self.workers.get(&k).await.map_err(unavailable)?
-                && let Ok(Some(model)) = serde_json::from_slice::<Option<ModelInfo>>(&bytes)
-            {
+            if let Ok(Some(model)) = serde_json::from_slice::<Option<ModelInfo>>(&bytes) {
                 models.entry(flow).or_default().push((worker, model));
             }
         }
@@ -112,7 +114,9 @@ impl FlowDirectory for NatsDirectory {
         let mut flows = self.flows.keys().await.map_err(unavailable)?;
         while let Some(k) = flows.next().await {
             let k = k.map_err(unavailable)?;
-            let Some(bytes) = self.flows.get(&k).await.map_err(unavailable)? else {
+            // From the leader: a flow skipped on a lagging replica's answer would read
+            // as unknown, and a definition using it be refused.
+            let Some((bytes, _)) = super::kv::leader_entry(&self.flows, &k).await? else {
                 continue;
             };
             let spec: FlowSpec =
