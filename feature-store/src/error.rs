@@ -13,6 +13,12 @@ pub enum Error {
     /// flow, a type mismatch.
     #[error("feature definition refused: {0}")]
     Definition(String),
+    /// A definition whose flow workers have served but none serves right now (none
+    /// started yet, all restarting, or cut off from NATS): worth retrying.
+    #[error(
+        "feature `{feature}`: no worker serves flow {flow} right now (none has sent a heartbeat lately); start one and retry, or register with force"
+    )]
+    NoWorker { feature: String, flow: String },
     /// A call that is well formed but cannot be done in the state things are in (a
     /// rollback to a generation the gate rejected): the message says what state it needs.
     #[error("{0}")]

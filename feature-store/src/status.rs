@@ -19,6 +19,7 @@ impl From<Error> for Status {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::NoWorker { .. } => Code::Unavailable,
             Error::Listen { .. } | Error::Tls(_) | Error::Internal(_) => Code::Internal,
             Error::Substrate(SubstrateError::Unavailable(_)) => Code::Unavailable,
             Error::Substrate(SubstrateError::QueueFull { .. }) => Code::ResourceExhausted,

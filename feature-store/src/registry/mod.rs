@@ -197,10 +197,10 @@ impl Registry {
                     .iter()
                     .any(|f| f.spec.id == id && f.live_workers == 0)
                 {
-                    return Err(Error::Definition(format!(
-                        "feature `{}`: no worker serves flow {id} right now; start one or register with force",
-                        def.name
-                    )));
+                    return Err(Error::NoWorker {
+                        feature: def.name.clone(),
+                        flow: id.to_string(),
+                    });
                 }
             }
         }
@@ -461,6 +461,36 @@ mod tests {
             1,
             "a refused definition is not stored"
         );
+    }
+
+    /// A flow whose workers are all away (restarting, cut off) is known but not served:
+    /// the refusal says so and is worth retrying, unlike a definition that is wrong.
+    #[tokio::test]
+    async fn a_flow_no_worker_serves_now_is_refused_until_one_does() {
+        let substrate = substrate().await;
+        let r = Registry::load(&substrate).await.expect("registry");
+        substrate.directory.withdraw("w").await.expect("withdraw");
+        let affine = def("a", "num.affine@1", &[("x", "request:x")]);
+        let refused = one(&r, affine.clone()).await.expect_err("no worker");
+        assert!(
+            matches!(&refused, Error::NoWorker { flow, .. } if flow == "num.affine@1"),
+            "{refused:?}"
+        );
+        let status = tonic::Status::from(refused);
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("force"), "{status:?}");
+        // With force, or once a worker serves the flow again, it is registered.
+        let forced = r.register(T, vec![affine.clone()], true).await;
+        assert!(forced.is_ok(), "{forced:?}");
+        let adverts = fstore_substrate::worker::adverts(&Catalog::builtins());
+        substrate
+            .directory
+            .advertise("w2", &adverts)
+            .await
+            .expect("advertise");
+        let mut again = affine;
+        again.ttl_ms = 30_000;
+        assert!(one(&r, again).await.is_ok());
     }
 
     #[tokio::test]
