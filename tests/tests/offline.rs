@@ -458,3 +458,45 @@ stage = true
     assert!(out.contains("schedule cycle"), "{out}");
     Ok(())
 }
+
+/// `fstore fetch --wait` follows a ticket until every result is final, printing plain
+/// progress lines when stderr is not a terminal; a wait that runs out exits with the
+/// code of DEADLINE_EXCEEDED and names how many results are pending.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fetch_waits_for_a_ticket_to_be_final() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (_dev, c, url) = dev(dir.path(), &dir.path().join("log"), "dev").await?;
+    c.register(build::feature(
+        "slow",
+        "test.probe@1",
+        &[("delay_ms", "600"), ("value", "5")],
+        &[],
+        600_000,
+    ))
+    .await?;
+    let r = c.get(build::get(&["a", "b"], &["slow"])).await?;
+    assert!(!r.ticket.is_empty(), "{r:?}");
+
+    let (code, _, stderr) = cli(&url, &["fetch", &r.ticket, "--wait", "50ms"])?;
+    assert_eq!(code, 3, "{stderr}");
+    assert!(
+        stderr.contains("DEADLINE_EXCEEDED") && stderr.contains("still has 2 pending"),
+        "{stderr}"
+    );
+
+    let (code, out, stderr) = cli(&url, &["--json", "fetch", &r.ticket, "--wait", "20s"])?;
+    assert_eq!(code, 0, "{stderr}");
+    let j: Json = serde_json::from_str(&out)?;
+    let statuses: Vec<&str> = j["results"]
+        .as_array()
+        .context("results")?
+        .iter()
+        .filter_map(|x| x["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["READY", "READY"], "{j}");
+    assert!(
+        stderr.contains(&format!("ticket {}: 2/2, final", r.ticket)),
+        "{stderr}"
+    );
+    Ok(())
+}

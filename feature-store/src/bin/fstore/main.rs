@@ -13,6 +13,7 @@ mod entities;
 mod error;
 mod input;
 mod output;
+mod progress;
 
 use std::process::ExitCode;
 
@@ -66,11 +67,22 @@ enum Cmd {
     Auth(cmd::auth::Verb),
     #[command(flatten)]
     Client(cmd::client::Verb),
+    /// Prints the shell completion script: `fstore completions bash > /etc/bash_completion.d/fstore`,
+    /// or `source <(fstore completions bash)`; zsh and fish alike.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Cmd::Completions { shell } = cli.cmd {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "fstore", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     // The demo prints its own story; servers log their lifecycle.
     let default_level = if matches!(cli.cmd, Cmd::Demo) {
         "warn"
@@ -109,6 +121,7 @@ async fn main() -> ExitCode {
         Cmd::Flow(verb) => cmd::flow::run(verb, json),
         Cmd::Auth(verb) => cmd::auth::run(target, verb, json).await,
         Cmd::Client(verb) => cmd::client::run(target, json, verb).await,
+        Cmd::Completions { .. } => Ok(()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,6 +133,41 @@ async fn main() -> ExitCode {
                 eprintln!("{}", report.text());
             }
             ExitCode::from(report.exit_code)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Each shell's script names the verbs and their flags.
+    #[test]
+    fn completions_cover_every_verb() {
+        for shell in [
+            clap_complete::Shell::Bash,
+            clap_complete::Shell::Zsh,
+            clap_complete::Shell::Fish,
+        ] {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "fstore", &mut out);
+            let script = String::from_utf8(out).expect("utf-8");
+            for word in [
+                "backfill",
+                "export",
+                "completions",
+                "max-staleness",
+                "serve",
+            ] {
+                assert!(script.contains(word), "{shell:?} completions lack `{word}`");
+            }
         }
     }
 }

@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::Subcommand;
 use fstore::client::Client;
 use fstore_proto::api::{self, BackfillState};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 
 use crate::error::usage;
@@ -314,25 +313,23 @@ fn schedule_json(s: &api::Schedule) -> serde_json::Value {
     })
 }
 
-/// Polls a backfill until it ends, drawing a bar on a terminal, then prints it.
+/// Polls a backfill until it ends, showing its progress, then prints it.
 async fn follow(store: &Client, mut b: api::Backfill, json: bool) -> anyhow::Result<()> {
-    let bar = ProgressBar::with_draw_target(Some(b.total), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
-    {
-        bar.set_style(style);
-    }
+    let mut progress = crate::progress::Progress::new(format!("backfill {}", b.id), b.total);
     while b.state() == BackfillState::Running {
-        bar.set_position(settled(&b));
-        bar.set_message(format!(
-            "{} failed, {:.0}/s, eta {}",
-            b.failed,
-            b.rate,
-            humantime::format_duration(Duration::from_secs(b.eta_ms / 1000))
-        ));
+        progress.set(
+            settled(&b),
+            format!(
+                "{} failed, {:.0}/s, eta {}",
+                b.failed,
+                b.rate,
+                humantime::format_duration(Duration::from_secs(b.eta_ms / 1000))
+            ),
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         b = store.get_backfill(b.id.clone()).await?;
     }
-    bar.finish_and_clear();
+    progress.set(settled(&b), format!("{} failed", b.failed));
+    progress.finish();
     print(&b, json)
 }

@@ -89,8 +89,14 @@ pub enum Verb {
     Register { file: PathBuf },
     /// Asks for features of entities.
     Get(GetArgs),
-    /// The current state of a ticket.
-    Fetch { ticket: String },
+    /// The current state of a ticket; with --wait, once every result is final.
+    Fetch {
+        ticket: String,
+        /// Poll until every result is final, for at most this long (e.g. 30s), showing
+        /// how many are; still pending then: exit code of DEADLINE_EXCEEDED.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+    },
     /// Streams results as they become final.
     Watch(GetArgs),
     /// A feature's definition, dependencies both ways and lineage.
@@ -149,7 +155,13 @@ pub async fn run(target: super::auth::Target<'_>, json: bool, verb: Verb) -> any
     match verb {
         Verb::Register { file } => register(&mut store, &file, json).await,
         Verb::Get(a) => output::print_response(&store.get_features(a.request()?).await?, json),
-        Verb::Fetch { ticket } => output::print_response(&store.get_ticket(ticket).await?, json),
+        Verb::Fetch { ticket, wait: None } => {
+            output::print_response(&store.get_ticket(ticket).await?, json)
+        }
+        Verb::Fetch {
+            ticket,
+            wait: Some(wait),
+        } => output::print_response(&fetch_until_final(&store, ticket, wait).await?, json),
         Verb::Watch(a) => watch(&store, &a, json).await,
         Verb::Describe { feature } => describe(&store.describe_feature(feature).await?, json),
         Verb::Ls { flows: true, .. } => {
@@ -266,6 +278,43 @@ async fn register(store: &mut Client, file: &std::path::Path, json: bool) -> any
         .collect();
     print!("{}", table(&["FEATURE", "VER", "RESULT", "LINEAGE"], &rows));
     Ok(())
+}
+
+/// Polls a ticket (20 ms, growing to 0.5 s between polls) until every result is final,
+/// or fails with DEADLINE_EXCEEDED naming how many are still pending after `wait`.
+async fn fetch_until_final(
+    store: &Client,
+    ticket: String,
+    wait: Duration,
+) -> anyhow::Result<api::GetFeaturesResponse> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(20);
+    let mut r = store.get_ticket(ticket.clone()).await?;
+    let mut progress =
+        crate::progress::Progress::new(format!("ticket {ticket}"), r.results.len() as u64);
+    loop {
+        let pending = r
+            .results
+            .iter()
+            .filter(|x| x.status() == api::Status::Pending)
+            .count();
+        progress.set((r.results.len() - pending) as u64, "final");
+        if pending == 0 {
+            progress.finish();
+            return Ok(r);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            progress.finish();
+            return Err(tonic::Status::deadline_exceeded(format!(
+                "ticket {ticket} still has {pending} pending after {}; fetch it later or cancel it",
+                humantime::format_duration(wait)
+            ))
+            .into());
+        }
+        tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
+        pause = (pause * 3 / 2).min(Duration::from_millis(500));
+        r = store.get_ticket(ticket.clone()).await?;
+    }
 }
 
 async fn watch(store: &Client, a: &GetArgs, json: bool) -> anyhow::Result<()> {

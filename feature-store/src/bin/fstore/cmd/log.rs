@@ -3,13 +3,12 @@
 //! label events), with a progress bar on a terminal.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Subcommand;
 use fstore::client::Client;
 use fstore::export::{self, Destination, Format, JoinExport, Progress, RangeExport};
 use fstore_proto::api;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use tokio_stream::StreamExt;
 
@@ -117,10 +116,13 @@ async fn run_export(store: &Client, a: ExportArgs, json: bool) -> anyhow::Result
         format: Format::pick(a.format, &a.output)?,
         path: a.output,
     };
-    let bar = progress_bar();
+    // Per mille of the export's time range.
+    let mut bar = crate::progress::Progress::new("export", 1000);
     let mut report = |p: Progress| {
-        bar.set_position((p.fraction * 1000.0) as u64);
-        bar.set_message(format!("{} records, {} rows", p.records, p.rows));
+        bar.set(
+            (p.fraction * 1000.0) as u64,
+            format!("{} records, {} rows", p.records, p.rows),
+        );
     };
     let started = Instant::now();
     let summary = match a.labels {
@@ -157,7 +159,7 @@ async fn run_export(store: &Client, a: ExportArgs, json: bool) -> anyhow::Result
             export::range(store, &spec, &out, &mut report).await
         }
     };
-    bar.finish_and_clear();
+    bar.finish();
     let summary = summary?;
     let secs = started.elapsed().as_secs_f64();
     let rate = summary.records as f64 / secs.max(1e-9);
@@ -183,16 +185,4 @@ async fn run_export(store: &Client, a: ExportArgs, json: bool) -> anyhow::Result
         );
         Ok(())
     }
-}
-
-/// A bar over the export's time range, drawn on stderr only when it is a terminal.
-fn progress_bar() -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(1000), ProgressDrawTarget::stderr());
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% {msg}")
-    {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
-    bar
 }
