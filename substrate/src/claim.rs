@@ -66,6 +66,10 @@ impl Drop for ClaimGuard<'_> {
     }
 }
 
+/// How many times a job is put back to wait for inputs that expired before it ran; past
+/// that, the inputs' TTL is shorter than the wait in the queue and the job fails.
+pub(crate) const MAX_REQUEUES: u32 = 3;
+
 impl Dispatcher {
     /// Claims `key`; if the claim is won and `recheck` finds nothing, submits the job
     /// `job(generation)` makes. Whenever nothing ends up enqueued under the won claim —
@@ -307,5 +311,63 @@ mod tests {
         // Without a recipe nothing can recompute the input: the caller is told.
         let bare = job("d", vec![by_key("gone", None)]);
         assert_eq!(dispatcher.requeue(&bare).await.expect("requeue"), None);
+    }
+
+    /// The chaos run's last lost call, made deterministic: a job waits on `a`, and by the
+    /// time `a`'s settling reaches it (after a redelivery, on NATS, where an expired
+    /// value stays readable until the server deletes it) `a` has expired. The job is
+    /// leaving `a`'s waiters; it used to be dropped there, as if parked elsewhere. It
+    /// now waits on `a` again, and `a` is computed again from the job's recipe.
+    #[tokio::test]
+    async fn a_waiting_job_whose_input_expired_before_it_was_continued_waits_again() {
+        use fstore_proto::wire::{JobInput, job_input::Source};
+        let substrate =
+            crate::embedded::substrate(&crate::embedded::Options::for_tests()).expect("substrate");
+        let tasks = TaskTracker::new();
+        let dispatcher = dispatcher(substrate.clone(), &tasks);
+        let recipe = ComputeJob {
+            value_key: "a".into(),
+            flow: "num.affine".into(),
+            flow_version: 1,
+            tenant: "t".into(),
+            ..Default::default()
+        };
+        let waiting = ComputeJob {
+            value_key: "b".into(),
+            generation: 3,
+            flow: "num.affine".into(),
+            flow_version: 1,
+            tenant: "t".into(),
+            inputs: vec![JobInput {
+                name: "x".into(),
+                source: Some(Source::ValueKey("a".into())),
+                key: "a".into(),
+                recipe: Some(recipe),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        substrate.waiters.add("a", &waiting).await.expect("park");
+        let now = crate::time::now_ms();
+        let expired = crate::ValueEnvelope {
+            computed_at_ms: now - 2_000,
+            expires_at_ms: now - 1_000,
+            ..Default::default()
+        };
+        substrate.results.put("a", expired).await.expect("store");
+
+        dispatcher.completed("a").await.expect("settle");
+
+        let again = substrate.waiters.waiting("a").await.expect("waiters");
+        assert_eq!(again.len(), 1, "the job waits on `a` again: {again:?}");
+        assert_eq!((again[0].value_key.as_str(), again[0].requeues), ("b", 1));
+        let flow = FlowId::new("num.affine", 1);
+        let pulled = substrate
+            .queue
+            .pull(&flow, &[Lane::Interactive], 10, Duration::from_millis(50))
+            .await
+            .expect("pull");
+        let keys: Vec<&str> = pulled.iter().map(|d| d.job.value_key.as_str()).collect();
+        assert_eq!(keys, ["a"], "`a` is computed again");
     }
 }

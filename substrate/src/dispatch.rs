@@ -143,17 +143,37 @@ impl Dispatcher {
     pub async fn completed(&self, key: &str) -> Result<(), Error> {
         let waiting = self.substrate.waiters.waiting(key).await?;
         for job in &waiting {
-            self.continue_waiting(job).await?;
+            self.continue_waiting(key, job).await?;
         }
         self.substrate.waiters.remove(key, &waiting).await
     }
 
-    /// A job waiting on one of its inputs: enqueued if every input is stored, failed
-    /// if one failed, left where it is also parked otherwise.
-    async fn continue_waiting(&self, job: &ComputeJob) -> Result<(), Error> {
+    /// A job that was waiting on `key`: enqueued if every input is stored, failed if one
+    /// failed, left where it is also parked if another is missing. If `key` itself is
+    /// missing again (its value expired before this settling reached the job, say after
+    /// a redelivery), the job is put back to wait for it, computed again from the
+    /// job's recipe: it is leaving `key`'s waiters, and nobody else would.
+    async fn continue_waiting(&self, key: &str, job: &ComputeJob) -> Result<(), Error> {
         match self.inputs(job).await? {
             Inputs::Ready => {
                 self.enqueue(job).await?;
+            }
+            Inputs::Missing(keys) if keys.iter().any(|k| k == key) => {
+                let gave_up = if job.requeues >= crate::claim::MAX_REQUEUES {
+                    Some(
+                        "an input expired before this compute could run, each time it was computed again: its ttl is shorter than the wait in the queue; raise the input's ttl or add workers",
+                    )
+                } else if self.requeue(job).await?.is_none() {
+                    Some(
+                        "an input expired before this compute could run, and the job carries no recipe to compute it again; ask again",
+                    )
+                } else {
+                    None
+                };
+                if let Some(error) = gave_up {
+                    self.fail(job, &Failure::retryable(error.to_string(), 0))
+                        .await?;
+                }
             }
             // Still waiting on another input, where it is parked too.
             Inputs::Missing(_) => {}

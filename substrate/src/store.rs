@@ -123,19 +123,22 @@ pub trait InputStore: Send + Sync + 'static {
 /// the jobs whenever the removal lands but its answer does not.)
 #[async_trait]
 pub trait WaiterStore: Send + Sync + 'static {
-    /// Parks `job` on `input_key`; parking the same job (key and generation) twice
-    /// keeps one.
+    /// Parks `job` on `input_key`; parking the same job (key, generation and
+    /// requeues) twice keeps one.
     async fn add(&self, input_key: &str, job: &ComputeJob) -> Result<(), Error>;
     /// The jobs waiting on a key, left in place.
     async fn waiting(&self, input_key: &str) -> Result<Vec<ComputeJob>, Error>;
-    /// Removes `jobs` (matched by key and generation) from the waiters of `input_key`.
+    /// Removes `jobs` (matched by key, generation and requeues) from the waiters of
+    /// `input_key`.
     /// Jobs parked since stay; removing jobs already gone is a no-op.
     async fn remove(&self, input_key: &str, jobs: &[ComputeJob]) -> Result<(), Error>;
 }
 
-/// Whether two waiting jobs are the same job: the same key at the same generation.
+/// Whether two waiting jobs are the same job: the same key at the same generation, put
+/// back to wait as often (a job put back waits under a new message id: it is not the
+/// one it replaces, which its settling removes).
 pub(crate) fn same_job(a: &ComputeJob, b: &ComputeJob) -> bool {
-    a.value_key == b.value_key && a.generation == b.generation
+    a.value_key == b.value_key && a.generation == b.generation && a.requeues == b.requeues
 }
 
 /// Invalidation watermarks: a value planned before its watermark is treated as missing.

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 
 use super::retry::{RetryPolicy, Verdict};
 use super::{Worker, job_flow};
+use crate::claim::MAX_REQUEUES;
 use crate::time::{expires_at_ms, now_ms};
 use crate::{ComputeJob, Delivery, Failure, ValueEnvelope};
 
@@ -21,9 +22,6 @@ use crate::{ComputeJob, Delivery, Failure, ValueEnvelope};
 /// its result: long enough to ride out a leader election, so that outage does not use
 /// up the job's deliveries.
 pub(super) const BACKEND_RETRY: Duration = Duration::from_secs(1);
-
-/// How often a job is put back to wait for inputs that expired before it ran.
-const MAX_REQUEUES: u32 = 3;
 
 /// The envelope of a value computed at `now_ms` by attempt `attempt` of `job`; it
 /// expires `job.ttl_ms` later, at the end of time at the latest.
