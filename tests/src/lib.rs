@@ -187,6 +187,14 @@ impl TestClient {
             .map(tonic::Response::into_inner)
     }
 
+    pub async fn list_flows(&self) -> Result<Vec<api::FlowInfo>, Status> {
+        self.raw
+            .clone()
+            .list_flows(self.req(api::ListFlowsRequest {}))
+            .await
+            .map(|r| r.into_inner().flows)
+    }
+
     pub async fn describe(&self, feature: &str) -> Result<api::DescribeFeatureResponse, Status> {
         self.raw
             .clone()

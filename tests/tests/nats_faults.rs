@@ -274,3 +274,45 @@ async fn a_deleted_consumer_is_created_again_without_a_restart() -> anyhow::Resu
     running.shutdown().await;
     Ok(())
 }
+
+/// A replica keeps the flow specs it has seen: when the flows bucket cannot be listed
+/// (a node stalled mid-listing, the chaos run found; here the bucket is gone), the
+/// flows it knows are still listed and registrations that use them still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flows_seen_stay_known_when_the_flows_bucket_cannot_be_listed() -> anyhow::Result<()> {
+    let nats = NatsServer::start()?;
+    let mut config = test_config();
+    config.nats.url = Some(nats.url());
+    let running = fstore_tests::start_on_nats(config, &nats.url()).await?;
+    let client = TestClient::connect(&running.url(), None).await?;
+    let listed = wait_until(
+        Duration::from_secs(10),
+        "the probe flow to be listed",
+        || async {
+            let flows = client.list_flows().await.ok()?;
+            flows
+                .iter()
+                .any(|f| f.name == "test.probe")
+                .then_some(flows)
+        },
+    )
+    .await?;
+
+    let js = async_nats::jetstream::new(async_nats::connect(nats.url()).await?);
+    js.delete_key_value("fstore_flows").await?;
+
+    let after = client.list_flows().await?;
+    assert_eq!(after.len(), listed.len(), "{after:?}");
+    assert!(after.iter().any(|f| f.name == "test.probe"));
+    client
+        .register(feature(
+            "p",
+            "test.probe@1",
+            &[("value", "1")],
+            &[],
+            600_000,
+        ))
+        .await?;
+    running.shutdown().await;
+    Ok(())
+}

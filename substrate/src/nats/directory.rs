@@ -1,8 +1,13 @@
 //! The flow directory on KV: `<prefix>_flows` keeps the spec of every flow ever
 //! advertised; `<prefix>_workers` keeps one heartbeat per (flow, worker) with a TTL of
 //! three heartbeats, so live workers are the keys that exist.
+//!
+//! The specs are also mirrored into memory by a watch: a listing of the bucket that a
+//! stalled or lagging node cuts short still names every flow this process has seen, so
+//! a known flow never reads as unknown (a registration using it would be refused).
 
 use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
@@ -12,7 +17,11 @@ use futures::StreamExt;
 
 use super::{Layout, unavailable};
 use crate::store::{Advert, FlowEntry};
+use crate::task::Background;
 use crate::{Error, FlowDirectory};
+
+/// Flow specs by their key in the flows bucket.
+type Specs = Arc<RwLock<HashMap<String, FlowSpec>>>;
 
 pub struct NatsDirectory {
     js: jetstream::Context,
@@ -20,23 +29,76 @@ pub struct NatsDirectory {
     flows: kv::Store,
     workers: kv::Store,
     heartbeat: Duration,
+    known: Specs,
 }
 
 impl NatsDirectory {
-    pub(crate) fn new(
+    /// Mirrors the flows bucket into memory; the watch runs on `background` until the
+    /// backend closes.
+    pub(crate) async fn start(
         js: jetstream::Context,
         layout: Layout,
         flows: kv::Store,
         workers: kv::Store,
         heartbeat: Duration,
-    ) -> Self {
-        NatsDirectory {
+        background: &Background,
+    ) -> Result<Self, Error> {
+        let known: Specs = Arc::default();
+        let watch = flows
+            .watch_all_from_revision(1)
+            .await
+            .map_err(unavailable)?;
+        let mirror = known.clone();
+        super::kv::mirror_watch(background, "nats flow watch", watch, move |e| {
+            if e.operation == kv::Operation::Put
+                && let Ok(spec) = serde_json::from_slice::<FlowSpec>(&e.value)
+            {
+                let mut map = mirror.write().unwrap_or_else(|p| p.into_inner());
+                map.insert(e.key, spec);
+            }
+        });
+        Ok(NatsDirectory {
             js,
             layout,
             flows,
             workers,
             heartbeat,
+            known,
+        })
+    }
+
+    /// Every spec in the bucket, read from its leader, over those seen already: a
+    /// listing cut short by a stalled node loses none; one that fails outright
+    /// answers what was seen, if anything.
+    async fn specs(&self) -> Result<HashMap<String, FlowSpec>, Error> {
+        let mut specs = self.known.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match self.listed_specs().await {
+            Ok(listed) => specs.extend(listed),
+            Err(e) if specs.is_empty() => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing the flows failed; answering the flows seen so far")
+            }
         }
+        Ok(specs)
+    }
+
+    async fn listed_specs(&self) -> Result<Vec<(String, FlowSpec)>, Error> {
+        let mut keys = self.flows.keys().await.map_err(unavailable)?;
+        let mut found = Vec::new();
+        while let Some(k) = keys.next().await {
+            found.push(k.map_err(unavailable)?);
+        }
+        let mut out = Vec::new();
+        for k in found {
+            // From the leader: a lagging replica may not have the key yet.
+            let Some((bytes, _)) = super::kv::leader_entry(&self.flows, &k).await? else {
+                continue;
+            };
+            let spec: FlowSpec =
+                serde_json::from_slice(&bytes).map_err(|e| Error::Codec(e.to_string()))?;
+            out.push((k, spec));
+        }
+        Ok(out)
     }
 }
 
@@ -51,6 +113,10 @@ impl FlowDirectory for NatsDirectory {
                 .put(self.layout.flow_key(&flow), json.into())
                 .await
                 .map_err(unavailable)?;
+            self.known
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(self.layout.flow_key(&flow), spec.clone());
             let key = self.layout.worker_key(&flow, worker_id);
             let model =
                 serde_json::to_vec(&advert.model).map_err(|e| Error::Codec(e.to_string()))?;
@@ -110,23 +176,16 @@ impl FlowDirectory for NatsDirectory {
                 models.entry(flow).or_default().push((worker, model));
             }
         }
-        let mut out = Vec::new();
-        let mut flows = self.flows.keys().await.map_err(unavailable)?;
-        while let Some(k) = flows.next().await {
-            let k = k.map_err(unavailable)?;
-            // From the leader: a flow skipped on a lagging replica's answer would read
-            // as unknown, and a definition using it be refused.
-            let Some((bytes, _)) = super::kv::leader_entry(&self.flows, &k).await? else {
-                continue;
-            };
-            let spec: FlowSpec =
-                serde_json::from_slice(&bytes).map_err(|e| Error::Codec(e.to_string()))?;
-            out.push(FlowEntry {
+        let mut out: Vec<FlowEntry> = self
+            .specs()
+            .await?
+            .into_iter()
+            .map(|(k, spec)| FlowEntry {
                 spec,
                 live_workers: live.get(&k).copied().unwrap_or(0),
                 models: models.remove(&k).unwrap_or_default(),
-            });
-        }
+            })
+            .collect();
         out.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
         Ok(out)
     }

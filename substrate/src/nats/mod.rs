@@ -305,6 +305,15 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
     // Last, as they start background tasks: nothing after them can fail.
     let watermarks =
         kv::NatsWatermarks::start(js.clone(), layout.clone(), watermarks, &background).await?;
+    let directory = directory::NatsDirectory::start(
+        js.clone(),
+        layout.clone(),
+        flows,
+        workers,
+        options.heartbeat,
+        &background,
+    )
+    .await?;
     let claims = match claims::NatsClaims::start(
         js.clone(),
         layout.clone(),
@@ -337,13 +346,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             layout: layout.clone(),
         }),
         watermarks: Arc::new(watermarks),
-        directory: Arc::new(directory::NatsDirectory::new(
-            js.clone(),
-            layout.clone(),
-            flows,
-            workers,
-            options.heartbeat,
-        )),
+        directory: Arc::new(directory),
         served: Arc::new(served::NatsServed::new(js.clone(), layout.clone(), served)),
         definitions: Arc::new(kv::NatsDefinitions::new(layout.clone(), registry)),
         dead_letters: Arc::new(dead_letters),
