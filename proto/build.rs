@@ -1,4 +1,5 @@
-//! Compiles the .proto files with the vendored protoc, so a build needs nothing installed.
+//! Compiles the .proto files with the vendored protoc, so a build needs nothing installed,
+//! and generates the proto3 JSON mapping of the public API (pbjson).
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
@@ -14,5 +15,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ],
             &["proto"],
         )?;
+    // serde impls of the public API that follow the proto3 JSON mapping (camelCase
+    // names, enums by name, 64-bit integers as strings): the HTTP/JSON API's bodies.
+    let descriptors = std::fs::read(out.join("fstore_descriptor.bin"))?;
+    pbjson_build::Builder::new()
+        .register_descriptors(&descriptors)?
+        .build(&[".featurestore.v1"])?;
     Ok(())
 }

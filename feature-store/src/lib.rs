@@ -46,6 +46,7 @@ pub mod error;
 pub mod events;
 pub mod export;
 pub mod follow;
+pub mod http;
 pub mod inputs;
 pub mod keys;
 pub mod metrics;

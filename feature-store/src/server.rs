@@ -337,12 +337,17 @@ pub async fn start(
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(64 * 1024 * 1024);
     let shutdown = serve_token.clone();
+    // gRPC and the HTTP/JSON API on one listener (HTTP/1.1 accepted for the latter).
+    let grpc = tonic::service::Routes::new(health_service)
+        .add_service(reflection)
+        .add_service(svc)
+        .into_axum_router();
+    let http_api = crate::http::router(service.clone(), max_request_bytes);
     let routes = tonic::transport::Server::builder()
+        .accept_http1(true)
         .layer(crate::status::RequestSizeLayer::new(max_request_bytes))
         .layer(AuthLayer::new(authenticator))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(svc);
+        .add_routes(tonic::service::Routes::from(grpc.merge(http_api)));
     let secure = tls.is_some();
     let server = match tls {
         Some(tls) => {

@@ -35,6 +35,83 @@ impl Service {
         self.store.registry()
     }
 
+    /// StartBackfill over any stream of its messages: gRPC's client stream, or the one
+    /// message of an HTTP body. `caller` carries the call's metadata and extensions.
+    pub async fn start_backfill_from(
+        &self,
+        caller: Request<()>,
+        mut messages: impl futures::Stream<Item = Result<api::StartBackfillRequest, Status>>
+        + Unpin
+        + Send,
+    ) -> Result<Response<api::Backfill>, Status> {
+        let tenant = self.tenant(&caller)?;
+        let max = self.store.config().backfill.max_entities;
+        let mut first: Option<api::StartBackfillRequest> = None;
+        let mut entities = Vec::new();
+        while let Some(message) = messages.next().await {
+            let mut message = message?;
+            entities.append(&mut message.entities);
+            if entities.len() > max {
+                return Err(Error::InvalidArgument(format!(
+                    "a backfill takes at most {max} entities (backfill.max_entities): split it"
+                ))
+                .into());
+            }
+            match &first {
+                None => first = Some(message),
+                Some(_)
+                    if !message.features.is_empty()
+                        || message.max_staleness_ms.is_some()
+                        || message.stage
+                        || message.every_ms > 0
+                        || !message.schedule.is_empty() =>
+                {
+                    return Err(Error::InvalidArgument(
+                        "only the first message of StartBackfill names features, staleness and staging"
+                            .to_string(),
+                    )
+                    .into());
+                }
+                Some(_) => {}
+            }
+        }
+        let first = first.ok_or_else(|| {
+            Error::InvalidArgument("StartBackfill got no message: send the features".to_string())
+        })?;
+        let spec = Spec {
+            features: first.features,
+            max_staleness_ms: first.max_staleness_ms,
+            stage: first.stage,
+        };
+        let started = match (first.every_ms, first.schedule.is_empty()) {
+            (0, true) => self.store.start_backfill(tenant, spec, entities).await?,
+            (0, false) => {
+                return Err(Error::InvalidArgument(format!(
+                    "schedule `{}` needs every_ms: how often it runs",
+                    crate::names::truncate(&first.schedule, 80)
+                ))
+                .into());
+            }
+            (_, true) => {
+                return Err(Error::InvalidArgument(
+                    "a repeating backfill (every_ms) needs a schedule name".to_string(),
+                )
+                .into());
+            }
+            (every_ms, false) => {
+                let repeat = Repeat {
+                    name: first.schedule,
+                    every_ms,
+                };
+                self.store
+                    .backfills()
+                    .schedule(tenant, spec, repeat, entities)
+                    .await?
+            }
+        };
+        Ok(Response::new(started))
+    }
+
     /// The caller's tenant, its call charged against the tenant's quota.
     fn tenant<T>(&self, req: &Request<T>) -> Result<String> {
         let tenant = self.caller(req)?;
@@ -335,73 +412,9 @@ impl FeatureStore for Service {
         &self,
         req: Request<tonic::Streaming<api::StartBackfillRequest>>,
     ) -> Result<Response<api::Backfill>, Status> {
-        let tenant = self.tenant(&req)?;
-        let max = self.store.config().backfill.max_entities;
-        let mut messages = req.into_inner();
-        let mut first: Option<api::StartBackfillRequest> = None;
-        let mut entities = Vec::new();
-        while let Some(message) = messages.next().await {
-            let mut message = message?;
-            entities.append(&mut message.entities);
-            if entities.len() > max {
-                return Err(Error::InvalidArgument(format!(
-                    "a backfill takes at most {max} entities (backfill.max_entities): split it"
-                ))
-                .into());
-            }
-            match &first {
-                None => first = Some(message),
-                Some(_)
-                    if !message.features.is_empty()
-                        || message.max_staleness_ms.is_some()
-                        || message.stage
-                        || message.every_ms > 0
-                        || !message.schedule.is_empty() =>
-                {
-                    return Err(Error::InvalidArgument(
-                        "only the first message of StartBackfill names features, staleness and staging"
-                            .to_string(),
-                    )
-                    .into());
-                }
-                Some(_) => {}
-            }
-        }
-        let first = first.ok_or_else(|| {
-            Error::InvalidArgument("StartBackfill got no message: send the features".to_string())
-        })?;
-        let spec = Spec {
-            features: first.features,
-            max_staleness_ms: first.max_staleness_ms,
-            stage: first.stage,
-        };
-        let started = match (first.every_ms, first.schedule.is_empty()) {
-            (0, true) => self.store.start_backfill(tenant, spec, entities).await?,
-            (0, false) => {
-                return Err(Error::InvalidArgument(format!(
-                    "schedule `{}` needs every_ms: how often it runs",
-                    crate::names::truncate(&first.schedule, 80)
-                ))
-                .into());
-            }
-            (_, true) => {
-                return Err(Error::InvalidArgument(
-                    "a repeating backfill (every_ms) needs a schedule name".to_string(),
-                )
-                .into());
-            }
-            (every_ms, false) => {
-                let repeat = Repeat {
-                    name: first.schedule,
-                    every_ms,
-                };
-                self.store
-                    .backfills()
-                    .schedule(tenant, spec, repeat, entities)
-                    .await?
-            }
-        };
-        Ok(Response::new(started))
+        let (metadata, extensions, messages) = req.into_parts();
+        let caller = Request::from_parts(metadata, extensions, ());
+        self.start_backfill_from(caller, messages).await
     }
 
     async fn get_backfill(

@@ -58,6 +58,30 @@ impl From<Error> for Status {
     }
 }
 
+/// The code's name as the gRPC spec writes it (`NOT_FOUND`): what the CLI prints and
+/// the HTTP API's error bodies carry.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
 /// Rewrites tonic's OUT_OF_RANGE "decoded message length too large" — answered before
 /// the call is decoded, so an oversize request costs nothing — into RESOURCE_EXHAUSTED
 /// that names `limits.max_request_bytes`. Our own calls never answer OUT_OF_RANGE.

@@ -1,6 +1,7 @@
 //! The tower layer in front of every service of the server: a call to the feature
 //! store is authenticated and checked against [`policy`](super::policy) before tonic
-//! decodes it; the [`Principal`] travels to the handler in the request's extensions.
+//! decodes it (a route of the HTTP API as the RPC it calls: [`crate::http::rpc_of`]);
+//! the [`Principal`] travels to the handler in the request's extensions.
 //! With authentication off (dev), calls pass untouched and the handler takes the
 //! tenant from the metadata.
 
@@ -71,8 +72,13 @@ where
         let Some(auth) = self.auth.clone() else {
             return Box::pin(inner.call(req));
         };
-        // Only what the check reads crosses the await (the body need not be Sync).
-        let path = req.uri().path().to_string();
+        // Only what the check reads crosses the await (the body need not be Sync). A
+        // route of the HTTP API is checked as the RPC it calls, and refused in HTTP.
+        let http_rpc = crate::http::rpc_of(req.method(), req.uri().path());
+        let path = match http_rpc {
+            Some(rpc) => format!("{}{rpc}", policy::SERVICE_PATH),
+            None => req.uri().path().to_string(),
+        };
         let presented = presented_key(req.headers()).map(str::to_string);
         Box::pin(async move {
             match admit(&auth, &path, presented.as_deref()).await {
@@ -81,6 +87,7 @@ where
                     inner.call(req).await
                 }
                 Ok(None) => inner.call(req).await,
+                Err(e) if http_rpc.is_some() => Ok(crate::http::error_body(Status::from(e))),
                 Err(e) => Ok(Status::from(e).into_http()),
             }
         })

@@ -9,11 +9,12 @@ use super::Role;
 pub const SERVICE_PATH: &str = "/featurestore.v1.FeatureStore/";
 
 /// Services answered without a credential: load balancers probe health, and
-/// reflection describes the API (no data).
-pub const OPEN: [&str; 3] = [
+/// reflection and the OpenAPI document describe the API (no data).
+pub const OPEN: [&str; 4] = [
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
+    "/openapi.json",
 ];
 
 /// The role method `method` (the name after the service path) needs; None: refused.

@@ -2,6 +2,7 @@
 //! message, as sent), or the local cause, and an exit code per class ([`EXIT_CODES`]).
 
 use fstore::client;
+use fstore::status::code_name;
 use serde_json::{Value as Json, json};
 use tonic::{Code, Status};
 
@@ -128,29 +129,6 @@ pub fn exit_code(code: Code) -> u8 {
         | Code::Unimplemented
         | Code::Internal
         | Code::DataLoss => 1,
-    }
-}
-
-/// The code's name as the gRPC spec writes it (`NOT_FOUND`).
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
     }
 }
 

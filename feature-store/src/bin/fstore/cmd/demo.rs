@@ -162,7 +162,7 @@ pub async fn run() -> anyhow::Result<()> {
         // As the binary reports a failed call.
         Err(s) => println!(
             "error: {}: {}\n",
-            crate::error::code_name(s.code()),
+            fstore::status::code_name(s.code()),
             s.message()
         ),
     }

@@ -191,7 +191,8 @@ class FeatureStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListFeatures(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The tenant's features (and those shared with it), each at its latest version.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -204,7 +205,8 @@ class FeatureStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListFlows(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The flows workers have advertised: inputs, output, params, live workers, models.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -312,7 +314,8 @@ class FeatureStoreServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListBackfills(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The tenant's backfills, newest first, running and ended.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
