@@ -117,7 +117,9 @@ def logs() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def dev(logs: Path) -> Iterator[Server]:
-    p = Proc("dev", [fstore_binary(), "dev", "--listen", "127.0.0.1:0"], FAST, logs)
+    # Its feature log in the session's directory, not the working directory.
+    env = {**FAST, "FSTORE_LOG__DIR": str(logs / "dev-log")}
+    p = Proc("dev", [fstore_binary(), "dev", "--listen", "127.0.0.1:0"], env, logs)
     try:
         url = p.reported("is listening on ")
         yield Server("dev", url, None)
