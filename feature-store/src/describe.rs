@@ -88,15 +88,15 @@ pub async fn describe_feature(
     })
 }
 
-/// Every flow some worker advertised, with its live workers and their models.
+/// Every flow some worker advertised, with its live workers, their models and the
+/// jobs queued for it.
 pub async fn list_flows(substrate: &Substrate) -> Result<api::ListFlowsResponse> {
-    let flows = substrate
-        .directory
-        .list()
-        .await?
-        .iter()
-        .map(flow_info)
-        .collect();
+    let mut flows = Vec::new();
+    for entry in substrate.directory.list().await? {
+        let mut info = flow_info(&entry);
+        info.queued = substrate.queue.depth(&entry.spec.id).await?;
+        flows.push(info);
+    }
     Ok(api::ListFlowsResponse { flows })
 }
 
@@ -133,5 +133,6 @@ fn flow_info(f: &FlowEntry) -> api::FlowInfo {
                 loads: m.loads,
             })
             .collect(),
+        queued: 0,
     }
 }

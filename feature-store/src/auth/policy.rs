@@ -8,13 +8,15 @@ use super::Role;
 /// The gRPC path prefix of the feature store service.
 pub const SERVICE_PATH: &str = "/featurestore.v1.FeatureStore/";
 
-/// Services answered without a credential: load balancers probe health, and
-/// reflection and the OpenAPI document describe the API (no data).
-pub const OPEN: [&str; 4] = [
+/// Services answered without a credential: load balancers probe health, reflection
+/// and the OpenAPI document describe the API, and the operator page is a page (no
+/// data: it calls the API with the key entered in it).
+pub const OPEN: [&str; 5] = [
     "/grpc.health.v1.Health/",
     "/grpc.reflection.v1.ServerReflection/",
     "/grpc.reflection.v1alpha.ServerReflection/",
     "/openapi.json",
+    "/ui",
 ];
 
 /// The role method `method` (the name after the service path) needs; None: refused.

@@ -351,7 +351,9 @@ fn matches(template: &str, path: &str) -> bool {
     }
 }
 
-/// The routes as an axum router (and `GET /openapi.json`); bodies up to `max_body` bytes.
+/// The routes as an axum router, with `GET /openapi.json` and the operator page, `GET
+/// /ui` (one HTML file built into the binary that calls these routes); bodies up to
+/// `max_body` bytes.
 pub fn router(service: Service, max_body: usize) -> axum::Router {
     let mut router = axum::Router::new();
     for route in routes() {
@@ -364,10 +366,15 @@ pub fn router(service: Service, max_body: usize) -> axum::Router {
         };
         router = router.route(route.path, axum::routing::on(filter, handler));
     }
-    router.route(
-        "/openapi.json",
-        axum::routing::get(|| async { json_response(StatusCode::OK, openapi::document()) }),
-    )
+    router
+        .route(
+            "/openapi.json",
+            axum::routing::get(|| async { json_response(StatusCode::OK, openapi::document()) }),
+        )
+        .route(
+            "/ui",
+            axum::routing::get(|| async { axum::response::Html(include_str!("ui.html")) }),
+        )
 }
 
 async fn handle(
