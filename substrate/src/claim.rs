@@ -254,28 +254,46 @@ mod tests {
     /// A job whose input expired, carrying the input's recipe, and the input's own
     /// input expired too: requeueing claims and submits both recipes, deepest first in
     /// effect (the middle one waits for the first), and the job waits under a new id.
-    #[tokio::test]
-    async fn a_requeued_job_recomputes_its_expired_inputs_through_claims() {
-        use fstore_proto::wire::{JobInput, job_input::Source};
-        let substrate =
-            crate::embedded::substrate(&crate::embedded::Options::for_tests()).expect("substrate");
-        let tasks = TaskTracker::new();
-        let dispatcher = dispatcher(substrate.clone(), &tasks);
-        let by_key = |key: &str, recipe: Option<ComputeJob>| JobInput {
+    /// The keys of the `num.affine` jobs queued now.
+    async fn enqueued(substrate: &crate::Substrate) -> Vec<String> {
+        let flow = FlowId::new("num.affine", 1);
+        let pulled = substrate
+            .queue
+            .pull(&flow, &[Lane::Interactive], 10, Duration::from_millis(50))
+            .await
+            .expect("pull");
+        pulled.into_iter().map(|d| d.job.value_key).collect()
+    }
+
+    /// An input read by key, with the job that computes it (its recipe), if any.
+    fn by_key(key: &str, recipe: Option<ComputeJob>) -> fstore_proto::wire::JobInput {
+        fstore_proto::wire::JobInput {
             name: format!("in_{key}"),
-            source: Some(Source::ValueKey(key.into())),
+            source: Some(fstore_proto::wire::job_input::Source::ValueKey(key.into())),
             key: key.into(),
             recipe,
             ..Default::default()
-        };
-        let job = |key: &str, inputs: Vec<JobInput>| ComputeJob {
+        }
+    }
+
+    /// A `num.affine` job computing `key` from `inputs`.
+    fn job(key: &str, inputs: Vec<fstore_proto::wire::JobInput>) -> ComputeJob {
+        ComputeJob {
             value_key: key.into(),
             flow: "num.affine".into(),
             flow_version: 1,
             tenant: "t".into(),
             inputs,
             ..Default::default()
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn a_requeued_job_recomputes_its_expired_inputs_through_claims() {
+        let substrate =
+            crate::embedded::substrate(&crate::embedded::Options::for_tests()).expect("substrate");
+        let tasks = TaskTracker::new();
+        let dispatcher = dispatcher(substrate.clone(), &tasks);
         let root = job("a", Vec::new());
         let middle = job("b", vec![by_key("a", Some(root))]);
         let top = ComputeJob {
@@ -289,14 +307,7 @@ mod tests {
         assert!(matches!(a, Ok(Claim::Held(_))), "{a:?}");
         let b = substrate.claims.claim("b", Duration::from_secs(1)).await;
         assert!(matches!(b, Ok(Claim::Held(_))), "{b:?}");
-        let flow = FlowId::new("num.affine", 1);
-        let pulled = substrate
-            .queue
-            .pull(&flow, &[Lane::Interactive], 10, Duration::from_millis(50))
-            .await
-            .expect("pull");
-        let keys: Vec<&str> = pulled.iter().map(|d| d.job.value_key.as_str()).collect();
-        assert_eq!(keys, ["a"]);
+        assert_eq!(enqueued(&substrate).await, ["a"]);
         let waiting_on_a = substrate.waiters.waiting("a").await.expect("waiters");
         assert_eq!(waiting_on_a.len(), 1);
         assert_eq!(waiting_on_a[0].value_key, "b");
@@ -320,32 +331,13 @@ mod tests {
     /// now waits on `a` again, and `a` is computed again from the job's recipe.
     #[tokio::test]
     async fn a_waiting_job_whose_input_expired_before_it_was_continued_waits_again() {
-        use fstore_proto::wire::{JobInput, job_input::Source};
         let substrate =
             crate::embedded::substrate(&crate::embedded::Options::for_tests()).expect("substrate");
         let tasks = TaskTracker::new();
         let dispatcher = dispatcher(substrate.clone(), &tasks);
-        let recipe = ComputeJob {
-            value_key: "a".into(),
-            flow: "num.affine".into(),
-            flow_version: 1,
-            tenant: "t".into(),
-            ..Default::default()
-        };
         let waiting = ComputeJob {
-            value_key: "b".into(),
             generation: 3,
-            flow: "num.affine".into(),
-            flow_version: 1,
-            tenant: "t".into(),
-            inputs: vec![JobInput {
-                name: "x".into(),
-                source: Some(Source::ValueKey("a".into())),
-                key: "a".into(),
-                recipe: Some(recipe),
-                ..Default::default()
-            }],
-            ..Default::default()
+            ..job("b", vec![by_key("a", Some(job("a", Vec::new())))])
         };
         substrate.waiters.add("a", &waiting).await.expect("park");
         let now = crate::time::now_ms();
@@ -361,13 +353,6 @@ mod tests {
         let again = substrate.waiters.waiting("a").await.expect("waiters");
         assert_eq!(again.len(), 1, "the job waits on `a` again: {again:?}");
         assert_eq!((again[0].value_key.as_str(), again[0].requeues), ("b", 1));
-        let flow = FlowId::new("num.affine", 1);
-        let pulled = substrate
-            .queue
-            .pull(&flow, &[Lane::Interactive], 10, Duration::from_millis(50))
-            .await
-            .expect("pull");
-        let keys: Vec<&str> = pulled.iter().map(|d| d.job.value_key.as_str()).collect();
-        assert_eq!(keys, ["a"], "`a` is computed again");
+        assert_eq!(enqueued(&substrate).await, ["a"], "`a` is computed again");
     }
 }

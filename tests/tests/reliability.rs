@@ -396,21 +396,12 @@ impl fstore_substrate::JobQueue for FailOneEnqueue {
     }
 }
 
-/// The soak's lost calls, made deterministic: when a value is stored and enqueueing a
-/// job that waited for it fails (a timeout on a loaded machine), the job must not be
-/// lost. Its input's job is delivered again and settles again; the waiting job, still
-/// in the waiters (they are removed only once continued), is enqueued by that second
-/// settling and the call ends READY (it used to stay PENDING for good).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_dependent_whose_enqueue_failed_is_not_lost() -> anyhow::Result<()> {
-    let config = test_config();
-    let mut substrate = fstore::server::substrate(&config).await?;
-    // Enqueue 1 is `a`'s job; enqueue 2 is `b`'s, after `a` is stored.
-    substrate.queue = std::sync::Arc::new(FailOneEnqueue {
-        inner: substrate.queue.clone(),
-        calls: Default::default(),
-        fail_at: 2,
-    });
+/// A server on `substrate` with `a` (a probe answering 2) and `b` = 3 × `a`: `b`'s job
+/// waits for `a`'s value, then is enqueued by `a`'s settling.
+async fn serve_a_and_b(
+    config: fstore::config::Config,
+    substrate: fstore_substrate::Substrate,
+) -> anyhow::Result<(fstore::server::Running, TestClient)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let running = fstore::server::start(
         config,
@@ -429,6 +420,25 @@ async fn a_dependent_whose_enqueue_failed_is_not_lost() -> anyhow::Result<()> {
         600_000,
     ))
     .await?;
+    Ok((running, c))
+}
+
+/// The soak's lost calls, made deterministic: when a value is stored and enqueueing a
+/// job that waited for it fails (a timeout on a loaded machine), the job must not be
+/// lost. Its input's job is delivered again and settles again; the waiting job, still
+/// in the waiters (they are removed only once continued), is enqueued by that second
+/// settling and the call ends READY (it used to stay PENDING for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dependent_whose_enqueue_failed_is_not_lost() -> anyhow::Result<()> {
+    let config = test_config();
+    let mut substrate = fstore::server::substrate(&config).await?;
+    // Enqueue 1 is `a`'s job; enqueue 2 is `b`'s, after `a` is stored.
+    substrate.queue = std::sync::Arc::new(FailOneEnqueue {
+        inner: substrate.queue.clone(),
+        calls: Default::default(),
+        fail_at: 2,
+    });
+    let (running, c) = serve_a_and_b(config, substrate).await?;
     let r = c.get(build::sync(&["e"], &["b"], 10_000)).await?;
     assert_eq!(r.results[0].status(), Status::Ready, "{r:?}");
     assert_eq!(f64_of(&r.results[0]), Some(6.0));
@@ -490,24 +500,7 @@ async fn a_lost_answer_to_removing_waiters_loses_no_job() -> anyhow::Result<()> 
         lost: Default::default(),
     });
     substrate.waiters = lossy.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let running = fstore::server::start(
-        config,
-        substrate,
-        fstore_flows::Catalog::builtins(),
-        listener,
-    )
-    .await?;
-    let c = TestClient::connect(&running.url(), None).await?;
-    c.register(probe("a", &[("value", "2")])).await?;
-    c.register(feature(
-        "b",
-        "num.affine@1",
-        &[("scale", "3")],
-        &[("x", "a")],
-        600_000,
-    ))
-    .await?;
+    let (running, c) = serve_a_and_b(config, substrate).await?;
     let started = std::time::Instant::now();
     let r = c.get(build::sync(&["e"], &["b"], 10_000)).await?;
     assert_eq!(r.results[0].status(), Status::Ready, "{r:?}");

@@ -183,9 +183,7 @@ class AsyncClient:
         include_inputs: bool = False,
     ) -> AsyncIterator[pb.LogEvent]:
         """See :meth:`Client.events`."""
-        req = pb.SubscribeEventsRequest(features=list(features), entity_ids=list(entity_ids), include_inputs=include_inputs)
-        if after is not None:
-            req.after_sequence = after
+        req = rq.subscribe_events(features, entity_ids, after, include_inputs)
         return self._stream(self._stub.SubscribeEvents, req, None)
 
     def read_log(
@@ -197,9 +195,7 @@ class AsyncClient:
         to_ms: int = 0,
         include_inputs: bool = False,
     ) -> AsyncIterator[pb.LogEvent]:
-        req = pb.ReadLogRequest(
-            features=list(features), entity_ids=list(entity_ids), from_ms=from_ms, to_ms=to_ms, include_inputs=include_inputs
-        )
+        req = rq.read_log(features, entity_ids, from_ms, to_ms, include_inputs)
         return self._stream(self._stub.ReadLog, req, None)
 
     async def backfill(

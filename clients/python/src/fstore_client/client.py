@@ -256,9 +256,7 @@ class Client:
     ) -> Iterator[pb.LogEvent]:
         """The result-ready stream, live and without end: every value that becomes READY
         or FAILED, in log order. Resume with ``after`` = the last ``sequence`` seen."""
-        req = pb.SubscribeEventsRequest(features=list(features), entity_ids=list(entity_ids), include_inputs=include_inputs)
-        if after is not None:
-            req.after_sequence = after
+        req = rq.subscribe_events(features, entity_ids, after, include_inputs)
         return self._stream(self._stub.SubscribeEvents, req, None)
 
     def read_log(
@@ -271,9 +269,7 @@ class Client:
         include_inputs: bool = False,
     ) -> Iterator[pb.LogEvent]:
         """The feature log between two Unix-ms times (0: open), oldest first."""
-        req = pb.ReadLogRequest(
-            features=list(features), entity_ids=list(entity_ids), from_ms=from_ms, to_ms=to_ms, include_inputs=include_inputs
-        )
+        req = rq.read_log(features, entity_ids, from_ms, to_ms, include_inputs)
         return self._stream(self._stub.ReadLog, req, None)
 
     # -- backfills and publishing -----------------------------------------------------------

@@ -172,3 +172,20 @@ def backfill(
         for i in range(chunk, len(all_entities), chunk)
     ]
     return [first, *rest]
+
+
+def subscribe_events(
+    features: Sequence[str], entity_ids: Sequence[str], after: Optional[int], include_inputs: bool
+) -> pb.SubscribeEventsRequest:
+    req = pb.SubscribeEventsRequest(features=list(features), entity_ids=list(entity_ids), include_inputs=include_inputs)
+    if after is not None:
+        req.after_sequence = after
+    return req
+
+
+def read_log(
+    features: Sequence[str], entity_ids: Sequence[str], from_ms: int, to_ms: int, include_inputs: bool
+) -> pb.ReadLogRequest:
+    return pb.ReadLogRequest(
+        features=list(features), entity_ids=list(entity_ids), from_ms=from_ms, to_ms=to_ms, include_inputs=include_inputs
+    )
