@@ -477,3 +477,43 @@ async fn a_redelivered_job_counts_its_deliveries() -> anyhow::Result<()> {
     assert_eq!(done.results[0].attempts, 2, "{:?}", done.results[0]);
     Ok(())
 }
+
+/// A process started while its 3-node cluster has no quorum waits for one: opening the
+/// streams and buckets is retried (the chaos run saw a replica that restarted during a
+/// leader election exit at start), and it serves once two nodes are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_process_started_without_a_quorum_waits_for_one() -> anyhow::Result<()> {
+    let mut cluster = NatsCluster::start(3)?;
+    cluster.nodes[1].stop();
+    cluster.nodes[2].stop();
+    let dir = tempfile::tempdir()?;
+    let urls = cluster.urls();
+    let mut dev = Proc::fstore(
+        "dev",
+        &["dev", "--nats", &urls, "--listen", "127.0.0.1:0"],
+        &[("FSTORE_NATS__REPLICAS", "3")],
+        dir.path(),
+    )?;
+    // Evidence that it is retrying, not gone.
+    wait_until(LONG, "the process to retry opening the streams", || async {
+        dev.log_text()
+            .contains("opening the NATS streams and buckets failed")
+            .then_some(())
+    })
+    .await?;
+    cluster.nodes[1].restart()?;
+    cluster.nodes[2].restart()?;
+    let url = dev.listening(Duration::from_secs(60)).await?;
+    let c = TestClient::connect(&url, None).await?;
+    c.register(feature(
+        "q",
+        "test.probe@1",
+        &[("value", "4")],
+        &[],
+        600_000,
+    ))
+    .await?;
+    let r = c.get(build::sync(&["e"], &["q"], 10_000)).await?;
+    assert_eq!(f64_of(&r.results[0]), Some(4.0), "{r:?}");
+    Ok(())
+}

@@ -53,6 +53,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv as jskv, stream::StorageType};
 use async_trait::async_trait;
+use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tracing::{info, warn};
@@ -253,9 +254,46 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             options.url, MIN_SERVER.0, MIN_SERVER.1
         )));
     }
+    // A cluster electing leaders (just started, or a node restarting) answers stream
+    // and bucket requests with timeouts for a few seconds: opening them is retried for
+    // a while. A server that cannot be reached at all has failed above, at once.
+    let open = || async {
+        let background = Background::default();
+        // Boxed: the whole construction is a large future, kept off the caller's stack.
+        match Box::pin(open(client.clone(), options, background.clone())).await {
+            Ok(substrate) => Ok(substrate),
+            Err(e) => {
+                background.shutdown().await;
+                Err(e)
+            }
+        }
+    };
+    open.retry(
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(2))
+            .with_max_times(OPEN_TRIES),
+    )
+    .when(|e| matches!(e, Error::Unavailable(_)))
+    .notify(|e, after| {
+        warn!(error = %e, retry_in = ?after, "opening the NATS streams and buckets failed (a cluster electing leaders?); retrying");
+    })
+    .await
+}
+
+/// Tries of opening the streams and buckets before `fstore serve` or `worker` gives
+/// up: about 25 s of backoff.
+const OPEN_TRIES: usize = 15;
+
+/// Creates (or opens) the streams and buckets and starts the watches on `background`
+/// (which the caller stops if this fails).
+async fn open(
+    client: async_nats::Client,
+    options: &Options,
+    background: Background,
+) -> Result<Substrate, Error> {
     let js = jetstream::new(client.clone());
     let layout = Layout::new(&options.prefix);
-    let background = Background::default();
     let queue = NatsQueue::open(js.clone(), &layout, options, background.clone()).await?;
     let bucket = |name: String, max_age: Duration| jskv::Config {
         bucket: name,
@@ -302,7 +340,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
     .await?;
 
     let dead_letters = dead_letters::NatsDeadLetters::open(js.clone(), &layout, options).await?;
-    // Last, as they start background tasks: nothing after them can fail.
+    // Last, as they start background tasks (stopped by the caller if one fails).
     let watermarks =
         kv::NatsWatermarks::start(js.clone(), layout.clone(), watermarks, &background).await?;
     let directory = directory::NatsDirectory::start(
@@ -314,7 +352,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
         &background,
     )
     .await?;
-    let claims = match claims::NatsClaims::start(
+    let claims = claims::NatsClaims::start(
         js.clone(),
         layout.clone(),
         claims,
@@ -322,14 +360,7 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
         options.claim_orphan_after,
         &background,
     )
-    .await
-    {
-        Ok(claims) => claims,
-        Err(e) => {
-            background.shutdown().await;
-            return Err(e);
-        }
-    };
+    .await?;
 
     let shared = Arc::new(kv::NatsValues::new(js.clone(), layout.clone(), values));
     Ok(Substrate {
