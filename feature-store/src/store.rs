@@ -263,14 +263,24 @@ impl Store {
 
     /// The request a ticket holds, resolved in its tenant's registry. A ticket planned
     /// on another replica may name a version this one has not seen yet (registrations
-    /// reach replicas by a watch): the registry is read again once before the version
-    /// counts as unknown, so a valid ticket is never answered NOT_FOUND.
+    /// reach replicas by a watch): the registry is read again once (from the leader),
+    /// and a version still missing then is this replica's lag, answered UNAVAILABLE,
+    /// never NOT_FOUND: the ticket proves the version exists.
     async fn ticket_request(&self, ticket: fstore_proto::wire::Ticket) -> Result<ValidRequest> {
         let registry = &self.inner.registry;
         match ValidRequest::from_ticket(ticket.clone(), &registry.snapshot(&ticket.tenant)) {
             Err(Error::NotFound(_)) => {
                 registry.reload(Some(&ticket.tenant)).await?;
                 ValidRequest::from_ticket(ticket.clone(), &registry.snapshot(&ticket.tenant))
+                    .map_err(|e| match e {
+                        // The ticket was issued from definitions this replica still lacks.
+                        Error::NotFound(m) => {
+                            Error::Substrate(fstore_substrate::Error::Unavailable(format!(
+                                "{m}: this replica has not caught up with the definitions the ticket was issued from; retry"
+                            )))
+                        }
+                        other => other,
+                    })
             }
             resolved => resolved,
         }

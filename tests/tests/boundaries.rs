@@ -301,10 +301,57 @@ async fn messages_nats_cannot_carry_are_refused_as_bad_input(b: Backend) -> anyh
     Ok(())
 }
 
+/// A ticket names a feature version the replica reading it does not know, even after
+/// reading its registry again (a replica lagging behind a registration): the ticket
+/// proves the version exists, so the answer is UNAVAILABLE, worth retrying, not
+/// NOT_FOUND (the chaos run's followers were told their tickets did not exist).
+async fn a_ticket_naming_a_version_not_seen_yet_is_unavailable(b: Backend) -> anyhow::Result<()> {
+    let h = Harness::start(b).await?;
+    h.register(feature(
+        "t",
+        "test.probe@1",
+        &[("value", "1")],
+        &[],
+        600_000,
+    ))
+    .await?;
+    let r = h.client.get(build::get(&["e"], &["t"])).await?;
+    let ticket = fstore_proto::wire::Ticket {
+        id: "0123456789abcdef0123456789abcdef".into(),
+        tenant: h
+            .client
+            .tenant
+            .clone()
+            .unwrap_or_else(|| "default".to_string()),
+        created_at_ms: fstore_substrate::time::now_ms(),
+        entities: vec![api::EntityRequest {
+            entity_id: "e".into(),
+            ..Default::default()
+        }],
+        features: vec![fstore_proto::wire::TicketFeature {
+            requested: "t@2".into(),
+            name: "t".into(),
+            version: 2,
+            min_planned_at_ms: 0,
+        }],
+        ..Default::default()
+    };
+    h.running.substrate.tickets.put(ticket).await?;
+    let refused = h.client.ticket("0123456789abcdef0123456789abcdef").await;
+    let s = refused.expect_err("a version nobody registered");
+    assert_eq!(s.code(), Code::Unavailable, "{s:?}");
+    assert!(s.message().contains("caught up"), "{s:?}");
+    // The real ticket reads as usual.
+    assert!(h.client.ticket(&r.ticket).await.is_ok());
+    h.stop().await;
+    Ok(())
+}
+
 fstore_tests::on_every_backend!(
     requests_out_of_range_are_refused_naming_the_limit,
     registration_is_all_or_nothing,
     a_failed_replay_gives_its_claim_back,
     coalesced_callers_count_once,
     messages_nats_cannot_carry_are_refused_as_bad_input,
+    a_ticket_naming_a_version_not_seen_yet_is_unavailable,
 );

@@ -62,13 +62,18 @@ pub(super) async fn leader_entry(
 }
 
 /// Every record of a bucket whose values are all `M`, in no particular order (keys
-/// deleted or purged meanwhile are skipped).
+/// deleted or purged meanwhile are skipped). Each is read from the stream's leader: a
+/// registry reloaded because a ticket named a version it lacked must see that version
+/// (the chaos run had a lagging replica answer "no version 237 (latest is 234)").
 pub(super) async fn decode_all<M: Message + Default>(store: &kv::Store) -> Result<Vec<M>, Error> {
     let mut keys = store.keys().await.map_err(unavailable)?;
-    let mut out = Vec::new();
+    let mut found = Vec::new();
     while let Some(key) = keys.next().await {
-        let key = key.map_err(unavailable)?;
-        if let Some(bytes) = store.get(&key).await.map_err(unavailable)?
+        found.push(key.map_err(unavailable)?);
+    }
+    let mut out = Vec::new();
+    for key in found {
+        if let Some((bytes, _)) = leader_entry(store, &key).await?
             && !bytes.is_empty()
         {
             out.push(M::decode(bytes)?);
