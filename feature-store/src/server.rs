@@ -172,6 +172,19 @@ pub async fn run_worker(
     Ok(ran?)
 }
 
+/// A step of the start, retried while the backend answers UNAVAILABLE (a NATS cluster
+/// electing leaders), as opening the streams is.
+async fn at_start<T, F, Fut>(what: &str, op: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Error>>,
+{
+    fstore_substrate::startup::retry(what, op, |e| {
+        matches!(e, Error::Substrate(fstore_substrate::Error::Unavailable(_)))
+    })
+    .await
+}
+
 fn hostname() -> String {
     std::env::var("HOSTNAME")
         .ok()
@@ -237,10 +250,11 @@ pub async fn start(
             addr.port()
         );
         // Advertise before serving so a registration right after start sees the flows.
-        substrate
-            .directory
-            .advertise(&id, &fstore_substrate::worker::adverts(&catalog))
-            .await?;
+        let adverts = fstore_substrate::worker::adverts(&catalog);
+        at_start("advertising the worker's flows", || async {
+            Ok(substrate.directory.advertise(&id, &adverts).await?)
+        })
+        .await?;
         let w = Worker::new(substrate.clone(), catalog, config.worker_options(id));
         let stats = w.stats();
         let token = work_token.clone();
@@ -273,8 +287,11 @@ pub async fn start(
         }
         None => None,
     };
-    let hub = ReadyHub::start(&substrate, &tasks, background_token.clone()).await?;
-    let registry = Registry::load(&substrate).await?;
+    let hub = at_start("subscribing to ready notifications", || async {
+        Ok(ReadyHub::start(&substrate, &tasks, background_token.clone()).await?)
+    })
+    .await?;
+    let registry = at_start("loading the registry", || Registry::load(&substrate)).await?;
     spawn(
         &tasks,
         "registry-follower",
@@ -301,10 +318,10 @@ pub async fn start(
         serve_token.clone(),
     );
     // Published generations are in memory before the first call, and follow publishes.
-    store
-        .snapshots()
-        .load_all(substrate.publish.as_ref())
-        .await?;
+    at_start("loading the published generations", || {
+        store.snapshots().load_all(substrate.publish.as_ref())
+    })
+    .await?;
     spawn(
         &tasks,
         "snapshot-follower",

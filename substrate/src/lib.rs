@@ -45,6 +45,7 @@ pub mod partials;
 pub mod publish;
 pub mod queue;
 pub mod rate;
+pub mod startup;
 pub mod store;
 pub mod task;
 pub mod time;

@@ -517,3 +517,65 @@ async fn a_process_started_without_a_quorum_waits_for_one() -> anyhow::Result<()
     assert_eq!(f64_of(&r.results[0]), Some(4.0), "{r:?}");
     Ok(())
 }
+
+/// A replica restarted while the leader of its registry's stream is away waits for the
+/// election instead of exiting: loading the registry is retried as opening the streams
+/// is (the 30-minute chaos run saw a serve replica exit at start, its registry's leader
+/// read timing out while that stream elected a leader).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_restarted_while_its_registry_has_no_leader_waits_for_one() -> anyhow::Result<()>
+{
+    let mut cluster = NatsCluster::start(3)?;
+    let dir = tempfile::tempdir()?;
+    let urls = cluster.urls();
+    let args = ["dev", "--nats", &urls, "--listen", "127.0.0.1:0"];
+    let env = [("FSTORE_NATS__REPLICAS", "3")];
+    let mut first = Proc::fstore("dev", &args, &env, dir.path())?;
+    let c = TestClient::connect(&first.listening(LONG).await?, None).await?;
+    c.register(feature(
+        "q",
+        "test.probe@1",
+        &[("value", "4")],
+        &[],
+        600_000,
+    ))
+    .await?;
+    first.kill();
+    // The node that leads the registry's stream goes away, and the replica restarts
+    // at once, while the two others elect a new leader.
+    let js = async_nats::jetstream::new(async_nats::connect(cluster.nodes[0].url()).await?);
+    let info = js
+        .get_stream("KV_fstore_registry")
+        .await?
+        .info()
+        .await?
+        .clone();
+    let leader = info
+        .cluster
+        .and_then(|c| c.leader)
+        .ok_or_else(|| anyhow::anyhow!("the registry's stream names no leader"))?;
+    let node = leader
+        .strip_prefix('n')
+        .and_then(|i| i.parse::<usize>().ok())
+        .ok_or_else(|| anyhow::anyhow!("unexpected node name {leader}"))?;
+    cluster.nodes[node].kill();
+    let started = Instant::now();
+    let mut second = Proc::fstore("dev", &args, &env, dir.path())?;
+    let url = second.listening(LONG).await?;
+    println!(
+        "restarted with node {leader} (the registry's leader) gone: serving after {:?}",
+        started.elapsed()
+    );
+    let c = TestClient::connect(&url, None).await?;
+    // Calls made while the election goes on are answered UNAVAILABLE, which clients
+    // retry; the registered feature is known (never NOT_FOUND) and computed.
+    let r = wait_until(LONG, "a call answered after the election", || async {
+        match c.get(build::sync(&["e"], &["q"], 10_000)).await {
+            Err(s) if s.code() == tonic::Code::Unavailable => None,
+            other => Some(other),
+        }
+    })
+    .await??;
+    assert_eq!(f64_of(&r.results[0]), Some(4.0), "{r:?}");
+    Ok(())
+}

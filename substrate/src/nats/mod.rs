@@ -53,7 +53,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv as jskv, stream::StorageType};
 use async_trait::async_trait;
-use backon::{ExponentialBuilder, Retryable};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tracing::{info, warn};
@@ -268,22 +267,11 @@ pub async fn connect(options: &Options) -> Result<Substrate, Error> {
             }
         }
     };
-    open.retry(
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(2))
-            .with_max_times(OPEN_TRIES),
-    )
-    .when(|e| matches!(e, Error::Unavailable(_)))
-    .notify(|e, after| {
-        warn!(error = %e, retry_in = ?after, "opening the NATS streams and buckets failed (a cluster electing leaders?); retrying");
+    crate::startup::retry("opening the NATS streams and buckets", open, |e| {
+        matches!(e, Error::Unavailable(_))
     })
     .await
 }
-
-/// Tries of opening the streams and buckets before `fstore serve` or `worker` gives
-/// up: about 25 s of backoff.
-const OPEN_TRIES: usize = 15;
 
 /// Creates (or opens) the streams and buckets and starts the watches on `background`
 /// (which the caller stops if this fails).

@@ -182,10 +182,16 @@ impl Worker {
     /// finish, and every task the worker started has ended when this returns.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Error> {
         let substrate = self.dispatcher.substrate().clone();
-        substrate
-            .directory
-            .advertise(&self.options.worker_id, &adverts(&self.catalog))
-            .await?;
+        let flows = adverts(&self.catalog);
+        let advertise = || {
+            substrate
+                .directory
+                .advertise(&self.options.worker_id, &flows)
+        };
+        crate::startup::retry("advertising the worker's flows", advertise, |e| {
+            matches!(e, Error::Unavailable(_))
+        })
+        .await?;
         info!(worker = %self.options.worker_id, flows = ?self.catalog.ids().map(ToString::to_string).collect::<Vec<_>>(), "worker serving");
         let this = Arc::new(self);
         let tasks = TaskTracker::new();
