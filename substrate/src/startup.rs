@@ -22,17 +22,30 @@ where
     Fut: Future<Output = Result<T, E>>,
     E: std::fmt::Display,
 {
-    op.retry(
-        ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(2))
-            .with_max_times(TRIES),
-    )
-    .when(transient)
-    .notify(|e, after| {
-        warn!(error = %e, retry_in = ?after, "{what} failed (a cluster electing leaders?); retrying");
-    })
-    .await
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(2))
+        .with_max_times(TRIES);
+    retry_with(backoff, what, op, transient).await
+}
+
+async fn retry_with<T, E, F, Fut>(
+    backoff: ExponentialBuilder,
+    what: &str,
+    op: F,
+    transient: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    op.retry(backoff)
+        .when(transient)
+        .notify(|e, after| {
+            warn!(error = %e, retry_in = ?after, "{what} failed (a cluster electing leaders?); retrying");
+        })
+        .await
 }
 
 #[cfg(test)]
@@ -40,10 +53,19 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 
-    #[tokio::test(start_paused = true)]
+    /// The shipped number of tries, without the waits.
+    fn quick() -> ExponentialBuilder {
+        ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(1))
+            .with_max_delay(Duration::from_millis(1))
+            .with_max_times(TRIES)
+    }
+
+    #[tokio::test]
     async fn a_transient_failure_is_retried_until_the_step_succeeds() {
         let calls = AtomicU32::new(0);
-        let got = retry(
+        let got = retry_with(
+            quick(),
             "a step",
             || async {
                 match calls.fetch_add(1, Ordering::SeqCst) {
@@ -58,10 +80,11 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 4);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_lasting_failure_ends_the_start_after_the_tries() {
         let calls = AtomicU32::new(0);
-        let got: Result<(), _> = retry(
+        let got: Result<(), _> = retry_with(
+            quick(),
             "a step",
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
@@ -74,10 +97,11 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), TRIES as u32 + 1);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn other_failures_end_the_start_at_once() {
         let calls = AtomicU32::new(0);
-        let got: Result<(), _> = retry(
+        let got: Result<(), _> = retry_with(
+            quick(),
             "a step",
             || async {
                 calls.fetch_add(1, Ordering::SeqCst);
