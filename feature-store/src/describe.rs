@@ -88,15 +88,22 @@ pub async fn describe_feature(
     })
 }
 
-/// Every flow some worker advertised, with its live workers, their models and the
-/// jobs queued for it.
-pub async fn list_flows(substrate: &Substrate) -> Result<api::ListFlowsResponse> {
-    let mut flows = Vec::new();
-    for entry in substrate.directory.list().await? {
-        let mut info = flow_info(&entry);
-        info.queued = substrate.queue.depth(&entry.spec.id).await?;
-        flows.push(info);
-    }
+/// Every flow some worker advertised, with its live workers, their slots and models,
+/// and the jobs queued for it: in all, and `tenant`'s (a caller sees no other tenant's).
+pub async fn list_flows(substrate: &Substrate, tenant: &str) -> Result<api::ListFlowsResponse> {
+    let entries = substrate.directory.list().await?;
+    let depths =
+        futures::future::try_join_all(entries.iter().map(|e| substrate.queue.depth(&e.spec.id)))
+            .await?;
+    let flows = entries
+        .iter()
+        .zip(depths)
+        .map(|(entry, depth)| api::FlowInfo {
+            queued: depth.total,
+            tenant_queued: depth.of(tenant),
+            ..flow_info(entry)
+        })
+        .collect();
     Ok(api::ListFlowsResponse { flows })
 }
 
@@ -120,6 +127,7 @@ fn flow_info(f: &FlowEntry) -> api::FlowInfo {
         params: f.spec.params.iter().map(|p| p.name.clone()).collect(),
         entity_types: f.spec.entity_types.clone(),
         live_workers: f.live_workers,
+        slots: f.slots,
         models: f
             .models
             .iter()
@@ -134,5 +142,6 @@ fn flow_info(f: &FlowEntry) -> api::FlowInfo {
             })
             .collect(),
         queued: 0,
+        tenant_queued: 0,
     }
 }

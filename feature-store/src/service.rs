@@ -244,9 +244,10 @@ impl FeatureStore for Service {
 
     async fn list_flows(
         &self,
-        _req: Request<api::ListFlowsRequest>,
+        req: Request<api::ListFlowsRequest>,
     ) -> Result<Response<api::ListFlowsResponse>, Status> {
-        Ok(Response::new(self.store.list_flows().await?))
+        let tenant = self.tenant(&req)?;
+        Ok(Response::new(self.store.list_flows(&tenant).await?))
     }
 
     async fn get_features(

@@ -525,8 +525,8 @@ impl Store {
         self.inner.substrate.keys.as_ref()
     }
 
-    pub async fn list_flows(&self) -> Result<api::ListFlowsResponse> {
-        describe::list_flows(&self.inner.substrate).await
+    pub async fn list_flows(&self, tenant: &str) -> Result<api::ListFlowsResponse> {
+        describe::list_flows(&self.inner.substrate, tenant).await
     }
 
     pub async fn invalidate(

@@ -211,8 +211,8 @@ mod tests {
             Ok(Vec::new())
         }
 
-        async fn depth(&self, _flow: &FlowId) -> Result<u64, Error> {
-            Ok(0)
+        async fn depth(&self, _flow: &FlowId) -> Result<crate::Depth, Error> {
+            Ok(crate::Depth::default())
         }
     }
 

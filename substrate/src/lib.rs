@@ -65,7 +65,7 @@ pub use log::{FeatureLog, LogOptions, LogQuery, Start};
 pub use notify::Notifier;
 pub use partials::PartialIndex;
 pub use publish::PublishStore;
-pub use queue::{Delivery, Headers, JobQueue, Lane, message_id};
+pub use queue::{Delivery, Depth, Headers, JobQueue, Lane, message_id};
 pub use rate::RateLimiter;
 pub use store::{
     Advert, Claim, ClaimStore, Connection, DeadLetters, Definitions, FlowDirectory, InputStore,

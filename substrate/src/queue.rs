@@ -58,8 +58,24 @@ pub trait JobQueue: Send + Sync + 'static {
         wait: Duration,
     ) -> Result<Vec<Delivery>, Error>;
 
-    /// Jobs of a flow waiting or in progress, in both lanes.
-    async fn depth(&self, flow: &FlowId) -> Result<u64, Error>;
+    /// Jobs of a flow waiting or in progress, in both lanes: in all and per tenant.
+    async fn depth(&self, flow: &FlowId) -> Result<Depth, Error>;
+}
+
+/// A flow's jobs waiting or in progress. Per tenant, jobs waiting out a retry delay
+/// count too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Depth {
+    pub total: u64,
+    /// Tenants with jobs; a tenant without any is absent.
+    pub tenants: BTreeMap<String, u64>,
+}
+
+impl Depth {
+    /// The jobs of `tenant`.
+    pub fn of(&self, tenant: &str) -> u64 {
+        self.tenants.get(tenant).copied().unwrap_or(0)
+    }
 }
 
 /// How a delivery is settled; each backend implements it.

@@ -201,6 +201,9 @@ pub struct Advert {
     pub spec: FlowSpec,
     /// The flow's model in that worker, if it has one.
     pub model: Option<ModelInfo>,
+    /// The flow's slots running in that worker (none before it serves).
+    #[serde(default)]
+    pub slots: u32,
 }
 
 /// A flow as the directory knows it: its spec and the workers serving it.
@@ -208,6 +211,8 @@ pub struct Advert {
 pub struct FlowEntry {
     pub spec: FlowSpec,
     pub live_workers: u32,
+    /// Slots running the flow, over its live workers (as of their last heartbeat).
+    pub slots: u32,
     /// (worker id, model) for each live worker whose flow has a model.
     pub models: Vec<(String, ModelInfo)>,
 }

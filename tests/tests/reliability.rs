@@ -109,6 +109,7 @@ async fn a_full_queue_refuses_and_keeps_what_it_accepted(b: Backend) -> anyhow::
                 .depth(&fstore_flows::FlowId::new("test.probe", 1))
                 .await
                 .ok()?
+                .total
                 == 0)
             .then_some(done)
     })
@@ -391,7 +392,10 @@ impl fstore_substrate::JobQueue for FailOneEnqueue {
         self.inner.pull(flow, lanes, max, wait).await
     }
 
-    async fn depth(&self, flow: &fstore_flows::FlowId) -> Result<u64, fstore_substrate::Error> {
+    async fn depth(
+        &self,
+        flow: &fstore_flows::FlowId,
+    ) -> Result<fstore_substrate::Depth, fstore_substrate::Error> {
         self.inner.depth(flow).await
     }
 }

@@ -75,12 +75,13 @@ def test_the_page_shows_what_the_api_says_and_replays(dev: Server, browser: obje
     from selenium.webdriver.common.by import By
 
     driver = browser  # type: ignore[assignment]
-    length, double, hopeless = f"{unique}.len", f"{unique}.double", f"{unique}.hopeless"
+    length, double, hopeless, slow = f"{unique}.len", f"{unique}.double", f"{unique}.hopeless", f"{unique}.slow"
     with dev.client() as c:
         c.register([
             feature(length, entity_type="doc", flow="text.stats@1", inputs={"text": request("text")}),
             feature(double, entity_type="doc", flow="num.affine@1", inputs={"x": length}, params={"scale": 2}),
             feature(hopeless, entity_type="doc", flow="test.probe@1", params={"fail": "transient"}),
+            feature(slow, entity_type="doc", flow="test.probe@1", params={"delay_ms": 3000}),
         ])
         texts = {"a": {"text": "one two"}, "b": {"text": "three"}}
         for _ in range(3):  # a miss, then hits
@@ -109,6 +110,17 @@ def test_the_page_shows_what_the_api_says_and_replays(dev: Server, browser: obje
             row = driver.find_element(By.CSS_SELECTOR, f'#flows tr[data-flow="{flow.name}@{flow.version}"]')
             assert row.find_element(By.CSS_SELECTOR, "td.workers").text == str(flow.live_workers)
             assert row.find_element(By.CSS_SELECTOR, "td.queued").text.isdigit()
+
+        # Jobs of this tenant waiting on a slow flow: the page shows them and the slots
+        # serving them as they change, and so does the API.
+        c.get_features([f"s{i}" for i in range(12)], [slow], mode="async")
+        probe = lambda: driver.find_element(By.CSS_SELECTOR, '#flows tr[data-flow="test.probe@1"]')
+        number = lambda cls: int(probe().find_element(By.CSS_SELECTOR, f"td.{cls}").text)
+        until("the tenant's queued jobs and their slots on the page", lambda: number("tenant-queued") > 0 and number("slots") > 0)
+        listed = next(f for f in c.list_flows() if f.name == "test.probe")
+        assert listed.tenant_queued > 0 and listed.slots > 0 and listed.queued >= listed.tenant_queued
+        driver.save_screenshot(str(shots / "operator-page-queued.png"))
+        until("the queue to drain on the page", lambda: number("tenant-queued") == 0, timeout=30)
 
         # A feature's serving figures, after a click on it.
         driver.find_element(By.CSS_SELECTOR, f'#features tr[data-feature="{double}"]').click()

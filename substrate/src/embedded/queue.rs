@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::Options;
 use crate::error::QueueLimit;
-use crate::queue::{Enqueued, Lane, Settle, lane_scope};
+use crate::queue::{Depth, Enqueued, Lane, Settle, lane_scope};
 use crate::task::Background;
 use crate::{ComputeJob, Delivery, Error, Headers, JobQueue, message_id};
 
@@ -261,14 +261,20 @@ impl JobQueue for EmbeddedQueue {
         }
     }
 
-    async fn depth(&self, flow: &FlowId) -> Result<u64, Error> {
+    async fn depth(&self, flow: &FlowId) -> Result<Depth, Error> {
         let state = self.shared.lock();
         let flow = flow.to_string();
-        Ok([Lane::Interactive, Lane::Batch]
+        let mut depth = Depth::default();
+        for fq in [Lane::Interactive, Lane::Batch]
             .iter()
             .filter_map(|&lane| state.flows.get(&lane_key(&flow, lane)))
-            .map(|fq| fq.queued + fq.in_flight)
-            .sum())
+        {
+            depth.total += fq.queued + fq.in_flight;
+            for (tenant, n) in &fq.unsettled {
+                *depth.tenants.entry(tenant.clone()).or_default() += n;
+            }
+        }
+        Ok(depth)
     }
 }
 
@@ -387,7 +393,7 @@ mod tests {
             .expect("pull");
         let tenants: Vec<&str> = got.iter().map(|d| d.job.tenant.as_str()).collect();
         assert_eq!(tenants, vec!["a", "b", "a"]);
-        assert_eq!(q.depth(&flow()).await.expect("depth"), 4);
+        assert_eq!(q.depth(&flow()).await.expect("depth").total, 4);
     }
 
     #[tokio::test]
@@ -405,7 +411,7 @@ mod tests {
         let d = pull_one(&q).await;
         assert_eq!(d.attempt, 3);
         d.ack().await.expect("ack");
-        assert_eq!(q.depth(&flow()).await.expect("depth"), 0);
+        assert_eq!(q.depth(&flow()).await.expect("depth").total, 0);
         assert!(
             q.pull(&flow(), &[Lane::Interactive], 1, Duration::from_millis(10))
                 .await
@@ -458,7 +464,11 @@ mod tests {
             .expect("pull");
         let keys: Vec<&str> = first.iter().map(|d| d.job.value_key.as_str()).collect();
         assert_eq!(keys, vec!["i0", "b0"], "interactive first, then batch");
-        assert_eq!(q.depth(&flow()).await.expect("depth"), 3, "both lanes");
+        assert_eq!(
+            q.depth(&flow()).await.expect("depth").total,
+            3,
+            "both lanes"
+        );
         for d in first {
             d.ack().await.expect("ack");
         }

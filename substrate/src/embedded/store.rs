@@ -290,8 +290,8 @@ impl Watermarks for EmbeddedWatermarks {
     }
 }
 
-/// A flow's spec and the workers serving it, with their model.
-type Served = (FlowSpec, BTreeMap<String, Option<ModelInfo>>);
+/// A flow's spec and the workers serving it, with their model and slots.
+type Served = (FlowSpec, BTreeMap<String, (Option<ModelInfo>, u32)>);
 
 #[derive(Default)]
 pub struct EmbeddedDirectory {
@@ -307,7 +307,9 @@ impl FlowDirectory for EmbeddedDirectory {
                 .entry(advert.spec.id.clone())
                 .or_insert_with(|| (advert.spec.clone(), BTreeMap::new()));
             entry.0 = advert.spec.clone();
-            entry.1.insert(worker_id.to_string(), advert.model.clone());
+            entry
+                .1
+                .insert(worker_id.to_string(), (advert.model.clone(), advert.slots));
         }
         Ok(())
     }
@@ -327,9 +329,10 @@ impl FlowDirectory for EmbeddedDirectory {
             .map(|(spec, workers)| FlowEntry {
                 spec: spec.clone(),
                 live_workers: workers.len() as u32,
+                slots: workers.values().map(|(_, slots)| slots).sum(),
                 models: workers
                     .iter()
-                    .filter_map(|(w, m)| Some((w.clone(), m.clone()?)))
+                    .filter_map(|(w, (m, _))| Some((w.clone(), m.clone()?)))
                     .collect(),
             })
             .collect())

@@ -23,6 +23,31 @@ use crate::{Error, FlowDirectory};
 /// Flow specs by their key in the flows bucket.
 type Specs = Arc<RwLock<HashMap<String, FlowSpec>>>;
 
+/// Leader reads of a listing in flight at once.
+const LEADER_READS: usize = 16;
+
+/// A worker's heartbeat for one flow, the value of its key in the workers bucket.
+#[derive(Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Heartbeat {
+    model: Option<ModelInfo>,
+    slots: u32,
+}
+
+impl Heartbeat {
+    /// A heartbeat as this version writes it, or as earlier ones did (the model alone:
+    /// `null` or its info), so a rolling upgrade lists every live worker.
+    fn parse(bytes: &[u8]) -> Heartbeat {
+        if let Ok(beat) = serde_json::from_slice::<Heartbeat>(bytes) {
+            return beat;
+        }
+        Heartbeat {
+            model: serde_json::from_slice::<Option<ModelInfo>>(bytes).unwrap_or_default(),
+            slots: 0,
+        }
+    }
+}
+
 pub struct NatsDirectory {
     js: jetstream::Context,
     layout: Layout,
@@ -118,8 +143,11 @@ impl FlowDirectory for NatsDirectory {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(self.layout.flow_key(&flow), spec.clone());
             let key = self.layout.worker_key(&flow, worker_id);
-            let model =
-                serde_json::to_vec(&advert.model).map_err(|e| Error::Codec(e.to_string()))?;
+            let beat = Heartbeat {
+                model: advert.model.clone(),
+                slots: advert.slots,
+            };
+            let beat = serde_json::to_vec(&beat).map_err(|e| Error::Codec(e.to_string()))?;
             let mut h = async_nats::HeaderMap::new();
             let ttl = super::kv::ttl_secs(self.heartbeat * 3);
             h.insert(
@@ -130,7 +158,7 @@ impl FlowDirectory for NatsDirectory {
                 .publish_with_headers(
                     self.layout.kv_subject(&self.workers.name, &key),
                     h,
-                    model.into(),
+                    beat.into(),
                 )
                 .await
                 .map_err(unavailable)?
@@ -156,23 +184,34 @@ impl FlowDirectory for NatsDirectory {
     }
 
     async fn list(&self) -> Result<Vec<FlowEntry>, Error> {
-        let mut live: HashMap<String, u32> = HashMap::new();
-        let mut models: HashMap<String, Vec<(String, ModelInfo)>> = HashMap::new();
         let mut keys = self.workers.keys().await.map_err(unavailable)?;
         let mut worker_keys = Vec::new();
         while let Some(k) = keys.next().await {
-            worker_keys.push(k.map_err(unavailable)?);
+            let k = k.map_err(unavailable)?;
+            if let Some((flow, worker)) = self.layout.parse_worker_key(&k) {
+                worker_keys.push((k, flow, worker));
+            }
         }
-        for k in worker_keys {
-            let Some((flow, worker)) = self.layout.parse_worker_key(&k) else {
+        // Each read from the leader (a lagging replica may not have the key yet), a
+        // few at a time.
+        let beats: Vec<_> = futures::stream::iter(worker_keys)
+            .map(|(k, flow, worker)| async move {
+                let entry = super::kv::leader_entry(&self.workers, &k).await?;
+                Ok::<_, Error>(entry.map(|(bytes, _)| (flow, worker, Heartbeat::parse(&bytes))))
+            })
+            .buffer_unordered(LEADER_READS)
+            .collect()
+            .await;
+        let mut live: HashMap<String, (u32, u32)> = HashMap::new();
+        let mut models: HashMap<String, Vec<(String, ModelInfo)>> = HashMap::new();
+        for beat in beats {
+            let Some((flow, worker, beat)) = beat? else {
                 continue;
             };
-            // Read from the leader: a lagging replica may not have the key yet.
-            let Some((bytes, _)) = super::kv::leader_entry(&self.workers, &k).await? else {
-                continue;
-            };
-            *live.entry(flow.clone()).or_default() += 1;
-            if let Ok(Some(model)) = serde_json::from_slice::<Option<ModelInfo>>(&bytes) {
+            let (workers, slots) = live.entry(flow.clone()).or_default();
+            *workers += 1;
+            *slots += beat.slots;
+            if let Some(model) = beat.model {
                 models.entry(flow).or_default().push((worker, model));
             }
         }
@@ -180,13 +219,48 @@ impl FlowDirectory for NatsDirectory {
             .specs()
             .await?
             .into_iter()
-            .map(|(k, spec)| FlowEntry {
-                spec,
-                live_workers: live.get(&k).copied().unwrap_or(0),
-                models: models.remove(&k).unwrap_or_default(),
+            .map(|(k, spec)| {
+                let (live_workers, slots) = live.get(&k).copied().unwrap_or_default();
+                FlowEntry {
+                    spec,
+                    live_workers,
+                    slots,
+                    models: models.remove(&k).unwrap_or_default(),
+                }
             })
             .collect();
         out.sort_by(|a, b| a.spec.id.cmp(&b.spec.id));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_of_this_version_and_of_earlier_ones_parse() {
+        let model = ModelInfo {
+            name: "all-MiniLM-L6-v2".into(),
+            loaded: true,
+            ..ModelInfo::default()
+        };
+        let now = Heartbeat {
+            model: Some(model.clone()),
+            slots: 3,
+        };
+        let bytes = serde_json::to_vec(&now).expect("json");
+        assert_eq!(Heartbeat::parse(&bytes), now);
+        // Earlier workers wrote the model alone.
+        let old = serde_json::to_vec(&Some(model.clone())).expect("json");
+        assert_eq!(
+            Heartbeat::parse(&old),
+            Heartbeat {
+                model: Some(model),
+                slots: 0
+            }
+        );
+        assert_eq!(Heartbeat::parse(b"null"), Heartbeat::default());
+        assert_eq!(Heartbeat::parse(b"garbage"), Heartbeat::default());
     }
 }

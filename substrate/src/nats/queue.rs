@@ -6,7 +6,7 @@
 //! inside its window; bounds per (flow, lane, tenant) subject (stream limit, discard
 //! new) and per (flow, lane) (admission check) refuse new work with QueueFull.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 
 use super::{Layout, Options, unavailable};
 use crate::error::QueueLimit;
-use crate::queue::{Enqueued, Lane, Settle, lane_scope};
+use crate::queue::{Depth, Enqueued, Lane, Settle, lane_scope};
 use crate::task::Background;
 use crate::{ComputeJob, Delivery, Error, Headers, JobQueue, message_id};
 
@@ -58,7 +58,8 @@ struct FlowState {
 struct LaneState {
     consumers: Mutex<(Option<Instant>, Vec<Consumer<pull::Config>>)>,
     next: AtomicUsize,
-    depth: Mutex<Option<(Instant, u64)>>,
+    /// Per tenant, its jobs in the lane, and when they were read.
+    depth: Mutex<Option<(Instant, BTreeMap<String, u64>)>>,
     /// When the lane's subjects were last checked for jobs without a consumer.
     reconciled: Mutex<Option<Instant>>,
 }
@@ -227,28 +228,37 @@ impl NatsQueue {
     }
 
     /// Jobs of `flow` in `lane` waiting or in progress, read at most every REFRESH.
-    async fn lane_depth(&self, flow: &FlowId, lane: Lane) -> Result<u64, Error> {
+    /// Per tenant, its jobs of `flow` in `lane` (waiting, or delivered and not yet
+    /// acknowledged): its consumer's figures, read at most once per [`REFRESH`].
+    async fn lane_depth(&self, flow: &FlowId, lane: Lane) -> Result<BTreeMap<String, u64>, Error> {
         let state = self.flow_state(flow).await?;
         let state = state.lane(lane);
-        if let Some((at, d)) = *lock(&state.depth)
+        if let Some((at, d)) = &*lock(&state.depth)
             && at.elapsed() < REFRESH
         {
-            return Ok(d);
+            return Ok(d.clone());
         }
         let consumers = self.tenant_consumers(flow, lane, state, false).await?;
-        let read = async {
-            let mut total = 0;
-            for mut c in consumers {
-                let info = c.info().await.map_err(unavailable)?;
-                total += info.num_pending + info.num_ack_pending as u64;
-            }
-            Ok::<u64, Error>(total)
-        };
-        let total = tokio::time::timeout(NETWORK_BOUND, read)
+        let read = futures::future::try_join_all(consumers.into_iter().map(|mut c| async move {
+            let info = c.info().await.map_err(unavailable)?;
+            let tenant = info
+                .config
+                .filter_subject
+                .rsplit('.')
+                .next()
+                .and_then(crate::token::decode)
+                .unwrap_or_default();
+            Ok::<_, Error>((tenant, info.num_pending + info.num_ack_pending as u64))
+        }));
+        let counts = tokio::time::timeout(NETWORK_BOUND, read)
             .await
             .map_err(|_| unavailable("reading the queue depth timed out"))??;
-        *lock(&state.depth) = Some((Instant::now(), total));
-        Ok(total)
+        let mut by_tenant = BTreeMap::new();
+        for (tenant, n) in counts.into_iter().filter(|(_, n)| *n > 0) {
+            *by_tenant.entry(tenant).or_default() += n;
+        }
+        *lock(&state.depth) = Some((Instant::now(), by_tenant.clone()));
+        Ok(by_tenant)
     }
 
     /// The delivery of a pulled message; an undecodable job is terminated instead.
@@ -323,7 +333,8 @@ impl JobQueue for NatsQueue {
         let flow = format!("{}@{}", job.flow, job.flow_version);
         let flow_id = FlowId::new(job.flow.clone(), job.flow_version);
         let lane = job.lane();
-        if self.lane_depth(&flow_id, lane).await? >= self.max_queued_per_flow {
+        let queued: u64 = self.lane_depth(&flow_id, lane).await?.values().sum();
+        if queued >= self.max_queued_per_flow {
             return Err(Self::queue_full(
                 QueueLimit::PerFlow,
                 &format!("flow {flow}{}", lane_scope(lane)),
@@ -375,7 +386,7 @@ impl JobQueue for NatsQueue {
         if let Some(state) = lock(&self.flows).get(&flow_id)
             && let Some(d) = lock(&state.lane(lane).depth).as_mut()
         {
-            d.1 += 1;
+            *d.1.entry(job.tenant.clone()).or_default() += 1;
         }
         // Best effort: a lost wake-up costs an idle worker one REFRESH.
         let _ = self
@@ -435,12 +446,15 @@ impl JobQueue for NatsQueue {
         }
     }
 
-    async fn depth(&self, flow: &FlowId) -> Result<u64, Error> {
-        let mut total = 0;
+    async fn depth(&self, flow: &FlowId) -> Result<Depth, Error> {
+        let mut depth = Depth::default();
         for lane in LANES {
-            total += self.lane_depth(flow, lane).await?;
+            for (tenant, n) in self.lane_depth(flow, lane).await? {
+                depth.total += n;
+                *depth.tenants.entry(tenant).or_default() += n;
+            }
         }
-        Ok(total)
+        Ok(depth)
     }
 }
 

@@ -125,7 +125,7 @@ impl Worker {
             }
             slots.retain(|s| !s.task.is_finished());
             let depth = match queue.depth(&id).await {
-                Ok(d) => d,
+                Ok(d) => d.total,
                 Err(e) => {
                     debug!(flow = %id, error = %e, "cannot read the queue depth; keeping the slots");
                     continue;

@@ -199,6 +199,7 @@ impl Worker {
             let directory = substrate.directory.clone();
             let id = this.options.worker_id.clone();
             let catalog = this.catalog.clone();
+            let stats = this.stats.clone();
             let every = this.options.heartbeat;
             let shutdown = shutdown.clone();
             spawn_named(&tasks, "worker heartbeat", async move {
@@ -207,7 +208,8 @@ impl Worker {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(every) => {}
                     }
-                    if let Err(e) = directory.advertise(&id, &adverts(&catalog)).await {
+                    let flows = serving(&catalog, &stats);
+                    if let Err(e) = directory.advertise(&id, &flows).await {
                         warn!(error = %e, "heartbeat failed; retrying");
                     }
                 }
@@ -267,8 +269,22 @@ pub fn adverts(catalog: &Catalog) -> Vec<Advert> {
         .map(|f| Advert {
             spec: f.spec().clone(),
             model: f.model(),
+            slots: 0,
         })
         .collect()
+}
+
+/// The adverts of a worker serving `catalog`: each flow with the slots it runs now.
+fn serving(catalog: &Catalog, stats: &WorkerStats) -> Vec<Advert> {
+    let mut flows = adverts(catalog);
+    for advert in &mut flows {
+        let slots = stats
+            .flow(&advert.spec.id.to_string())
+            .slots
+            .load(std::sync::atomic::Ordering::Relaxed);
+        advert.slots = u32::try_from(slots).unwrap_or(u32::MAX);
+    }
+    flows
 }
 
 /// Options for unit tests: small, explicit numbers. The defaults users get live in
@@ -377,7 +393,7 @@ mod tests {
             Ok(got)
         }
 
-        async fn depth(&self, flow: &FlowId) -> Result<u64, Error> {
+        async fn depth(&self, flow: &FlowId) -> Result<crate::Depth, Error> {
             self.inner.depth(flow).await
         }
     }
@@ -444,6 +460,6 @@ mod tests {
             "the job the pull had taken was computed before the slot stopped"
         );
         let flow = FlowId::new("num.affine", 1);
-        assert_eq!(substrate.queue.depth(&flow).await.expect("depth"), 0);
+        assert_eq!(substrate.queue.depth(&flow).await.expect("depth").total, 0);
     }
 }

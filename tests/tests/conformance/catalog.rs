@@ -61,3 +61,40 @@ pub(crate) async fn lists_and_describes(b: Backend) -> anyhow::Result<()> {
     h.stop().await;
     Ok(())
 }
+
+/// ListFlows shows a flow's jobs in all and the caller's tenant's (never another
+/// tenant's), and the slots serving it, as they change.
+pub(crate) async fn flows_show_the_callers_jobs_and_the_slots(b: Backend) -> anyhow::Result<()> {
+    let h = Harness::start(b).await?;
+    let (acme, globex) = (h.client.with_tenant("acme"), h.client.with_tenant("globex"));
+    for c in [&acme, &globex] {
+        c.register(probe("slow", &[("delay_ms", "4000")])).await?;
+    }
+    acme.get(build::get(&["a1", "a2", "a3"], &["slow"])).await?;
+    globex
+        .get(build::get(&["g1", "g2", "g3", "g4", "g5"], &["slow"]))
+        .await?;
+    let probe_of = |c: &TestClient| {
+        let c = c.clone();
+        async move {
+            c.list_flows()
+                .await
+                .ok()?
+                .into_iter()
+                .find(|f| f.name == "test.probe")
+        }
+    };
+    let (a, g) = wait_until(LONG, "each tenant's jobs and the slots", || async {
+        let (a, g) = (probe_of(&acme).await?, probe_of(&globex).await?);
+        (a.tenant_queued == 3 && g.tenant_queued == 5 && a.slots >= 1).then_some((a, g))
+    })
+    .await?;
+    assert_eq!((a.queued, g.queued), (8, 8), "all tenants: {a:?} {g:?}");
+    wait_until(LONG, "the jobs to finish", || async {
+        let (a, g) = (probe_of(&acme).await?, probe_of(&globex).await?);
+        (a.tenant_queued == 0 && g.tenant_queued == 0 && a.queued == 0).then_some(())
+    })
+    .await?;
+    h.stop().await;
+    Ok(())
+}

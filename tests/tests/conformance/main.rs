@@ -82,6 +82,7 @@ fstore_tests::on_every_backend!(
     tenants_do_not_share,
     bad_input_gets_a_status_that_says_what_to_fix,
     lists_and_describes,
+    flows_show_the_callers_jobs_and_the_slots,
     dead_letters_keep_exhausted_jobs_for_replay,
     settled_computes_are_logged_with_inputs_and_tickets,
     stored_inputs_are_logged_and_used,

@@ -229,7 +229,9 @@ class Client:
         return list(self._unary(self._stub.ListFeatures, pb.ListFeaturesRequest(prefix=prefix)).features)
 
     def list_flows(self) -> List[pb.FlowInfo]:
-        """The flows workers serve, with their live workers and models."""
+        """The flows workers serve, with their live workers, slots and models, and
+        their jobs queued or running: ``queued`` (all tenants) and ``tenant_queued``
+        (this client's tenant)."""
         return list(self._unary(self._stub.ListFlows, pb.ListFlowsRequest()).flows)
 
     def invalidate(self, feature: str, entity_id: str = "") -> List[str]:

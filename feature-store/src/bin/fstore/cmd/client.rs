@@ -434,12 +434,22 @@ fn flows_table(r: &api::ListFlowsResponse) -> String {
                 inputs.join(" "),
                 type_name(f.output),
                 f.live_workers.to_string(),
+                f.slots.to_string(),
+                f.queued.to_string(),
                 f.description.clone(),
             ]
         })
         .collect();
     table(
-        &["FLOW", "INPUTS", "OUTPUT", "WORKERS", "DESCRIPTION"],
+        &[
+            "FLOW",
+            "INPUTS",
+            "OUTPUT",
+            "WORKERS",
+            "SLOTS",
+            "QUEUED",
+            "DESCRIPTION",
+        ],
         &rows,
     )
 }

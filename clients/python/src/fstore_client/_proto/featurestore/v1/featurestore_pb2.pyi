@@ -390,7 +390,7 @@ class FlowInput(_message.Message):
     def __init__(self, name: _Optional[str] = ..., value_type: _Optional[_Union[ValueType, str]] = ...) -> None: ...
 
 class FlowInfo(_message.Message):
-    __slots__ = ("name", "version", "inputs", "output", "batchable", "description", "params", "entity_types", "live_workers", "models", "queued")
+    __slots__ = ("name", "version", "inputs", "output", "batchable", "description", "params", "entity_types", "live_workers", "models", "queued", "slots", "tenant_queued")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     INPUTS_FIELD_NUMBER: _ClassVar[int]
@@ -402,6 +402,8 @@ class FlowInfo(_message.Message):
     LIVE_WORKERS_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     QUEUED_FIELD_NUMBER: _ClassVar[int]
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_QUEUED_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: int
     inputs: _containers.RepeatedCompositeFieldContainer[FlowInput]
@@ -413,7 +415,9 @@ class FlowInfo(_message.Message):
     live_workers: int
     models: _containers.RepeatedCompositeFieldContainer[ModelStatus]
     queued: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[FlowInput, _Mapping]]] = ..., output: _Optional[_Union[ValueType, str]] = ..., batchable: _Optional[bool] = ..., description: _Optional[str] = ..., params: _Optional[_Iterable[str]] = ..., entity_types: _Optional[_Iterable[str]] = ..., live_workers: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., queued: _Optional[int] = ...) -> None: ...
+    slots: int
+    tenant_queued: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[int] = ..., inputs: _Optional[_Iterable[_Union[FlowInput, _Mapping]]] = ..., output: _Optional[_Union[ValueType, str]] = ..., batchable: _Optional[bool] = ..., description: _Optional[str] = ..., params: _Optional[_Iterable[str]] = ..., entity_types: _Optional[_Iterable[str]] = ..., live_workers: _Optional[int] = ..., models: _Optional[_Iterable[_Union[ModelStatus, _Mapping]]] = ..., queued: _Optional[int] = ..., slots: _Optional[int] = ..., tenant_queued: _Optional[int] = ...) -> None: ...
 
 class ModelStatus(_message.Message):
     __slots__ = ("worker", "name", "path", "sha256", "loaded", "load_ms", "loads")
