@@ -1,6 +1,7 @@
 //! The enrichment index on KV: one list per missing entity under
 //! `<tenant>.<entity hash>` in `<prefix>_partials`, replaced by compare-and-set; taking
-//! it reads and deletes it.
+//! it reads it from the leader and deletes that revision (at least once: a reference is
+//! never lost, and at worst planned twice).
 
 use async_nats::jetstream::kv;
 use async_trait::async_trait;
@@ -57,15 +58,38 @@ impl PartialIndex for NatsPartials {
 
     async fn take(&self, tenant: &str, entity: &str) -> Result<Vec<PartialRef>, Error> {
         let key = self.layout.partials_key(tenant, entity);
-        let Some(bytes) = self.store.get(&key).await.map_err(unavailable)? else {
-            return Ok(Vec::new());
-        };
-        if bytes.is_empty() {
-            return Ok(Vec::new());
+        for _ in 0..TRIES {
+            // From the leader: a lagging replica may not have the latest reference.
+            let Some((bytes, revision)) = super::kv::leader_entry(&self.store, &key).await? else {
+                return Ok(Vec::new());
+            };
+            if bytes.is_empty() {
+                return Ok(Vec::new());
+            }
+            let refs = PartialList::decode(bytes)?.refs;
+            // Only the list read: a reference parked meanwhile is not deleted unseen.
+            let deleted = self
+                .store
+                .delete_expect_revision(&key, Some(revision))
+                .await;
+            let Err(e) = deleted else {
+                return Ok(refs);
+            };
+            match super::kv::leader_entry(&self.store, &key).await {
+                // Parked meanwhile: take the longer list.
+                Ok(Some((_, now))) if now != revision => continue,
+                // Deleted with its answer lost, or not deleted: the references are
+                // handed over either way; left parked, the sweep plans them again
+                // (planning twice computes once).
+                _ => {
+                    tracing::warn!(error = %e, key, "deleting taken references failed; the sweep may plan them again");
+                    return Ok(refs);
+                }
+            }
         }
-        let list = PartialList::decode(bytes)?;
-        self.store.purge(&key).await.map_err(unavailable)?;
-        Ok(list.refs)
+        Err(Error::Unavailable(format!(
+            "too much contention taking the references to `{entity}`"
+        )))
     }
 
     async fn list(&self) -> Result<Vec<(String, PartialRef)>, Error> {
