@@ -11,6 +11,8 @@
 //! - [`params`]: typed access to a feature's string params
 //! - [`catalog`]: the flows a process can run, by `name@version`
 //! - [`model`]: lazily loaded, unloadable models and what operators see of them
+//! - [`sentence`]: sentence embeddings from a sentence-transformers model folder
+//!   (configured model flows, and `text.minilm`)
 //! - [`builtin`]: the built-in flows
 
 pub mod builtin;
@@ -18,6 +20,7 @@ pub mod catalog;
 pub mod error;
 pub mod model;
 pub mod params;
+pub mod sentence;
 pub mod spec;
 pub mod value;
 

@@ -1,4 +1,5 @@
-//! `text.minilm@1` against the reference embeddings of sentence-transformers
+//! `text.minilm@1`, and a flow configured over the same folder (`kind =
+//! "sentence-transformer"`), against the reference embeddings of sentence-transformers
 //! (`flows/tests/data/minilm/minilm-public.json`, provenance in the README beside it):
 //! exact token ids, and every embedding component within 1e-5, one text per call and all
 //! texts as one padded batch.
@@ -10,7 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use fstore_flows::builtin::MiniLm;
+use fstore_flows::builtin::minilm_from_env;
+use fstore_flows::sentence::SentenceTransformer;
 use fstore_flows::{Flow, FlowInput, Params, Value};
 
 /// The package's directory as the test runner gives it at run time (`cargo test` and
@@ -61,10 +63,10 @@ fn reference() -> Vec<Item> {
 }
 
 /// One flow for every test of this file, so the model loads once.
-fn flow() -> &'static MiniLm {
-    static FLOW: OnceLock<MiniLm> = OnceLock::new();
+fn flow() -> &'static SentenceTransformer {
+    static FLOW: OnceLock<SentenceTransformer> = OnceLock::new();
     FLOW.get_or_init(|| {
-        let flow = MiniLm::from_env();
+        let flow = minilm_from_env();
         let folder = flow.model_folder();
         for file in ["model.safetensors", "tokenizer.json"] {
             assert!(
@@ -169,7 +171,7 @@ fn embeddings_match_reference_one_by_one_and_batched() {
 #[test]
 fn max_length_truncates_and_unload_loads_again() {
     let started = Instant::now();
-    let flow = MiniLm::new(
+    let flow = fstore_flows::builtin::minilm(
         flow()
             .model_folder()
             .parent()
@@ -203,4 +205,35 @@ fn max_length_truncates_and_unload_loads_again() {
     assert!(info.loaded);
     assert_eq!(info.loads, 2);
     eprintln!("max_length and reload: {:.2?}", started.elapsed());
+}
+
+/// A flow configured over the MiniLM folder (`kind = "sentence-transformer"`, no code)
+/// reads its pooling and normalisation from the folder and matches the reference too.
+#[test]
+fn a_configured_flow_over_the_folder_matches_the_reference() {
+    use fstore_flows::sentence::Options;
+    let configured = SentenceTransformer::open(&Options {
+        name: "text.configured".to_string(),
+        version: 3,
+        folder: flow().model_folder().to_path_buf(),
+        model: None,
+        description: None,
+    })
+    .expect("the MiniLM folder is a sentence-transformers folder");
+    assert_eq!(configured.spec().id.to_string(), "text.configured@3");
+    assert!(
+        configured
+            .spec()
+            .description
+            .contains("[384], mean pooling, L2-normalised"),
+        "{}",
+        configured.spec().description
+    );
+    let reference = reference();
+    let batch: Vec<FlowInput> = reference.iter().map(|r| item(&r.text)).collect();
+    let out = configured.run(&batch);
+    for (i, (r, got)) in reference.iter().zip(&out).enumerate() {
+        let diff = max_abs_diff(&embedding(got), &r.embedding);
+        assert!(diff <= TOLERANCE, "item {i}: max |diff| {diff:e}");
+    }
 }

@@ -1,10 +1,10 @@
-//! Part A, the flow alone: `MiniLm::run` on batches of each size, one call after
+//! Part A, the flow alone: `SentenceTransformer::run` on batches of each size, one call after
 //! another.
 
 use std::time::{Duration, Instant};
 
 use anyhow::ensure;
-use fstore_flows::builtin::MiniLm;
+use fstore_flows::sentence::SentenceTransformer;
 use fstore_flows::{Flow, FlowInput, Params, Value};
 
 use crate::sample::{Sample, check_output, histogram, ms};
@@ -24,7 +24,7 @@ pub(crate) fn flow_input(text: &str) -> FlowInput {
 /// Runs `flow` on batches of `batch` texts, one call after another, for `secs` (at least
 /// 3 calls); every output must be a `[384]` tensor.
 pub(crate) fn measure_flow(
-    flow: &MiniLm,
+    flow: &SentenceTransformer,
     items: &[FlowInput],
     n: usize,
     batch: usize,
@@ -70,7 +70,7 @@ pub(crate) fn measure_flow(
 
 pub(crate) fn run_flow_part(
     s: &Settings,
-    flow: &MiniLm,
+    flow: &SentenceTransformer,
     texts: &[&str],
 ) -> anyhow::Result<Vec<Vec<Sample>>> {
     // The texts, then the largest batch's worth again, so every batch is a contiguous

@@ -2,7 +2,7 @@
 //! second at batch sizes 1, 8 and 32, and the latency each costs. The target is batched
 //! (8 and 32) at least 3× the throughput of batch 1.
 //!
-//! - Part A, the flow alone: `MiniLm::run` called on batches of 1, 8 or 32 texts, one
+//! - Part A, the flow alone: `SentenceTransformer::run` called on batches of 1, 8 or 32 texts, one
 //!   call after another. The latency is that of one batched call: what every item of the
 //!   batch waits.
 //! - Part B, end to end: an in-process feature store (gRPC server, embedded substrate, a
@@ -43,7 +43,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use fstore_flows::Flow;
-use fstore_flows::builtin::MiniLm;
+use fstore_flows::sentence::SentenceTransformer;
 
 use crate::flow_part::{flow_input, run_flow_part};
 use crate::report::{Extra, TARGET_RATIO, load_average, report};
@@ -55,7 +55,7 @@ use crate::worker_part::run_worker_part;
 fn main() -> anyhow::Result<()> {
     let s = Settings::from_env()?;
     let dir = model_dir()?;
-    let flow = Arc::new(MiniLm::new(dir));
+    let flow = Arc::new(fstore_flows::builtin::minilm(dir));
     let t = Instant::now();
     let first = flow.run(&[flow_input(SENTENCES[0])]);
     match first.first() {
@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
         met &= report(
             &s,
             &format!(
-                "A. the flow alone: MiniLm::run on one batch after another for {:.1} s per size; latency = one batched call",
+                "A. the flow alone: SentenceTransformer::run on one batch after another for {:.1} s per size; latency = one batched call",
                 s.flow_secs
             ),
             runs,

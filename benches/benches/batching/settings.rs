@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use fstore_benches::env;
 
-/// The model's folder inside the model dir (as `MiniLm` reads it).
+/// The model's folder inside the model dir (as `text.minilm` reads it).
 pub(crate) const MODEL_FOLDER: &str = "all-minilm-l6-v2";
 
 #[derive(Debug)]

@@ -1,7 +1,7 @@
 //! The texts both parts embed, their token counts, and the padding each batch size
 //! costs.
 
-use fstore_flows::builtin::MiniLm;
+use fstore_flows::sentence::SentenceTransformer;
 
 /// 64 English sentences of 8 to 40 words.
 pub(crate) const SENTENCES: [&str; 64] = [
@@ -73,7 +73,7 @@ pub(crate) const SENTENCES: [&str; 64] = [
 
 /// Tokens BERT sees for each batch size, padding included, over tokens without padding:
 /// the texts are cut into the same batches as [`measure_flow`] cuts them, and each batch
-/// is padded as `MiniLm::run` pads it (sorted by length, groups of at most 32 padded to
+/// is padded as `SentenceTransformer::run` pads it (sorted by length, groups of at most 32 padded to
 /// their longest).
 pub(crate) fn padding(lens: &[usize], sizes: &[usize]) -> Vec<f64> {
     let n = lens.len();
@@ -97,7 +97,10 @@ pub(crate) fn padding(lens: &[usize], sizes: &[usize]) -> Vec<f64> {
 }
 
 /// Tokens of each text, [CLS] and [SEP] included.
-pub(crate) fn token_counts(flow: &MiniLm, texts: &[&str]) -> anyhow::Result<Vec<usize>> {
+pub(crate) fn token_counts(
+    flow: &SentenceTransformer,
+    texts: &[&str],
+) -> anyhow::Result<Vec<usize>> {
     texts
         .iter()
         .map(|t| flow.token_ids(t, 256).map(|ids| ids.len()))

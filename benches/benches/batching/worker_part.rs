@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use fstore_flows::builtin::MiniLm;
+use fstore_flows::sentence::SentenceTransformer;
 use fstore_flows::{
     Catalog, Error as FlowError, Flow, FlowInput, FlowSpec, ModelInfo, Params, Value,
 };
@@ -26,7 +26,7 @@ pub(crate) const MAX_CHANNELS: usize = 4;
 
 /// `text.minilm@1` as the worker sees it, counting the batches it is given.
 pub(crate) struct Recorder {
-    pub(crate) inner: Arc<MiniLm>,
+    pub(crate) inner: Arc<SentenceTransformer>,
     pub(crate) forwards: AtomicU64,
     pub(crate) items: AtomicU64,
 }
@@ -196,7 +196,7 @@ pub(crate) async fn load(
 /// `batch × callers_per_slot` callers.
 pub(crate) async fn measure_worker(
     s: &Settings,
-    flow: &Arc<MiniLm>,
+    flow: &Arc<SentenceTransformer>,
     batch: usize,
     next: &Arc<AtomicU64>,
     texts: &Arc<[&'static str]>,
@@ -284,7 +284,7 @@ pub(crate) async fn measure_worker(
 
 pub(crate) async fn run_worker_part(
     s: &Settings,
-    flow: &Arc<MiniLm>,
+    flow: &Arc<SentenceTransformer>,
     texts: &Arc<[&'static str]>,
 ) -> anyhow::Result<Vec<Vec<Sample>>> {
     let next = Arc::new(AtomicU64::new(0));

@@ -31,7 +31,7 @@ mod vector;
 use std::sync::Arc;
 
 pub use self::image::{ColorHist, Hamming, NearDuplicate, PHash};
-pub use minilm::MiniLm;
+pub use minilm::{minilm, minilm_from_env};
 pub use numeric::{Affine, Combine, ZScore};
 pub use optimise::OrderQty;
 pub use probe::Probe;
@@ -50,7 +50,7 @@ pub fn all() -> Vec<Arc<dyn Flow>> {
         Arc::new(ZScore::new()),
         Arc::new(TextStats::new()),
         Arc::new(HashEmbed::new()),
-        Arc::new(MiniLm::from_env()),
+        Arc::new(minilm_from_env()),
         Arc::new(MeanPool::new()),
         Arc::new(Cosine::new()),
         Arc::new(PHash::new()),
@@ -64,7 +64,7 @@ pub fn all() -> Vec<Arc<dyn Flow>> {
     ]
 }
 
-fn input(name: &str, value_type: ValueType) -> InputSpec {
+pub(crate) fn input(name: &str, value_type: ValueType) -> InputSpec {
     InputSpec {
         name: name.to_string(),
         value_type,
@@ -72,7 +72,7 @@ fn input(name: &str, value_type: ValueType) -> InputSpec {
     }
 }
 
-fn param(name: &str, default: Option<&str>, doc: &str) -> ParamSpec {
+pub(crate) fn param(name: &str, default: Option<&str>, doc: &str) -> ParamSpec {
     ParamSpec {
         name: name.to_string(),
         default: default.map(str::to_string),
@@ -80,10 +80,10 @@ fn param(name: &str, default: Option<&str>, doc: &str) -> ParamSpec {
     }
 }
 
-struct SpecBuilder(FlowSpec);
+pub(crate) struct SpecBuilder(FlowSpec);
 
 impl SpecBuilder {
-    fn new(name: &str, version: u32, output: ValueType, description: &str) -> Self {
+    pub(crate) fn new(name: &str, version: u32, output: ValueType, description: &str) -> Self {
         SpecBuilder(FlowSpec {
             id: FlowId::new(name, version),
             description: description.to_string(),
@@ -95,17 +95,17 @@ impl SpecBuilder {
         })
     }
 
-    fn input(mut self, input: InputSpec) -> Self {
+    pub(crate) fn input(mut self, input: InputSpec) -> Self {
         self.0.inputs.push(input);
         self
     }
 
-    fn param(mut self, p: ParamSpec) -> Self {
+    pub(crate) fn param(mut self, p: ParamSpec) -> Self {
         self.0.params.push(p);
         self
     }
 
-    fn build(self) -> FlowSpec {
+    pub(crate) fn build(self) -> FlowSpec {
         self.0
     }
 }
