@@ -43,7 +43,6 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use fstore_flows::Flow;
-use fstore_flows::sentence::SentenceTransformer;
 
 use crate::flow_part::{flow_input, run_flow_part};
 use crate::report::{Extra, TARGET_RATIO, load_average, report};

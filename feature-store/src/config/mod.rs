@@ -8,9 +8,11 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod flows;
 mod options;
 mod security;
 
+pub use flows::{FlowConfig, FlowKind, Refused, read_flow_file, with_configured};
 pub use security::{AuthConfig, QuotaConfig, TenantQuota, TlsConfig};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -28,6 +30,9 @@ pub struct Config {
     pub auth: AuthConfig,
     pub tls: TlsConfig,
     pub quotas: QuotaConfig,
+    /// Flows declared without code (`[[flow]]` entries): see [`FlowConfig`].
+    #[serde(rename = "flow")]
+    pub flows: Vec<FlowConfig>,
 }
 
 /// Backfills: how a replica runs them on the batch lane.
@@ -444,7 +449,7 @@ impl Config {
             }
             fig = fig.merge(Toml::file(path));
         }
-        let config: Config = fig
+        let mut config: Config = fig
             .merge(
                 Env::prefixed("FSTORE_")
                     .filter(|k| k.as_str().contains("__"))
@@ -453,6 +458,14 @@ impl Config {
             .merge(flags.provider())
             .extract()
             .map_err(|e| Error::Invalid(Box::new(e)))?;
+        // A flow's relative `path` is the config file's neighbour, as in a flow file.
+        if let Some(base) = file.and_then(Path::parent) {
+            for flow in &mut config.flows {
+                if flow.path.is_relative() {
+                    flow.path = base.join(&flow.path);
+                }
+            }
+        }
         config.validate()?;
         Ok(config)
     }

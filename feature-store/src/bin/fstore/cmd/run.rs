@@ -22,6 +22,10 @@ pub struct RunArgs {
     /// it the substrate is embedded in this process.
     #[arg(long, env = "FSTORE_NATS")]
     nats: Option<String>,
+    /// A file of `[[flow]]` entries (model flows without code, as in the config file),
+    /// served beside the built-in flows; may repeat.
+    #[arg(long = "flow-file")]
+    flow_files: Vec<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -79,8 +83,9 @@ async fn dev(run: &RunArgs, features: Option<PathBuf>) -> anyhow::Result<()> {
         (None, Some(dir)) => format!("embedded substrate, feature log in {}", dir.display()),
         (None, None) => "embedded substrate".to_string(),
     };
+    let catalog = catalog(run, &config, &[])?;
     let substrate = server::substrate(&config).await?;
-    let running = server::start(config, substrate, Catalog::builtins(), listener).await?;
+    let running = server::start(config, substrate, catalog, listener).await?;
     let url = running.url();
     if let Some(path) = features {
         let text = std::fs::read_to_string(&path)
@@ -114,9 +119,14 @@ async fn serve(run: &RunArgs) -> anyhow::Result<()> {
     let listener = bind(&config).await?;
     // With a shared substrate, compute belongs to `fstore worker` processes.
     let catalog = if config.nats.url.is_some() {
+        if !config.flows.is_empty() || !run.flow_files.is_empty() {
+            eprintln!(
+                "note: with --nats, `fstore worker` processes serve the [[flow]] entries, not serve"
+            );
+        }
         Catalog::new()
     } else {
-        Catalog::builtins()
+        catalog(run, &config, &[])?
     };
     let substrate = server::substrate(&config).await?;
     if config.auth.required() {
@@ -139,15 +149,7 @@ async fn worker(run: &RunArgs, flows: Vec<String>) -> anyhow::Result<()> {
              The embedded substrate lives inside one process; `fstore dev` runs its own workers",
         ));
     }
-    let mut catalog = Catalog::builtins();
-    if !flows.is_empty() {
-        catalog = catalog.only(&flows);
-        if catalog.is_empty() {
-            return Err(usage(format!(
-                "none of the flows {flows:?} is built in; `fstore ls --flows` on a dev server lists them"
-            )));
-        }
-    }
+    let catalog = catalog(run, &config, &flows)?;
     let substrate = server::substrate(&config).await?;
     let token = tokio_util::sync::CancellationToken::new();
     let worker = server::run_worker(&config, substrate, catalog, token.clone());
@@ -160,6 +162,30 @@ async fn worker(run: &RunArgs, flows: Vec<String>) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The built-in flows and the configured ones (`[[flow]]` entries of the config and of
+/// the flow files), kept to `only` when it names any. An entry that cannot be served is
+/// refused with its reason and the others are served; none at all is an error.
+fn catalog(run: &RunArgs, config: &Config, only: &[String]) -> anyhow::Result<Catalog> {
+    let mut entries = config.flows.clone();
+    for file in &run.flow_files {
+        entries.extend(fstore::config::read_flow_file(file).map_err(|e| usage(e.to_string()))?);
+    }
+    let (mut catalog, refused) = fstore::config::with_configured(Catalog::builtins(), &entries);
+    for r in &refused {
+        tracing::error!(flow = %r.flow, reason = %r.reason, "flow refused at start");
+        eprintln!("error: {r}");
+    }
+    if !only.is_empty() {
+        catalog = catalog.only(only);
+        if catalog.is_empty() {
+            return Err(usage(format!(
+                "none of the flows {only:?} is built in or configured; `fstore ls --flows` on a dev server lists them"
+            )));
+        }
+    }
+    Ok(catalog)
 }
 
 /// With keys required and none stored: the embedded substrate (keys live in this
