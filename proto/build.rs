@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &[
                 "proto/featurestore/v1/featurestore.proto",
                 "proto/fstore/wire/v1/wire.proto",
+                "proto/fstore/sidecar/v1/sidecar.proto",
             ],
             &["proto"],
         )?;

@@ -11,6 +11,9 @@
 //! model = "intfloat/e5-small-v2"    # what operators see (default: the folder's name)
 //! ```
 //!
+//! Flows in Python (`--python MODULE --venv DIR`) run in a supervised sidecar process
+//! ([`SidecarConfig`]) and join the catalog the same way.
+//!
 //! A process adds them to its built-in flows. One it cannot serve (a folder missing a
 //! file, an unsupported architecture, a name@version a built-in flow or another entry
 //! has) is refused at start with what to fix; the others are served.
@@ -18,8 +21,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use fstore_flows::sentence::{Options, SentenceTransformer};
 use fstore_flows::{Catalog, Flow, FlowId};
+use fstore_substrate::worker::sidecar::{Sidecar, SidecarOptions};
 use serde::{Deserialize, Serialize};
 
 use super::Error;
@@ -124,25 +130,97 @@ impl std::fmt::Display for Refused {
 pub fn with_configured(mut catalog: Catalog, entries: &[FlowConfig]) -> (Catalog, Vec<Refused>) {
     let mut refused = Vec::new();
     for entry in entries {
-        let id = entry.id();
-        let refuse = |reason: String| Refused {
-            flow: id.to_string(),
-            reason,
-        };
-        if catalog.get(&id).is_some() {
-            refused.push(refuse(
-                "a built-in flow or an earlier entry has this name and version: give it another \
-                 name or version"
-                    .to_string(),
-            ));
-            continue;
-        }
         match entry.open() {
-            Ok(flow) => catalog.insert(flow),
-            Err(e) => refused.push(refuse(format!("{e}"))),
+            Ok(flow) => add(&mut catalog, flow, &mut refused),
+            Err(e) => refused.push(Refused {
+                flow: entry.id().to_string(),
+                reason: e.to_string(),
+            }),
         }
     }
     (catalog, refused)
+}
+
+/// `catalog` with the flows of a sidecar per target (`MODULE[:ATTR]`, run by the venv's
+/// python as `python -m fstore_flow TARGET`) added; a sidecar that cannot start or
+/// declares invalid specs, and a flow whose name@version is taken, are refused.
+pub fn with_sidecars(
+    mut catalog: Catalog,
+    targets: &[String],
+    venv: &Path,
+    config: &SidecarConfig,
+) -> (Catalog, Vec<Refused>) {
+    let mut refused = Vec::new();
+    for target in targets {
+        match Sidecar::start(config.options(SidecarOptions::python(venv, target))) {
+            Ok(sidecar) => {
+                for flow in sidecar.flows() {
+                    add(&mut catalog, flow, &mut refused);
+                }
+            }
+            Err(e) => refused.push(Refused {
+                flow: format!("sidecar {target}"),
+                reason: e.to_string(),
+            }),
+        }
+    }
+    (catalog, refused)
+}
+
+/// Adds `flow` unless a built-in flow or an earlier one has its name and version.
+fn add(catalog: &mut Catalog, flow: Arc<dyn Flow>, refused: &mut Vec<Refused>) {
+    let id = flow.spec().id.clone();
+    if catalog.get(&id).is_some() {
+        refused.push(Refused {
+            flow: id.to_string(),
+            reason: "a built-in flow or an earlier one has this name and version: give it \
+                     another name or version"
+                .to_string(),
+        });
+        return;
+    }
+    catalog.insert(flow);
+}
+
+/// `[sidecar]`: how a worker supervises the sidecars of `--python` flows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SidecarConfig {
+    /// How long a sidecar may take to declare its flows (its imports and models).
+    #[serde(with = "humantime_serde")]
+    pub start_timeout: Duration,
+    /// How long one batch may take before the sidecar is killed and the batch retried.
+    #[serde(with = "humantime_serde")]
+    pub batch_timeout: Duration,
+    /// The first wait before a failed sidecar starts again; it doubles with each failure
+    /// in a row, up to `restart_max`.
+    #[serde(with = "humantime_serde")]
+    pub restart_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub restart_max: Duration,
+}
+
+impl Default for SidecarConfig {
+    fn default() -> Self {
+        SidecarConfig {
+            start_timeout: Duration::from_secs(120),
+            batch_timeout: Duration::from_secs(60),
+            restart_base: Duration::from_millis(500),
+            restart_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl SidecarConfig {
+    pub fn options(&self, command: Vec<String>) -> SidecarOptions {
+        SidecarOptions {
+            command,
+            start_timeout: self.start_timeout,
+            batch_timeout: self.batch_timeout,
+            restart_base: self.restart_base,
+            restart_max: self.restart_max,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -195,6 +273,7 @@ mod tests {
         assert!(catalog.get(&FlowId::new("text.nowhere", 1)).is_none());
         assert_eq!(refused.len(), 2);
         assert!(refused[0].reason.contains("built-in"), "{}", refused[0]);
+        assert_eq!(refused[0].flow, "text.minilm@1");
         assert!(
             refused[1].reason.contains("does not exist"),
             "{}",

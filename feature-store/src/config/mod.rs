@@ -12,7 +12,9 @@ mod flows;
 mod options;
 mod security;
 
-pub use flows::{FlowConfig, FlowKind, Refused, read_flow_file, with_configured};
+pub use flows::{
+    FlowConfig, FlowKind, Refused, SidecarConfig, read_flow_file, with_configured, with_sidecars,
+};
 pub use security::{AuthConfig, QuotaConfig, TenantQuota, TlsConfig};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -33,6 +35,7 @@ pub struct Config {
     /// Flows declared without code (`[[flow]]` entries): see [`FlowConfig`].
     #[serde(rename = "flow")]
     pub flows: Vec<FlowConfig>,
+    pub sidecar: SidecarConfig,
 }
 
 /// Backfills: how a replica runs them on the batch lane.

@@ -12,6 +12,7 @@
 mod autoscaler;
 mod retry;
 mod settle;
+pub mod sidecar;
 mod slot;
 
 use std::collections::HashMap;

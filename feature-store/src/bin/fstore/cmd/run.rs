@@ -26,6 +26,13 @@ pub struct RunArgs {
     /// served beside the built-in flows; may repeat.
     #[arg(long = "flow-file")]
     flow_files: Vec<PathBuf>,
+    /// A Python module (`MODULE[:ATTR]`, or a .py file) whose fstore-flow flows a
+    /// sidecar process serves beside the others; may repeat. Needs --venv.
+    #[arg(long)]
+    python: Vec<String>,
+    /// The venv the Python sidecars run in (fstore-flow installed); default $VIRTUAL_ENV.
+    #[arg(long, env = "VIRTUAL_ENV")]
+    venv: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -164,15 +171,25 @@ async fn worker(run: &RunArgs, flows: Vec<String>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The built-in flows and the configured ones (`[[flow]]` entries of the config and of
-/// the flow files), kept to `only` when it names any. An entry that cannot be served is
+/// The built-in flows, the configured ones (`[[flow]]` entries of the config and of the
+/// flow files) and the Python sidecars' (`--python`), kept to `only` when it names any. An entry that cannot be served is
 /// refused with its reason and the others are served; none at all is an error.
 fn catalog(run: &RunArgs, config: &Config, only: &[String]) -> anyhow::Result<Catalog> {
     let mut entries = config.flows.clone();
     for file in &run.flow_files {
         entries.extend(fstore::config::read_flow_file(file).map_err(|e| usage(e.to_string()))?);
     }
-    let (mut catalog, refused) = fstore::config::with_configured(Catalog::builtins(), &entries);
+    let (catalog, mut refused) = fstore::config::with_configured(Catalog::builtins(), &entries);
+    let mut catalog = catalog;
+    if !run.python.is_empty() {
+        let venv = run.venv.as_deref().ok_or_else(|| {
+            usage("--python needs --venv DIR: a venv with fstore-flow installed (pip install ./flows-python)")
+        })?;
+        let (with, more) =
+            fstore::config::with_sidecars(catalog, &run.python, venv, &config.sidecar);
+        catalog = with;
+        refused.extend(more);
+    }
     for r in &refused {
         tracing::error!(flow = %r.flow, reason = %r.reason, "flow refused at start");
         eprintln!("error: {r}");

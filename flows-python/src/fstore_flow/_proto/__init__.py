@@ -1,0 +1,1 @@
+"""The generated protobuf module of the sidecar protocol (scripts/gen-python-client)."""

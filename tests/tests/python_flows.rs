@@ -1,0 +1,283 @@
+//! Flows written in Python (flows-python, `fstore-flow`), served by a sidecar process
+//! beside the Rust worker, end to end over gRPC on `fstore dev` and on a `worker --nats`
+//! behind `serve --nats`. Sidecars that crash, hang or answer garbage mid-batch are
+//! killed and started again, and their jobs end READY (nothing lost); modules that fail
+//! to import, declare an invalid spec or clash with a built-in flow are refused at
+//! start with what to fix, while the other flows are served.
+//!
+//! Needs the tests' venv with fstore-flow installed: `scripts/test` makes it
+//! (scripts/python-venv) and sets FSTORE_PYTHON.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fstore_proto::api::{self, Status, value::Kind};
+use fstore_tests::build::{self, entity, feature};
+use fstore_tests::nats::NatsServer;
+use fstore_tests::process::Proc;
+use fstore_tests::{TestClient, wait_until};
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// The venv the tests' Python runs in (FSTORE_PYTHON is its `bin/python`).
+fn venv() -> anyhow::Result<String> {
+    let python = std::env::var_os("FSTORE_PYTHON").ok_or_else(|| {
+        anyhow::anyhow!(
+            "FSTORE_PYTHON is not set: run the tests with scripts/test (it makes the venv)"
+        )
+    })?;
+    let venv = PathBuf::from(python)
+        .parent()
+        .and_then(|bin| bin.parent())
+        .ok_or_else(|| anyhow::anyhow!("FSTORE_PYTHON is not a venv's bin/python"))?
+        .to_path_buf();
+    Ok(venv.display().to_string())
+}
+
+/// A test module of tests/python/flows.
+fn module(name: &str) -> String {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    manifest
+        .join("python/flows")
+        .join(format!("{name}.py"))
+        .display()
+        .to_string()
+}
+
+fn f64_input(x: f64) -> api::Value {
+    api::Value {
+        kind: Some(Kind::F64(x)),
+    }
+}
+
+async fn ask(
+    c: &TestClient,
+    feature: &str,
+    id: &str,
+    x: f64,
+) -> anyhow::Result<api::FeatureResult> {
+    let mut req = build::sync(&[], &[feature], 30_000);
+    req.entities = vec![entity(id, &[("x", f64_input(x))])];
+    let r = c.get(req).await?;
+    r.results
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no result"))
+}
+
+/// The flows of good.py and clash.py are listed and compute; a negative x fails its item
+/// with the flow's message.
+async fn serves_the_python_flows(c: &TestClient) -> anyhow::Result<()> {
+    let flows = wait_until(LONG, "the Python flows to be advertised", || async {
+        let flows = c.list_flows().await.ok()?;
+        (flows
+            .iter()
+            .any(|f| f.name == "py.double" && f.live_workers > 0))
+        .then_some(flows)
+    })
+    .await?;
+    let double = flows
+        .iter()
+        .find(|f| f.name == "py.double")
+        .ok_or_else(|| anyhow::anyhow!("py.double not listed"))?;
+    assert_eq!(double.description, "2·x + offset; a negative x is refused.");
+    let sidecar = double
+        .models
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no sidecar status: {double:?}"))?;
+    assert!(sidecar.loaded && sidecar.loads == 1, "{sidecar:?}");
+    assert!(
+        flows.iter().any(|f| f.name == "py.length"),
+        "clash.py's other flow"
+    );
+    assert!(!flows.iter().any(|f| f.name == "py.bad"));
+    c.register(feature(
+        "d",
+        "py.double@1",
+        &[("offset", "0.5")],
+        &[("x", "request:x")],
+        600_000,
+    ))
+    .await?;
+    let r = ask(c, "d", "a", 3.0).await?;
+    assert_eq!(r.status(), Status::Ready, "{r:?}");
+    assert_eq!(fstore_tests::build::f64_of(&r), Some(6.5));
+    let r = ask(c, "d", "b", -1.0).await?;
+    assert_eq!(r.status(), Status::Failed, "{r:?}");
+    assert!(r.error.contains("x = -1.0 is negative"), "{r:?}");
+    // Tensors in and out as numpy arrays.
+    c.register(feature(
+        "u",
+        "py.unit@1",
+        &[],
+        &[("v", "request:v")],
+        600_000,
+    ))
+    .await?;
+    let mut req = build::sync(&[], &["u"], 30_000);
+    let v = api::Value {
+        kind: Some(Kind::Tensor(api::Tensor {
+            shape: vec![2],
+            data: vec![3.0, 4.0],
+        })),
+    };
+    req.entities = vec![entity("t", &[("v", v)])];
+    let r = c.get(req).await?;
+    match r.results[0].value.as_ref().and_then(|v| v.kind.as_ref()) {
+        Some(Kind::Tensor(t)) => {
+            assert_eq!((t.shape.clone(), t.data.clone()), (vec![2], vec![0.6, 0.8]))
+        }
+        other => anyhow::bail!("not a tensor: {other:?} ({r:?})"),
+    }
+    Ok(())
+}
+
+fn refusals_in(log: &str) -> Vec<&'static str> {
+    [
+        ("bad_spec.py", "output type 'float'"),
+        ("import_error.py", "fstore_no_such_module"),
+        ("text.minilm@1 refused", "built-in flow"),
+    ]
+    .into_iter()
+    .filter(|(what, why)| !(log.contains(what) && log.contains(why)))
+    .map(|(what, _)| what)
+    .collect()
+}
+
+fn python_args(venv: &str) -> Vec<String> {
+    let mut args = vec!["--venv".to_string(), venv.to_string()];
+    for m in ["good", "bad_spec", "import_error", "clash"] {
+        args.push("--python".into());
+        args.push(module(m));
+    }
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dev_serves_python_flows_and_refuses_bad_modules() -> anyhow::Result<()> {
+    let venv = venv()?;
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("log").display().to_string();
+    let mut args = vec!["dev".to_string(), "--listen".into(), "127.0.0.1:0".into()];
+    args.extend(python_args(&venv));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut dev = Proc::fstore(
+        "dev",
+        &args,
+        &[("FSTORE_LOG__DIR", log.as_str())],
+        dir.path(),
+    )?;
+    let url = dev.listening(LONG).await?;
+    let missing = refusals_in(&dev.log_text());
+    assert!(
+        missing.is_empty(),
+        "not refused: {missing:?}; log: {}",
+        dev.log_text()
+    );
+    let c = TestClient::connect(&url, None).await?;
+    serves_the_python_flows(&c).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_serves_python_flows_over_nats() -> anyhow::Result<()> {
+    let venv = venv()?;
+    let nats = NatsServer::start()?;
+    let dir = tempfile::tempdir()?;
+    let env = [
+        ("FSTORE_NATS__HEARTBEAT", "500ms"),
+        ("FSTORE_AUTH__ENABLED", "false"),
+        ("FSTORE_SERVER__DEFAULT_TENANT", "default"),
+        ("FSTORE_LOG__MAX_BYTES", "268435456"),
+    ];
+    let url = nats.url();
+    let mut args = vec!["worker".to_string(), "--nats".into(), url.clone()];
+    args.extend(python_args(&venv));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let worker = Proc::fstore("worker", &args, &env, dir.path())?;
+    let mut serve = Proc::fstore(
+        "serve",
+        &["serve", "--nats", &url, "--listen", "127.0.0.1:0"],
+        &env,
+        dir.path(),
+    )?;
+    let addr = serve.listening(LONG).await?;
+    let c = TestClient::connect(&addr, None).await?;
+    serves_the_python_flows(&c).await?;
+    let missing = refusals_in(&worker.log_text());
+    assert!(
+        missing.is_empty(),
+        "not refused: {missing:?}; log: {}",
+        worker.log_text()
+    );
+    Ok(())
+}
+
+/// A sidecar that crashes, hangs past the batch timeout, or writes garbage mid-batch is
+/// killed and started again, and the batch's job is retried to READY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn misbehaving_sidecars_are_restarted_and_lose_no_job() -> anyhow::Result<()> {
+    let venv = venv()?;
+    let dir = tempfile::tempdir()?;
+    let markers = dir.path().join("markers");
+    std::fs::create_dir_all(&markers)?;
+    let markers = markers.display().to_string();
+    let log = dir.path().join("log").display().to_string();
+    let misbehave = module("misbehave");
+    let mut dev = Proc::fstore(
+        "dev",
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--venv",
+            &venv,
+            "--python",
+            &misbehave,
+        ],
+        &[
+            ("FSTORE_LOG__DIR", log.as_str()),
+            ("FSTORE_TEST_MARKERS", markers.as_str()),
+            ("FSTORE_SIDECAR__BATCH_TIMEOUT", "1s"),
+            ("FSTORE_SIDECAR__RESTART_BASE", "100ms"),
+            ("FSTORE_WORKER__RETRY_BASE", "50ms"),
+        ],
+        dir.path(),
+    )?;
+    let url = dev.listening(LONG).await?;
+    let c = TestClient::connect(&url, None).await?;
+    for (name, flow, plus) in [
+        ("crash", "py.crash_once@1", 1.0),
+        ("hang", "py.hang_once@1", 2.0),
+        ("garbage", "py.garbage_once@1", 3.0),
+    ] {
+        c.register(feature(name, flow, &[], &[("x", "request:x")], 600_000))
+            .await?;
+        let r = ask(&c, name, name, 10.0).await?;
+        assert_eq!(r.status(), Status::Ready, "{name}: {r:?}");
+        assert_eq!(fstore_tests::build::f64_of(&r), Some(10.0 + plus), "{name}");
+        assert!(r.attempts >= 2, "{name}: retried, {r:?}");
+    }
+    // As of the worker's next heartbeat: three restarts.
+    wait_until(
+        LONG,
+        "the sidecar's status to show three restarts",
+        || async {
+            let flows = c.list_flows().await.ok()?;
+            let status = flows
+                .iter()
+                .find(|f| f.name == "py.crash_once")
+                .and_then(|f| f.models.first().cloned())?;
+            (status.loaded && status.loads == 4).then_some(())
+        },
+    )
+    .await?;
+    let log = dev.log_text();
+    for says in ["exited", "did not answer within 1s", "over the"] {
+        assert!(
+            log.contains(says),
+            "the log says nothing of `{says}`: {log}"
+        );
+    }
+    Ok(())
+}
