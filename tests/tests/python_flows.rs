@@ -281,3 +281,125 @@ async fn misbehaving_sidecars_are_restarted_and_lose_no_job() -> anyhow::Result<
     }
     Ok(())
 }
+
+/// The worked example of examples/python-flow: its numpy re-ranker over two embedding
+/// features of a built-in Rust flow, registered from its features.toml.
+fn example(file: &str) -> String {
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), PathBuf::from);
+    manifest
+        .join("../examples/python-flow")
+        .join(file)
+        .display()
+        .to_string()
+}
+
+/// doc.relevance is sigmoid(cos(query, doc) / 0.2) of the two vectors the same call
+/// answers.
+async fn the_example_ranks(c: &TestClient) -> anyhow::Result<()> {
+    let text = |s: &str| api::Value {
+        kind: Some(Kind::String(s.to_string())),
+    };
+    let mut req = build::sync(
+        &[],
+        &["doc.relevance", "doc.query_vec", "doc.text_vec"],
+        30_000,
+    );
+    req.entities = vec![entity(
+        "d1",
+        &[
+            ("text", text("a red fox jumps over the lazy dog")),
+            ("query", text("red fox")),
+        ],
+    )];
+    let r = wait_until(LONG, "the example's features", || async {
+        let r = c.get(req.clone()).await.ok()?;
+        r.results
+            .iter()
+            .all(|x| x.status() == Status::Ready)
+            .then_some(r)
+    })
+    .await?;
+    let vector = |i: usize| match r.results[i].value.as_ref().and_then(|v| v.kind.as_ref()) {
+        Some(Kind::Tensor(t)) => Ok(t.data.iter().map(|x| f64::from(*x)).collect::<Vec<_>>()),
+        other => Err(anyhow::anyhow!("not a tensor: {other:?}")),
+    };
+    let (q, d) = (vector(1)?, vector(2)?);
+    let dot: f64 = q.iter().zip(&d).map(|(a, b)| a * b).sum();
+    let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let want = 1.0 / (1.0 + (-(dot / (norm(&q) * norm(&d))) / 0.2).exp());
+    let got = fstore_tests::build::f64_of(&r.results[0])
+        .ok_or_else(|| anyhow::anyhow!("no relevance: {r:?}"))?;
+    assert!(
+        (got - want).abs() < 1e-6,
+        "relevance {got}, expected {want}"
+    );
+    assert!(got > 0.5, "the query's words are in the text");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_python_flow_example_runs_on_dev_and_on_a_worker() -> anyhow::Result<()> {
+    let venv = venv()?;
+    let (flow, features) = (example("rerank.py"), example("features.toml"));
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("log").display().to_string();
+    let mut dev = Proc::fstore(
+        "dev",
+        &[
+            "dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--venv",
+            &venv,
+            "--python",
+            &flow,
+            "--features",
+            &features,
+        ],
+        &[("FSTORE_LOG__DIR", log.as_str())],
+        dir.path(),
+    )?;
+    let url = dev.listening(LONG).await?;
+    the_example_ranks(&TestClient::connect(&url, None).await?).await?;
+
+    let nats = NatsServer::start()?;
+    let env = [
+        ("FSTORE_NATS__HEARTBEAT", "500ms"),
+        ("FSTORE_AUTH__ENABLED", "false"),
+        ("FSTORE_SERVER__DEFAULT_TENANT", "default"),
+        ("FSTORE_LOG__MAX_BYTES", "268435456"),
+    ];
+    let url = nats.url();
+    let _worker = Proc::fstore(
+        "worker",
+        &["worker", "--nats", &url, "--venv", &venv, "--python", &flow],
+        &env,
+        dir.path(),
+    )?;
+    let mut serve = Proc::fstore(
+        "serve",
+        &["serve", "--nats", &url, "--listen", "127.0.0.1:0"],
+        &env,
+        dir.path(),
+    )?;
+    let addr = serve.listening(LONG).await?;
+    let c = TestClient::connect(&addr, None).await?;
+    wait_until(LONG, "the worker to advertise py.rerank", || async {
+        let flows = c.list_flows().await.ok()?;
+        flows
+            .iter()
+            .any(|f| f.name == "py.rerank" && f.live_workers > 0)
+            .then_some(())
+    })
+    .await?;
+    let registered = std::process::Command::new(fstore_tests::process::fstore_binary()?)
+        .args(["--addr", &addr, "register", &features])
+        .output()?;
+    anyhow::ensure!(
+        registered.status.success(),
+        "fstore register: {}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    the_example_ranks(&c).await
+}
