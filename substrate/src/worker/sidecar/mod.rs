@@ -62,7 +62,19 @@ pub struct StartError {
 pub struct Sidecar {
     options: SidecarOptions,
     specs: Vec<FlowSpec>,
+    /// Held for a whole batch: one batch at a time.
     state: Mutex<State>,
+    /// What operators see, apart from `state` so reading it never waits for a batch.
+    status: Mutex<Status>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Status {
+    running: bool,
+    /// Processes started, the first one included.
+    starts: u64,
+    /// How long the last start took (its import, models included), in milliseconds.
+    start_ms: u64,
 }
 
 #[derive(Debug, Default)]
@@ -73,10 +85,6 @@ struct State {
     /// Not started again before then.
     not_before: Option<Instant>,
     next_batch: u64,
-    /// Processes started, the first one included.
-    starts: u64,
-    /// How long the last start took (its import, models included), in milliseconds.
-    start_ms: u64,
 }
 
 impl Sidecar {
@@ -103,9 +111,12 @@ impl Sidecar {
             specs,
             state: Mutex::new(State {
                 process: Some(process),
+                ..State::default()
+            }),
+            status: Mutex::new(Status {
+                running: true,
                 starts: 1,
                 start_ms: started.elapsed().as_millis() as u64,
-                ..State::default()
             }),
         }))
     }
@@ -123,13 +134,16 @@ impl Sidecar {
             .collect()
     }
 
-    /// Processes started so far (1 until the first failure).
-    pub fn starts(&self) -> u64 {
-        self.lock().starts
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn status(&self) -> Status {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_status(&self, change: impl FnOnce(&mut Status)) {
+        change(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     fn run(&self, spec: &FlowSpec, batch: &[FlowInput]) -> Vec<Result<Value, FlowError>> {
@@ -191,9 +205,12 @@ impl Sidecar {
             let started = Instant::now();
             match Process::start(&self.options.command, self.options.start_timeout) {
                 Ok((process, specs)) if specs == self.specs => {
-                    state.starts += 1;
-                    state.start_ms = started.elapsed().as_millis() as u64;
                     state.process = Some(process);
+                    self.set_status(|s| {
+                        s.running = true;
+                        s.starts += 1;
+                        s.start_ms = started.elapsed().as_millis() as u64;
+                    });
                 }
                 Ok((mut process, _)) => {
                     process.kill();
@@ -237,6 +254,7 @@ impl Sidecar {
             p.kill();
             p.log_tail()
         });
+        self.set_status(|s| s.running = false);
         state.failures += 1;
         let exp = state.failures.saturating_sub(1).min(16);
         let wait = (self.options.restart_base * 2u32.pow(exp)).min(self.options.restart_max);
@@ -265,7 +283,7 @@ impl Flow for SidecarFlow {
     /// The sidecar process, as operators see a model: loaded while it runs, `loads`
     /// counting its starts (restarts show as more than one).
     fn model(&self) -> Option<ModelInfo> {
-        let state = self.sidecar.lock();
+        let status = self.sidecar.status();
         Some(ModelInfo {
             name: format!(
                 "sidecar {}",
@@ -277,9 +295,9 @@ impl Flow for SidecarFlow {
             ),
             path: self.sidecar.options.command.join(" "),
             sha256: String::new(),
-            loaded: state.process.is_some(),
-            load_ms: state.start_ms,
-            loads: state.starts,
+            loaded: status.running,
+            load_ms: status.start_ms,
+            loads: status.starts,
         })
     }
 }
