@@ -174,3 +174,33 @@ pub fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
+
+/// The environment of `serve --nats` and `worker` processes in tests that run them
+/// without API keys: the default tenant, quick heartbeats, a small feature log.
+pub const OPEN_ENV: [(&str, &str); 4] = [
+    ("FSTORE_NATS__HEARTBEAT", "500ms"),
+    ("FSTORE_AUTH__ENABLED", "false"),
+    ("FSTORE_SERVER__DEFAULT_TENANT", "default"),
+    // JetStream reserves the log's max bytes from the free disk (default 10 GiB).
+    ("FSTORE_LOG__MAX_BYTES", "268435456"),
+];
+
+/// A `worker --nats url ARGS…` and a `serve --nats url` replica without keys
+/// ([`OPEN_ENV`]), logging into `dir`: the worker, the replica, and its address.
+pub async fn open_worker_and_serve(
+    url: &str,
+    worker_args: &[&str],
+    dir: &std::path::Path,
+) -> anyhow::Result<(Proc, Proc, String)> {
+    let mut args = vec!["worker", "--nats", url];
+    args.extend_from_slice(worker_args);
+    let worker = Proc::fstore("worker", &args, &OPEN_ENV, dir)?;
+    let mut serve = Proc::fstore(
+        "serve",
+        &["serve", "--nats", url, "--listen", "127.0.0.1:0"],
+        &OPEN_ENV,
+        dir,
+    )?;
+    let addr = serve.listening(Duration::from_secs(60)).await?;
+    Ok((worker, serve, addr))
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fstore_proto::api::{self, Status, value::Kind};
 use fstore_tests::build::{self, entity, feature, text};
 use fstore_tests::nats::NatsServer;
-use fstore_tests::process::Proc;
+use fstore_tests::process::{Proc, open_worker_and_serve};
 use fstore_tests::{TestClient, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -145,34 +145,17 @@ async fn a_worker_serves_a_flow_declared_in_a_flow_file_over_nats() -> anyhow::R
     let dir = tempfile::tempdir()?;
     let file = flow_file(dir.path())?;
     let file = file.display().to_string();
-    let env = [
-        ("FSTORE_NATS__HEARTBEAT", "500ms"),
-        ("FSTORE_AUTH__ENABLED", "false"),
-        ("FSTORE_SERVER__DEFAULT_TENANT", "default"),
-        ("FSTORE_LOG__MAX_BYTES", "268435456"),
-    ];
-    let url = nats.url();
-    let worker = Proc::fstore(
-        "worker",
+    let (worker, _serve, addr) = open_worker_and_serve(
+        &nats.url(),
         &[
-            "worker",
-            "--nats",
-            &url,
             "--flows",
             "text.configured,text.minilm",
             "--flow-file",
             &file,
         ],
-        &env,
         dir.path(),
-    )?;
-    let mut serve = Proc::fstore(
-        "serve",
-        &["serve", "--nats", &url, "--listen", "127.0.0.1:0"],
-        &env,
-        dir.path(),
-    )?;
-    let addr = serve.listening(LONG).await?;
+    )
+    .await?;
     wait_until(LONG, "the worker to refuse the broken entry", || async {
         refused_in(&worker.log_text()).then_some(())
     })

@@ -14,7 +14,7 @@ use std::time::Duration;
 use fstore_proto::api::{self, Status, value::Kind};
 use fstore_tests::build::{self, entity, feature};
 use fstore_tests::nats::NatsServer;
-use fstore_tests::process::Proc;
+use fstore_tests::process::{Proc, open_worker_and_serve};
 use fstore_tests::{TestClient, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -184,24 +184,9 @@ async fn a_worker_serves_python_flows_over_nats() -> anyhow::Result<()> {
     let venv = venv()?;
     let nats = NatsServer::start()?;
     let dir = tempfile::tempdir()?;
-    let env = [
-        ("FSTORE_NATS__HEARTBEAT", "500ms"),
-        ("FSTORE_AUTH__ENABLED", "false"),
-        ("FSTORE_SERVER__DEFAULT_TENANT", "default"),
-        ("FSTORE_LOG__MAX_BYTES", "268435456"),
-    ];
-    let url = nats.url();
-    let mut args = vec!["worker".to_string(), "--nats".into(), url.clone()];
-    args.extend(python_args(&venv));
+    let args = python_args(&venv);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let worker = Proc::fstore("worker", &args, &env, dir.path())?;
-    let mut serve = Proc::fstore(
-        "serve",
-        &["serve", "--nats", &url, "--listen", "127.0.0.1:0"],
-        &env,
-        dir.path(),
-    )?;
-    let addr = serve.listening(LONG).await?;
+    let (worker, _serve, addr) = open_worker_and_serve(&nats.url(), &args, dir.path()).await?;
     let c = TestClient::connect(&addr, None).await?;
     serves_the_python_flows(&c).await?;
     let missing = refusals_in(&worker.log_text());
@@ -364,26 +349,12 @@ async fn the_python_flow_example_runs_on_dev_and_on_a_worker() -> anyhow::Result
     the_example_ranks(&TestClient::connect(&url, None).await?).await?;
 
     let nats = NatsServer::start()?;
-    let env = [
-        ("FSTORE_NATS__HEARTBEAT", "500ms"),
-        ("FSTORE_AUTH__ENABLED", "false"),
-        ("FSTORE_SERVER__DEFAULT_TENANT", "default"),
-        ("FSTORE_LOG__MAX_BYTES", "268435456"),
-    ];
-    let url = nats.url();
-    let _worker = Proc::fstore(
-        "worker",
-        &["worker", "--nats", &url, "--venv", &venv, "--python", &flow],
-        &env,
+    let (_worker, _serve, addr) = open_worker_and_serve(
+        &nats.url(),
+        &["--venv", &venv, "--python", &flow],
         dir.path(),
-    )?;
-    let mut serve = Proc::fstore(
-        "serve",
-        &["serve", "--nats", &url, "--listen", "127.0.0.1:0"],
-        &env,
-        dir.path(),
-    )?;
-    let addr = serve.listening(LONG).await?;
+    )
+    .await?;
     let c = TestClient::connect(&addr, None).await?;
     wait_until(LONG, "the worker to advertise py.rerank", || async {
         let flows = c.list_flows().await.ok()?;
