@@ -156,24 +156,38 @@ async fn ver_values(
     endpoints: &Endpoints,
     key: &str,
     versions: &HashSet<u32>,
-) -> HashMap<u32, f64> {
+) -> (HashMap<u32, f64>, Vec<String>) {
     let mut out = HashMap::new();
+    let mut unread = Vec::new();
     for v in versions {
         let feature = format!("{VER}@{v}");
-        let got = any_replica(endpoints, key, Duration::from_secs(10), |c| {
+        let got = any_replica(endpoints, key, Duration::from_secs(30), |c| {
             let f = feature.clone();
             async move { c.describe(&f).await }
         })
         .await;
-        if let Some(x) = got
-            .ok()
-            .and_then(|d| d.definition)
-            .and_then(|d| d.params.get("value").and_then(|p| p.parse().ok()))
-        {
-            out.insert(*v, x);
+        let value = match &got {
+            Ok(d) => d
+                .definition
+                .as_ref()
+                .and_then(|d| d.params.get("value").and_then(|p| p.parse().ok())),
+            Err(_) => None,
+        };
+        match value {
+            Some(x) => {
+                out.insert(*v, x);
+            }
+            // Why the reference of this version is unknown, for the report.
+            None => unread.push(match got {
+                Ok(d) => format!(
+                    "{feature}: described without a `value` param: {:?}",
+                    d.definition
+                ),
+                Err(e) => format!("{feature}: cannot be described: {e}"),
+            }),
         }
     }
-    out
+    (out, unread)
 }
 
 fn f64_value(r: &api::LogRecord) -> Option<f64> {
@@ -214,7 +228,10 @@ pub(crate) async fn tenant(
             versions.insert(r.version);
         }
     }
-    let vers = ver_values(endpoints, admin_key, &versions).await;
+    let (vers, unread) = ver_values(endpoints, admin_key, &versions).await;
+    for why in unread {
+        v.example(format!("{name}: {why}"));
+    }
     for (_, version, got) in ver_seen.iter().filter(|(x, _, _)| *x == t) {
         if vers
             .get(version)
