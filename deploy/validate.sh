@@ -305,7 +305,8 @@ def builtin_flows():
     found = set()
     for path in glob.glob(os.path.join(repo, "flows", "src", "builtin", "*.rs")):
         text = open(path, encoding="utf-8").read()
-        for m in re.finditer(r'SpecBuilder::new\(\s*"([^"]+)",\s*(\d+)', text):
+        # A flow's spec, or a sentence-transformer flow built in (text.minilm).
+        for m in re.finditer(r'(?:SpecBuilder::new|SentenceTransformer::build)\(\s*"([^"]+)",\s*(\d+)', text):
             found.add(f"{m.group(1)}@{m.group(2)}")
     return found
 
@@ -430,6 +431,11 @@ CONFIG_KEYS = {
             "reload_interval": "duration"},
     "quotas": {"calls_per_second": "float", "burst": "int",
                "tenants": ("map", {"calls_per_second": "float", "burst": "int"}, "optional")},
+    "sidecar": {"start_timeout": "duration", "batch_timeout": "duration",
+                "restart_base": "duration", "restart_max": "duration"},
+    # [[flow]] entries (Vec<FlowConfig>, the TOML key `flow`): model flows without code.
+    "flows": {"name": "str", "version": "int", "kind": "str", "path": "str", "model": "str",
+              "description": "str"},
 }
 # The defaults of the [worker] keys the slot checks below use (impl Default for WorkerConfig).
 WORKER_DEFAULTS = {"slots": 2, "min_slots": 1, "jobs_per_slot": 16}
@@ -473,7 +479,7 @@ def check_config_rs():
         inner = re.fullmatch(r"Option<(.+)>", rust)
         if inner:
             rust = inner.group(1)
-        if rust in ("String", "PathBuf"):
+        if rust in ("String", "PathBuf", "FlowKind"):
             return "str"
         if rust in INTS:
             return "int"
@@ -496,6 +502,8 @@ def check_config_rs():
     if set(sections) != set(CONFIG_KEYS):
         fail("validate.sh", f"CONFIG_KEYS sections {sorted(CONFIG_KEYS)} differ from config.rs {sorted(sections)}")
     for section, struct in sections.items():
+        # An array of tables ([[flow]]): its entries' keys.
+        struct = re.sub(r"^Vec<(\w+)>$", r"\1", struct)
         if struct not in structs:
             fail("config.rs", f"no struct {struct} (section [{section}])")
             continue
