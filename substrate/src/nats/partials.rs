@@ -58,32 +58,36 @@ impl PartialIndex for NatsPartials {
 
     async fn take(&self, tenant: &str, entity: &str) -> Result<Vec<PartialRef>, Error> {
         let key = self.layout.partials_key(tenant, entity);
+        // Every list read, kept across tries: a delete that landed with its answer lost,
+        // then a park that made the key anew, must not drop the first list.
+        let mut taken = Vec::new();
         for _ in 0..TRIES {
             // From the leader: a lagging replica may not have the latest reference.
             let Some((bytes, revision)) = super::kv::leader_entry(&self.store, &key).await? else {
-                return Ok(Vec::new());
+                return Ok(taken);
             };
-            if bytes.is_empty() {
-                return Ok(Vec::new());
+            if !bytes.is_empty() {
+                for r in PartialList::decode(bytes)?.refs {
+                    add(&mut taken, r);
+                }
             }
-            let refs = PartialList::decode(bytes)?.refs;
             // Only the list read: a reference parked meanwhile is not deleted unseen.
             let deleted = self
                 .store
                 .delete_expect_revision(&key, Some(revision))
                 .await;
             let Err(e) = deleted else {
-                return Ok(refs);
+                return Ok(taken);
             };
             match super::kv::leader_entry(&self.store, &key).await {
-                // Parked meanwhile: take the longer list.
+                // Parked meanwhile (or made anew): take that list too.
                 Ok(Some((_, now))) if now != revision => continue,
                 // Deleted with its answer lost, or not deleted: the references are
                 // handed over either way; left parked, the sweep plans them again
                 // (planning twice computes once).
                 _ => {
                     tracing::warn!(error = %e, key, "deleting taken references failed; the sweep may plan them again");
-                    return Ok(refs);
+                    return Ok(taken);
                 }
             }
         }
