@@ -103,6 +103,17 @@ async fn serves_the_python_flows(c: &TestClient) -> anyhow::Result<()> {
     let r = ask(c, "d", "a", 3.0).await?;
     assert_eq!(r.status(), Status::Ready, "{r:?}");
     assert_eq!(fstore_tests::build::f64_of(&r), Some(6.5));
+    // A feature that leaves the param out gets the flow's declared default.
+    c.register(feature(
+        "d0",
+        "py.double@1",
+        &[],
+        &[("x", "request:x")],
+        600_000,
+    ))
+    .await?;
+    let r = ask(c, "d0", "a", 3.0).await?;
+    assert_eq!(fstore_tests::build::f64_of(&r), Some(6.0), "{r:?}");
     let r = ask(c, "d", "b", -1.0).await?;
     assert_eq!(r.status(), Status::Failed, "{r:?}");
     assert!(r.error.contains("x = -1.0 is negative"), "{r:?}");

@@ -188,6 +188,8 @@ def run(flows: Dict[Tuple[str, int], Flow], batch: "pb.Batch") -> List["pb.Resul
             results[i] = pb.Result(value=to_value(x, f.output))
         except Permanent as e:
             results[i] = error(str(e), False)
+        except Exception as e:  # a value protobuf cannot hold (an int past 64 bits, …)
+            results[i] = error(f"the flow returned a value that is not a {f.output}: {type(e).__name__}: {e}", False)
     return [results[i] for i in range(n)]
 
 
@@ -220,5 +222,16 @@ def main(argv: Sequence[str]) -> int:
         if message.WhichOneof("kind") != "batch":
             print("fstore-flow: a frame that is not a batch; ignored", file=sys.stderr)
             continue
-        results = run(by_id, message.batch)
-        write_frame(frames, pb.FromSidecar(results=pb.Results(id=message.batch.id, results=results)))
+        batch = message.batch
+        try:
+            results = run(by_id, batch)
+        except Exception as e:  # a bug here must not end the process: retry the batch
+            traceback.print_exc(file=sys.stderr)
+            results = [error(f"the sidecar failed: {type(e).__name__}: {e}", True)] * len(batch.items)
+        answer = pb.FromSidecar(results=pb.Results(id=batch.id, results=results))
+        if answer.ByteSize() > MAX_FRAME:
+            too_big = f"the results are {answer.ByteSize()} bytes, over the protocol's {MAX_FRAME >> 20} MiB frame"
+            answer = pb.FromSidecar(
+                results=pb.Results(id=batch.id, results=[error(too_big, False)] * len(batch.items))
+            )
+        write_frame(frames, answer)

@@ -150,7 +150,7 @@ impl Sidecar {
         let mut items = Vec::with_capacity(batch.len());
         let mut refused: Vec<Option<FlowError>> = vec![None; batch.len()];
         for (i, input) in batch.iter().enumerate() {
-            match values::item(input) {
+            match values::item(input, spec) {
                 Ok(item) => items.push(item),
                 Err(e) => refused[i] = Some(e),
             }
@@ -168,7 +168,6 @@ impl Sidecar {
                 .collect::<Vec<_>>()
                 .into_iter(),
             Err(e) => {
-                let e = FlowError::Transient(e);
                 return (0..batch.len())
                     .map(|i| Err(refused[i].take().unwrap_or_else(|| e.clone())))
                     .collect();
@@ -191,16 +190,14 @@ impl Sidecar {
 
     /// Sends one batch and waits for its results; on any failure the process is killed
     /// and the next batch starts another (after the backoff).
-    fn exchange(&self, flow: &FlowId, items: Vec<pb::Item>) -> Result<Vec<pb::Result>, String> {
+    fn exchange(&self, flow: &FlowId, items: Vec<pb::Item>) -> Result<Vec<pb::Result>, FlowError> {
         let mut state = self.lock();
         if state.process.is_none() {
-            if let Some(at) = state.not_before
-                && Instant::now() < at
-            {
-                return Err(format!(
-                    "the sidecar failed and starts again in {:?}",
-                    at - Instant::now()
-                ));
+            // The batch waits out the backoff rather than failing at once: a failure
+            // costs a job's attempt only when the sidecar failed running it.
+            if let Some(at) = state.not_before {
+                let wait = at.saturating_duration_since(Instant::now());
+                std::thread::sleep(wait.min(self.options.batch_timeout));
             }
             let started = Instant::now();
             match Process::start(&self.options.command, self.options.start_timeout) {
@@ -231,8 +228,16 @@ impl Sidecar {
             })),
         };
         let Some(process) = state.process.as_mut() else {
-            return Err("no sidecar process".into());
+            return Err(FlowError::Transient("no sidecar process".into()));
         };
+        let size = prost::Message::encoded_len(&batch);
+        if size > process::MAX_FRAME {
+            return Err(FlowError::Permanent(format!(
+                "a batch of {size} bytes is over the sidecar protocol's {} MiB frame: lower \
+                 worker.max_batch, or send smaller inputs",
+                process::MAX_FRAME >> 20
+            )));
+        }
         match process.call(&batch, self.options.batch_timeout) {
             Ok(pb::FromSidecar {
                 kind: Some(pb::from_sidecar::Kind::Results(r)),
@@ -248,8 +253,8 @@ impl Sidecar {
         }
     }
 
-    /// Kills the process and sets the backoff; the message to fail the batch with.
-    fn failed(&self, state: &mut State, why: String) -> String {
+    /// Kills the process and sets the backoff; the error to fail the batch with.
+    fn failed(&self, state: &mut State, why: String) -> FlowError {
         let log = state.process.take().map(|mut p| {
             p.kill();
             p.log_tail()
@@ -260,7 +265,7 @@ impl Sidecar {
         let wait = (self.options.restart_base * 2u32.pow(exp)).min(self.options.restart_max);
         state.not_before = Some(Instant::now() + wait);
         tracing::warn!(command = %self.options.command.join(" "), failures = state.failures, restart_in = ?wait, log = ?log, "sidecar failed: {why}");
-        format!("{why}; the sidecar starts again in {wait:?}")
+        FlowError::Transient(format!("{why}; the sidecar starts again in {wait:?}"))
     }
 }
 

@@ -3,8 +3,9 @@
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use fstore_flows::FlowSpec;
@@ -16,14 +17,16 @@ use super::values;
 /// The protocol version this worker speaks.
 pub(super) const PROTOCOL: u32 = 1;
 /// Frames larger than this are refused (the protocol's bound).
-const MAX_FRAME: usize = 64 * 1024 * 1024;
+pub(super) const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Lines of the sidecar's log kept for error messages.
 const LOG_LINES: usize = 20;
 
 #[derive(Debug)]
 pub(super) struct Process {
     child: Child,
-    stdin: ChildStdin,
+    /// Frames for the writer thread: a sidecar that stops reading blocks that thread,
+    /// never the batch, which times out.
+    writes: SyncSender<Vec<u8>>,
     frames: Receiver<Result<Vec<u8>, String>>,
     log: Arc<Mutex<VecDeque<String>>>,
 }
@@ -57,7 +60,7 @@ impl Process {
         let log = Arc::new(Mutex::new(VecDeque::new()));
         let keep = log.clone();
         let pid = child.id();
-        std::thread::Builder::new()
+        let logger = std::thread::Builder::new()
             .name("sidecar-log".into())
             .spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -68,11 +71,10 @@ impl Process {
                     }
                     kept.push_back(line);
                 }
-            })
-            .map_err(|e| format!("cannot start the sidecar's log thread: {e}"))?;
+            });
         // Bounded: the sidecar answers one batch at a time.
         let (tx, frames) = sync_channel(1);
-        std::thread::Builder::new()
+        let reader = std::thread::Builder::new()
             .name("sidecar-frames".into())
             .spawn(move || {
                 let mut stdout = stdout;
@@ -83,11 +85,23 @@ impl Process {
                         return;
                     }
                 }
-            })
-            .map_err(|e| format!("cannot start the sidecar's reader thread: {e}"))?;
+            });
+        let (writes, outgoing) = sync_channel::<Vec<u8>>(1);
+        let writer = std::thread::Builder::new()
+            .name("sidecar-writes".into())
+            .spawn(move || write_frames(stdin, outgoing));
+        if let Some(e) = [spawned(logger), spawned(reader), spawned(writer)]
+            .into_iter()
+            .flatten()
+            .next()
+        {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("cannot start the sidecar's threads: {e}"));
+        }
         let mut process = Process {
             child,
-            stdin,
+            writes,
             frames,
             log,
         };
@@ -140,10 +154,9 @@ impl Process {
         let mut frame = Vec::with_capacity(body.len() + 4);
         frame.extend_from_slice(&len.to_be_bytes());
         frame.extend_from_slice(&body);
-        self.stdin
-            .write_all(&frame)
-            .and_then(|()| self.stdin.flush())
-            .map_err(|e| format!("cannot write to the sidecar ({e}){}", self.log_note()))?;
+        self.writes
+            .try_send(frame)
+            .map_err(|_| format!("the sidecar does not read its input{}", self.log_note()))?;
         self.receive(timeout)
     }
 
@@ -197,6 +210,25 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The error of a thread that did not start, if it did not.
+fn spawned(thread: std::io::Result<JoinHandle<()>>) -> Option<std::io::Error> {
+    thread.err()
+}
+
+/// Writes each frame to the sidecar's input until the channel or the pipe closes (the
+/// process exited or was killed).
+fn write_frames(mut stdin: ChildStdin, frames: Receiver<Vec<u8>>) {
+    for frame in frames {
+        if stdin
+            .write_all(&frame)
+            .and_then(|()| stdin.flush())
+            .is_err()
+        {
+            return;
+        }
     }
 }
 

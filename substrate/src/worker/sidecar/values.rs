@@ -70,8 +70,9 @@ fn value_type(t: pb::ValueType) -> Option<ValueType> {
     })
 }
 
-/// One item of a batch as the sidecar receives it.
-pub(super) fn item(input: &FlowInput) -> Result<pb::Item, FlowError> {
+/// One item of a batch as the sidecar receives it: the feature's params over the
+/// spec's defaults, so a flow reads every param it declares.
+pub(super) fn item(input: &FlowInput, spec: &FlowSpec) -> Result<pb::Item, FlowError> {
     let values = input
         .values
         .iter()
@@ -79,7 +80,12 @@ pub(super) fn item(input: &FlowInput) -> Result<pb::Item, FlowError> {
         .collect::<Result<_, FlowError>>()?;
     Ok(pb::Item {
         entity_id: input.entity_id.clone(),
-        params: input.params.as_map().clone().into_iter().collect(),
+        params: spec
+            .params
+            .iter()
+            .filter_map(|p| Some((p.name.clone(), p.default.clone()?)))
+            .chain(input.params.as_map().clone())
+            .collect(),
         values,
         attempt: input.attempt,
     })

@@ -172,8 +172,9 @@ async fn worker(run: &RunArgs, flows: Vec<String>) -> anyhow::Result<()> {
 }
 
 /// The built-in flows, the configured ones (`[[flow]]` entries of the config and of the
-/// flow files) and the Python sidecars' (`--python`), kept to `only` when it names any. An entry that cannot be served is
-/// refused with its reason and the others are served; none at all is an error.
+/// flow files) and the Python sidecars' (`--python`), kept to `only` when it names any.
+/// An entry that cannot be served is refused with its reason and the others are served;
+/// `only` naming none that is served is an error.
 fn catalog(run: &RunArgs, config: &Config, only: &[String]) -> anyhow::Result<Catalog> {
     let mut entries = config.flows.clone();
     for file in &run.flow_files {
