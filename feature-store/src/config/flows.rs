@@ -130,6 +130,11 @@ impl std::fmt::Display for Refused {
 pub fn with_configured(mut catalog: Catalog, entries: &[FlowConfig]) -> (Catalog, Vec<Refused>) {
     let mut refused = Vec::new();
     for entry in entries {
+        // A clash is said as such, without reading the folder.
+        if catalog.get(&entry.id()).is_some() {
+            refused.push(clash(&entry.id()));
+            continue;
+        }
         match entry.open() {
             Ok(flow) => add(&mut catalog, flow, &mut refused),
             Err(e) => refused.push(Refused {
@@ -171,15 +176,19 @@ pub fn with_sidecars(
 fn add(catalog: &mut Catalog, flow: Arc<dyn Flow>, refused: &mut Vec<Refused>) {
     let id = flow.spec().id.clone();
     if catalog.get(&id).is_some() {
-        refused.push(Refused {
-            flow: id.to_string(),
-            reason: "a built-in flow or an earlier one has this name and version: give it \
-                     another name or version"
-                .to_string(),
-        });
+        refused.push(clash(&id));
         return;
     }
     catalog.insert(flow);
+}
+
+fn clash(id: &FlowId) -> Refused {
+    Refused {
+        flow: id.to_string(),
+        reason: "a built-in flow or an earlier one has this name and version: give it \
+                 another name or version"
+            .to_string(),
+    }
 }
 
 /// `[sidecar]`: how a worker supervises the sidecars of `--python` flows.
