@@ -204,3 +204,20 @@ pub async fn open_worker_and_serve(
     let addr = serve.listening(Duration::from_secs(60)).await?;
     Ok((worker, serve, addr))
 }
+
+/// `fstore dev --listen 127.0.0.1:0 ARGS…` with its feature log in `dir` (not the
+/// working directory) and `env`, logging into `dir`: the process and its address.
+pub async fn dev(
+    args: &[&str],
+    env: &[(&str, &str)],
+    dir: &std::path::Path,
+) -> anyhow::Result<(Proc, String)> {
+    let log = dir.join("log").display().to_string();
+    let mut all_args = vec!["dev", "--listen", "127.0.0.1:0"];
+    all_args.extend_from_slice(args);
+    let mut all_env = vec![("FSTORE_LOG__DIR", log.as_str())];
+    all_env.extend_from_slice(env);
+    let mut p = Proc::fstore("dev", &all_args, &all_env, dir)?;
+    let url = p.listening(Duration::from_secs(60)).await?;
+    Ok((p, url))
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fstore_proto::api::{self, Status, value::Kind};
 use fstore_tests::build::{self, entity, feature, text};
 use fstore_tests::nats::NatsServer;
-use fstore_tests::process::{Proc, open_worker_and_serve};
+use fstore_tests::process::{dev, open_worker_and_serve};
 use fstore_tests::{TestClient, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -125,15 +125,7 @@ async fn dev_serves_a_flow_declared_in_a_flow_file() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let file = flow_file(dir.path())?;
     let file = file.display().to_string();
-    // Its feature log in the temporary folder, not in the working directory.
-    let log = dir.path().join("log").display().to_string();
-    let mut dev = Proc::fstore(
-        "dev",
-        &["dev", "--listen", "127.0.0.1:0", "--flow-file", &file],
-        &[("FSTORE_LOG__DIR", log.as_str())],
-        dir.path(),
-    )?;
-    let url = dev.listening(LONG).await?;
+    let (dev, url) = dev(&["--flow-file", &file], &[], dir.path()).await?;
     assert!(refused_in(&dev.log_text()), "{}", dev.log_text());
     let c = TestClient::connect(&url, None).await?;
     serves_the_configured_flow(&c).await

@@ -14,7 +14,7 @@ use std::time::Duration;
 use fstore_proto::api::{self, Status, value::Kind};
 use fstore_tests::build::{self, entity, feature};
 use fstore_tests::nats::NatsServer;
-use fstore_tests::process::{Proc, open_worker_and_serve};
+use fstore_tests::process::{dev, open_worker_and_serve};
 use fstore_tests::{TestClient, wait_until};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -169,17 +169,9 @@ fn python_args(venv: &str) -> Vec<String> {
 async fn dev_serves_python_flows_and_refuses_bad_modules() -> anyhow::Result<()> {
     let venv = venv()?;
     let dir = tempfile::tempdir()?;
-    let log = dir.path().join("log").display().to_string();
-    let mut args = vec!["dev".to_string(), "--listen".into(), "127.0.0.1:0".into()];
-    args.extend(python_args(&venv));
+    let args = python_args(&venv);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut dev = Proc::fstore(
-        "dev",
-        &args,
-        &[("FSTORE_LOG__DIR", log.as_str())],
-        dir.path(),
-    )?;
-    let url = dev.listening(LONG).await?;
+    let (dev, url) = dev(&args, &[], dir.path()).await?;
     let missing = refusals_in(&dev.log_text());
     assert!(
         missing.is_empty(),
@@ -218,29 +210,18 @@ async fn misbehaving_sidecars_are_restarted_and_lose_no_job() -> anyhow::Result<
     let markers = dir.path().join("markers");
     std::fs::create_dir_all(&markers)?;
     let markers = markers.display().to_string();
-    let log = dir.path().join("log").display().to_string();
     let misbehave = module("misbehave");
-    let mut dev = Proc::fstore(
-        "dev",
+    let (dev, url) = dev(
+        &["--venv", &venv, "--python", &misbehave],
         &[
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--venv",
-            &venv,
-            "--python",
-            &misbehave,
-        ],
-        &[
-            ("FSTORE_LOG__DIR", log.as_str()),
             ("FSTORE_TEST_MARKERS", markers.as_str()),
             ("FSTORE_SIDECAR__BATCH_TIMEOUT", "1s"),
             ("FSTORE_SIDECAR__RESTART_BASE", "100ms"),
             ("FSTORE_WORKER__RETRY_BASE", "50ms"),
         ],
         dir.path(),
-    )?;
-    let url = dev.listening(LONG).await?;
+    )
+    .await?;
     let c = TestClient::connect(&url, None).await?;
     for (name, flow, plus) in [
         ("crash", "py.crash_once@1", 1.0),
@@ -339,24 +320,12 @@ async fn the_python_flow_example_runs_on_dev_and_on_a_worker() -> anyhow::Result
     let venv = venv()?;
     let (flow, features) = (example("rerank.py"), example("features.toml"));
     let dir = tempfile::tempdir()?;
-    let log = dir.path().join("log").display().to_string();
-    let mut dev = Proc::fstore(
-        "dev",
-        &[
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--venv",
-            &venv,
-            "--python",
-            &flow,
-            "--features",
-            &features,
-        ],
-        &[("FSTORE_LOG__DIR", log.as_str())],
+    let (_dev, url) = dev(
+        &["--venv", &venv, "--python", &flow, "--features", &features],
+        &[],
         dir.path(),
-    )?;
-    let url = dev.listening(LONG).await?;
+    )
+    .await?;
     the_example_ranks(&TestClient::connect(&url, None).await?).await?;
 
     let nats = NatsServer::start()?;
