@@ -24,6 +24,10 @@ pub mod sentence;
 pub mod spec;
 pub mod value;
 
+// Not called here: depended on for its `x86-v4` feature, which gives candle's matmuls
+// (through the same gemm) AVX-512 kernels on CPUs that have them.
+use gemm as _;
+
 pub use catalog::Catalog;
 pub use error::Error;
 pub use model::{LazyModel, ModelInfo};

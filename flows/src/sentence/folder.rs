@@ -7,9 +7,9 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_transformers::models::bert::Config;
 use serde::Deserialize;
 
+use super::bert::Config;
 use crate::Error;
 
 /// How token embeddings become one sentence embedding.
@@ -108,6 +108,11 @@ impl Folder {
         }
         let config: Config = serde_json::from_value(config)
             .map_err(|e| refuse(format!("has a config.json that is not a BERT config ({e})")))?;
+        if let Some(why) = config.unsupported() {
+            return Err(refuse(format!(
+                "has a config.json this flow cannot run: {why}"
+            )));
+        }
         let modules: Vec<Module> = read_json(&path.join("modules.json"))?;
         let pooling_dir = modules
             .iter()

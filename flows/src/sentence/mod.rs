@@ -5,28 +5,31 @@
 //! The pipeline is sentence-transformers': tokenize (`tokenizer.json`, truncated to
 //! `max_length` tokens counting [CLS] and [SEP]), run BERT, pool the last hidden states
 //! (mean or max over the real tokens, or the [CLS] token's), L2-normalise when the
-//! folder's pipeline ends with Normalize. A batch runs as padded sub-batches of texts of
-//! similar length; padding is masked out of attention and pooling. The weights are read
-//! on the first batch, not at construction.
+//! folder's pipeline ends with Normalize. A batch runs packed (no padding in the dense
+//! layers, see [`bert`]), in passes of texts of similar length within a token budget.
+//! The weights are read on the first batch, not at construction.
 
+mod bert;
 mod folder;
+mod kernels;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::BertModel;
 use tokenizers::Tokenizer;
 use tokenizers::utils::truncation::{TruncationParams, truncate_encodings};
 
+use bert::{Bert, Packing};
 pub use folder::{Folder, Pooling};
 
 use crate::builtin::{SpecBuilder, input, param};
 use crate::model::sha256_file;
 use crate::{Error, Flow, FlowInput, FlowSpec, LazyModel, ModelInfo, Params, Value, ValueType};
 
-/// Most texts per forward pass; bigger batches run as several passes.
-const SUB_BATCH: usize = 32;
+/// Most tokens per forward pass, counting the padding attention adds (texts × the
+/// longest): it bounds the pass's memory. A bigger batch runs as several passes.
+const TOKEN_BUDGET: usize = 4096;
 
 /// What a configured model flow is called and where its folder is.
 #[derive(Debug, Clone)]
@@ -49,16 +52,15 @@ pub struct SentenceTransformer {
     lazy: LazyModel<Loaded>,
 }
 
-/// The loaded model: BERT, the tokenizer (without its own truncation and padding), the
-/// pooling and the device BERT runs on.
+/// The loaded model: BERT (on its device), the tokenizer (without its own truncation and
+/// padding) and the pooling.
 struct Loaded {
-    bert: BertModel,
+    bert: Bert,
     tokenizer: Tokenizer,
     /// Tokens the post-processor adds to one sequence ([CLS] and [SEP]).
     added_tokens: usize,
     pooling: Pooling,
     normalize: bool,
-    device: Device,
 }
 
 impl SentenceTransformer {
@@ -189,7 +191,7 @@ fn load(folder: &Path, missing: Option<&str>) -> Result<(Loaded, String), Error>
     };
     // Keys with or without the `bert.` prefix; `pooler.*` is never read.
     let vb = VarBuilder::from_buffered_safetensors(bytes, DType::F32, &device).map_err(broken)?;
-    let bert = BertModel::load(vb, &described.config).map_err(broken)?;
+    let bert = Bert::load(vb, &described.config).map_err(broken)?;
     let mut tokenizer = Tokenizer::from_file(&tokenizer_file).map_err(|e| {
         Error::Permanent(format!(
             "{} is not a tokenizer ({e})",
@@ -212,7 +214,6 @@ fn load(folder: &Path, missing: Option<&str>) -> Result<(Loaded, String), Error>
         added_tokens,
         pooling: described.pooling,
         normalize: described.normalize,
-        device,
     };
     Ok((loaded, sha256))
 }
@@ -235,45 +236,50 @@ impl Loaded {
         Ok(encoding.get_ids().to_vec())
     }
 
-    /// One forward pass over `seqs` padded to the longest: one `[hidden]` CPU tensor each.
+    /// One forward pass over `seqs` (packed, see [`bert`]): one `[hidden]` CPU tensor each.
     fn embed(&self, seqs: &[&[u32]]) -> Result<Vec<Tensor>, Error> {
-        let n = seqs.len();
-        let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
-        if n == 0 || len == 0 {
-            return Ok(Vec::new());
+        if seqs.is_empty() || seqs.iter().any(|s| s.is_empty()) {
+            return Err(Error::Permanent(
+                "nothing to embed: a text has no tokens".into(),
+            ));
         }
-        let mut ids = vec![0u32; n * len];
-        let mut mask = vec![0u32; n * len];
-        for (i, seq) in seqs.iter().enumerate() {
-            ids[i * len..i * len + seq.len()].copy_from_slice(seq);
-            mask[i * len..i * len + seq.len()].fill(1);
-        }
-        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
-        let token_types = ids.zeros_like()?;
-        let hidden = self.bert.forward(&ids, &token_types, Some(&mask))?; // [n, len, hidden]
-        let weights = mask.to_dtype(DType::F32)?.unsqueeze(2)?; // [n, len, 1]
-        let pooled = match self.pooling {
-            Pooling::Mean => {
-                let summed = hidden.broadcast_mul(&weights)?.sum(1)?; // [n, hidden]
-                let counts = weights.sum(1)?.maximum(1e-9)?; // [n, 1]
-                summed.broadcast_div(&counts)?
-            }
-            Pooling::Cls => hidden.i((.., 0, ..))?.contiguous()?,
-            // Padding set far below any real value, as sentence-transformers does.
-            Pooling::Max => hidden.broadcast_add(&((weights - 1.0)? * 1e9)?)?.max(1)?,
-        };
-        let out = if self.normalize {
-            let norms = pooled.sqr()?.sum_keepdim(1)?.sqrt()?.maximum(1e-12)?;
-            pooled.broadcast_div(&norms)?
-        } else {
-            pooled
-        };
-        let out = out.to_device(&Device::Cpu)?;
-        (0..n)
-            .map(|i| Ok(out.get(i)?))
-            .collect::<Result<Vec<_>, Error>>()
+        let packing = Packing::new(seqs);
+        let hidden = self.bert.forward(seqs, &packing)?;
+        bert::pool(&hidden, &packing, self.pooling)?
+            .into_iter()
+            .map(|mut v| {
+                if self.normalize {
+                    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+                    v.iter_mut().for_each(|x| *x /= norm);
+                }
+                let n = v.len();
+                Ok(Tensor::from_vec(v, n, &Device::Cpu)?)
+            })
+            .collect()
     }
+}
+
+/// Passes of a batch: consecutive texts (sorted by length) while the pass, padded to its
+/// longest text for attention, stays within `budget` tokens; a text longer than the
+/// budget runs alone.
+fn passes(lengths: &[usize], budget: usize) -> Vec<std::ops::Range<usize>> {
+    let mut passes = Vec::new();
+    let mut start = 0;
+    let mut longest = 0;
+    for (i, &len) in lengths.iter().enumerate() {
+        let longer = longest.max(len);
+        if i > start && longer * (i + 1 - start) > budget {
+            passes.push(start..i);
+            start = i;
+            longest = len;
+        } else {
+            longest = longer;
+        }
+    }
+    if start < lengths.len() {
+        passes.push(start..lengths.len());
+    }
+    passes
 }
 
 impl Flow for SentenceTransformer {
@@ -318,10 +324,15 @@ impl Flow for SentenceTransformer {
             .map(|p| p.and_then(|(text, max)| model.encode(text, max)))
             .collect();
         let mut out: Vec<Option<Result<Value, Error>>> = vec![None; batch.len()];
-        // Sorted by length, so the sub-batches of a big batch pad less.
+        // Sorted by length, so each pass's attention pads little.
         let mut order: Vec<usize> = (0..batch.len()).filter(|i| tokens[*i].is_ok()).collect();
         order.sort_by_key(|i| tokens[*i].as_ref().map(Vec::len).unwrap_or(0));
-        for chunk in order.chunks(SUB_BATCH) {
+        let lengths: Vec<usize> = order
+            .iter()
+            .map(|i| tokens[*i].as_ref().map(Vec::len).unwrap_or(0))
+            .collect();
+        for pass in passes(&lengths, TOKEN_BUDGET) {
+            let chunk = &order[pass];
             let seqs: Vec<&[u32]> = chunk
                 .iter()
                 .filter_map(|i| tokens[*i].as_ref().ok().map(Vec::as_slice))
@@ -363,5 +374,21 @@ impl Flow for SentenceTransformer {
 
     fn unload(&self) {
         self.lazy.unload();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passes;
+
+    #[test]
+    fn passes_keep_texts_times_the_longest_within_the_budget() {
+        assert!(passes(&[], 100).is_empty());
+        assert_eq!(passes(&[10; 10], 100), vec![0..10]);
+        assert_eq!(passes(&[10; 11], 100), vec![0..10, 10..11]);
+        // Sorted lengths: the longer texts go fewer to a pass.
+        assert_eq!(passes(&[5, 5, 5, 30, 40, 60], 100), vec![0..3, 3..5, 5..6]);
+        // A text over the budget runs alone rather than not at all.
+        assert_eq!(passes(&[10, 500, 600], 100), vec![0..1, 1..2, 2..3]);
     }
 }
