@@ -9,6 +9,7 @@ use fstore_flows::{Flow, FlowInput, Params, Value};
 
 use crate::sample::{Sample, check_output, histogram, ms};
 use crate::settings::Settings;
+use crate::torch::Torch;
 
 pub(crate) fn flow_input(text: &str) -> FlowInput {
     FlowInput {
@@ -68,11 +69,19 @@ pub(crate) fn measure_flow(
     })
 }
 
+/// Candle's samples per batch size, and torch's when it runs beside (each size measured
+/// right after candle's).
+pub(crate) struct FlowRuns {
+    pub(crate) candle: Vec<Vec<Sample>>,
+    pub(crate) torch: Vec<Vec<Sample>>,
+}
+
 pub(crate) fn run_flow_part(
     s: &Settings,
     flow: &SentenceTransformer,
     texts: &[&str],
-) -> anyhow::Result<Vec<Vec<Sample>>> {
+    mut torch: Option<&mut Torch>,
+) -> anyhow::Result<FlowRuns> {
     // The texts, then the largest batch's worth again, so every batch is a contiguous
     // slice.
     let largest = s.sizes.iter().copied().max().unwrap_or(1);
@@ -83,6 +92,7 @@ pub(crate) fn run_flow_part(
         .map(|t| flow_input(t))
         .collect();
     let mut samples = vec![Vec::new(); s.sizes.len()];
+    let mut torch_samples = vec![Vec::new(); s.sizes.len()];
     for round in 0..s.median_of {
         for (i, &b) in s.sizes.iter().enumerate() {
             let sample = measure_flow(flow, &items, texts.len(), b, s.flow_secs)?;
@@ -94,7 +104,21 @@ pub(crate) fn run_flow_part(
                 ms(sample.p50_us)
             );
             samples[i].push(sample);
+            if let Some(torch) = torch.as_deref_mut() {
+                let sample = torch.measure(b, s.flow_secs)?;
+                eprintln!(
+                    "torch run {}/{} batch {b:>3}: {:.1} embeddings/s, p50 {:.1} ms",
+                    round + 1,
+                    s.median_of,
+                    sample.per_sec,
+                    ms(sample.p50_us)
+                );
+                torch_samples[i].push(sample);
+            }
         }
     }
-    Ok(samples)
+    Ok(FlowRuns {
+        candle: samples,
+        torch: torch_samples,
+    })
 }

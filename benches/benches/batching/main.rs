@@ -24,6 +24,10 @@
 //! - `BATCHING_MAX_WAIT_MS` (5): the worker's `max_wait`
 //! - `BATCHING_SIZES` (1,8,32): the batch sizes; the first is the baseline
 //! - `BATCHING_PARTS` (flow,worker): which parts to run
+//! - `BATCHING_TORCH` (unset): a python with sentence-transformers (`benches/versus-torch.sh
+//!   --install` makes one): part A then measures torch on the same batches, each size right
+//!   after candle's, on as many threads (`RAYON_NUM_THREADS`), prints them side by side
+//!   and the largest difference between the two embeddings
 //! - `BATCHING_UNIFORM` (0): 1 makes every text the sentence nearest the mean length, so
 //!   batches carry no padding: what batching gains when padding costs nothing
 //!
@@ -36,6 +40,7 @@ mod report;
 mod sample;
 mod settings;
 mod texts;
+mod torch;
 mod worker_part;
 
 use std::sync::Arc;
@@ -45,10 +50,11 @@ use anyhow::{Context, bail};
 use fstore_flows::Flow;
 
 use crate::flow_part::{flow_input, run_flow_part};
-use crate::report::{Extra, TARGET_RATIO, load_average, report};
+use crate::report::{Extra, TARGET_RATIO, load_average, report, report_versus};
 use crate::sample::check_output;
 use crate::settings::{Settings, model_dir};
 use crate::texts::{SENTENCES, padding, token_counts};
+use crate::torch::Torch;
 use crate::worker_part::run_worker_part;
 
 fn main() -> anyhow::Result<()> {
@@ -85,9 +91,17 @@ fn main() -> anyhow::Result<()> {
     };
     let lens = token_counts(&flow, &texts)?;
 
+    let mut torch = match &s.torch {
+        Some(python) if s.flow_part => {
+            let torch = Torch::start(python, flow.model_folder(), &texts, s.threads)?;
+            eprintln!("torch side started: {}", torch.versions);
+            Some(torch)
+        }
+        _ => None,
+    };
     let load_before = load_average();
     let flow_runs = if s.flow_part {
-        Some(run_flow_part(&s, &flow, &texts)?)
+        Some(run_flow_part(&s, &flow, &texts, torch.as_mut())?)
     } else {
         None
     };
@@ -133,9 +147,26 @@ fn main() -> anyhow::Result<()> {
                 "A. the flow alone: SentenceTransformer::run on one batch after another for {:.1} s per size; latency = one batched call",
                 s.flow_secs
             ),
-            runs,
+            &runs.candle,
             Extra::Padding(&pad),
         );
+        if let Some(torch) = torch.as_mut() {
+            report_versus(
+                &s,
+                &format!(
+                    "C. side by side: sentence-transformers ({}) on {} CPU thread(s), `encode` on the same batches, each size right after candle's",
+                    torch.versions, s.threads
+                ),
+                &runs.candle,
+                &runs.torch,
+            );
+            let worst = max_difference(&flow, &texts, &torch.embeddings()?)?;
+            println!();
+            println!(
+                "largest difference between candle's and torch's embeddings over the {} texts: {worst:.2e}",
+                texts.len()
+            );
+        }
     }
     if let Some(runs) = &worker_runs {
         met &= report(
@@ -158,4 +189,35 @@ fn main() -> anyhow::Result<()> {
         if met { "met" } else { "NOT met" }
     );
     Ok(())
+}
+
+/// The largest difference, over every dimension of every text, between the flow's
+/// embeddings (batch 1) and `theirs`.
+fn max_difference(
+    flow: &fstore_flows::sentence::SentenceTransformer,
+    texts: &[&str],
+    theirs: &[Vec<f32>],
+) -> anyhow::Result<f32> {
+    anyhow::ensure!(
+        theirs.len() == texts.len(),
+        "torch embedded {} of {} texts",
+        theirs.len(),
+        texts.len()
+    );
+    let mut worst = 0f32;
+    for (text, theirs) in texts.iter().zip(theirs) {
+        let ours = match flow.run(&[flow_input(text)]).pop() {
+            Some(Ok(fstore_flows::Value::Tensor(t))) => t.to_vec1::<f32>()?,
+            other => bail!("the flow did not embed {text:?}: {other:?}"),
+        };
+        anyhow::ensure!(
+            ours.len() == theirs.len(),
+            "torch's embedding has {} dimensions",
+            theirs.len()
+        );
+        for (a, b) in ours.iter().zip(theirs) {
+            worst = worst.max((a - b).abs());
+        }
+    }
+    Ok(worst)
 }

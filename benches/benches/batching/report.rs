@@ -29,7 +29,7 @@ pub(crate) fn median(runs: &[Sample]) -> Sample {
 
 /// What one table shows besides the common columns.
 pub(crate) enum Extra<'a> {
-    /// Part A: tokens with padding over tokens without, per batch size.
+    /// Part A: attention's tokens with padding over tokens without, per batch size.
     Padding(&'a [f64]),
     /// Part B: callers and texts per forward pass.
     Worker,
@@ -53,7 +53,7 @@ pub(crate) fn report(s: &Settings, part: &str, runs: &[Vec<Sample>], extra: Extr
         }
         Extra::Padding(_) => {
             println!(
-                "| batch | embeddings/s | p50 ms | p99 ms | vs batch {base_size} | tokens padded / real |"
+                "| batch | embeddings/s | p50 ms | p99 ms | vs batch {base_size} | attention's tokens, padded / real |"
             );
             println!("|---:|---:|---:|---:|---:|---:|");
         }
@@ -98,4 +98,31 @@ pub(crate) fn load_average() -> String {
         .ok()
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The side-by-side table: candle's and torch's medians per batch size, and their ratio.
+pub(crate) fn report_versus(
+    s: &Settings,
+    part: &str,
+    candle: &[Vec<Sample>],
+    torch: &[Vec<Sample>],
+) {
+    println!();
+    println!("{part}");
+    println!();
+    println!(
+        "| batch | candle embeddings/s | torch embeddings/s | candle / torch | candle p50 ms | torch p50 ms |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for ((c, t), b) in candle.iter().zip(torch).zip(&s.sizes) {
+        let (c, t) = (median(c), median(t));
+        println!(
+            "| {b} | {:.1} | {:.1} | {:.2}× | {:.1} | {:.1} |",
+            c.per_sec,
+            t.per_sec,
+            c.per_sec / t.per_sec.max(1e-9),
+            ms(c.p50_us),
+            ms(t.p50_us)
+        );
+    }
 }

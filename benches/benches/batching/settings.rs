@@ -21,6 +21,11 @@ pub(crate) struct Settings {
     pub(crate) flow_part: bool,
     pub(crate) worker_part: bool,
     pub(crate) uniform: bool,
+    /// A python with sentence-transformers, to measure torch beside candle.
+    pub(crate) torch: Option<PathBuf>,
+    /// Threads candle's matmuls run on (`RAYON_NUM_THREADS`, default every CPU), and
+    /// torch's too.
+    pub(crate) threads: usize,
 }
 
 impl Settings {
@@ -51,6 +56,15 @@ impl Settings {
             flow_part: parts.contains(&"flow"),
             worker_part: parts.contains(&"worker"),
             uniform: env("BATCHING_UNIFORM", 0u8)? != 0,
+            torch: std::env::var_os("BATCHING_TORCH")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
+            threads: match std::env::var("RAYON_NUM_THREADS") {
+                Ok(n) => n
+                    .parse::<usize>()
+                    .context("RAYON_NUM_THREADS must be a number of threads")?,
+                Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
         };
         ensure!(s.median_of >= 1, "MEDIAN_OF must be at least 1");
         ensure!(

@@ -71,10 +71,11 @@ pub(crate) const SENTENCES: [&str; 64] = [
     "The garden is full of bees and butterflies from early May until late September.",
 ];
 
-/// Tokens BERT sees for each batch size, padding included, over tokens without padding:
-/// the texts are cut into the same batches as [`measure_flow`] cuts them, and each batch
-/// is padded as `SentenceTransformer::run` pads it (sorted by length, groups of at most 32 padded to
-/// their longest).
+/// Tokens attention sees for each batch size, padding included, over the real tokens
+/// (the dense layers see only real tokens: the flow packs them): the texts are cut into
+/// the same batches as [`measure_flow`] cuts them, and each batch is padded to its
+/// longest text, as one pass of `SentenceTransformer::run` pads it (these batches are
+/// within its token budget, so each is one pass).
 pub(crate) fn padding(lens: &[usize], sizes: &[usize]) -> Vec<f64> {
     let n = lens.len();
     sizes
@@ -83,13 +84,9 @@ pub(crate) fn padding(lens: &[usize], sizes: &[usize]) -> Vec<f64> {
             let (mut real, mut padded) = (0usize, 0usize);
             // n batches starting at multiples of b cover every start a run can see.
             for k in 0..n {
-                let mut batch: Vec<usize> = (0..b).map(|j| lens[(k * b + j) % n]).collect();
-                batch.sort_unstable();
+                let batch: Vec<usize> = (0..b).map(|j| lens[(k * b + j) % n]).collect();
                 real += batch.iter().sum::<usize>();
-                padded += batch
-                    .chunks(32)
-                    .map(|c| c.len() * c.last().copied().unwrap_or(0))
-                    .sum::<usize>();
+                padded += b * batch.iter().copied().max().unwrap_or(0);
             }
             padded as f64 / real.max(1) as f64
         })
