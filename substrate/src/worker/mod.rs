@@ -94,6 +94,8 @@ pub struct FlowStats {
     /// weighs against the depth to see jobs waiting while every slot is busy.
     pub busy_slots: AtomicU64,
     pub in_flight: AtomicU64,
+    /// Jobs pulled for the next batch while the current one runs.
+    pub ahead: AtomicU64,
     pub cold_starts: AtomicU64,
     /// Milliseconds from the last wake (0 -> 1 slot) to its first finished batch.
     pub last_cold_start_ms: AtomicU64,
@@ -462,5 +464,107 @@ mod tests {
         );
         let flow = FlowId::new("num.affine", 1);
         assert_eq!(substrate.queue.depth(&flow).await.expect("depth").total, 0);
+    }
+
+    fn probe_job(key: &str, delay_ms: u64) -> crate::ComputeJob {
+        crate::ComputeJob {
+            value_key: key.into(),
+            generation: 1,
+            tenant: "t".into(),
+            feature: "f".into(),
+            feature_version: 1,
+            flow: "test.probe".into(),
+            flow_version: 1,
+            params: [("delay_ms".to_string(), delay_ms.to_string())].into(),
+            ttl_ms: 60_000,
+            planned_at_ms: crate::time::now_ms(),
+            ..Default::default()
+        }
+    }
+
+    /// As text-embeddings-inference batches: jobs that arrive while a batch runs are
+    /// pulled then, and form the next batch, which runs as soon as the slot is free.
+    #[tokio::test]
+    async fn the_next_batch_forms_while_the_current_one_runs() {
+        let substrate =
+            crate::embedded::substrate(&crate::embedded::Options::for_tests()).expect("substrate");
+        let catalog = Catalog::builtins().only(&["test.probe".to_string()]);
+        let options = WorkerOptions {
+            slots: 1,
+            max_batch: 8,
+            ..test_options()
+        };
+        let worker = Worker::new(substrate.clone(), catalog, options);
+        let stats = worker.stats();
+        let shutdown = CancellationToken::new();
+        let running = tokio::spawn(worker.run(shutdown.clone()));
+        let flow = stats.flow("test.probe@1");
+        let enqueue = |key: &str| {
+            let queue = substrate.queue.clone();
+            let job = probe_job(key, 700);
+            async move {
+                queue
+                    .enqueue(&job, &crate::Headers::new())
+                    .await
+                    .expect("enqueue")
+            }
+        };
+        enqueue("first").await;
+        let waited = |what: &'static str, until: Box<dyn Fn() -> bool + Send>| async move {
+            tokio::time::timeout(Duration::from_secs(5), async {
+                while !until() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .unwrap_or_else(|_| panic!("{what}"));
+        };
+        let f = flow.clone();
+        waited(
+            "the first job's batch starts",
+            Box::new(move || f.busy_slots.load(Ordering::Relaxed) == 1),
+        )
+        .await;
+        for k in ["a", "b", "c"] {
+            enqueue(k).await;
+        }
+        let f = flow.clone();
+        waited(
+            "the three jobs are pulled while the first batch runs",
+            Box::new(move || f.ahead.load(Ordering::Relaxed) == 3),
+        )
+        .await;
+        assert_eq!(
+            flow.in_flight.load(Ordering::Relaxed),
+            1,
+            "the first batch is still running"
+        );
+        let probe = FlowId::new("test.probe", 1);
+        assert_eq!(substrate.queue.depth(&probe).await.expect("depth").total, 4);
+        let results = substrate.results.clone();
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let mut stored = 0;
+                for k in ["first", "a", "b", "c"] {
+                    if results.get(k, 0).await.expect("read").is_some() {
+                        stored += 1;
+                    }
+                }
+                if stored == 4 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("every job is computed");
+        assert_eq!(flow.ahead.load(Ordering::Relaxed), 0);
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("run returns")
+            .expect("no panic")
+            .expect("clean stop");
+        assert_eq!(substrate.queue.depth(&probe).await.expect("depth").total, 0);
     }
 }

@@ -4,6 +4,13 @@
 //! for at most `max_wait` (dynamic batching), reads the jobs' key inputs, runs one
 //! `Flow::run` on the blocking pool while extending the jobs' leases, and settles the
 //! batch's jobs together, each on its own.
+//!
+//! When every slot a batchable flow may have here is busy, a slot's next batch forms
+//! while its current one runs, as text-embeddings-inference forms its batches:
+//! interactive jobs that arrive meanwhile are pulled (up to `max_batch`, their leases
+//! kept) and run as soon as the slot is free, with no wait timer. Below capacity they
+//! stay in the queue for a slot that can run them now. The turn that takes the batch
+//! lane first pulls afresh, so backfills still get their share.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -33,6 +40,16 @@ fn lane_order(turn: u32, batch_every: u32) -> [Lane; 2] {
     }
 }
 
+/// Extends the leases of `jobs` (in-progress acks), so waiting or long computations are
+/// not redelivered.
+async fn extend_leases(jobs: &[Delivery]) {
+    for d in jobs {
+        if let Err(e) = d.in_progress().await {
+            debug!(error = %e, "in-progress ack failed");
+        }
+    }
+}
+
 /// Why a job's flow input could not be read.
 enum Unready {
     /// Key inputs expired (or failed retryably) before the compute ran, by name: they
@@ -49,6 +66,11 @@ const PULL_RETRY: Duration = Duration::from_millis(500);
 
 /// How long one pull waits for a first job before the slot checks for shutdown again.
 const PULL_WAIT: Duration = Duration::from_secs(1);
+
+/// How long one pull for the next batch waits for a job before checking whether the
+/// current batch is done. A job that comes wakes the pull at once; this bounds only how
+/// late an idle slot notices that its batch has ended.
+const AHEAD_WAIT: Duration = Duration::from_millis(100);
 
 /// A slot holding a batch, counted in its flow's stats while it lives.
 struct Busy {
@@ -89,8 +111,11 @@ impl Worker {
             return;
         };
         let queue = self.dispatcher.substrate().queue.clone();
+        let stats = self.stats.flow(&id.to_string());
         let mut turn = 0u32;
-        while !shutdown.is_cancelled() {
+        // The next batch, formed while the last one ran; computed even after a stop.
+        let mut ahead: Vec<Delivery> = Vec::new();
+        while !shutdown.is_cancelled() || !ahead.is_empty() {
             turn = turn.wrapping_add(1);
             let permit = batch_slots.clone().try_acquire_owned().ok();
             let both = lane_order(turn, self.options.batch_every);
@@ -104,9 +129,14 @@ impl Worker {
             // which come back only when their lease runs out (`nats.ack_wait`), and a
             // call waiting on them looks lost meanwhile. It waits at most PULL_WAIT, and
             // what it brings is computed and settled before the slot stops.
-            let pulled = queue
-                .pull(&id, lanes, self.options.max_batch, PULL_WAIT)
-                .await;
+            let pulled = if ahead.is_empty() {
+                queue
+                    .pull(&id, lanes, self.options.max_batch, PULL_WAIT)
+                    .await
+            } else {
+                stats.ahead.fetch_sub(ahead.len() as u64, Ordering::Relaxed);
+                Ok(std::mem::take(&mut ahead))
+            };
             match pulled {
                 Ok(batch) if batch.is_empty() => {}
                 Ok(mut batch) => {
@@ -116,8 +146,24 @@ impl Worker {
                     // The permit is held while the batch holds batch jobs.
                     let _held =
                         permit.filter(|_| batch.iter().any(|d| d.job.lane() == Lane::Batch));
-                    let _busy = Busy::new(self.stats.flow(&id.to_string()), batch.len());
-                    self.process(&flow, batch).await;
+                    let _busy = Busy::new(stats.clone(), batch.len());
+                    // Not before a turn that takes the batch lane first: it pulls afresh.
+                    let next_first = lane_order(turn.wrapping_add(1), self.options.batch_every)[0];
+                    let form_ahead = flow.spec().batchable
+                        && self.options.max_batch > 1
+                        && next_first == Lane::Interactive
+                        && !shutdown.is_cancelled();
+                    if form_ahead {
+                        let done = CancellationToken::new();
+                        let run = async {
+                            self.process(&flow, batch).await;
+                            done.cancel();
+                        };
+                        let next = self.form_ahead(queue.as_ref(), &id, &stats, &done);
+                        ahead = tokio::join!(run, next).1;
+                    } else {
+                        self.process(&flow, batch).await;
+                    }
                 }
                 Err(e) => {
                     warn!(flow = %id, error = %e, "pull failed; retrying");
@@ -128,6 +174,56 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Whether every slot the flow may have here runs a batch: only then is a job better
+    /// off in this slot's next batch than in the queue, where another slot (a new one
+    /// the autoscaler starts, one that frees up) would take it at once.
+    fn at_capacity(&self, id: &FlowId, stats: &FlowStats) -> bool {
+        let slots = stats.slots.load(Ordering::Relaxed);
+        slots >= self.bounds(id).max as u64 && stats.busy_slots.load(Ordering::Relaxed) >= slots
+    }
+
+    /// The next batch, formed while the current one runs (until `done`), while the flow
+    /// is at capacity: interactive jobs as they arrive, up to `max_batch`, their leases
+    /// extended while they wait.
+    async fn form_ahead(
+        &self,
+        queue: &dyn JobQueue,
+        id: &FlowId,
+        stats: &FlowStats,
+        done: &CancellationToken,
+    ) -> Vec<Delivery> {
+        let mut ahead: Vec<Delivery> = Vec::new();
+        let mut extended = tokio::time::Instant::now();
+        while !done.is_cancelled()
+            && ahead.len() < self.options.max_batch
+            && self.at_capacity(id, stats)
+        {
+            let room = self.options.max_batch - ahead.len();
+            match queue.pull(id, &[Lane::Interactive], room, AHEAD_WAIT).await {
+                Ok(more) => {
+                    stats.ahead.fetch_add(more.len() as u64, Ordering::Relaxed);
+                    ahead.extend(more);
+                }
+                Err(e) => {
+                    debug!(flow = %id, error = %e, "pulling the next batch failed; it forms after this one");
+                    break;
+                }
+            }
+            if extended.elapsed() >= self.options.progress_interval {
+                extend_leases(&ahead).await;
+                extended = tokio::time::Instant::now();
+            }
+        }
+        // Full (or the pull failed) while the current batch runs: keep the leases.
+        while !done.is_cancelled() {
+            tokio::select! {
+                _ = done.cancelled() => {}
+                _ = tokio::time::sleep(self.options.progress_interval) => extend_leases(&ahead).await,
+            }
+        }
+        ahead
     }
 
     /// Dynamic batching: keeps pulling until the batch is full or `max_wait` has passed
@@ -265,13 +361,7 @@ impl Worker {
         while tokio::time::Instant::now() < until {
             tokio::select! {
                 _ = tokio::time::sleep_until(until) => {}
-                _ = tokio::time::sleep(self.options.progress_interval) => {
-                    for d in running {
-                        if let Err(e) = d.in_progress().await {
-                            debug!(error = %e, "in-progress ack failed");
-                        }
-                    }
-                }
+                _ = tokio::time::sleep(self.options.progress_interval) => extend_leases(running).await,
             }
         }
     }
@@ -293,13 +383,7 @@ impl Worker {
         let joined = loop {
             tokio::select! {
                 r = &mut compute => break r,
-                _ = tokio::time::sleep(self.options.progress_interval) => {
-                    for d in running {
-                        if let Err(e) = d.in_progress().await {
-                            debug!(error = %e, "in-progress ack failed");
-                        }
-                    }
-                }
+                _ = tokio::time::sleep(self.options.progress_interval) => extend_leases(running).await,
             }
         };
         crate::metrics::global()
