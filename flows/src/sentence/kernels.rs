@@ -55,16 +55,8 @@ impl CustomOp2 for BiasActivation {
         bias: &CpuStorage,
         bias_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(bias)) = (x, bias) else {
-            candle_core::bail!("bias-activation runs on f32 tensors");
-        };
-        let (Some((x0, x1)), Some((b0, b1))) = (
-            x_layout.contiguous_offsets(),
-            bias_layout.contiguous_offsets(),
-        ) else {
-            candle_core::bail!("bias-activation needs contiguous tensors");
-        };
-        let (x, bias) = (&x[x0..x1], &bias[b0..b1]);
+        let x = f32_values(x, x_layout)?;
+        let bias = f32_values(bias, bias_layout)?;
         let n = bias.len();
         if n == 0 || !x.len().is_multiple_of(n) {
             candle_core::bail!("bias-activation: {} values are not rows of {n}", x.len());
@@ -298,6 +290,16 @@ mod tests {
 
     use super::*;
 
+    fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+        let a = a.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("a");
+        let b = b.flatten_all().and_then(|t| t.to_vec1::<f32>()).expect("b");
+        assert_eq!(a.len(), b.len(), "shapes differ");
+        a.iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
     #[test]
     fn erf_is_within_a_few_ulp_of_the_f64_erf() {
         let mut worst = 0f64;
@@ -329,16 +331,7 @@ mod tests {
             (Activation::Relu, plain.relu()),
         ] {
             let fused = add_bias(&x, &bias, activation).expect("fused");
-            let diff = (fused - expected.expect("candle"))
-                .expect("sub")
-                .abs()
-                .expect("abs")
-                .flatten_all()
-                .expect("flat")
-                .max(0)
-                .expect("max")
-                .to_scalar::<f32>()
-                .expect("scalar");
+            let diff = max_abs_diff(&fused, &expected.expect("candle"));
             assert!(diff < 2e-6, "{activation:?} differs by {diff}");
         }
     }
@@ -365,16 +358,7 @@ mod tests {
         let plain = norm
             .forward(&(x.broadcast_add(&bias).expect("add") + &residual).expect("add"))
             .expect("plain");
-        let diff = (fused - plain)
-            .expect("sub")
-            .abs()
-            .expect("abs")
-            .flatten_all()
-            .expect("flat")
-            .max(0)
-            .expect("max")
-            .to_scalar::<f32>()
-            .expect("scalar");
+        let diff = max_abs_diff(&fused, &plain);
         assert!(diff < 1e-5, "the fused norm differs by {diff}");
         let wrong = Tensor::zeros((rows, n + 1), candle_core::DType::F32, cpu).expect("w");
         assert!(norm.add(&wrong, &bias, &wrong).is_err());
@@ -397,16 +381,7 @@ mod tests {
         let fused = masked_softmax(&scores, &mask).expect("fused");
         let plain = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask).expect("add"))
             .expect("plain");
-        let diff = (&fused - plain)
-            .expect("sub")
-            .abs()
-            .expect("abs")
-            .flatten_all()
-            .expect("flat")
-            .max(0)
-            .expect("max")
-            .to_scalar::<f32>()
-            .expect("scalar");
+        let diff = max_abs_diff(&fused, &plain);
         assert!(diff < 1e-6, "the masked softmax differs by {diff}");
         // Padding gets no weight: the second text's positions 2.. are 0.
         let second = fused.get(1).expect("text").flatten_all().expect("flat");

@@ -325,6 +325,29 @@ mod tests {
     use super::*;
     use std::sync::atomic::Ordering;
 
+    type Running = tokio::task::JoinHandle<Result<(), Error>>;
+
+    /// Stops the worker and waits until every task of it has ended, cleanly.
+    async fn stop(shutdown: CancellationToken, running: Running) {
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("run returns once every task has ended")
+            .expect("the worker task does not panic")
+            .expect("the worker stops cleanly");
+    }
+
+    /// Waits (at most 5 s) until `done` holds; `what` says what did not happen.
+    async fn wait_until(what: &str, done: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}"));
+    }
+
     #[tokio::test]
     async fn shutdown_joins_slots_and_autoscalers_then_withdraws() {
         let substrate =
@@ -346,19 +369,11 @@ mod tests {
         let shutdown = CancellationToken::new();
         let running = tokio::spawn(worker.run(shutdown.clone()));
         let flow = stats.flow("num.affine@1");
-        tokio::time::timeout(Duration::from_secs(5), async {
-            while flow.slots.load(Ordering::Relaxed) == 0 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+        wait_until("the flow's minimum slot starts", || {
+            flow.slots.load(Ordering::Relaxed) > 0
         })
-        .await
-        .expect("the flow's minimum slot starts");
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), running)
-            .await
-            .expect("run returns once every task has ended")
-            .expect("the worker task does not panic")
-            .expect("the worker stops cleanly");
+        .await;
+        stop(shutdown, running).await;
         assert_eq!(flow.slots.load(Ordering::Relaxed), 0);
         let listed = substrate.directory.list().await.expect("directory");
         assert!(listed.iter().all(|f| f.live_workers == 0), "{listed:?}");
@@ -451,12 +466,7 @@ mod tests {
             .await
             .expect("the slot pulls the job");
         // Stop while the pull holds the job.
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), running)
-            .await
-            .expect("run returns")
-            .expect("no panic")
-            .expect("clean stop");
+        stop(shutdown, running).await;
         let stored = substrate.results.get("k", 0).await.expect("read");
         assert!(
             stored.is_some_and(|e| e.error.is_empty()),
@@ -510,28 +520,16 @@ mod tests {
             }
         };
         enqueue("first").await;
-        let waited = |what: &'static str, until: Box<dyn Fn() -> bool + Send>| async move {
-            tokio::time::timeout(Duration::from_secs(5), async {
-                while !until() {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            })
-            .await
-            .unwrap_or_else(|_| panic!("{what}"));
-        };
-        let f = flow.clone();
-        waited(
-            "the first job's batch starts",
-            Box::new(move || f.busy_slots.load(Ordering::Relaxed) == 1),
-        )
+        wait_until("the first job's batch starts", || {
+            flow.busy_slots.load(Ordering::Relaxed) == 1
+        })
         .await;
         for k in ["a", "b", "c"] {
             enqueue(k).await;
         }
-        let f = flow.clone();
-        waited(
+        wait_until(
             "the three jobs are pulled while the first batch runs",
-            Box::new(move || f.ahead.load(Ordering::Relaxed) == 3),
+            || flow.ahead.load(Ordering::Relaxed) == 3,
         )
         .await;
         assert_eq!(
@@ -559,12 +557,7 @@ mod tests {
         .await
         .expect("every job is computed");
         assert_eq!(flow.ahead.load(Ordering::Relaxed), 0);
-        shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(5), running)
-            .await
-            .expect("run returns")
-            .expect("no panic")
-            .expect("clean stop");
+        stop(shutdown, running).await;
         assert_eq!(substrate.queue.depth(&probe).await.expect("depth").total, 0);
     }
 }
